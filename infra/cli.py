@@ -1,0 +1,68 @@
+"""The `parley` command: run the stack, the services and the tools."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from infra.settings import Settings, load_settings
+
+
+def _stack(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.stack import StackError, State, stack_down, stack_status, stack_up
+
+    try:
+        if args.action == "up":
+            stack_up(settings)
+        elif args.action == "down":
+            stack_down(settings)
+    except StackError as exc:
+        print(f"parley stack: error: {exc}", file=sys.stderr)
+        return 1
+    if args.action == "status" or args.action == "up":
+        statuses = stack_status(settings)
+        for st in statuses:
+            pid = f"pid {st.pid}" if st.pid else "-"
+            print(f"{st.service:<9} {st.state:<11} {st.address:<22} {pid:<10} {st.log}")
+        if args.action == "status":
+            bad = {State.UNHEALTHY, State.UNREACHABLE, State.STOPPED}
+            return 3 if any(st.state in bad for st in statuses) else 0
+    return 0
+
+
+def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.topics import ensure_topics
+
+    for name, outcome in ensure_topics(settings):
+        print(f"{name:<32} {outcome}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parley", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    stack = sub.add_parser("stack", help="the local Kafka, PostgreSQL and Redis")
+    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.set_defaults(run=_stack)
+
+    topics = sub.add_parser("topics", help="Parley's Kafka topics")
+    topics.add_argument("action", choices=["ensure"])
+    topics.set_defaults(run=_topics)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ValueError as exc:
+        print(f"parley: error: {exc}", file=sys.stderr)
+        return 2
+    run: Callable[[argparse.Namespace, Settings], int] = args.run
+    return run(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

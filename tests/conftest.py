@@ -1,0 +1,76 @@
+"""Test fixtures: the real local stack, an isolated database, topics and Redis db per run.
+
+Tests never touch a developer's data: they use the database ``<pg_db>_test``, Redis
+database 15, and Kafka topics prefixed with a per-run id (deleted at the end).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import redis
+
+from infra.settings import Settings, load_settings
+from infra.stack import stack_up
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def settings(base_settings: Settings) -> Iterator[Settings]:
+    """Settings for this test run; the stack is started (or reused) first."""
+    stack_up(base_settings)
+    run_id = uuid.uuid4().hex[:8]
+    test = base_settings.replace(
+        pg_db=f"{base_settings.pg_db}_test",
+        redis_url=_redis_db(base_settings.redis_url, 15),
+        topic_prefix=f"test-{run_id}.",
+        events_partitions=4,
+        commands_partitions=4,
+    )
+    _fresh_database(base_settings, test.pg_db)
+    redis.Redis.from_url(test.redis_url).flushdb()
+    os.environ.update(
+        {
+            "PARLEY_PG_DB": test.pg_db,
+            "PARLEY_REDIS_URL": test.redis_url,
+            "PARLEY_TOPIC_PREFIX": test.topic_prefix,
+            "PARLEY_EVENTS_PARTITIONS": str(test.events_partitions),
+            "PARLEY_COMMANDS_PARTITIONS": str(test.commands_partitions),
+        }
+    )
+    yield test
+    _delete_topics(test)
+
+
+def _redis_db(url: str, db: int) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{db}"
+
+
+def _fresh_database(settings: Settings, name: str) -> None:
+    admin = settings.replace(pg_db="postgres").pg_conninfo
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def _delete_topics(settings: Settings) -> None:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        mine = [t for t in admin.list_topics() if t.startswith(settings.topic_prefix)]
+        if mine:
+            with contextlib.suppress(Exception):
+                admin.delete_topics(mine)
+    finally:
+        admin.close()

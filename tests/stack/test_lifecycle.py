@@ -1,0 +1,123 @@
+"""`parley stack` is idempotent, restarts the dead, and fails clearly on bad ground.
+
+These tests run their own Redis and PostgreSQL instances in a temporary state folder
+on spare ports, so the shared stack the other tests use is never disturbed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.settings import Settings
+from infra.stack import StackError, State
+from infra.stack.postgres import Postgres
+from infra.stack.redis import Redis
+
+
+def _spare_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def private(settings: Settings) -> Iterator[Settings]:
+    # Under the project's state folder: the `postgres` user can reach it, unlike /tmp's.
+    state = Path(settings.state_dir) / "tests" / uuid.uuid4().hex[:8]
+    state.mkdir(parents=True)
+    private = settings.replace(
+        state_dir=str(state),
+        redis_url=f"redis://127.0.0.1:{_spare_port()}/0",
+        pg_port=_spare_port(),
+        health_deadline_s=30.0,
+    )
+    yield private
+    for service in (Redis(private), Postgres(private)):
+        service.down()
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def test_up_twice_starts_once_and_down_stops(private: Settings) -> None:
+    redis = Redis(private)
+    assert redis.up() is True
+    pid = redis.pid()
+    assert redis.status().state is State.HEALTHY
+    assert redis.up() is False  # already running: nothing started twice
+    assert redis.pid() == pid
+    redis.down()
+    assert redis.status().state is State.STOPPED
+
+
+def test_a_dead_service_is_restarted(private: Settings) -> None:
+    redis = Redis(private)
+    redis.up()
+    old = redis.pid()
+    assert old is not None
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while redis.pid() is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert redis.status().state is State.STOPPED
+    assert redis.up() is True
+    assert redis.pid() not in (None, old)
+    assert redis.status().state is State.HEALTHY
+
+
+def test_a_taken_port_is_named_and_nothing_is_left_running(private: Settings) -> None:
+    redis = Redis(private)
+    host, port = redis.host_port
+    with socket.socket() as squatter:
+        squatter.bind((host, port))
+        squatter.listen()
+        with pytest.raises(StackError, match=rf"port {host}:{port} is already taken"):
+            redis.up()
+    assert redis.pid() is None
+
+
+def test_a_corrupt_postgres_state_folder_is_refused(private: Settings) -> None:
+    postgres = Postgres(private)
+    postgres.data.mkdir(parents=True)
+    (postgres.data / "garbage").write_text("not a cluster")
+    with pytest.raises(StackError, match="corrupt state"):
+        postgres.up()
+    assert postgres.pid() is None
+
+
+def test_a_broken_service_fails_with_its_log_named(private: Settings) -> None:
+    redis = Redis(private.replace(health_deadline_s=5.0))
+    # A config the server rejects: it exits at once, and the error names the log.
+    redis.home.mkdir(parents=True)
+    original = redis.prepare
+
+    def bad_prepare() -> None:
+        original()
+        with (redis.home / "redis.conf").open("a") as conf:
+            conf.write("no-such-directive yes\n")
+
+    redis.prepare = bad_prepare  # type: ignore[method-assign]
+    with pytest.raises(StackError, match=rf"not healthy within.*{redis.log}"):
+        redis.up()
+    assert redis.pid() is None
+
+
+def test_status_command_reports_the_shared_stack(settings: Settings) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "stack", "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = {line.split()[0]: line.split()[1] for line in done.stdout.splitlines()}
+    assert lines == {"postgres": "healthy", "redis": "healthy", "kafka": "healthy"}
