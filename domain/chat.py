@@ -1,0 +1,495 @@
+"""The chat aggregate: one 1:1 or group conversation, its members, messages and receipts."""
+
+from collections.abc import Iterable, Mapping, Set
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any, Self, cast
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Snapshot as AggregateSnapshot
+
+from domain.errors import (
+    GroupFull,
+    InvalidBody,
+    InvalidGroup,
+    InvalidSeq,
+    LastAdmin,
+    NotAdmin,
+    NotGroup,
+    NotMember,
+)
+from domain.ids import direct_chat_id
+from domain.membership import Interval, joined, left, was_member
+from domain.messages import MAX_BODY_BYTES, MediaRef, MessageKind, validate_message
+
+MAX_GROUP_MEMBERS = 256
+MAX_GROUP_NAME_CHARS = 100
+MAX_CLIENT_ID_CHARS = 128
+"""Limit on `device_id` and `local_id`, which the chat remembers forever."""
+
+SendKey = tuple[UUID, str, str]
+"""(sender, device_id, local_id): what makes a resend recognisable."""
+
+
+class ChatKind(StrEnum):
+    """Whether a chat is between two users or a group."""
+
+    DIRECT = "direct"
+    GROUP = "group"
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The outcome of `Chat.send`: the message's id and seq, and whether it was a resend."""
+
+    message_id: int
+    seq: int
+    duplicate: bool
+
+
+class Chat(Aggregate):
+    """A conversation that orders its messages by a gapless `seq` starting at 1.
+
+    Groups have admins. When the only admin leaves, the member who has belonged
+    longest without a break is promoted (an explicit `AdminPromoted` with `by` set to
+    the leaver); the only admin cannot demote themselves (`last_admin`). So a group
+    with members always has an admin.
+    """
+
+    class_version = 1
+
+    class Event(Aggregate.Event):
+        class_version = 1
+
+    class DirectChatOpened(Event, Aggregate.Created):
+        class_version = 1
+        members: list[UUID]
+        opened_by: UUID
+
+        def apply(self, aggregate: "Chat") -> None:
+            aggregate._start(ChatKind.DIRECT, None, self.members)
+
+    class GroupCreated(Event, Aggregate.Created):
+        """`members` lists everyone, the creator first."""
+
+        class_version = 1
+        name: str
+        created_by: UUID
+        members: list[UUID]
+
+        def apply(self, aggregate: "Chat") -> None:
+            aggregate._start(ChatKind.GROUP, self.name, self.members)
+            aggregate._admins.add(self.created_by)
+
+    class GroupRenamed(Event):
+        class_version = 1
+        name: str
+        by: UUID
+
+        def apply(self, aggregate: "Chat") -> None:
+            aggregate.name = self.name
+
+    class MemberAdded(Event):
+        class_version = 1
+        user_id: UUID
+        by: UUID
+
+        def apply(self, aggregate: "Chat") -> None:
+            aggregate._join(self.user_id)
+
+    class MemberRemoved(Event):
+        class_version = 1
+        user_id: UUID
+        by: UUID
+
+        def apply(self, aggregate: "Chat") -> None:
+            aggregate._leave(self.user_id)
+
+    class MemberLeft(Event):
+        class_version = 1
+        user_id: UUID
+
+        def apply(self, aggregate: "Chat") -> None:
+            aggregate._leave(self.user_id)
+
+    class AdminPromoted(Event):
+        class_version = 1
+        user_id: UUID
+        by: UUID
+
+        def apply(self, aggregate: "Chat") -> None:
+            aggregate._admins.add(self.user_id)
+
+    class AdminDemoted(Event):
+        class_version = 1
+        user_id: UUID
+        by: UUID
+
+        def apply(self, aggregate: "Chat") -> None:
+            aggregate._admins.discard(self.user_id)
+
+    class MessageSent(Event):
+        """`kind` is a `MessageKind` value; `media` is `MediaRef.to_dict()` or None."""
+
+        class_version = 1
+        seq: int
+        message_id: int
+        sender: UUID
+        device_id: str
+        local_id: str
+        kind: str
+        body: bytes
+        media: dict[str, Any] | None
+        sent_at_ms: int
+
+        def apply(self, aggregate: "Chat") -> None:
+            aggregate._last_seq = self.seq
+            aggregate._senders.append(self.sender)
+            key = (self.sender, self.device_id, self.local_id)
+            aggregate._sent[key] = (self.message_id, self.seq)
+
+    class MessagesDelivered(Event):
+        class_version = 1
+        user_id: UUID
+        up_to: int
+
+        def apply(self, aggregate: "Chat") -> None:
+            aggregate._delivered_up_to[self.user_id] = self.up_to
+
+    class MessagesRead(Event):
+        """Reading implies delivery: this also moves the delivered cursor up."""
+
+        class_version = 1
+        user_id: UUID
+        up_to: int
+
+        def apply(self, aggregate: "Chat") -> None:
+            aggregate._read_up_to[self.user_id] = self.up_to
+            delivered = aggregate._delivered_up_to.get(self.user_id, 0)
+            aggregate._delivered_up_to[self.user_id] = max(delivered, self.up_to)
+
+    class Snapshot(AggregateSnapshot):
+        """A snapshot whose state is JSON-friendly: no sets, tuples or UUID-keyed dicts.
+
+        The state is the aggregate's attributes in that plain form, so renaming one
+        needs `Chat.class_version` raised and an `upcast_v1_v2` that works on it.
+        """
+
+        @classmethod
+        def take(cls, aggregate: Any) -> Self:
+            snapshot = super().take(aggregate)
+            return replace(snapshot, state=_plain_state(snapshot.state))
+
+        def mutate(self, _: None) -> "Chat":
+            chat = cast("Chat", super().mutate(None))
+            vars(chat).update(_rich_state(vars(chat)))
+            return chat
+
+    def __init__(self) -> None:
+        self.kind = ChatKind.DIRECT
+        self.name: str | None = None
+        self._members: dict[UUID, None] = {}  # in order of joining, longest-standing first
+        self._admins: set[UUID] = set()
+        self._member_since: dict[UUID, tuple[Interval, ...]] = {}
+        self._last_seq = 0
+        self._senders: list[UUID] = []  # sender of seq n at index n - 1
+        self._sent: dict[SendKey, tuple[int, int]] = {}
+        self._delivered_up_to: dict[UUID, int] = {}
+        self._read_up_to: dict[UUID, int] = {}
+
+    # Creation
+
+    @classmethod
+    def open_direct(cls, user_a: UUID, user_b: UUID, opened_by: UUID) -> Self:
+        """Open the 1:1 chat of two users; its id is `direct_chat_id(user_a, user_b)`."""
+        if user_a == user_b:
+            raise InvalidGroup("a direct chat needs two different users")
+        if opened_by not in (user_a, user_b):
+            raise NotMember("only one of the two users can open their direct chat")
+        return cls._create(
+            cls.DirectChatOpened,
+            id=direct_chat_id(user_a, user_b),
+            members=sorted((user_a, user_b)),
+            opened_by=opened_by,
+        )
+
+    @classmethod
+    def create_group(
+        cls,
+        chat_id: UUID,
+        name: str,
+        created_by: UUID,
+        members: Iterable[UUID],
+        max_members: int = MAX_GROUP_MEMBERS,
+    ) -> Self:
+        """Create a group; the creator is its first admin and must not be in `members`."""
+        others = list(members)
+        if created_by in others:
+            raise InvalidGroup("the creator is a member already; leave them out of the list")
+        if len(set(others)) != len(others):
+            raise InvalidGroup("the member list has duplicates")
+        if 1 + len(others) > max_members:
+            raise GroupFull(f"a group has at most {max_members} members")
+        return cls._create(
+            cls.GroupCreated,
+            id=chat_id,
+            name=_group_name(name),
+            created_by=created_by,
+            members=[created_by, *others],
+        )
+
+    # Group administration
+
+    def rename(self, name: str, by: UUID) -> bool:
+        """Rename the group; False if it already has that name."""
+        self._require_admin(by)
+        name = _group_name(name)
+        if name == self.name:
+            return False
+        self.trigger_event(self.GroupRenamed, name=name, by=by)
+        return True
+
+    def add_member(self, user_id: UUID, by: UUID, max_members: int = MAX_GROUP_MEMBERS) -> bool:
+        """Add a user (again); False if they are a member already."""
+        self._require_admin(by)
+        if user_id in self._members:
+            return False
+        if len(self._members) >= max_members:
+            raise GroupFull(f"a group has at most {max_members} members")
+        self.trigger_event(self.MemberAdded, user_id=user_id, by=by)
+        return True
+
+    def remove_member(self, user_id: UUID, by: UUID) -> bool:
+        """Remove another member; False if they are not a member. Admins leave, not remove."""
+        self._require_admin(by)
+        if user_id == by:
+            raise InvalidGroup("use leave to leave a group")
+        if user_id not in self._members:
+            return False
+        self.trigger_event(self.MemberRemoved, user_id=user_id, by=by)
+        return True
+
+    def leave(self, user_id: UUID) -> bool:
+        """Leave the group; False if not a member. The only admin hands over (see `Chat`)."""
+        self._require_group()
+        if user_id not in self._members:
+            return False
+        was_only_admin = self._admins == {user_id}
+        self.trigger_event(self.MemberLeft, user_id=user_id)
+        if was_only_admin and self._members:
+            successor = next(iter(self._members))
+            self.trigger_event(self.AdminPromoted, user_id=successor, by=user_id)
+        return True
+
+    def promote(self, user_id: UUID, by: UUID) -> bool:
+        """Make a member an admin; False if they are one already."""
+        self._require_admin(by)
+        self._require_member(user_id)
+        if user_id in self._admins:
+            return False
+        self.trigger_event(self.AdminPromoted, user_id=user_id, by=by)
+        return True
+
+    def demote(self, user_id: UUID, by: UUID) -> bool:
+        """Take admin rights away; False if the user is not an admin."""
+        self._require_admin(by)
+        if user_id not in self._admins:
+            return False
+        if self._admins == {user_id}:
+            raise LastAdmin()
+        self.trigger_event(self.AdminDemoted, user_id=user_id, by=by)
+        return True
+
+    # Messages
+
+    def send(
+        self,
+        sender: UUID,
+        device_id: str,
+        local_id: str,
+        kind: MessageKind | str,
+        body: bytes,
+        media: MediaRef | None,
+        message_id: int,
+        sent_at_ms: int,
+        max_body: int = MAX_BODY_BYTES,
+    ) -> SendResult:
+        """Append a message with the next seq; a resend returns the original, adding nothing."""
+        original = self._sent.get((sender, device_id, local_id))
+        if original is not None:
+            return SendResult(message_id=original[0], seq=original[1], duplicate=True)
+        self._require_member(sender)
+        for label, value in (("device_id", device_id), ("local_id", local_id)):
+            if not 0 < len(value) <= MAX_CLIENT_ID_CHARS:
+                raise InvalidBody(f"{label} must be 1..{MAX_CLIENT_ID_CHARS} characters")
+        message_kind = validate_message(kind, body, media, max_body)
+        seq = self._last_seq + 1
+        self.trigger_event(
+            self.MessageSent,
+            seq=seq,
+            message_id=message_id,
+            sender=sender,
+            device_id=device_id,
+            local_id=local_id,
+            kind=message_kind.value,
+            body=body,
+            media=None if media is None else media.to_dict(),
+            sent_at_ms=sent_at_ms,
+        )
+        return SendResult(message_id=message_id, seq=seq, duplicate=False)
+
+    # Receipts
+
+    def mark_delivered(self, user_id: UUID, up_to: int) -> bool:
+        """Move the user's delivered cursor up to `up_to`; False if it is there already."""
+        self._check_receipt(user_id, up_to)
+        if up_to <= self._delivered_up_to.get(user_id, 0):
+            return False
+        self.trigger_event(self.MessagesDelivered, user_id=user_id, up_to=up_to)
+        return True
+
+    def mark_read(self, user_id: UUID, up_to: int) -> bool:
+        """Move the user's read (and delivered) cursor up to `up_to`; False if read already."""
+        self._check_receipt(user_id, up_to)
+        if up_to <= self._read_up_to.get(user_id, 0):
+            return False
+        self.trigger_event(self.MessagesRead, user_id=user_id, up_to=up_to)
+        return True
+
+    # Queries
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the latest message; 0 before the first."""
+        return self._last_seq
+
+    @property
+    def members(self) -> Set[UUID]:
+        """Current members."""
+        return self._members.keys()
+
+    @property
+    def admins(self) -> Set[UUID]:
+        """Current admins of a group; empty for a direct chat."""
+        return frozenset(self._admins)
+
+    @property
+    def member_since(self) -> Mapping[UUID, tuple[Interval, ...]]:
+        """Everyone who ever belonged, with their seq intervals (see `domain.membership`)."""
+        return self._member_since
+
+    @property
+    def delivered_up_to(self) -> Mapping[UUID, int]:
+        """Per user, the highest seq delivered to them (absent means 0)."""
+        return self._delivered_up_to
+
+    @property
+    def read_up_to(self) -> Mapping[UUID, int]:
+        """Per user, the highest seq they have read (absent means 0)."""
+        return self._read_up_to
+
+    @property
+    def sent(self) -> Mapping[SendKey, tuple[int, int]]:
+        """Every (sender, device_id, local_id) ever accepted, with its (message_id, seq)."""
+        return self._sent
+
+    def was_member_at(self, user_id: UUID, seq: int) -> bool:
+        """Whether the user belonged to the chat when message `seq` was sent."""
+        return was_member(self._member_since.get(user_id, ()), seq)
+
+    def recipients_of(self, seq: int) -> frozenset[UUID]:
+        """Who should receive message `seq`: the members at that seq except its sender."""
+        if not 1 <= seq <= self._last_seq:
+            raise InvalidSeq(f"seq must be in 1..{self._last_seq}")
+        sender = self._senders[seq - 1]
+        return frozenset(
+            user
+            for user, history in self._member_since.items()
+            if user != sender and was_member(history, seq)
+        )
+
+    # Rules shared by the commands
+
+    def _require_group(self) -> None:
+        if self.kind != ChatKind.GROUP:
+            raise NotGroup()
+
+    def _require_member(self, user_id: UUID) -> None:
+        if user_id not in self._members:
+            raise NotMember()
+
+    def _require_admin(self, user_id: UUID) -> None:
+        self._require_group()
+        self._require_member(user_id)
+        if user_id not in self._admins:
+            raise NotAdmin()
+
+    def _check_receipt(self, user_id: UUID, up_to: int) -> None:
+        self._require_member(user_id)
+        if not 0 <= up_to <= self._last_seq:
+            raise InvalidSeq(f"up_to must be in 0..{self._last_seq}")
+
+    # State changes shared by the events
+
+    def _start(self, kind: ChatKind, name: str | None, members: list[UUID]) -> None:
+        self.kind = kind
+        self.name = name
+        for user_id in members:
+            self._join(user_id)
+
+    def _join(self, user_id: UUID) -> None:
+        self._members[user_id] = None
+        self._member_since[user_id] = joined(self._member_since.get(user_id, ()), self._last_seq)
+
+    def _leave(self, user_id: UUID) -> None:
+        del self._members[user_id]
+        self._admins.discard(user_id)
+        self._member_since[user_id] = left(self._member_since[user_id], self._last_seq)
+
+
+def _group_name(name: str) -> str:
+    """The name with surrounding blanks removed, if it is a valid group name."""
+    stripped = name.strip()
+    if not stripped:
+        raise InvalidGroup("a group needs a name")
+    if len(stripped) > MAX_GROUP_NAME_CHARS:
+        raise InvalidGroup(f"a group name has at most {MAX_GROUP_NAME_CHARS} characters")
+    return stripped
+
+
+def _plain_state(state: dict[str, Any]) -> dict[str, Any]:
+    """Chat state as lists and str-keyed dicts, for a snapshot."""
+    return {
+        **state,
+        "kind": str(state["kind"]),
+        "_members": list(state["_members"]),
+        "_admins": sorted(state["_admins"]),
+        "_member_since": [
+            [user, [list(interval) for interval in history]]
+            for user, history in state["_member_since"].items()
+        ],
+        "_sent": [[*key, *sent] for key, sent in state["_sent"].items()],
+        "_delivered_up_to": [list(item) for item in state["_delivered_up_to"].items()],
+        "_read_up_to": [list(item) for item in state["_read_up_to"].items()],
+    }
+
+
+def _rich_state(plain: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of `_plain_state`."""
+    return {
+        **plain,
+        "kind": ChatKind(plain["kind"]),
+        "_members": dict.fromkeys(plain["_members"]),
+        "_admins": set(plain["_admins"]),
+        "_member_since": {
+            user: tuple((after, until) for after, until in history)
+            for user, history in plain["_member_since"]
+        },
+        "_sent": {
+            (sender, device_id, local_id): (message_id, seq)
+            for sender, device_id, local_id, message_id, seq in plain["_sent"]
+        },
+        "_delivered_up_to": dict(plain["_delivered_up_to"]),
+        "_read_up_to": dict(plain["_read_up_to"]),
+    }
