@@ -39,6 +39,23 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from infra.logs import configure_logging
+
+    configure_logging(args.service)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    if args.service == "processor":
+        from commands.processor import run_processor
+
+        run_processor(settings, stop)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parley", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="Parley's Kafka topics")
     topics.add_argument("action", choices=["ensure"])
     topics.set_defaults(run=_topics)
+
+    serve = sub.add_parser("serve", help="run one of Parley's services in the foreground")
+    serve.add_argument("service", choices=["processor"])
+    serve.set_defaults(run=_serve)
     return parser
 
 

@@ -48,6 +48,16 @@ class Settings:
 
     health_deadline_s: float = 60.0
 
+    # The write side.
+    aggregate_cache_size: int = 10_000
+    max_body_bytes: int = 64 * 1024
+    max_group_members: int = 256
+    processor_group: str = "parley-processor"
+    processor_batch_max: int = 500
+    processor_linger_ms: int = 2
+    snowflake_lease_ttl_ms: int = 15_000
+    command_timeout_s: float = 10.0
+
     @property
     def kafka_host_port(self) -> tuple[str, int]:
         first = self.kafka_bootstrap.split(",")[0]

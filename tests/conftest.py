@@ -74,3 +74,12 @@ def _delete_topics(settings: Settings) -> None:
                 admin.delete_topics(mine)
     finally:
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def topics(settings: Settings) -> Settings:
+    """Parley's topics exist (with this run's prefix)."""
+    from infra.topics import ensure_topics
+
+    ensure_topics(settings)
+    return settings

@@ -1,0 +1,87 @@
+"""The gateway's side of the write path: put commands on Kafka, await their outcomes.
+
+Each gateway has its own reply channel (Redis pub/sub ``parley:replies:<id>``) that it
+subscribes to before sending anything; the processor publishes each command's outcome
+there. A lost reply is not a lost message: the client resends with the same local id
+and gets the same answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+
+from commands.envelope import Command, Outcome, reply_channel
+from infra.settings import Settings
+from infra.topics import COMMANDS
+
+log = logging.getLogger("parley.bus")
+
+
+class CommandBus:
+    """Submit commands and await their outcomes, correlated by command id."""
+
+    def __init__(self, settings: Settings, reply_to: str) -> None:
+        self.settings = settings
+        self.reply_to = reply_to
+        self.topic = settings.topic(COMMANDS)
+        self._pending: dict[str, asyncio.Future[Outcome]] = {}
+        self._producer: AIOKafkaProducer | None = None
+        self._redis: aioredis.Redis | None = None
+        self._listener: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._redis = aioredis.Redis.from_url(self.settings.redis_url)
+        pubsub = self._redis.pubsub()
+        await pubsub.subscribe(reply_channel(self.reply_to))
+        self._listener = asyncio.create_task(self._listen(pubsub), name="reply-listener")
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=1,
+        )
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._redis is not None:
+            await self._redis.aclose()
+        for future in self._pending.values():
+            if not future.done():
+                future.cancel()
+
+    async def submit(self, command: Command, timeout_s: float | None = None) -> Outcome:
+        """Send `command` (its reply_to must be this bus's) and wait for its outcome."""
+        assert self._producer is not None, "start() the bus first"
+        key = str(command.command_id)
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            await self._producer.send_and_wait(self.topic, command.encode(), key=command.key)
+            wait = self.settings.command_timeout_s if timeout_s is None else timeout_s
+            return await asyncio.wait_for(future, wait)
+        finally:
+            self._pending.pop(key, None)
+
+    async def _listen(self, pubsub: aioredis.client.PubSub) -> None:
+        async for message in pubsub.listen():
+            if message.get("type") != "message":
+                continue
+            try:
+                outcome = Outcome.decode(message["data"])
+            except (ValueError, KeyError) as exc:
+                log.warning("event=bad_reply error=%s", type(exc).__name__)
+                continue
+            future = self._pending.get(outcome.command_id)
+            if future is not None and not future.done():
+                future.set_result(outcome)

@@ -1,0 +1,216 @@
+"""One handler per command: load the chat, decide with the domain, leave events pending.
+
+Handlers never save: the processor saves every chat a batch touched in one transaction.
+The acting user is `command.actor`, set by the authenticated gateway. Every rejection is
+a `DomainError` (or `BadCommand`) with a stable code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from uuid import UUID
+
+from commands.envelope import BadCommand, Command, CommandType, decode_body
+from domain.chat import Chat
+from domain.errors import UnknownChat
+from domain.ids import direct_chat_id
+from domain.messages import MediaRef
+
+Result = dict[str, Any]
+
+
+class Chats(Protocol):
+    """The chats a batch works on: loaded (cached) from the store, or new in this batch."""
+
+    def get(self, chat_id: UUID) -> Chat | None: ...
+
+    def add(self, chat: Chat) -> None: ...
+
+
+class IdGenerator(Protocol):
+    def next_id(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int
+    max_group_members: int
+
+
+@dataclass
+class Context:
+    chats: Chats
+    ids: IdGenerator
+    limits: Limits
+    clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+
+
+def _require(ctx: Context, chat_id: UUID) -> Chat:
+    chat = ctx.chats.get(chat_id)
+    if chat is None:
+        raise UnknownChat()
+    return chat
+
+
+def _uuid_arg(command: Command, name: str) -> UUID:
+    value = command.args.get(name)
+    try:
+        return UUID(str(value))
+    except ValueError as exc:
+        raise BadCommand(f"{name} must be a user id") from exc
+
+
+def _int_arg(command: Command, name: str) -> int:
+    value = command.args.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadCommand(f"{name} must be an integer")
+    return value
+
+
+def _str_arg(command: Command, name: str) -> str:
+    value = command.args.get(name)
+    if not isinstance(value, str):
+        raise BadCommand(f"{name} must be a string")
+    return value
+
+
+def _direct(ctx: Context, command: Command) -> Chat:
+    """The 1:1 chat of the actor and `args.to`, opened on first use."""
+    peer = _uuid_arg(command, "to")
+    if direct_chat_id(command.actor, peer) != command.chat_id:
+        raise BadCommand("chat_id is not the direct chat of the actor and `to`")
+    chat = ctx.chats.get(command.chat_id)
+    if chat is None:
+        chat = Chat.open_direct(command.actor, peer, opened_by=command.actor)
+        ctx.chats.add(chat)
+    return chat
+
+
+def send(ctx: Context, command: Command) -> Result:
+    chat = _direct(ctx, command) if "to" in command.args else _require(ctx, command.chat_id)
+    media_arg = command.args.get("media")
+    if media_arg is not None and not isinstance(media_arg, dict):
+        raise BadCommand("media must be an object")
+    try:
+        media = None if media_arg is None else MediaRef.from_dict(media_arg)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadCommand(f"media is not a valid media reference: {exc}") from exc
+    outcome = chat.send(
+        sender=command.actor,
+        device_id=command.device_id,
+        local_id=_str_arg(command, "local_id"),
+        kind=_str_arg(command, "kind"),
+        body=decode_body(command.args.get("body", "")),
+        media=media,
+        message_id=ctx.ids.next_id(),
+        sent_at_ms=ctx.clock_ms(),
+        max_body=ctx.limits.max_body_bytes,
+    )
+    return {
+        "local_id": command.args["local_id"],
+        "message_id": str(outcome.message_id),
+        "seq": outcome.seq,
+        "duplicate": outcome.duplicate,
+    }
+
+
+def mark_delivered(ctx: Context, command: Command) -> Result:
+    chat = _require(ctx, command.chat_id)
+    up_to = _int_arg(command, "up_to")
+    chat.mark_delivered(command.actor, up_to)
+    return {"delivered_up_to": chat.delivered_up_to.get(command.actor, 0)}
+
+
+def mark_read(ctx: Context, command: Command) -> Result:
+    chat = _require(ctx, command.chat_id)
+    up_to = _int_arg(command, "up_to")
+    chat.mark_read(command.actor, up_to)
+    return {"read_up_to": chat.read_up_to.get(command.actor, 0)}
+
+
+def open_direct(ctx: Context, command: Command) -> Result:
+    chat = _direct(ctx, command)
+    return {"chat_id": str(chat.id), "last_seq": chat.last_seq}
+
+
+def create_group(ctx: Context, command: Command) -> Result:
+    existing = ctx.chats.get(command.chat_id)
+    if existing is not None:
+        # A redelivered create: the same group, if it is the actor's.
+        if command.actor not in existing.member_since:
+            raise UnknownChat()
+        return {"chat_id": str(existing.id), "created": False}
+    members = command.args.get("members", [])
+    if not isinstance(members, list):
+        raise BadCommand("members must be a list of user ids")
+    try:
+        member_ids = [UUID(str(m)) for m in members]
+    except ValueError as exc:
+        raise BadCommand("members must be a list of user ids") from exc
+    chat = Chat.create_group(
+        command.chat_id,
+        _str_arg(command, "name"),
+        command.actor,
+        member_ids,
+        max_members=ctx.limits.max_group_members,
+    )
+    ctx.chats.add(chat)
+    return {"chat_id": str(chat.id), "created": True}
+
+
+def _group(ctx: Context, command: Command) -> Chat:
+    chat = _require(ctx, command.chat_id)
+    if command.actor not in chat.member_since:
+        raise UnknownChat()  # never confirm that someone else's chat exists
+    return chat
+
+
+def rename_group(ctx: Context, command: Command) -> Result:
+    chat = _group(ctx, command)
+    return {"changed": chat.rename(_str_arg(command, "name"), by=command.actor)}
+
+
+def add_member(ctx: Context, command: Command) -> Result:
+    chat = _group(ctx, command)
+    changed = chat.add_member(
+        _uuid_arg(command, "user_id"), by=command.actor, max_members=ctx.limits.max_group_members
+    )
+    return {"changed": changed}
+
+
+def remove_member(ctx: Context, command: Command) -> Result:
+    chat = _group(ctx, command)
+    return {"changed": chat.remove_member(_uuid_arg(command, "user_id"), by=command.actor)}
+
+
+def leave_group(ctx: Context, command: Command) -> Result:
+    chat = _group(ctx, command)
+    return {"changed": chat.leave(command.actor)}
+
+
+def promote_admin(ctx: Context, command: Command) -> Result:
+    chat = _group(ctx, command)
+    return {"changed": chat.promote(_uuid_arg(command, "user_id"), by=command.actor)}
+
+
+def demote_admin(ctx: Context, command: Command) -> Result:
+    chat = _group(ctx, command)
+    return {"changed": chat.demote(_uuid_arg(command, "user_id"), by=command.actor)}
+
+
+HANDLERS: dict[CommandType, Callable[[Context, Command], Result]] = {
+    CommandType.SEND: send,
+    CommandType.MARK_DELIVERED: mark_delivered,
+    CommandType.MARK_READ: mark_read,
+    CommandType.OPEN_DIRECT: open_direct,
+    CommandType.CREATE_GROUP: create_group,
+    CommandType.RENAME_GROUP: rename_group,
+    CommandType.ADD_MEMBER: add_member,
+    CommandType.REMOVE_MEMBER: remove_member,
+    CommandType.LEAVE_GROUP: leave_group,
+    CommandType.PROMOTE_ADMIN: promote_admin,
+    CommandType.DEMOTE_ADMIN: demote_admin,
+}

@@ -1,0 +1,299 @@
+"""The command processor: the single writer of the chats in the partitions it owns.
+
+It consumes `parley.commands`, decides each command against cached Chat aggregates,
+saves everything a batch decided in one transaction (group commit), sends each
+command's outcome to the reply channel the command names, and only then commits its
+Kafka offsets. Consumption is at-least-once; commands are idempotent (local ids,
+watermarks, no-op group changes), so a redelivered command changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import redis
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError, OperationalError, PersistenceError
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+from commands.envelope import BadCommand, Command, Outcome, peek_reply, reply_channel
+from commands.handlers import HANDLERS, Context, IdGenerator, Limits
+from commands.store import ChatStore, max_position
+from domain.chat import Chat
+from domain.errors import DomainError
+from infra.settings import Settings
+from infra.topics import COMMANDS
+
+log = logging.getLogger("parley.processor")
+
+MAX_CONFLICT_RETRIES = 5
+
+
+@dataclass
+class Decided:
+    """One command's decision before the save: its result or error, and its last event."""
+
+    command_id: str
+    request_id: str
+    reply_to: str
+    chat_id: str
+    result: dict[str, Any] | None = None
+    error: tuple[str, str] | None = None
+    version: int | None = None  # the chat's version after this command's last event
+
+
+@dataclass
+class BatchChats:
+    """The chats one batch touches: from the store's cache, or created in this batch."""
+
+    store: ChatStore
+    touched: dict[UUID, Chat] = field(default_factory=dict)
+
+    def get(self, chat_id: UUID) -> Chat | None:
+        chat = self.touched.get(chat_id)
+        if chat is not None:
+            return chat
+        try:
+            chat = self.store.repository.get(chat_id)
+        except AggregateNotFoundError:
+            return None
+        self.touched[chat_id] = chat
+        return chat
+
+    def add(self, chat: Chat) -> None:
+        self.touched[chat.id] = chat
+
+
+class CommandProcessor:
+    """Decides and stores batches of commands; see the module docstring."""
+
+    def __init__(
+        self, settings: Settings, store: ChatStore, ids: IdGenerator, replies: redis.Redis
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.ids = ids
+        self.replies = replies
+        self.limits = Limits(settings.max_body_bytes, settings.max_group_members)
+        self.owned: dict[int, set[UUID]] = defaultdict(set)  # partition -> cached chats
+        self.last_position: dict[UUID, int] = {}
+        self.decided_total = 0
+
+    # The batch: decide, save, reply.
+
+    def process(self, records: Iterable[tuple[int, bytes]]) -> list[Outcome]:
+        """Decide and store one batch of (partition, raw command); return the outcomes."""
+        batch = list(records)
+        for attempt in range(MAX_CONFLICT_RETRIES + 1):
+            chats = BatchChats(self.store)
+            decided = [self._decide(chats, partition, raw) for partition, raw in batch]
+            try:
+                positions = self._save(chats)
+            except IntegrityError:
+                # A stale writer: another processor appended to one of these chats (we
+                # lost its partition for a while). Reload them all and decide again.
+                self._evict(chats.touched)
+                log.warning("event=conflict attempt=%d chats=%d", attempt + 1, len(chats.touched))
+                continue
+            except BaseException:
+                self._evict(chats.touched)
+                raise
+            outcomes = [self._outcome(d, positions) for d in decided]
+            self._reply(decided, outcomes)
+            self.decided_total += len(outcomes)
+            return outcomes
+        raise RuntimeError(f"batch still conflicts after {MAX_CONFLICT_RETRIES} retries")
+
+    def _decide(self, chats: BatchChats, partition: int, raw: bytes) -> Decided:
+        try:
+            command = Command.decode(raw)
+        except BadCommand as exc:
+            command_id, reply_to, request_id = peek_reply(raw)
+            return Decided(command_id, request_id, reply_to, "", error=(exc.code, str(exc)))
+        decided = Decided(
+            str(command.command_id), command.request_id, command.reply_to, str(command.chat_id)
+        )
+        ctx = Context(chats, self.ids, self.limits)
+        before = chats.touched.get(command.chat_id)
+        pending_before = len(before.pending_events) if before is not None else 0
+        try:
+            decided.result = HANDLERS[command.type](ctx, command)
+        except DomainError as exc:
+            decided.error = (exc.code, exc.message or exc.code)
+        except BadCommand as exc:
+            decided.error = (exc.code, str(exc))
+        chat = chats.touched.get(command.chat_id)
+        if chat is not None:
+            self.owned[partition].add(chat.id)
+            if decided.error is None and len(chat.pending_events) > pending_before:
+                decided.version = chat.version
+        return decided
+
+    def _save(self, chats: BatchChats) -> dict[tuple[UUID, int], int]:
+        """Save all touched chats in one transaction; map (chat, version) to position."""
+        changed = [c for c in chats.touched.values() if c.pending_events]
+        if not changed:
+            return {}
+        recordings = self.store.save(*changed)
+        positions: dict[tuple[UUID, int], int] = {}
+        for recording in recordings:
+            event = recording.domain_event
+            position = recording.notification.id
+            positions[(event.originator_id, event.originator_version)] = position
+            self.last_position[event.originator_id] = position
+        return positions
+
+    def _outcome(self, decided: Decided, positions: dict[tuple[UUID, int], int]) -> Outcome:
+        if decided.error is not None:
+            code, message = decided.error
+            return Outcome(
+                decided.command_id,
+                decided.request_id,
+                decided.chat_id,
+                ok=False,
+                error_code=code,
+                error_message=message,
+            )
+        chat_id = UUID(decided.chat_id)
+        position = None
+        if decided.version is not None:
+            position = positions.get((chat_id, decided.version))
+        if position is None:
+            # Nothing new was stored (a resend, a no-op): any position at or after the
+            # original event serves read-your-writes.
+            position = self.last_position.get(chat_id) or max_position(self.store)
+        return Outcome(
+            decided.command_id,
+            decided.request_id,
+            decided.chat_id,
+            ok=True,
+            result=decided.result or {},
+            position=position,
+        )
+
+    def _reply(self, decided: list[Decided], outcomes: list[Outcome]) -> None:
+        pipe = self.replies.pipeline(transaction=False)
+        count = 0
+        for d, outcome in zip(decided, outcomes, strict=True):
+            if d.reply_to:
+                pipe.publish(reply_channel(d.reply_to), outcome.encode())
+                count += 1
+        if count:
+            try:
+                pipe.execute()
+            except redis.RedisError as exc:
+                # The outcome is stored; a client that hears nothing resends and gets the
+                # same answer (idempotent), so a lost reply costs a retry, not a message.
+                log.warning("event=reply_failed outcomes=%d error=%s", count, type(exc).__name__)
+
+    def _evict(self, chats: Iterable[UUID]) -> None:
+        cache = self.store.repository.cache
+        if cache is None:
+            return
+        for chat_id in list(chats):
+            with contextlib.suppress(KeyError):
+                cache.get(chat_id, evict=True)
+
+    def drop_partitions(self, partitions: Iterable[int]) -> None:
+        """Forget the chats of partitions this processor no longer owns."""
+        for partition in partitions:
+            chats = self.owned.pop(partition, set())
+            self._evict(chats)
+            for chat_id in chats:
+                self.last_position.pop(chat_id, None)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, processor: CommandProcessor) -> None:
+        self.processor = processor
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        parts = [tp.partition for tp in revoked]
+        log.info("event=partitions_revoked partitions=%s", parts)
+        self.processor.drop_partitions(parts)
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        log.info("event=partitions_assigned partitions=%s", [tp.partition for tp in assigned])
+
+
+def run_processor(
+    settings: Settings, stop: threading.Event, ready: threading.Event | None = None
+) -> None:
+    """Consume commands until `stop` is set; the processor's main loop."""
+    from commands.store import open_store
+    from infra.leases import LeasedSnowflake, WorkerLease
+
+    client = redis.Redis.from_url(settings.redis_url)
+    lease = WorkerLease(client, ttl_ms=settings.snowflake_lease_ttl_ms)
+    lease.acquire()
+    lease.start_renewing()
+    store = open_store(settings)
+    processor = CommandProcessor(settings, store, LeasedSnowflake(lease), client)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.processor_group,
+        client_id=f"parley-processor-{lease.worker_id}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=settings.processor_batch_max,
+        fetch_max_wait_ms=50,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=1_000,
+    )
+    consumer.subscribe([settings.topic(COMMANDS)], listener=_Rebalance(processor))
+    log.info(
+        "event=processor_started worker_id=%d topic=%s", lease.worker_id, settings.topic(COMMANDS)
+    )
+    try:
+        while not stop.is_set():
+            polled = consumer.poll(timeout_ms=200)
+            if ready is not None and consumer.assignment():
+                ready.set()
+            if not polled:
+                continue
+            total = sum(len(v) for v in polled.values())
+            if total < settings.processor_batch_max and settings.processor_linger_ms > 0:
+                more = consumer.poll(
+                    timeout_ms=settings.processor_linger_ms,
+                    max_records=settings.processor_batch_max - total,
+                )
+                for tp, records in more.items():
+                    polled.setdefault(tp, []).extend(records)
+            batch = [(tp.partition, r.value) for tp, rs in polled.items() for r in rs]
+            _process_until_stored(processor, batch, stop)
+            consumer.commit()
+    finally:
+        consumer.close(autocommit=False)
+        lease.release()
+        store.close()
+        client.close()
+        log.info("event=processor_stopped decided=%d", processor.decided_total)
+
+
+def _process_until_stored(
+    processor: CommandProcessor, batch: list[tuple[int, bytes]], stop: threading.Event
+) -> None:
+    """Retry a batch while the database is unreachable; offsets wait until it is stored."""
+    delay = 0.1
+    while True:
+        try:
+            processor.process(batch)
+            return
+        except (OperationalError, PersistenceError, psycopg.OperationalError) as exc:
+            if isinstance(exc, IntegrityError):
+                raise
+            log.warning(
+                "event=store_unavailable retry_in=%.1fs error=%s", delay, type(exc).__name__
+            )
+            if stop.wait(delay):
+                raise
+            delay = min(delay * 2, 5.0)

@@ -1,0 +1,237 @@
+"""The command processor over the real Kafka and PostgreSQL: acks, order, idempotency."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from commands.bus import CommandBus
+from commands.envelope import Command, CommandType, Outcome
+from domain.ids import direct_chat_id
+from infra.settings import Settings
+from tests.commands.client import create_group, fresh_store, new_users, send, sent_events
+from tests.services import Service, running
+
+
+@pytest.fixture(scope="module")
+def processor(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    log = tmp_path_factory.mktemp("processor") / "processor.log"
+    with running("processor", log) as service:
+        service.wait_for_log(r"partitions_assigned partitions=\[\d")
+        yield service
+
+
+async def _bus(settings: Settings) -> CommandBus:
+    bus = CommandBus(settings, reply_to=f"test-{uuid.uuid4().hex[:8]}")
+    await bus.start()
+    return bus
+
+
+def test_concurrent_senders_in_one_group_get_gapless_seqs(
+    topics: Settings, processor: Service
+) -> None:
+    admin, *others = new_users(20)
+    chat_id = uuid.uuid4()
+    per_sender = 25
+
+    async def scenario() -> list[Outcome]:
+        bus = await _bus(topics)
+        try:
+            created = await bus.submit(create_group(chat_id, admin, others, bus.reply_to))
+            assert created.ok, created
+            sends = [
+                bus.submit(send(chat_id, user, f"{user}-{i}", f"hi {i}", bus.reply_to))
+                for user in [admin, *others]
+                for i in range(per_sender)
+            ]
+            return await asyncio.gather(*sends)
+        finally:
+            await bus.stop()
+
+    outcomes = asyncio.run(scenario())
+    assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok][:3]
+    seqs = sorted(o.result["seq"] for o in outcomes)
+    assert seqs == list(range(1, 20 * per_sender + 1))
+    assert len({o.result["message_id"] for o in outcomes}) == len(outcomes)
+    assert all(isinstance(o.position, int) and o.position > 0 for o in outcomes)
+
+    store = fresh_store(topics)
+    events = sent_events(store, chat_id)
+    assert [e.seq for e in events] == list(range(1, 20 * per_sender + 1))
+    by_local = {e.local_id: (str(e.message_id), e.seq) for e in events}
+    assert by_local == {
+        o.result["local_id"]: (o.result["message_id"], o.result["seq"]) for o in outcomes
+    }
+    store.close()
+
+
+def test_a_resend_returns_the_original_and_stores_nothing(
+    topics: Settings, processor: Service
+) -> None:
+    alice, bob = new_users(2)
+    chat_id = direct_chat_id(alice, bob)
+
+    async def scenario() -> tuple[Outcome, Outcome, Outcome]:
+        bus = await _bus(topics)
+        try:
+            first = await bus.submit(send(chat_id, alice, "m1", "hello", bus.reply_to, to=bob))
+            again = await bus.submit(send(chat_id, alice, "m1", "hello", bus.reply_to, to=bob))
+            other = await bus.submit(send(chat_id, alice, "m2", "there", bus.reply_to, to=bob))
+            return first, again, other
+        finally:
+            await bus.stop()
+
+    first, again, other = asyncio.run(scenario())
+    assert first.ok and again.ok and other.ok
+    assert (again.result["message_id"], again.result["seq"]) == (
+        first.result["message_id"],
+        first.result["seq"],
+    )
+    assert again.result["duplicate"] is True and first.result["duplicate"] is False
+    assert other.result["seq"] == first.result["seq"] + 1
+    assert again.position is not None and first.position is not None
+    assert again.position >= first.position  # read-your-writes still holds for the resend
+    store = fresh_store(topics)
+    assert [e.local_id for e in sent_events(store, chat_id)] == ["m1", "m2"]
+    store.close()
+
+
+def test_rejections_come_back_with_stable_codes(topics: Settings, processor: Service) -> None:
+    admin, member, stranger = new_users(3)
+    chat_id = uuid.uuid4()
+
+    async def scenario() -> dict[str, Outcome]:
+        bus = await _bus(topics)
+        try:
+            assert (await bus.submit(create_group(chat_id, admin, [member], bus.reply_to))).ok
+            r = bus.reply_to
+            return {
+                "stranger_sends": await bus.submit(send(chat_id, stranger, "x", "hi", r)),
+                "unknown_chat": await bus.submit(send(uuid.uuid4(), admin, "y", "hi", r)),
+                "member_adds": await bus.submit(
+                    Command(
+                        CommandType.ADD_MEMBER,
+                        chat_id,
+                        member,
+                        {"user_id": str(stranger)},
+                        reply_to=r,
+                    )
+                ),
+                "read_future": await bus.submit(
+                    Command(CommandType.MARK_READ, chat_id, member, {"up_to": 5}, reply_to=r)
+                ),
+                "bad_args": await bus.submit(
+                    Command(CommandType.MARK_READ, chat_id, member, {"up_to": "x"}, reply_to=r)
+                ),
+                "too_large": await bus.submit(send(chat_id, admin, "z", "a" * 70_000, r)),
+            }
+        finally:
+            await bus.stop()
+
+    outcomes = asyncio.run(scenario())
+    codes = {name: o.error_code for name, o in outcomes.items()}
+    assert codes == {
+        "stranger_sends": "not_member",
+        "unknown_chat": "unknown_chat",
+        "member_adds": "not_admin",
+        "read_future": "invalid_seq",
+        "bad_args": "bad_command",
+        "too_large": "too_large",
+    }
+    assert not any(o.ok for o in outcomes.values())
+
+
+def test_processor_survives_an_unreadable_command(topics: Settings, processor: Service) -> None:
+    from kafka import KafkaProducer
+
+    from infra.topics import COMMANDS
+
+    producer = KafkaProducer(bootstrap_servers=topics.kafka_bootstrap)
+    producer.send(topics.topic(COMMANDS), key=b"x", value=b"{not json").get(timeout=10)
+    producer.close()
+    alice, bob = new_users(2)
+
+    async def scenario() -> Outcome:
+        bus = await _bus(topics)
+        try:
+            return await bus.submit(
+                send(direct_chat_id(alice, bob), alice, "after", "ok", bus.reply_to, to=bob)
+            )
+        finally:
+            await bus.stop()
+
+    assert asyncio.run(scenario()).ok
+    assert processor.proc is not None and processor.proc.poll() is None
+
+
+def test_a_processor_killed_mid_batch_loses_and_duplicates_nothing(
+    topics: Settings, processor: Service, tmp_path: Path
+) -> None:
+    """Two processors share the topic; one is SIGKILLed while clients keep sending.
+
+    Clients resend whatever got no answer (same local id) until acked, as the protocol
+    says. In the end every message is stored exactly once, with gapless seqs per chat.
+    """
+    settings = topics.replace(command_timeout_s=3.0)
+    pairs = [new_users(2) for _ in range(24)]
+    per_chat = 30
+    progress: list[int] = []
+    killed_at: list[int] = []
+    with running("processor", tmp_path / "second.log") as second:
+        second.wait_for_log(r"partitions_assigned partitions=\[\d")
+
+        async def client(a: uuid.UUID, b: uuid.UUID, bus: CommandBus) -> list[Outcome]:
+            chat_id = direct_chat_id(a, b)
+            acked = []
+            for i in range(per_chat):
+                command = send(chat_id, a, f"m{i}", f"text {i}", bus.reply_to, to=b)
+                for _attempt in range(40):
+                    try:
+                        outcome = await bus.submit(command)
+                        break
+                    except TimeoutError:
+                        command = Command(
+                            command.type,
+                            command.chat_id,
+                            command.actor,
+                            command.args,
+                            command.device_id,
+                            reply_to=command.reply_to,
+                        )
+                else:
+                    raise AssertionError("never acked")
+                assert outcome.ok, outcome
+                acked.append(outcome)
+                progress.append(1)
+            return acked
+
+        async def scenario() -> list[list[Outcome]]:
+            bus = await _bus(settings)
+            try:
+                work = asyncio.gather(*(client(a, b, bus) for a, b in pairs))
+                # Kill the second processor while traffic flows through both: a fifth in.
+                async with asyncio.timeout(60):
+                    while len(progress) < len(pairs) * per_chat // 5:
+                        await asyncio.sleep(0.01)
+                second.kill()
+                killed_at.append(len(progress))
+                return await work
+            finally:
+                await bus.stop()
+
+        results = asyncio.run(scenario())
+
+    assert killed_at and killed_at[0] < len(pairs) * per_chat  # the kill came mid-stream
+    store = fresh_store(topics)
+    for (a, b), acked in zip(pairs, results, strict=True):
+        events = sent_events(store, direct_chat_id(a, b))
+        assert [e.seq for e in events] == list(range(1, per_chat + 1))
+        assert [e.local_id for e in events] == [f"m{i}" for i in range(per_chat)]
+        assert [(o.result["message_id"], o.result["seq"]) for o in acked] == [
+            (str(e.message_id), e.seq) for e in events
+        ]
+    store.close()
