@@ -27,7 +27,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from commands.envelope import BadCommand, Command, Outcome, peek_reply, reply_channel
 from commands.handlers import HANDLERS, Context, IdGenerator, Limits
-from commands.store import ChatStore, max_position
+from commands.store import SNAPSHOT_INTERVAL, ChatStore, max_position
 from domain.chat import Chat
 from domain.errors import DomainError
 from infra.settings import Settings
@@ -143,6 +143,7 @@ class CommandProcessor:
         changed = [c for c in chats.touched.values() if c.pending_events]
         if not changed:
             return {}
+        before = {c.id: c.version - len(c.pending_events) for c in changed}
         recordings = self.store.save(*changed)
         positions: dict[tuple[UUID, int], int] = {}
         for recording in recordings:
@@ -150,6 +151,14 @@ class CommandProcessor:
             position = recording.notification.id
             positions[(event.originator_id, event.originator_version)] = position
             self.last_position[event.originator_id] = position
+        due = [
+            c for c in changed if c.version // SNAPSHOT_INTERVAL > before[c.id] // SNAPSHOT_INTERVAL
+        ]
+        if due:
+            try:
+                self.store.snapshot(due)
+            except PersistenceError as exc:  # an optimisation only: the events are stored
+                log.warning("event=snapshot_failed chats=%d error=%s", len(due), type(exc).__name__)
         return positions
 
     def _outcome(self, decided: Decided, positions: dict[tuple[UUID, int], int]) -> Outcome:
@@ -270,7 +279,9 @@ def run_processor(
                     polled.setdefault(tp, []).extend(records)
             batch = [(tp.partition, r.value) for tp, rs in polled.items() for r in rs]
             _process_until_stored(processor, batch, stop)
-            consumer.commit()
+            # The outcomes are stored and sent; a lost commit only redelivers idempotent
+            # commands, so it need not hold up the next batch.
+            consumer.commit_async()
     finally:
         consumer.close(autocommit=False)
         lease.release()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -56,6 +57,45 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+    import platform
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from infra.settings import ROOT
+
+    if args.scenario == "processor":
+        from infra.bench_processor import run
+
+        figures = run(settings, messages=args.messages, rate=args.rate, seconds=args.seconds)
+    else:
+        from infra.bench_relay import run as run_relay
+
+        figures = run_relay(settings)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    result = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": commit,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        **figures,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{args.scenario}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"parley bench: results written to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parley", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="Parley's Kafka topics")
     topics.add_argument("action", choices=["ensure"])
     topics.set_defaults(run=_topics)
+
+    bench = sub.add_parser("bench", help="measure a part of Parley on the running stack")
+    bench.add_argument("scenario", choices=["processor", "relay"])
+    bench.add_argument("--messages", type=int, default=20_000)
+    bench.add_argument("--rate", type=int, default=1_000, help="messages/s for latency")
+    bench.add_argument("--seconds", type=float, default=10.0)
+    bench.add_argument("--out", default="bench/results")
+    bench.set_defaults(run=_bench)
 
     serve = sub.add_parser("serve", help="run one of Parley's services in the foreground")
     serve.add_argument("service", choices=["processor"])

@@ -62,6 +62,12 @@ def test_concurrent_senders_in_one_group_get_gapless_seqs(
     store = fresh_store(topics)
     events = sent_events(store, chat_id)
     assert [e.seq for e in events] == list(range(1, 20 * per_sender + 1))
+    # Snapshots were taken on the way (every 200 events) and a cold load from them
+    # gives the same chat as the events.
+    assert store.snapshots is not None
+    assert list(store.snapshots.get(chat_id, desc=True, limit=1))
+    loaded = store.repository.get(chat_id)
+    assert (loaded.last_seq, len(loaded.sent)) == (20 * per_sender, 20 * per_sender)
     by_local = {e.local_id: (str(e.message_id), e.seq) for e in events}
     assert by_local == {
         o.result["local_id"]: (o.result["message_id"], o.result["seq"]) for o in outcomes

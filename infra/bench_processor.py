@@ -1,0 +1,180 @@
+"""Benchmark of the write path: commands decided and stored per second, and ack latency.
+
+Runs against the local stack with its own database and topics, so a developer's data
+is untouched: one `parley serve processor` subprocess, and a load generator (the same
+CommandBus the gateway uses) in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import uvloop
+
+from commands.bus import CommandBus
+from commands.envelope import Command, CommandType, encode_body
+from domain.ids import direct_chat_id
+from infra.settings import ROOT, Settings
+from infra.topics import ensure_topics
+
+
+def _send(
+    chat_id: uuid.UUID, actor: uuid.UUID, local_id: str, reply_to: str, to: uuid.UUID | None = None
+) -> Command:
+    args: dict[str, Any] = {"local_id": local_id, "kind": "text", "body": encode_body(b"x" * 100)}
+    if to is not None:
+        args["to"] = str(to)
+    return Command(CommandType.SEND, chat_id, actor, args, device_id="bench", reply_to=reply_to)
+
+
+def _percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+async def _throughput(bus: CommandBus, commands: list[Command], in_flight: int) -> dict[str, Any]:
+    gate = asyncio.Semaphore(in_flight)
+    latencies: list[float] = []
+    errors = 0
+
+    async def one(command: Command) -> None:
+        nonlocal errors
+        async with gate:
+            start = time.perf_counter()
+            outcome = await bus.submit(command, timeout_s=60)
+            latencies.append((time.perf_counter() - start) * 1000)
+            if not outcome.ok:
+                errors += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(c) for c in commands))
+    elapsed = time.perf_counter() - start
+    return {
+        "commands": len(commands),
+        "seconds": round(elapsed, 3),
+        "per_second": round(len(commands) / elapsed),
+        "errors": errors,
+        "ack_ms_p50": round(_percentile(latencies, 50), 2),
+        "ack_ms_p99": round(_percentile(latencies, 99), 2),
+    }
+
+
+async def _at_rate(bus: CommandBus, make: Any, rate: int, seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    tasks = []
+
+    async def one(command: Command) -> None:
+        nonlocal errors
+        start = time.perf_counter()
+        outcome = await bus.submit(command, timeout_s=60)
+        latencies.append((time.perf_counter() - start) * 1000)
+        if not outcome.ok:
+            errors += 1
+
+    total = int(rate * seconds)
+    begin = time.perf_counter()
+    for i in range(total):
+        due = begin + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(make(i))))
+    await asyncio.gather(*tasks)
+    return {
+        "rate": rate,
+        "commands": total,
+        "errors": errors,
+        "ack_ms_p50": round(_percentile(latencies, 50), 2),
+        "ack_ms_p95": round(_percentile(latencies, 95), 2),
+        "ack_ms_p99": round(_percentile(latencies, 99), 2),
+        "ack_ms_max": round(max(latencies), 2),
+        "ack_ms_mean": round(statistics.fmean(latencies), 2),
+    }
+
+
+async def _scenarios(
+    settings: Settings, messages: int, rate: int, seconds: float
+) -> dict[str, Any]:
+    bus = CommandBus(settings, reply_to=f"bench-{uuid.uuid4().hex[:8]}")
+    await bus.start()
+    try:
+        pairs = [(uuid.uuid4(), uuid.uuid4()) for _ in range(200)]
+        warm = [_send(direct_chat_id(a, b), a, "warm", bus.reply_to, to=b) for a, b in pairs]
+        await _throughput(bus, warm, 200)
+        many = [
+            _send(direct_chat_id(a, b), a, f"m{i}", bus.reply_to, to=b)
+            for i in range(messages // len(pairs))
+            for a, b in pairs
+        ]
+        results: dict[str, Any] = {"many_chats": await _throughput(bus, many, 2000)}
+
+        admin = uuid.uuid4()
+        members = [uuid.uuid4() for _ in range(49)]
+        group = uuid.uuid4()
+        created = await bus.submit(
+            Command(
+                CommandType.CREATE_GROUP,
+                group,
+                admin,
+                {"name": "bench", "members": [str(m) for m in members]},
+                reply_to=bus.reply_to,
+            )
+        )
+        assert created.ok, created
+        senders = [admin, *members]
+        hot = [_send(group, senders[i % 50], f"h{i}", bus.reply_to) for i in range(messages // 4)]
+        results["hot_chat"] = await _throughput(bus, hot, 2000)
+
+        def make(i: int) -> Command:
+            a, b = pairs[i % len(pairs)]
+            return _send(direct_chat_id(a, b), a, f"r{i}", bus.reply_to, to=b)
+
+        results["latency_at_rate"] = await _at_rate(bus, make, rate, seconds)
+        return results
+    finally:
+        await bus.stop()
+
+
+def run(
+    settings: Settings, messages: int = 20_000, rate: int = 1_000, seconds: float = 10.0
+) -> dict[str, Any]:
+    """Run the write-path benchmark against the local stack; return its figures."""
+    run_id = uuid.uuid4().hex[:8]
+    bench = settings.replace(pg_db=f"{settings.pg_db}_bench", topic_prefix=f"bench-{run_id}.")
+    admin = settings.replace(pg_db="postgres").pg_conninfo
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{bench.pg_db}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{bench.pg_db}"')
+    ensure_topics(bench)
+    env = {**os.environ, "PARLEY_PG_DB": bench.pg_db, "PARLEY_TOPIC_PREFIX": bench.topic_prefix}
+    log = Path(settings.state_dir) / "bench" / f"processor-{run_id}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "serve", "processor"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "partitions_assigned partitions=[" not in log.read_text():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"processor did not start; see {log}")
+            time.sleep(0.1)
+        results = uvloop.run(_scenarios(bench, messages, rate, seconds))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return {"scenario": "processor", "messages": messages, **results}
