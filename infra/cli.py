@@ -47,6 +47,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from infra.logs import configure_logging
 
     configure_logging(args.service)
+    if args.service == "workers":
+        from streams.workers import run_workers
+
+        run_workers(settings)  # Faust handles SIGTERM/SIGINT itself
+        return 0
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -54,6 +59,33 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         from commands.processor import run_processor
 
         run_processor(settings, stop)
+    elif args.service == "relay":
+        from streams.relay import run_relay
+
+        run_relay(settings, stop)
+    elif args.service == "commands":
+        from commands.service import run_commands_service
+
+        run_commands_service(settings, stop)
+    return 0
+
+
+def _relay(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+    from eventsourcing.persistence import PersistenceError
+
+    from streams.relay import relay_status
+
+    try:
+        status = relay_status(settings)
+    except (psycopg.Error, PersistenceError) as exc:
+        print(f"parley relay: error: PostgreSQL: {exc}".rstrip(), file=sys.stderr)
+        return 1
+    updated = status.updated_at.isoformat() if status.updated_at else "never"
+    print(f"relay     {status.name}")
+    print(f"head      {status.head}")
+    print(f"position  {status.position}  (recorded {updated})")
+    print(f"lag       {status.lag}")
     return 0
 
 
@@ -96,6 +128,21 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _workers(args: argparse.Namespace, settings: Settings) -> int:
+    from projections.status import projection_lag
+
+    rows = projection_lag(settings)
+    print(f"{'projection':<10} {'partition':>9} {'checkpoint':>10} {'log end':>8} {'lag':>6}")
+    for row in rows:
+        print(
+            f"{row.projection:<10} {row.partition:>9} {row.checkpoint:>10} "
+            f"{row.log_end:>8} {row.lag:>6}"
+        )
+    total = sum(row.lag for row in rows)
+    print(f"total lag: {total} events")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parley", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,8 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=_bench)
 
     serve = sub.add_parser("serve", help="run one of Parley's services in the foreground")
-    serve.add_argument("service", choices=["processor"])
+    serve.add_argument("service", choices=["processor", "relay", "workers", "commands"])
     serve.set_defaults(run=_serve)
+
+    relay = sub.add_parser("relay", help="the relay from the event store to Kafka")
+    relay.add_argument("action", choices=["status"])
+    relay.set_defaults(run=_relay)
+
+    workers = sub.add_parser("workers", help="the Faust workers that build the projections")
+    workers.add_argument("action", choices=["status"])
+    workers.set_defaults(run=_workers)
     return parser
 
 

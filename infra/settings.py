@@ -58,6 +58,48 @@ class Settings:
     snowflake_lease_ttl_ms: int = 15_000
     command_timeout_s: float = 10.0
 
+    # The relay (event store -> Kafka `parley.events`).
+    relay_name: str = "parley"
+    relay_batch_max: int = 500
+    relay_poll_s: float = 1.0
+
+    # Accounts and access (commands service HTTP, tokens, passwords, rate limits; docs/auth.md).
+    commands_host: str = "127.0.0.1"
+    commands_port: int = 18080
+    max_request_bytes: int = 16 * 1024
+    jwt_secret: str = "parley-dev-only-jwt-secret-set-PARLEY_JWT_SECRET-in-production"
+    jwt_issuer: str = "parley"
+    jwt_audience: str = "parley-clients"
+    jwt_leeway_s: int = 5
+    access_token_ttl_s: int = 15 * 60
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 64 * 1024
+    argon2_parallelism: int = 4
+    password_hash_concurrency: int = 4
+    rate_send_user_burst: int = 60
+    rate_send_user_per_s: float = 10.0
+    rate_send_connection_burst: int = 30
+    rate_send_connection_per_s: float = 5.0
+    rate_group_change_user_burst: int = 20
+    rate_group_change_user_per_s: float = 0.5
+    rate_group_change_connection_burst: int = 10
+    rate_group_change_connection_per_s: float = 0.25
+    rate_login_account_burst: int = 10
+    rate_login_account_per_s: float = 0.05
+    rate_login_address_burst: int = 30
+    rate_login_address_per_s: float = 0.5
+    rate_register_address_burst: int = 10
+    rate_register_address_per_s: float = 0.02
+
+    # The Faust workers and the projections.
+    workers_app_id: str = "parley-workers"
+    workers_batch_max: int = 500
+    workers_batch_within_ms: int = 10
+    workers_session_timeout_s: float = 10.0
+    inbox_ttl_days: float = 30.0
+    inbox_expiry_interval_s: float = 3600.0
+
     @property
     def kafka_host_port(self) -> tuple[str, int]:
         first = self.kafka_bootstrap.split(",")[0]

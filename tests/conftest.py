@@ -1,7 +1,8 @@
 """Test fixtures: the real local stack, an isolated database, topics and Redis db per run.
 
 Tests never touch a developer's data: they use the database ``<pg_db>_test``, Redis
-database 15, and Kafka topics prefixed with a per-run id (deleted at the end).
+database 15 (``PARLEY_TEST_REDIS_DB``), and Kafka topics and consumer groups named with a
+per-run id (topics deleted at the end).
 """
 
 from __future__ import annotations
@@ -29,12 +30,15 @@ def settings(base_settings: Settings) -> Iterator[Settings]:
     """Settings for this test run; the stack is started (or reused) first."""
     stack_up(base_settings)
     run_id = uuid.uuid4().hex[:8]
+    redis_db = int(os.environ.get("PARLEY_TEST_REDIS_DB", "15"))
     test = base_settings.replace(
         pg_db=f"{base_settings.pg_db}_test",
-        redis_url=_redis_db(base_settings.redis_url, 15),
+        redis_url=_redis_db(base_settings.redis_url, redis_db),
         topic_prefix=f"test-{run_id}.",
         events_partitions=4,
         commands_partitions=4,
+        processor_group=f"test-{run_id}-processor",
+        workers_app_id=f"test-{run_id}-workers",
     )
     _fresh_database(base_settings, test.pg_db)
     redis.Redis.from_url(test.redis_url).flushdb()

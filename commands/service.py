@@ -1,0 +1,99 @@
+"""The commands service: a Starlette app with the accounts and access routes, under uvicorn.
+
+`create_app(settings)` builds a new app each call (no module-level state); what it opens
+lives on `app.state.access` for the app's lifetime, so more routes (the WebSocket
+gateway) can be added to the app and share it. `run_commands_service` serves it on
+`commands_host:commands_port` (port 0: any free port, logged).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from commands.access import access_of, open_access
+from commands.auth_routes import auth_routes
+from commands.me_routes import me_routes
+from commands.web import AccessLog, domain_error, error_response, http_error
+from domain.errors import DomainError
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def healthz(request: Request) -> JSONResponse:
+    """Alive, and Redis answers (PostgreSQL is checked by the first request that needs it)."""
+    try:
+        await access_of(request).redis.ping()
+    except Exception as exc:  # any failure to reach Redis makes the service unready
+        log.warning("event=healthz_failed error=%s", type(exc).__name__)
+        return error_response("unavailable", "redis does not answer", 503)
+    return JSONResponse({"status": "ok"})
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """Anything unexpected: logged by type only, answered without details."""
+    log.error("event=internal_error path=%s error=%s", request.url.path, type(exc).__name__)
+    return error_response("internal", "internal error", 500)
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The commands service's app for these settings."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_access(settings) as access:
+            app.state.access = access
+            log.info("event=commands_app_started")
+            yield
+        log.info("event=commands_app_stopped")
+
+    return Starlette(
+        routes=[Route("/healthz", healthz, methods=["GET"]), *auth_routes(), *me_routes()],
+        middleware=[Middleware(AccessLog)],
+        exception_handlers={
+            DomainError: domain_error,
+            HTTPException: http_error,
+            Exception: internal_error,
+        },
+        lifespan=lifespan,
+    )
+
+
+def run_commands_service(settings: Settings, stop: threading.Event) -> None:
+    """Serve the app until SIGTERM/SIGINT or `stop` is set; logs the bound address."""
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.commands_host, settings.commands_port))
+    sock.listen(2048)
+    host, port = sock.getsockname()[:2]
+    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+
+    def watch() -> None:
+        while not server.started and not stop.wait(0.05):
+            pass
+        if server.started:
+            log.info("event=commands_listening host=%s port=%d", host, port)
+        stop.wait()
+        server.should_exit = True
+
+    threading.Thread(target=watch, name="commands-watch", daemon=True).start()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        log.info("event=commands_stopped")
