@@ -1,0 +1,426 @@
+"""The relay: every stored event, in log order, to Kafka `parley.events`, nothing lost.
+
+`parley serve relay` follows the event store's notification log from the position it
+recorded last, wakes on the store's NOTIFY (with a fallback poll), publishes batches
+with an idempotent producer (acks=all, key = chat id) and records its new position in
+`relay_position` only after Kafka acknowledged every record of the batch. A crash
+therefore re-publishes at most one batch, with the same event ids. Only the holder of a
+PostgreSQL advisory lock publishes; other relays of the same name wait as standbys and
+take over when the holder's session ends. See docs/log.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import Notification
+from eventsourcing.postgres import PostgresApplicationRecorder
+from kafka import KafkaProducer
+from kafka.errors import KafkaError, KafkaTimeoutError
+from psycopg import sql
+
+from commands.store import ChatStore, max_position, open_store
+from infra.settings import Settings
+from infra.topics import EVENTS
+from streams.envelope import encode_event
+
+log = logging.getLogger("parley.relay")
+
+DELIVERY_TIMEOUT_MS = 2**31 - 1
+"""A batch never expires inside the producer: while Kafka is down it is retried, in order."""
+WAIT_SLICE_S = 0.25
+STANDBY_RETRY_S = 1.0
+KAFKA_WAIT_LOG_S = 5.0
+MAX_BACKOFF_S = 5.0
+
+POSITION_TABLE = """
+CREATE TABLE IF NOT EXISTS relay_position (
+    name text PRIMARY KEY,
+    position bigint NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+# Only forwards: a relay that lost its lock without noticing cannot move the position back.
+RECORD_POSITION = """
+INSERT INTO relay_position (name, position, updated_at) VALUES (%s, %s, now())
+ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = now()
+WHERE relay_position.position < excluded.position
+"""
+
+Published = Callable[[Sequence[int]], None]
+"""Called with the positions of a batch as soon as Kafka acknowledged all of it."""
+
+
+class Stopped(Exception):
+    """The relay was asked to stop in the middle of a batch; nothing was recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class RelayStatus:
+    """What `parley relay status` prints."""
+
+    name: str
+    head: int
+    position: int
+    updated_at: datetime | None
+
+    @property
+    def lag(self) -> int:
+        return max(self.head - self.position, 0)
+
+
+class Publisher:
+    """An idempotent producer that publishes one batch at a time and waits for its acks.
+
+    Kafka's idempotence keeps a partition in send order while records are retried
+    (acks=all, at most 5 requests in flight), and batches never expire, so a broker
+    that is down only delays a batch. If a record fails anyway, the producer is fenced
+    at once, from its own I/O thread, so that no later record of the batch can land
+    before the failed one is re-sent; then the whole batch is re-sent by a new producer.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topic = settings.topic(EVENTS)
+        self._producer: Any = None
+
+    def publish(self, records: Sequence[tuple[bytes, bytes]], stop: threading.Event) -> None:
+        """Return once Kafka acknowledged every record; retry with backoff until then."""
+        backoff = 0.1
+        while True:
+            try:
+                self._publish_once(records, stop)
+                return
+            except KafkaError as exc:
+                self.close(force=True)
+                log.warning(
+                    "event=relay_publish_failed count=%d error=%s detail=%r retry_in=%.1fs",
+                    len(records),
+                    type(exc).__name__,
+                    str(exc)[:200],
+                    backoff,
+                )
+            if stop.wait(backoff):
+                raise Stopped()
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    def connect(self, stop: threading.Event) -> Any:
+        """The producer, created (and the topic's metadata fetched) if need be."""
+        backoff = 0.1
+        while self._producer is None:
+            try:
+                producer = KafkaProducer(**producer_config(self.settings))
+            except KafkaError as exc:
+                log.warning(
+                    "event=relay_kafka_unavailable error=%s retry_in=%.1fs",
+                    type(exc).__name__,
+                    backoff,
+                )
+            else:
+                try:
+                    producer.partitions_for(self.topic)
+                    self._producer = producer
+                    break
+                except KafkaError as exc:
+                    _force_close(producer)
+                    log.warning(
+                        "event=relay_topic_unavailable topic=%s error=%s retry_in=%.1fs",
+                        self.topic,
+                        type(exc).__name__,
+                        backoff,
+                    )
+            if stop.wait(backoff):
+                raise Stopped()
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+        return self._producer
+
+    def close(self, force: bool = False) -> None:
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        if force:
+            _force_close(producer)
+        else:
+            with suppress(KafkaError):
+                producer.close(timeout=5)
+
+    def _publish_once(self, records: Sequence[tuple[bytes, bytes]], stop: threading.Event) -> None:
+        producer = self.connect(stop)
+
+        def fence(_: BaseException) -> None:
+            _stop_sending(producer)
+
+        futures = []
+        for key, value in records:
+            future = producer.send(self.topic, key=key, value=value)
+            future.add_errback(fence)
+            futures.append(future)
+        started = time.monotonic()
+        logged = started
+        while True:
+            try:
+                producer.flush(timeout=WAIT_SLICE_S)
+                break
+            except KafkaTimeoutError:
+                if stop.is_set():
+                    self.close(force=True)
+                    raise Stopped() from None
+                now = time.monotonic()
+                if now - logged >= KAFKA_WAIT_LOG_S:
+                    logged = now
+                    pending = sum(1 for f in futures if not f.is_done)
+                    log.warning(
+                        "event=relay_waiting_for_kafka pending=%d waited_s=%.0f",
+                        pending,
+                        now - started,
+                    )
+            except KafkaError as exc:
+                # Fenced after a failure: the failed record's own error says more.
+                raise _first_failure(futures) or exc from None
+        failure = _first_failure(futures)
+        if failure is not None:
+            raise failure
+
+
+def _first_failure(futures: Sequence[Any]) -> BaseException | None:
+    return next((f.exception for f in futures if f.failed()), None)
+
+
+class Relay:
+    """One active term of the relay: it holds the lock on `conn` and publishes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ChatStore,
+        conn: psycopg.Connection[Any],
+        on_published: Published | None = None,
+    ) -> None:
+        recorder = store.recorder
+        assert isinstance(recorder, PostgresApplicationRecorder)  # checked by run_relay
+        self.settings = settings
+        self.store = store
+        self.recorder = recorder
+        self.conn = conn
+        self.publisher = Publisher(settings)
+        self.on_published = on_published
+        self.position = 0
+        self.published = 0
+        self._unreported = [0, 0]  # events and batches published since the last log line
+        self._reported_at = 0.0
+
+    def follow(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
+        """Publish from the recorded position until `stop` is set."""
+        self.position = read_position(self.conn, self.settings.relay_name)
+        # Losing the last position update in a database crash only re-publishes a batch,
+        # so it need not wait for the WAL flush (that would delay every next batch).
+        self.conn.execute("SET synchronous_commit TO off")
+        self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.recorder.channel_name)))
+        log.info(
+            "event=relay_active name=%s position=%d topic=%s",
+            self.settings.relay_name,
+            self.position,
+            self.publisher.topic,
+        )
+        try:
+            self.publisher.connect(stop)
+            if ready is not None:
+                ready.set()
+            self._follow(stop)
+        finally:
+            self.publisher.close()
+
+    def _follow(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            notifications = self.recorder.select_notifications(
+                start=self.position, limit=self.settings.relay_batch_max, inclusive_of_start=False
+            )
+            if not notifications:
+                if not self._wait_for_commit(stop):
+                    self._report(idle=True)
+                continue
+            self.publisher.publish(self._encode(notifications), stop)
+            positions = [n.id for n in notifications]
+            if self.on_published is not None:
+                self.on_published(positions)
+            self.position = positions[-1]
+            self.conn.execute(RECORD_POSITION, (self.settings.relay_name, self.position))
+            self.published += len(positions)
+            self._unreported[0] += len(positions)
+            self._unreported[1] += 1
+            self._report(idle=False)
+
+    def _report(self, idle: bool) -> None:
+        """Log what was published, at most once a second, and when the relay goes idle."""
+        count, batches = self._unreported
+        now = time.monotonic()
+        if count and (idle or now - self._reported_at >= 1.0):
+            log.info(
+                "event=relay_published count=%d batches=%d position=%d",
+                count,
+                batches,
+                self.position,
+            )
+            self._unreported = [0, 0]
+            self._reported_at = now
+
+    def _encode(self, notifications: Sequence[Notification]) -> list[tuple[bytes, bytes]]:
+        to_event = self.store.mapper.to_domain_event
+        return [encode_event(to_event(n), n.id) for n in notifications]
+
+    def _wait_for_commit(self, stop: threading.Event) -> bool:
+        """Until the store NOTIFYs a commit (True), or the poll interval passes (False).
+
+        A NOTIFY that arrived while this connection was busy is kept by psycopg and
+        returned here at once, so no commit after the last read goes unnoticed.
+        """
+        deadline = time.monotonic() + self.settings.relay_poll_s
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            for _ in self.conn.notifies(timeout=min(remaining, WAIT_SLICE_S), stop_after=1):
+                return True
+        return False
+
+
+def run_relay(
+    settings: Settings,
+    stop: threading.Event,
+    ready: threading.Event | None = None,
+    on_published: Published | None = None,
+) -> None:
+    """The relay's main loop: stand by for the lock, then publish, until `stop` is set."""
+    store = open_store(settings, AGGREGATE_CACHE_MAXSIZE="")
+    if not isinstance(store.recorder, PostgresApplicationRecorder):
+        store.close()
+        raise RuntimeError("the relay needs the PostgreSQL event store (LISTEN/NOTIFY)")
+    backoff = 0.1
+    published, position = 0, 0
+    try:
+        while not stop.is_set():
+            relay: Relay | None = None
+            try:
+                with psycopg.connect(settings.pg_conninfo, autocommit=True) as conn:
+                    ensure_position_table(conn)
+                    if not _hold_lock(conn, settings.relay_name, stop):
+                        return
+                    relay = Relay(settings, store, conn, on_published)
+                    relay.follow(stop, ready)
+            except Stopped:
+                return
+            except Exception as exc:
+                if relay is not None and relay.published:
+                    backoff = 0.1  # it worked for a while: a new failure, not the same one
+                log.warning(
+                    "event=relay_error error=%s detail=%r retry_in=%.1fs",
+                    type(exc).__name__,
+                    str(exc)[:200],
+                    backoff,
+                )
+                if stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+            finally:
+                if relay is not None:
+                    published += relay.published
+                    position = max(position, relay.position)
+    finally:
+        store.close()
+        log.info(
+            "event=relay_stopped name=%s published=%d position=%d",
+            settings.relay_name,
+            published,
+            position,
+        )
+
+
+def _hold_lock(conn: psycopg.Connection[Any], name: str, stop: threading.Event) -> bool:
+    """Take the relay's advisory lock on `conn`, standing by until it is free."""
+    standby = False
+    while not stop.is_set():
+        row = conn.execute(
+            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (f"parley.relay:{name}",)
+        ).fetchone()
+        if row is not None and row[0]:
+            return True
+        if not standby:
+            log.info("event=relay_standby name=%s", name)
+            standby = True
+        stop.wait(STANDBY_RETRY_S)
+    return False
+
+
+def ensure_position_table(conn: psycopg.Connection[Any]) -> None:
+    """Create `relay_position` if missing (serialised: concurrent CREATEs can collide)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('parley.relay:ddl', 0))")
+        conn.execute(POSITION_TABLE)
+
+
+def read_position(conn: psycopg.Connection[Any], name: str) -> int:
+    """The last position the relay `name` recorded; 0 before its first batch."""
+    row = conn.execute("SELECT position FROM relay_position WHERE name = %s", (name,)).fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def relay_status(settings: Settings) -> RelayStatus:
+    """The store's head position, the relay's recorded position and when it was recorded."""
+    with psycopg.connect(settings.pg_conninfo, autocommit=True, connect_timeout=5) as conn:
+        ensure_position_table(conn)
+        row = conn.execute(
+            "SELECT position, updated_at FROM relay_position WHERE name = %s",
+            (settings.relay_name,),
+        ).fetchone()
+    store = open_store(settings, AGGREGATE_CACHE_MAXSIZE="")
+    try:
+        head = max_position(store)
+    finally:
+        store.close()
+    if row is None:
+        return RelayStatus(settings.relay_name, head, 0, None)
+    return RelayStatus(settings.relay_name, head, int(row[0]), row[1])
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """The relay's KafkaProducer settings (also what `infra.bench_relay` compares with)."""
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "client_id": f"parley-relay-{settings.relay_name}",
+        "acks": "all",
+        "enable_idempotence": True,
+        "max_in_flight_requests_per_connection": 5,
+        "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
+        "linger_ms": 0,
+        "batch_size": 256 * 1024,
+        "max_block_ms": 5_000,
+        "request_timeout_ms": 10_000,
+        "retry_backoff_ms": 100,
+        "reconnect_backoff_ms": 50,
+        "reconnect_backoff_max_ms": 1_000,
+    }
+
+
+def _stop_sending(producer: Any) -> None:
+    """Stop the producer's I/O thread before it sends anything more (from a callback).
+
+    `KafkaProducer.close(0)` cannot do this from a callback (it flushes first), so this
+    reaches the sender it would stop; its pending batches then fail instead of landing.
+    """
+    sender = getattr(producer, "_sender", None)
+    if sender is not None:
+        sender.force_close()
+
+
+def _force_close(producer: Any) -> None:
+    _stop_sending(producer)
+    with suppress(KafkaError):
+        producer.close(timeout=2)
