@@ -16,6 +16,7 @@ import base64
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, Transcoding
 
@@ -77,7 +78,18 @@ def store_env(settings: Settings, **overrides: str) -> dict[str, str]:
 
 
 def open_store(settings: Settings, **overrides: str) -> ChatStore:
-    return ChatStore(env=store_env(settings, **overrides))
+    """Open the store, creating its tables if needed.
+
+    Processes starting together on a fresh database would race on CREATE TABLE IF NOT
+    EXISTS (PostgreSQL answers one of them with a duplicate-key error), so the creation
+    is serialised by an advisory lock.
+    """
+    with psycopg.connect(settings.pg_conninfo, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext('parley:event-store-ddl'))")
+        try:
+            return ChatStore(env=store_env(settings, **overrides))
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext('parley:event-store-ddl'))")
 
 
 def max_position(store: ChatStore) -> int:

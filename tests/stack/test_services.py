@@ -39,10 +39,10 @@ def test_kafka_python_produces_and_consumes(settings: Settings) -> None:
         consumer_timeout_ms=15000,
     )
     try:
-        got = [(m.key, m.value) for m in consumer]
+        first = next(iter(consumer), None)  # the first record, or None after 15 s idle
     finally:
         consumer.close()
-    assert got == [(b"chat-1", b"hello")]
+    assert first is not None and (first.key, first.value) == (b"chat-1", b"hello")
 
 
 def test_aiokafka_produces_and_consumes(settings: Settings) -> None:

@@ -1,0 +1,194 @@
+"""The read-model tables (SQLAlchemy Core) and their migrations.
+
+Every projection lives in one PostgreSQL schema (`read` when live); a rebuild fills a
+shadow schema with the same tables side by side and swaps names in one transaction.
+Each projection keeps its checkpoint (Kafka partition -> last applied offset) in the
+same schema, written in the same transaction as its rows.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    Uuid,
+    create_engine,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from infra.settings import Settings
+
+LIVE_SCHEMA = "read"
+
+metadata = MetaData()
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("projection", String(32), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("offset", BigInteger, nullable=False),
+)
+
+# The newest event version of each chat a projection has applied: a re-published event
+# (same chat, same or older version) is dropped, whatever its offset.
+chat_versions = Table(
+    "chat_versions",
+    metadata,
+    Column("projection", String(32), primary_key=True),
+    Column("chat_id", Uuid, primary_key=True),
+    Column("version", BigInteger, nullable=False),
+)
+
+chats = Table(
+    "chats",
+    metadata,
+    Column("chat_id", Uuid, primary_key=True),
+    Column("kind", String(8), nullable=False),  # direct | group
+    Column("name", Text),
+    Column("created_by", Uuid, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_seq", BigInteger, nullable=False, server_default="0"),
+    Column("last_message_id", BigInteger),
+    Column("last_sender", Uuid),
+    Column("last_activity_at", DateTime(timezone=True), nullable=False),
+    Column("position", BigInteger, nullable=False, server_default="0"),
+)
+
+members = Table(
+    "members",
+    metadata,
+    Column("chat_id", Uuid, primary_key=True),
+    Column("user_id", Uuid, primary_key=True),
+    Column("role", String(8), nullable=False),  # admin | member
+    Column("active", Boolean, nullable=False),
+    Column("joined_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_up_to", BigInteger, nullable=False, server_default="0"),
+    Column("read_up_to", BigInteger, nullable=False, server_default="0"),
+    Index("members_by_user", "user_id"),
+)
+
+membership_history = Table(
+    "membership_history",
+    metadata,
+    Column("chat_id", Uuid, primary_key=True),
+    Column("user_id", Uuid, primary_key=True),
+    Column("joined_after_seq", BigInteger, primary_key=True),
+    Column("left_at_seq", BigInteger),  # null while a member
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("chat_id", Uuid, primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("message_id", BigInteger, nullable=False, unique=True),
+    Column("sender", Uuid, nullable=False),
+    Column("device_id", Text, nullable=False),
+    Column("local_id", Text, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("media", JSONB),
+    Column("sent_at", DateTime(timezone=True), nullable=False),
+)
+
+receipts = Table(
+    "receipts",
+    metadata,
+    Column("chat_id", Uuid, primary_key=True),
+    Column("recipient", Uuid, primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("status", String(10), nullable=False),  # SENT | DELIVERED | READ
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("read_at", DateTime(timezone=True)),
+)
+
+receipt_counts = Table(
+    "receipt_counts",
+    metadata,
+    Column("chat_id", Uuid, primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("recipients", Integer, nullable=False),
+    Column("delivered", Integer, nullable=False, server_default="0"),
+    Column("read", Integer, nullable=False, server_default="0"),
+)
+
+unread = Table(
+    "unread",
+    metadata,
+    Column("user_id", Uuid, primary_key=True),
+    Column("chat_id", Uuid, primary_key=True),
+    Column("count", Integer, nullable=False, server_default="0"),
+)
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("recipient", Uuid, primary_key=True),
+    Column("chat_id", Uuid, primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("message_id", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("inbox_by_age", "created_at"),
+)
+
+# Which tables each projection owns; the projection's name is its checkpoint key.
+PROJECTION_TABLES: dict[str, list[Table]] = {
+    "chats": [chats, members, membership_history],
+    "messages": [messages],
+    "receipts": [receipts, receipt_counts, unread],
+    "inbox": [inbox],
+}
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (1, "read model v1: chats, members, history, messages, receipts, counts, unread, inbox"),
+]
+
+
+def sqlalchemy_url(settings: Settings) -> str:
+    return (
+        f"postgresql+psycopg://{settings.pg_user}:{settings.pg_password}"
+        f"@{settings.pg_host}:{settings.pg_port}/{settings.pg_db}"
+    )
+
+
+def migrate(settings: Settings, schema: str = LIVE_SCHEMA) -> int:
+    """Create `schema` and bring its tables to the newest version; return that version."""
+    engine = create_engine(sqlalchemy_url(settings))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            # One migrator at a time per schema (several workers may start together).
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": schema})
+            conn.execute(
+                text(
+                    f'CREATE TABLE IF NOT EXISTS "{schema}".schema_version '
+                    "(version int PRIMARY KEY, note text, applied_at timestamptz DEFAULT now())"
+                )
+            )
+            done = {
+                row[0]
+                for row in conn.execute(text(f'SELECT version FROM "{schema}".schema_version'))
+            }
+            for version, note in MIGRATIONS:
+                if version in done:
+                    continue
+                if version == 1:
+                    metadata.create_all(conn.execution_options(schema_translate_map={None: schema}))
+                conn.execute(
+                    text(f'INSERT INTO "{schema}".schema_version (version, note) VALUES (:v, :n)'),
+                    {"v": version, "n": note},
+                )
+        return MIGRATIONS[-1][0]
+    finally:
+        engine.dispose()
