@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from uuid import UUID
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
@@ -55,7 +55,13 @@ class Access:
 async def open_access(settings: Settings) -> AsyncIterator[Access]:
     """Open everything the routes need; close it on the way out."""
     accounts = await run_in_threadpool(open_accounts, settings)
-    redis = Redis.from_url(settings.redis_url)
+    # A blocking pool: a burst (hundreds of sockets closing at once) waits for a
+    # connection instead of failing with MaxConnectionsError.
+    redis = Redis(
+        connection_pool=BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=settings.redis_max_connections, timeout=10
+        )
+    )
     try:
         passwords = await run_in_threadpool(Passwords, settings)
         tokens = Tokens(settings, redis)

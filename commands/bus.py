@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
@@ -62,16 +63,33 @@ class CommandBus:
 
     async def submit(self, command: Command, timeout_s: float | None = None) -> Outcome:
         """Send `command` (its reply_to must be this bus's) and wait for its outcome."""
+        return await (await self.enqueue(command, timeout_s))
+
+    async def enqueue(self, command: Command, timeout_s: float | None = None) -> Awaitable[Outcome]:
+        """Hand `command` to the producer now, in call order; await the result for its outcome.
+
+        Commands enqueued one after another from one task reach Kafka in that order, so
+        one device's messages to a chat keep their order.
+        """
         assert self._producer is not None, "start() the bus first"
         key = str(command.command_id)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         try:
-            await self._producer.send_and_wait(self.topic, command.encode(), key=command.key)
-            wait = self.settings.command_timeout_s if timeout_s is None else timeout_s
-            return await asyncio.wait_for(future, wait)
-        finally:
+            delivery = await self._producer.send(self.topic, command.encode(), key=command.key)
+        except BaseException:
             self._pending.pop(key, None)
+            raise
+        wait = self.settings.command_timeout_s if timeout_s is None else timeout_s
+
+        async def outcome() -> Outcome:
+            try:
+                await delivery
+                return await asyncio.wait_for(future, wait)
+            finally:
+                self._pending.pop(key, None)
+
+        return outcome()
 
     async def _listen(self, pubsub: aioredis.client.PubSub) -> None:
         async for message in pubsub.listen():

@@ -20,10 +20,12 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from commands.access import access_of, open_access
 from commands.auth_routes import auth_routes
+from commands.gateway import Gateway
 from commands.me_routes import me_routes
 from commands.web import AccessLog, domain_error, error_response, http_error
 from domain.errors import DomainError
@@ -55,12 +57,26 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_access(settings) as access:
             app.state.access = access
+            gateway = Gateway(settings, access)
+            await gateway.start()
+            app.state.gateway = gateway
             log.info("event=commands_app_started")
-            yield
+            try:
+                yield
+            finally:
+                await gateway.stop()
         log.info("event=commands_app_stopped")
 
+    async def websocket(ws: WebSocket) -> None:
+        await ws.app.state.gateway.serve(ws)
+
     return Starlette(
-        routes=[Route("/healthz", healthz, methods=["GET"]), *auth_routes(), *me_routes()],
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            WebSocketRoute("/ws", websocket),
+            *auth_routes(),
+            *me_routes(),
+        ],
         middleware=[Middleware(AccessLog)],
         exception_handlers={
             DomainError: domain_error,
@@ -80,7 +96,16 @@ def run_commands_service(settings: Settings, stop: threading.Event) -> None:
     sock.bind((settings.commands_host, settings.commands_port))
     sock.listen(2048)
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        create_app(settings),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        ws_max_size=settings.ws_max_frame_bytes,  # beyond it: close 1009
+        ws_per_message_deflate=False,
+        ws_ping_interval=settings.ws_heartbeat_s,
+        ws_ping_timeout=settings.ws_heartbeat_s,
+    )
     server = uvicorn.Server(config)
 
     def watch() -> None:

@@ -45,6 +45,7 @@ class Settings:
     pg_db: str = "parley"
 
     redis_url: str = "redis://127.0.0.1:16379/0"
+    redis_max_connections: int = 200
 
     health_deadline_s: float = 60.0
 
@@ -99,6 +100,20 @@ class Settings:
     workers_session_timeout_s: float = 10.0
     inbox_ttl_days: float = 30.0
     inbox_expiry_interval_s: float = 3600.0
+
+    # The WebSocket gateway (on the commands service).
+    ws_send_queue: int = 1000
+    ws_heartbeat_s: float = 20.0
+    ws_max_frame_bytes: int = 96 * 1024  # a 64 KiB body, base64 in its JSON frame
+    ws_allowed_origins: str = "http://127.0.0.1:18080,http://localhost:18080"
+
+    # The queries service (HTTP read API; docs/queries.md).
+    queries_host: str = "127.0.0.1"
+    queries_port: int = 18081
+    queries_pool_size: int = 10
+    read_your_writes_timeout_s: float = 2.0
+    queries_ready_max_lag: int = 10_000
+    queries_statement_timeout_ms: int = 5_000
 
     @property
     def kafka_host_port(self) -> tuple[str, int]:

@@ -1,0 +1,315 @@
+"""The client itself: see the package docstring and docs/protocol.md."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+
+class CommandFailed(Exception):
+    """The server answered a frame with an `error` frame."""
+
+    def __init__(self, frame: dict[str, Any]) -> None:
+        super().__init__(f"{frame.get('code')}: {frame.get('message')}")
+        self.code = str(frame.get("code"))
+        self.frame = frame
+
+
+@dataclass(frozen=True)
+class Account:
+    user_id: str
+    username: str
+    device_id: str
+    access_token: str
+    refresh_token: str
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The single tick: the server stored the message."""
+
+    chat_id: str
+    local_id: str
+    message_id: str
+    seq: int
+    position: int
+    duplicate: bool
+
+
+def _post(base: str, path: str, body: dict[str, Any], token: str = "") -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{base}{path}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            **({"Authorization": f"Bearer {token}"} if token else {}),
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            data: dict[str, Any] = json.loads(response.read() or b"{}")
+            return data
+    except urllib.error.HTTPError as exc:
+        raise CommandFailed(json.loads(exc.read() or b"{}").get("error", {})) from None
+
+
+def register_and_login(
+    base: str,
+    username: str,
+    password: str = "correct horse battery",
+    device_id: str = "d1",
+    phone: str | None = None,
+) -> Account:
+    """Register (if new) and log in; `base` is the commands service, e.g. http://127.0.0.1:18080."""
+    phone = phone or "+1555" + str(abs(hash(username)) % 10**7).zfill(7)
+    with contextlib.suppress(CommandFailed):
+        _post(
+            base, "/v1/auth/register", {"username": username, "phone": phone, "password": password}
+        )
+    pair = _post(
+        base, "/v1/auth/login", {"username": username, "password": password, "device_id": device_id}
+    )
+    return Account(
+        pair["user_id"], username, device_id, pair["access_token"], pair["refresh_token"]
+    )
+
+
+@dataclass
+class ChatState:
+    messages: dict[int, dict[str, Any]] = field(default_factory=dict)
+    contiguous: int = 0  # every seq up to this one is held
+    cursors: dict[str, dict[str, int | None]] = field(default_factory=dict)
+
+
+class ChatClient:
+    """One device's connection; reconnects and syncs when asked to (`reconnect`)."""
+
+    def __init__(
+        self, base: str, account: Account, auto_delivered: bool = True, timeout_s: float = 10.0
+    ) -> None:
+        self.base = base
+        self.account = account
+        self.auto_delivered = auto_delivered
+        self.timeout_s = timeout_s
+        self.chats: dict[str, ChatState] = defaultdict(ChatState)
+        self.frames: list[dict[str, Any]] = []  # everything pushed, in arrival order
+        self.typists: dict[str, set[str]] = defaultdict(set)  # chat -> users typing
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._unacked: dict[str, dict[str, Any]] = {}  # request id -> send frame
+        self._ids = itertools.count(1)
+        self._changed = asyncio.Event()
+        self.hello: dict[str, Any] = {}
+
+    @property
+    def user_id(self) -> str:
+        return self.account.user_id
+
+    # Connection
+
+    async def connect(self) -> None:
+        url = self.base.replace("http", "ws", 1) + "/ws?access_token=" + self.account.access_token
+        self._ws = await websockets.connect(url, max_size=2**20, compression=None)
+        self.hello = json.loads(await asyncio.wait_for(self._ws.recv(), self.timeout_s))
+        self._reader = asyncio.create_task(self._read())
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def reconnect(self) -> None:
+        """Connect again, sync from our cursors, and resend what was never acked."""
+        with contextlib.suppress(Exception):
+            await self.close()
+        await self.connect()
+        await self.sync()
+        for frame in list(self._unacked.values()):
+            await self._ws_send(frame)
+
+    async def _ws_send(self, frame: dict[str, Any]) -> None:
+        assert self._ws is not None, "connect() first"
+        await self._ws.send(json.dumps(frame))
+
+    async def request(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """Send a frame with a fresh id and wait for the answer to it."""
+        request_id = frame.setdefault("id", f"r{next(self._ids)}")
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters[request_id] = future
+        try:
+            await self._ws_send(frame)
+            answer = await asyncio.wait_for(future, self.timeout_s)
+        finally:
+            self._waiters.pop(request_id, None)
+        if answer.get("type") == "error":
+            raise CommandFailed(answer)
+        return answer
+
+    # Chat
+
+    async def send_text(
+        self,
+        text: str,
+        chat_id: str | None = None,
+        to: str | None = None,
+        local_id: str | None = None,
+    ) -> Ack:
+        local_id = local_id or f"{time.time_ns()}-{uuid.uuid4().hex[:6]}"
+        frame: dict[str, Any] = {
+            "type": "send",
+            "id": f"s-{local_id}",
+            "local_id": local_id,
+            "kind": "text",
+            "text": text,
+        }
+        if chat_id is not None:
+            frame["chat_id"] = chat_id
+        if to is not None:
+            frame["to"] = to
+        self._unacked[frame["id"]] = frame
+        answer = await self.request(dict(frame))
+        self._unacked.pop(frame["id"], None)
+        return Ack(
+            answer["chat_id"],
+            answer["local_id"],
+            answer["message_id"],
+            answer["seq"],
+            answer["position"],
+            answer["duplicate"],
+        )
+
+    async def create_group(self, name: str, members: list[str]) -> str:
+        answer = await self.request(
+            {"type": "create_group", "name": name, "chat_id": str(uuid.uuid4()), "members": members}
+        )
+        return str(answer["chat_id"])
+
+    async def group(self, kind: str, chat_id: str, **fields: Any) -> dict[str, Any]:
+        return await self.request({"type": kind, "chat_id": chat_id, **fields})
+
+    async def mark_delivered(self, chat_id: str, up_to: int) -> None:
+        await self.request({"type": "delivered", "chat_id": chat_id, "up_to": up_to})
+
+    async def mark_read(self, chat_id: str, up_to: int) -> None:
+        await self.request({"type": "read", "chat_id": chat_id, "up_to": up_to})
+
+    async def typing(self, chat_id: str, state: str = "start") -> None:
+        await self._ws_send({"type": "typing", "chat_id": chat_id, "state": state})
+
+    async def presence(self, user_id: str) -> dict[str, Any]:
+        return await self.request({"type": "presence", "user_id": user_id})
+
+    async def sync(self, only: str | None = None) -> int:
+        """Ask for what we miss after our cursors; return how many pages came."""
+        cursors = {c: s.contiguous for c, s in self.chats.items() if only in (None, c)}
+        done = await self.request({"type": "sync", "cursors": cursors})
+        return int(done.get("pages", 0))
+
+    def text_of(self, chat_id: str, seq: int) -> str:
+        return base64.b64decode(self.chats[chat_id].messages[seq]["body"]).decode()
+
+    def texts(self, chat_id: str) -> list[str]:
+        state = self.chats[chat_id]
+        return [self.text_of(chat_id, seq) for seq in sorted(state.messages)]
+
+    def ticks(self, chat_id: str, seq: int) -> str:
+        """sent / delivered / read for our own message `seq`, from the others' cursors."""
+        others = [c for u, c in self.chats[chat_id].cursors.items() if u != self.user_id]
+        if others and all((c.get("read") or 0) >= seq for c in others):
+            return "read"
+        if others and all((c.get("delivered") or 0) >= seq for c in others):
+            return "delivered"
+        return "sent"
+
+    async def wait_until(
+        self, condition: Callable[[], bool], timeout_s: float | None = None
+    ) -> None:
+        """Wait for pushed frames to make `condition` true, up to a deadline."""
+        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        while not condition():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("condition not met in time")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
+    # Incoming
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        async for raw in self._ws:
+            frame = json.loads(raw)
+            await self._on_frame(frame)
+            self._changed.set()
+
+    async def _on_frame(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        request_id = frame.get("id")
+        if request_id and kind in ("ack", "ok", "error", "pong", "presence", "sync_done"):
+            waiter = self._waiters.get(request_id)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(frame)
+            return
+        self.frames.append(frame)
+        if kind == "message" or kind == "sync_page":
+            for message in frame["messages"] if kind == "sync_page" else [frame]:
+                await self._on_message(message)
+        elif kind == "sync_chats":
+            for chat in frame["chats"]:
+                state = self.chats[chat["chat_id"]]
+                for member in chat["members"]:
+                    state.cursors[member["user_id"]] = {
+                        "delivered": member["delivered_up_to"],
+                        "read": member["read_up_to"],
+                    }
+        elif kind == "receipt":
+            cursor = self.chats[frame["chat_id"]].cursors.setdefault(
+                frame["user_id"], {"delivered": 0, "read": 0}
+            )
+            cursor["delivered"] = max(cursor.get("delivered") or 0, frame["delivered_up_to"])
+            if frame.get("read_up_to") is not None:
+                cursor["read"] = max(cursor.get("read") or 0, frame["read_up_to"])
+        elif kind == "typing":
+            who = self.typists[frame["chat_id"]]
+            (who.add if frame["state"] == "start" else who.discard)(frame["user_id"])
+
+    async def _on_message(self, message: dict[str, Any]) -> None:
+        chat_id, seq = message["chat_id"], int(message["seq"])
+        state = self.chats[chat_id]
+        if seq in state.messages:
+            return  # already held: a push and a sync page may both bring it
+        state.messages[seq] = message
+        before = state.contiguous
+        while state.contiguous + 1 in state.messages:
+            state.contiguous += 1
+        if seq > state.contiguous + 1 and self._ws is not None:
+            # A gap: a push was lost or came out of order; ask for what is missing.
+            asyncio.get_running_loop().create_task(self._gap(chat_id))
+        if self.auto_delivered and state.contiguous > before and message["sender"] != self.user_id:
+            await self._ws_send(
+                {"type": "delivered", "chat_id": chat_id, "up_to": state.contiguous}
+            )
+
+    async def _gap(self, chat_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.sync(only=chat_id)

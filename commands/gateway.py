@@ -1,0 +1,581 @@
+"""The WebSocket gateway: holds connections, decides nothing.
+
+A client connects to `/ws` with its access token; the gateway authenticates before the
+upgrade, registers the connection in Redis (presence), and from then on:
+
+- turns command frames into commands on Kafka (via the CommandBus, in the order the
+  connection sent them) and answers each with its outcome (`ack`, `ok` or `error`);
+- pushes what the delivery agent routes to this gateway (messages, receipts, chat
+  changes) and volatile typing frames to the connections of the users named;
+- answers `sync` from the read model, `presence` from Redis, `ping` with `pong`.
+
+A user error is an `error` frame; the connection stays up. A connection whose send
+queue overflows (a client that does not read) is closed with 1013, so that one slow
+client cannot hold memory or stall the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import orjson
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from commands.access import Access
+from commands.auth import Identity
+from commands.bus import CommandBus
+from commands.envelope import Command, CommandType, Outcome
+from commands.protocol import (
+    COMMAND_FRAMES,
+    ClientFrame,
+    ProtocolError,
+    command_args,
+    dump,
+    error_frame,
+    new_chat_id,
+    parse_frame,
+)
+from commands.ratelimit import Limit
+from commands.sync import chat_summaries, missed_messages
+from domain.errors import DomainError
+from domain.ids import direct_chat_id
+from infra.routing import (
+    GATEWAY_TTL_S,
+    PRESENCE_TTL_S,
+    deliver_channel,
+    gateway_key,
+    last_seen_key,
+    presence_key,
+    route,
+)
+from infra.settings import Settings
+from projections.schema import LIVE_SCHEMA
+
+log = logging.getLogger("parley.gateway")
+
+GROUP_FRAMES = frozenset(
+    {
+        "create_group",
+        "rename_group",
+        "add_member",
+        "remove_member",
+        "leave_group",
+        "promote_admin",
+        "demote_admin",
+    }
+)
+TYPING_DEBOUNCE_S = 2.0
+MEMBERSHIP_CACHE_S = 10.0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(eq=False)
+class Connection:
+    """One live WebSocket: who it is, and the frames waiting to be written to it."""
+
+    ws: WebSocket
+    identity: Identity
+    queue_size: int
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    queue: asyncio.Queue[str | None] = field(init=False)
+    in_flight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(256))
+    typing_sent: dict[tuple[UUID, str], float] = field(default_factory=dict)
+    closing: bool = False
+
+    def __post_init__(self) -> None:
+        self.queue = asyncio.Queue(maxsize=self.queue_size)
+
+    @property
+    def user_id(self) -> UUID:
+        return self.identity.user_id
+
+    def push(self, frame: dict[str, Any] | str) -> None:
+        """Queue a frame for this connection; a full queue closes it (1013)."""
+        if self.closing:
+            return
+        try:
+            self.queue.put_nowait(frame if isinstance(frame, str) else dump(frame))
+        except asyncio.QueueFull:
+            log.warning("event=slow_consumer_closed connection=%s user=%s", self.id, self.user_id)
+            self.close(1013)
+
+    def close(self, code: int) -> None:
+        self.closing = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(None)
+        self.close_code = code
+
+    close_code: int = 1000
+
+
+class Gateway:
+    """One gateway process's connections and its links to Kafka, Redis and the read model."""
+
+    def __init__(self, settings: Settings, access: Access) -> None:
+        self.settings = settings
+        self.access = access
+        self.id = f"gw-{uuid.uuid4().hex[:12]}"
+        self.redis: Redis = access.redis
+        self.bus = CommandBus(settings, reply_to=self.id)
+        self.pool = AsyncConnectionPool(settings.pg_conninfo, min_size=1, max_size=8, open=False)
+        self.connections: dict[str, Connection] = {}
+        self.by_user: dict[UUID, set[Connection]] = defaultdict(set)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._members: dict[UUID, tuple[float, frozenset[UUID]]] = {}
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        await self.pool.open()
+        await self.bus.start()
+        await self.redis.set(gateway_key(self.id), "1", ex=GATEWAY_TTL_S)
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(deliver_channel(self.id))
+        await pubsub.psubscribe("parley:logout:*")
+        self._tasks = [
+            asyncio.create_task(self._listen(pubsub), name="gateway-listen"),
+            asyncio.create_task(self._heartbeat(), name="gateway-heartbeat"),
+        ]
+        log.info("event=gateway_started gateway=%s", self.id)
+
+    async def stop(self) -> None:
+        for connection in list(self.connections.values()):
+            connection.close(1001)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._forget_presence(list(self.connections.values()))
+        with contextlib.suppress(Exception):
+            await self.redis.delete(gateway_key(self.id))
+        await self.bus.stop()
+        await self.pool.close()
+        log.info("event=gateway_stopped gateway=%s", self.id)
+
+    # One WebSocket
+
+    async def serve(self, ws: WebSocket) -> None:
+        identity = await self._admit(ws)
+        if identity is None:
+            return
+        await ws.accept()
+        connection = Connection(ws, identity, self.settings.ws_send_queue)
+        self.connections[connection.id] = connection
+        self.by_user[connection.user_id].add(connection)
+        await self._mark_present(connection)
+        log.info(
+            "event=connected connection=%s user=%s device=%s",
+            connection.id,
+            connection.user_id,
+            identity.device_id,
+        )
+        connection.push(
+            {
+                "type": "hello",
+                "user_id": str(identity.user_id),
+                "device_id": identity.device_id,
+                "connection_id": connection.id,
+                "gateway_id": self.id,
+                "heartbeat_s": self.settings.ws_heartbeat_s,
+                "max_frame_bytes": self.settings.ws_max_frame_bytes,
+            }
+        )
+        writer = asyncio.create_task(self._write(connection), name=f"write-{connection.id}")
+        try:
+            await self._read(connection)
+        finally:
+            connection.close(connection.close_code)
+            with contextlib.suppress(Exception):
+                await writer
+            self.connections.pop(connection.id, None)
+            self.by_user[connection.user_id].discard(connection)
+            if not self.by_user[connection.user_id]:
+                del self.by_user[connection.user_id]
+            await self._forget_presence([connection])
+            log.info("event=disconnected connection=%s user=%s", connection.id, connection.user_id)
+
+    async def _admit(self, ws: WebSocket) -> Identity | None:
+        """Check origin and token before the upgrade; refusing answers HTTP 403."""
+        origin = ws.headers.get("origin")
+        allowed = {o.strip() for o in self.settings.ws_allowed_origins.split(",") if o.strip()}
+        if origin is not None and "*" not in allowed and origin not in allowed:
+            log.info("event=refused reason=origin origin=%s", origin[:100])
+            await ws.close(1008)
+            return None
+        token = ws.query_params.get("access_token", "")
+        header = ws.headers.get("authorization", "")
+        if not token and header.lower().startswith("bearer "):
+            token = header[7:].strip()
+        try:
+            return await self.access.tokens.authenticate(token)
+        except DomainError as exc:
+            log.info("event=refused reason=%s", exc.code)
+            await ws.close(1008)
+            return None
+
+    async def _write(self, connection: Connection) -> None:
+        while True:
+            frame = await connection.queue.get()
+            if frame is None:
+                break
+            try:
+                await connection.ws.send_text(frame)
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                break
+        if connection.ws.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await connection.ws.close(connection.close_code)
+
+    async def _read(self, connection: Connection) -> None:
+        ws = connection.ws
+        while not connection.closing:
+            try:
+                message = await ws.receive()
+            except RuntimeError:
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            raw = message.get("text")
+            if raw is None:
+                data = message.get("bytes") or b""
+                try:
+                    raw = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    connection.push(error_frame("bad_json", "frames are UTF-8 JSON text"))
+                    continue
+            try:
+                frame = parse_frame(raw)
+                await self._handle(connection, frame)
+            except ProtocolError as exc:
+                connection.push(error_frame(exc.code, exc.message, exc.request_id))
+            except DomainError as exc:
+                connection.push(error_frame(exc.code, exc.message or exc.code, **_retry_after(exc)))
+
+    # Frames
+
+    async def _handle(self, connection: Connection, frame: ClientFrame) -> None:
+        if frame.type in COMMAND_FRAMES:
+            await self._command(connection, frame)
+        elif frame.type == "ping":
+            connection.push({"type": "pong", "id": frame.request_id, "at": now_ms()})
+            await self.redis.set(last_seen_key(connection.user_id), now_ms())
+        elif frame.type == "typing":
+            await self._typing(connection, frame)
+        elif frame.type == "sync":
+            await self._sync(connection, frame)
+        elif frame.type == "presence":
+            await self._presence(connection, frame)
+
+    async def _command(self, connection: Connection, frame: ClientFrame) -> None:
+        actor = connection.user_id
+        kind = COMMAND_FRAMES[frame.type]
+        args = command_args(frame)
+        if frame.type == "send":
+            limits = {Limit.SEND_PER_USER: str(actor), Limit.SEND_PER_CONNECTION: connection.id}
+        elif frame.type in GROUP_FRAMES:
+            limits = {
+                Limit.GROUP_CHANGE_PER_USER: str(actor),
+                Limit.GROUP_CHANGE_PER_CONNECTION: connection.id,
+            }
+        else:
+            limits = {}
+        if limits:
+            try:
+                await self.access.limiter.check(limits)
+            except DomainError as exc:
+                connection.push(
+                    error_frame(
+                        exc.code, exc.message or exc.code, frame.request_id, **_retry_after(exc)
+                    )
+                )
+                return
+        if frame.type == "create_group":
+            chat_id = new_chat_id(frame)
+        elif frame.type == "send" and frame.fields.get("to") is not None:
+            peer = frame.uuid("to")
+            assert peer is not None
+            if peer == actor:
+                raise ProtocolError("bad_frame", "`to` must be another user", frame.request_id)
+            chat_id = direct_chat_id(actor, peer)
+            args["to"] = str(peer)
+        else:
+            chat = frame.uuid("chat_id")
+            assert chat is not None
+            chat_id = chat
+        command = Command(
+            kind,
+            chat_id,
+            actor,
+            args,
+            device_id=connection.identity.device_id,
+            reply_to=self.id,
+            request_id=frame.request_id,
+        )
+        await connection.in_flight.acquire()
+        try:
+            waiter = await self.bus.enqueue(command)
+        except Exception:
+            connection.in_flight.release()
+            raise
+        task = asyncio.create_task(self._answer(connection, command, waiter))
+        task.add_done_callback(lambda _: connection.in_flight.release())
+
+    async def _answer(self, connection: Connection, command: Command, waiter: Any) -> None:
+        try:
+            outcome: Outcome = await waiter
+        except TimeoutError:
+            connection.push(
+                error_frame(
+                    "timeout",
+                    "no outcome in time; resend with the same local_id to be sure",
+                    command.request_id,
+                )
+            )
+            return
+        except Exception as exc:
+            log.warning("event=command_failed error=%s", type(exc).__name__)
+            connection.push(
+                error_frame("unavailable", "the command could not be sent", command.request_id)
+            )
+            return
+        if not outcome.ok:
+            connection.push(
+                error_frame(outcome.error_code, outcome.error_message, command.request_id)
+            )
+        elif command.type is CommandType.SEND:
+            connection.push(
+                {
+                    "type": "ack",
+                    "id": command.request_id,
+                    "chat_id": outcome.chat_id,
+                    "position": outcome.position,
+                    **outcome.result,
+                }
+            )
+        else:
+            connection.push(
+                {
+                    "type": "ok",
+                    "id": command.request_id,
+                    "command": command.type,
+                    "chat_id": outcome.chat_id,
+                    "position": outcome.position,
+                    "result": outcome.result,
+                }
+            )
+
+    async def _typing(self, connection: Connection, frame: ClientFrame) -> None:
+        chat_id = frame.uuid("chat_id")
+        assert chat_id is not None
+        state = frame.fields.get("state", "start")
+        if state not in ("start", "stop"):
+            raise ProtocolError("bad_frame", "`state` is start or stop", frame.request_id)
+        members = await self._members_of(chat_id)
+        if connection.user_id not in members:
+            raise ProtocolError("unknown_chat", "no such chat", frame.request_id)
+        key = (chat_id, state)
+        last = connection.typing_sent.get(key, 0.0)
+        if state == "start" and time.monotonic() - last < TYPING_DEBOUNCE_S:
+            return  # debounced: the others already see this user typing
+        connection.typing_sent[key] = time.monotonic()
+        others = [m for m in members if m != connection.user_id]
+        await route(
+            self.redis,
+            others,
+            {
+                "type": "typing",
+                "chat_id": str(chat_id),
+                "user_id": str(connection.user_id),
+                "state": state,
+            },
+        )
+
+    async def _members_of(self, chat_id: UUID) -> frozenset[UUID]:
+        cached = self._members.get(chat_id)
+        if cached is not None and time.monotonic() - cached[0] < MEMBERSHIP_CACHE_S:
+            return cached[1]
+        async with self.pool.connection() as conn, conn.cursor() as cur:
+            await cur.execute(
+                psycopg.sql.SQL(
+                    "SELECT user_id FROM {s}.members WHERE chat_id = %s AND active"
+                ).format(s=psycopg.sql.Identifier(LIVE_SCHEMA)),
+                (chat_id,),
+            )
+            members = frozenset(row[0] for row in await cur.fetchall())
+        if len(self._members) > 10_000:
+            self._members.clear()
+        self._members[chat_id] = (time.monotonic(), members)
+        return members
+
+    async def _sync(self, connection: Connection, frame: ClientFrame) -> None:
+        raw = frame.fields.get("cursors", {})
+        if not isinstance(raw, dict) or len(raw) > 10_000:
+            raise ProtocolError("bad_frame", "`cursors` maps chat ids to seqs", frame.request_id)
+        cursors: dict[UUID, int] = {}
+        for chat, seq in raw.items():
+            try:
+                chat_id = UUID(chat)
+            except ValueError:
+                raise ProtocolError(
+                    "bad_frame", "`cursors` keys are chat ids", frame.request_id
+                ) from None
+            if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+                raise ProtocolError("bad_frame", "`cursors` values are seqs", frame.request_id)
+            cursors[chat_id] = seq
+        async with self.pool.connection() as conn:
+            chats = await chat_summaries(conn, connection.user_id)
+            connection.push({"type": "sync_chats", "id": frame.request_id, "chats": chats})
+            pages = 0
+            async for page in missed_messages(conn, connection.user_id, cursors, chats):
+                pages += 1
+                connection.push({"type": "sync_page", "id": frame.request_id, "messages": page})
+                await asyncio.sleep(0)
+        connection.push({"type": "sync_done", "id": frame.request_id, "pages": pages})
+
+    async def _presence(self, connection: Connection, frame: ClientFrame) -> None:
+        user_id = frame.uuid("user_id")
+        assert user_id is not None
+        online = bool(await self.redis.exists(presence_key(user_id)))
+        seen = await self.redis.get(last_seen_key(user_id))
+        visible = await self._may_see_last_seen(connection.user_id, user_id)
+        connection.push(
+            {
+                "type": "presence",
+                "id": frame.request_id,
+                "user_id": str(user_id),
+                "online": online if visible else None,
+                "last_seen": int(seen) if seen is not None and visible else None,
+            }
+        )
+
+    async def _may_see_last_seen(self, viewer: UUID, owner: UUID) -> bool:
+        if viewer == owner:
+            return True
+        from starlette.concurrency import run_in_threadpool
+
+        from domain.visibility import can_see_last_seen
+
+        try:
+            theirs = await run_in_threadpool(self.access.accounts.privacy_of, owner)
+            mine = await run_in_threadpool(self.access.accounts.privacy_of, viewer)
+        except DomainError:
+            return False
+        return bool(can_see_last_seen(mine, theirs))
+
+    # Routing in, presence out
+
+    async def _listen(self, pubsub: Any) -> None:
+        while True:
+            try:
+                async for message in pubsub.listen():
+                    kind = message.get("type")
+                    if kind == "message":
+                        self._deliver(message["data"])
+                    elif kind == "pmessage":
+                        self._logout(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep listening: a dropped push is recovered by sync
+                log.warning("event=listen_failed error=%s", type(exc).__name__)
+                await asyncio.sleep(0.5)
+
+    def _deliver(self, raw: bytes) -> None:
+        try:
+            data = orjson.loads(raw)
+            items = data.get("items", [data])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.warning("event=bad_delivery")
+            return
+        for item in items:
+            text = dump(item["frame"])
+            for user in item["users"]:
+                for connection in list(self.by_user.get(UUID(user), ())):
+                    connection.push(text)
+
+    def _logout(self, raw: bytes) -> None:
+        try:
+            data = orjson.loads(raw)
+            user = UUID(data["user_id"])
+            sessions = set(data.get("session_ids") or [])
+        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
+            return
+        for connection in list(self.by_user.get(user, ())):
+            if not sessions or connection.identity.session_id in sessions:
+                log.info("event=logout_closed connection=%s", connection.id)
+                connection.push({"type": "logged_out", "reason": data.get("reason", "logout")})
+                connection.close(4001)
+
+    async def _mark_present(self, connection: Connection) -> None:
+        key = presence_key(connection.user_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, connection.id, self.id)
+        pipe.expire(key, PRESENCE_TTL_S)
+        pipe.set(last_seen_key(connection.user_id), now_ms())
+        await pipe.execute()
+
+    async def _forget_presence(self, connections: list[Connection]) -> None:
+        if not connections:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for connection in connections:
+            pipe.hdel(presence_key(connection.user_id), connection.id)
+            pipe.set(last_seen_key(connection.user_id), now_ms())
+        try:
+            await pipe.execute()
+        except Exception as exc:
+            log.warning("event=presence_cleanup_failed error=%s", type(exc).__name__)
+        await self._persist_last_seen({c.user_id for c in connections})
+
+    async def _persist_last_seen(self, users: set[UUID]) -> None:
+        """On disconnect, last seen goes to PostgreSQL too (Redis holds the live value)."""
+        try:
+            async with self.pool.connection() as conn:
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS last_seen (user_id uuid PRIMARY KEY, "
+                    "at timestamptz NOT NULL)"
+                )
+                for user in users:
+                    await conn.execute(
+                        "INSERT INTO last_seen (user_id, at) VALUES (%s, now()) "
+                        "ON CONFLICT (user_id) DO UPDATE SET at = excluded.at",
+                        (user,),
+                    )
+        except (psycopg.Error, OSError) as exc:
+            log.warning("event=last_seen_persist_failed error=%s", type(exc).__name__)
+
+    async def _heartbeat(self) -> None:
+        """Renew this gateway's registration and its users' presence; stamp last seen."""
+        while True:
+            await asyncio.sleep(min(GATEWAY_TTL_S / 3, PRESENCE_TTL_S / 3))
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.set(gateway_key(self.id), "1", ex=GATEWAY_TTL_S)
+                stamp = now_ms()
+                for connection in list(self.connections.values()):
+                    key = presence_key(connection.user_id)
+                    pipe.hset(key, connection.id, self.id)
+                    pipe.expire(key, PRESENCE_TTL_S)
+                    pipe.set(last_seen_key(connection.user_id), stamp)
+                await pipe.execute()
+            except Exception as exc:
+                log.warning("event=heartbeat_failed error=%s", type(exc).__name__)
+
+
+def _retry_after(exc: DomainError) -> dict[str, Any]:
+    retry = getattr(exc, "retry_after_s", None)
+    return {} if retry is None else {"retry_after_s": retry}

@@ -1,0 +1,130 @@
+"""Catching a device up: what it missed, in pages, from the read model.
+
+A client syncs with its per-chat cursors (the highest seq it holds of each chat). For a
+chat it names no cursor for, the cursor is the user's `delivered_up_to` there: every
+message never delivered to the user (the inbox) is always sent. Chats come newest
+activity first, messages in seq order within a chat, at most `page_size` a page. A
+removed member gets only what was sent while they were in the group.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+from uuid import UUID
+
+from psycopg import AsyncConnection, sql
+
+from projections.schema import LIVE_SCHEMA
+
+PAGE_SIZE = 100
+
+
+def message_frame(row: tuple[Any, ...]) -> dict[str, Any]:
+    chat_id, seq, message_id, sender, local_id, kind, body, media, sent_at = row
+    return {
+        "type": "message",
+        "chat_id": str(chat_id),
+        "seq": seq,
+        "message_id": str(message_id),
+        "sender": str(sender),
+        "local_id": local_id,
+        "kind": kind,
+        "body": base64.b64encode(body).decode("ascii"),
+        "media": media,
+        "sent_at": sent_at.isoformat(),
+    }
+
+
+async def chat_summaries(
+    conn: AsyncConnection[Any], user_id: UUID, schema: str = LIVE_SCHEMA
+) -> list[dict[str, Any]]:
+    """The user's chats, newest activity first, with everyone's receipt cursors."""
+    s = sql.Identifier(schema)
+    async with conn.cursor() as cur:
+        await cur.execute(
+            sql.SQL(
+                "SELECT c.chat_id, c.kind, c.name, c.last_seq, m.active, m.delivered_up_to "
+                "FROM {s}.members m JOIN {s}.chats c USING (chat_id) WHERE m.user_id = %s "
+                "ORDER BY c.last_activity_at DESC"
+            ).format(s=s),
+            (user_id,),
+        )
+        chats = await cur.fetchall()
+        ids = [row[0] for row in chats]
+        await cur.execute(
+            sql.SQL(
+                "SELECT chat_id, user_id, role, active, delivered_up_to, read_up_to "
+                "FROM {s}.members WHERE chat_id = ANY(%s)"
+            ).format(s=s),
+            (ids,),
+        )
+        members: dict[UUID, list[dict[str, Any]]] = {}
+        for chat_id, member, role, active, delivered, read in await cur.fetchall():
+            members.setdefault(chat_id, []).append(
+                {
+                    "user_id": str(member),
+                    "role": role,
+                    "active": active,
+                    "delivered_up_to": delivered,
+                    "read_up_to": read,
+                }
+            )
+    return [
+        {
+            "chat_id": str(c[0]),
+            "kind": c[1],
+            "name": c[2],
+            "last_seq": c[3],
+            "member": c[4],
+            "delivered_up_to": c[5],
+            "members": members.get(c[0], []),
+        }
+        for c in chats
+    ]
+
+
+async def missed_messages(
+    conn: AsyncConnection[Any],
+    user_id: UUID,
+    cursors: Mapping[UUID, int],
+    chats: list[dict[str, Any]],
+    page_size: int = PAGE_SIZE,
+    schema: str = LIVE_SCHEMA,
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Pages of the messages the device lacks, newest chats first."""
+    s = sql.Identifier(schema)
+    page: list[dict[str, Any]] = []
+    for chat in chats:
+        chat_id = UUID(chat["chat_id"])
+        after = cursors.get(chat_id, chat["delivered_up_to"])
+        while after < chat["last_seq"]:
+            async with conn.cursor() as cur:
+                await cur.execute(
+                    sql.SQL(
+                        "SELECT m.chat_id, m.seq, m.message_id, m.sender, m.local_id, m.kind, "
+                        "m.body, m.media, m.sent_at FROM {s}.messages m "
+                        "WHERE m.chat_id = %(chat)s AND m.seq > %(after)s AND EXISTS ("
+                        "  SELECT 1 FROM {s}.membership_history h WHERE h.chat_id = m.chat_id "
+                        "  AND h.user_id = %(user)s AND m.seq > h.joined_after_seq "
+                        "  AND (h.left_at_seq IS NULL OR m.seq <= h.left_at_seq)) "
+                        "ORDER BY m.seq LIMIT %(limit)s"
+                    ).format(s=s),
+                    {
+                        "chat": chat_id,
+                        "after": after,
+                        "user": user_id,
+                        "limit": page_size - len(page),
+                    },
+                )
+                rows = await cur.fetchall()
+            if not rows:
+                break
+            page.extend(message_frame(row) for row in rows)
+            after = rows[-1][1]
+            if len(page) >= page_size:
+                yield page
+                page = []
+    if page:
+        yield page

@@ -1,0 +1,85 @@
+"""Where users are connected: the Redis keys the gateways write and the delivery reads.
+
+- `parley:gateway:<gateway>`: a live gateway (string, TTL; renewed while it runs).
+- `parley:presence:<user>`: hash connection id -> gateway id of the user's live
+  connections (TTL; renewed by the gateway's heartbeat). A user is online while it exists.
+- `parley:user:<user>:last_seen`: unix milliseconds of the user's last heartbeat.
+- channel `parley:deliver:<gateway>`: what a gateway must push to some of its users,
+  as JSON `{"items": [{"users": [...], "frame": {...}}, ...]}` (messages, receipts,
+  chat changes from the delivery agent; typing straight from other gateways).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+from uuid import UUID
+
+import orjson
+import redis.asyncio as aioredis
+
+PRESENCE_TTL_S = 60
+GATEWAY_TTL_S = 15
+
+
+def gateway_key(gateway_id: str) -> str:
+    return f"parley:gateway:{gateway_id}"
+
+
+def presence_key(user_id: UUID | str) -> str:
+    return f"parley:presence:{user_id}"
+
+
+def last_seen_key(user_id: UUID | str) -> str:
+    return f"parley:user:{user_id}:last_seen"
+
+
+def deliver_channel(gateway_id: str) -> str:
+    return f"parley:deliver:{gateway_id}"
+
+
+async def gateways_of(redis: aioredis.Redis, users: Iterable[UUID | str]) -> dict[str, list[str]]:
+    """gateway id -> the users (as text) with a live connection on it."""
+    names = [str(u) for u in users]
+    pipe = redis.pipeline(transaction=False)
+    for user in names:
+        pipe.hvals(presence_key(user))
+    by_gateway: dict[str, list[str]] = defaultdict(list)
+    for user, gateways in zip(names, await pipe.execute(), strict=True):
+        for gateway in {g.decode() if isinstance(g, bytes) else g for g in gateways}:
+            by_gateway[gateway].append(user)
+    return by_gateway
+
+
+async def route_many(redis: aioredis.Redis, items: list[tuple[list[str], dict[str, Any]]]) -> int:
+    """Hand each (users, frame) to their users' gateways, one publish per gateway."""
+    every = {u for users, _ in items for u in users}
+    by_gateway = await gateways_of(redis, every)
+    if not by_gateway:
+        return 0
+    per_gateway: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for gateway, online in by_gateway.items():
+        online_set = set(online)
+        for users, frame in items:
+            here = [u for u in users if u in online_set]
+            if here:
+                per_gateway[gateway].append({"users": here, "frame": frame})
+    pipe = redis.pipeline(transaction=False)
+    for gateway, batch in per_gateway.items():
+        pipe.publish(deliver_channel(gateway), orjson.dumps({"items": batch}))
+    await pipe.execute()
+    return len(per_gateway)
+
+
+async def route(redis: aioredis.Redis, users: Iterable[UUID | str], frame: dict[str, Any]) -> int:
+    """Hand `frame` to the gateways of those of `users` who are online; count gateways."""
+    by_gateway = await gateways_of(redis, users)
+    if not by_gateway:
+        return 0
+    pipe = redis.pipeline(transaction=False)
+    for gateway, members in by_gateway.items():
+        item = {"users": members, "frame": frame}
+        pipe.publish(deliver_channel(gateway), orjson.dumps({"items": [item]}))
+    await pipe.execute()
+    return len(by_gateway)

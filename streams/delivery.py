@@ -1,0 +1,127 @@
+"""Live delivery: the fast path from a projected batch to the recipients' sockets.
+
+After a batch is in the read model, the workers route each new message to the
+gateways of its recipients (and the sender's other devices), each receipt to the
+chat's members, and each group change to the members it concerns. Anything dropped on
+this path is recovered by the client (seq gap check, sync on reconnect): the inbox is
+the guarantee, this is only speed. A replay never calls it.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import redis.asyncio as aioredis
+from psycopg import AsyncConnection, sql
+
+from infra.routing import route_many
+from projections.projector import Record
+from projections.schema import LIVE_SCHEMA
+
+CHAT_EVENTS = frozenset(
+    {
+        "DirectChatOpened",
+        "GroupCreated",
+        "GroupRenamed",
+        "MemberAdded",
+        "MemberRemoved",
+        "MemberLeft",
+        "AdminPromoted",
+        "AdminDemoted",
+    }
+)
+
+
+def _message(e: Any) -> dict[str, Any]:
+    p = e.payload
+    return {
+        "type": "message",
+        "chat_id": str(e.chat_id),
+        "seq": p["seq"],
+        "message_id": str(p["message_id"]),
+        "sender": p["sender"],
+        "local_id": p["local_id"],
+        "kind": p["kind"],
+        "body": p["body"],
+        "media": p["media"],
+        "sent_at": e.timestamp.isoformat(),
+    }
+
+
+async def deliver(
+    redis: aioredis.Redis,
+    conn: AsyncConnection[Any],
+    records: Sequence[Record],
+    schema: str = LIVE_SCHEMA,
+) -> int:
+    """Route what this batch means to online users; return how many gateways got some."""
+    envelopes = [r.envelope for r in records]
+    sent = [e for e in envelopes if e.type == "MessageSent"]
+    others = [
+        e
+        for e in envelopes
+        if e.type in CHAT_EVENTS or e.type in ("MessagesDelivered", "MessagesRead")
+    ]
+    if not sent and not others:
+        return 0
+    s = sql.Identifier(schema)
+    recipients: dict[tuple[UUID, int], list[str]] = defaultdict(list)
+    members: dict[UUID, list[str]] = defaultdict(list)
+    async with conn.cursor() as cur:
+        if sent:
+            await cur.execute(
+                sql.SQL(
+                    "SELECT r.chat_id, r.seq, r.recipient FROM {s}.receipts r "
+                    "JOIN unnest(%s::uuid[], %s::bigint[]) AS k(chat_id, seq) "
+                    "ON r.chat_id = k.chat_id AND r.seq = k.seq"
+                ).format(s=s),
+                ([e.chat_id for e in sent], [e.payload["seq"] for e in sent]),
+            )
+            for chat_id, seq, recipient in await cur.fetchall():
+                recipients[(chat_id, seq)].append(str(recipient))
+        if others:
+            await cur.execute(
+                sql.SQL(
+                    "SELECT chat_id, user_id FROM {s}.members WHERE chat_id = ANY(%s) AND active"
+                ).format(s=s),
+                (list({e.chat_id for e in others}),),
+            )
+            for chat_id, user_id in await cur.fetchall():
+                members[chat_id].append(str(user_id))
+    items: list[tuple[list[str], dict[str, Any]]] = []
+    for e in sent:
+        users = [*recipients[(e.chat_id, e.payload["seq"])], e.payload["sender"]]
+        items.append((users, _message(e)))
+    for e in others:
+        p = e.payload
+        if e.type in ("MessagesDelivered", "MessagesRead"):
+            frame: dict[str, Any] = {
+                "type": "receipt",
+                "chat_id": str(e.chat_id),
+                "user_id": p["user_id"],
+                "delivered_up_to": p["up_to"],
+                "read_up_to": p["up_to"] if e.type == "MessagesRead" else None,
+            }
+            items.append((members[e.chat_id], frame))
+        else:
+            frame = {
+                "type": "chat",
+                "chat_id": str(e.chat_id),
+                "event": e.type,
+                **{k: _plain(v) for k, v in p.items()},
+            }
+            concerned = set(members[e.chat_id])
+            if "user_id" in p:
+                concerned.add(p["user_id"])  # the one removed or who left hears of it too
+            items.append((sorted(concerned), frame))
+    return await route_many(redis, items)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    return value

@@ -1,0 +1,80 @@
+"""The full stack for end-to-end tests: processor, relay, workers and the commands service."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis.asyncio as aioredis
+
+from client import Account, ChatClient
+from commands.auth import Tokens
+from infra.settings import Settings
+from tests.services import Service, running
+
+GENEROUS_LIMITS = {
+    f"PARLEY_RATE_{name}": value
+    for kind in ("SEND_USER", "SEND_CONNECTION", "GROUP_CHANGE_USER", "GROUP_CHANGE_CONNECTION")
+    for name, value in ((f"{kind}_BURST", "100000"), (f"{kind}_PER_S", "100000"))
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    base: str
+    services: dict[str, Service]
+
+    def account(self, name: str = "") -> Account:
+        """A logged-in user without the cost of argon2: a session issued directly."""
+        user_id = uuid.uuid4()
+
+        async def issue() -> Account:
+            redis = aioredis.Redis.from_url(self.settings.redis_url)
+            try:
+                pair = await Tokens(self.settings, redis).issue(user_id, "d1")
+            finally:
+                await redis.aclose()
+            return Account(
+                str(user_id), name or str(user_id)[:8], "d1", pair.access_token, pair.refresh_token
+            )
+
+        return asyncio.run(issue())
+
+    async def client(self, account: Account, **options: object) -> ChatClient:
+        chat = ChatClient(self.base, account, **options)  # type: ignore[arg-type]
+        await chat.connect()
+        return chat
+
+
+@pytest.fixture(scope="package")
+def stack(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    port = _free_port()
+    env = {"PARLEY_COMMANDS_PORT": str(port), **GENEROUS_LIMITS}
+    settings = topics.replace(commands_port=port)
+    logs = tmp_path_factory.mktemp("stack")
+    with (
+        running("processor", logs / "processor.log", env) as processor,
+        running("relay", logs / "relay.log", env) as relay,
+        running("workers", logs / "workers.log", env) as workers,
+        running("commands", logs / "commands.log", env) as commands,
+    ):
+        processor.wait_for_log(r"partitions_assigned partitions=\[\d")
+        relay.wait_for_log(r"event=relay_active")
+        workers.wait_for_log(r"Worker ready")
+        commands.wait_for_log(r"event=commands_listening")
+        yield Stack(
+            settings,
+            f"http://127.0.0.1:{port}",
+            {"processor": processor, "relay": relay, "workers": workers, "commands": commands},
+        )
