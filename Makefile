@@ -17,11 +17,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 up: $(STAMP)
-	@$(BIN)/parley stack up
-	@$(BIN)/parley topics ensure
+	@$(BIN)/parley up
 
 down: $(STAMP)
-	@$(BIN)/parley stack down
+	@$(BIN)/parley down
 
 status: $(STAMP)
 	@$(BIN)/parley stack status

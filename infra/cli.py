@@ -32,6 +32,28 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _up(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.services import services_down, services_up
+    from infra.stack import StackError, stack_down, stack_up
+
+    try:
+        if args.command == "up":
+            stack_up(settings)
+            services_up(settings)
+            web = f"http://{settings.commands_host}:{settings.commands_port}"
+            print(
+                f"parley: up. WebSocket: {web.replace('http', 'ws')}/ws  ·  "
+                f"accounts API: {web}/v1/auth/…  ·  logs: {settings.state_dir}/services/"
+            )
+        else:
+            services_down(settings)
+            stack_down(settings)
+    except StackError as exc:
+        print(f"parley: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
     from infra.topics import ensure_topics
 
@@ -67,6 +89,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         from commands.service import run_commands_service
 
         run_commands_service(settings, stop)
+    elif args.service == "queries":
+        from queries.service import run_queries_service
+
+        run_queries_service(settings, stop)
     return 0
 
 
@@ -147,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parley", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    up = sub.add_parser("up", help="the stack and every Parley service, in the background")
+    up.set_defaults(run=_up)
+    down = sub.add_parser("down", help="stop every Parley service and the stack")
+    down.set_defaults(run=_up)
+
     stack = sub.add_parser("stack", help="the local Kafka, PostgreSQL and Redis")
     stack.add_argument("action", choices=["up", "down", "status"])
     stack.set_defaults(run=_stack)
@@ -164,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=_bench)
 
     serve = sub.add_parser("serve", help="run one of Parley's services in the foreground")
-    serve.add_argument("service", choices=["processor", "relay", "workers", "commands"])
+    serve.add_argument("service", choices=["processor", "relay", "workers", "commands", "queries"])
     serve.set_defaults(run=_serve)
 
     relay = sub.add_parser("relay", help="the relay from the event store to Kafka")

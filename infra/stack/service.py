@@ -128,7 +128,8 @@ class LocalService(ABC):
         self.install()
         self.prepare()
         host, port = self.host_port
-        require_port(self.name, host, port, self.port_variable)
+        if port:
+            require_port(self.name, host, port, self.port_variable)
         say(f"{self.name}: starting on {self.address} (log {self.log})")
         pid = spawn(self.command(), self.log, self.pidfile, self.environment(), self.run_as())
         if not self._wait_healthy(pid):
