@@ -269,7 +269,7 @@ class ChatClient:
             waiter = self._waiters.get(request_id)
             if waiter is not None and not waiter.done():
                 waiter.set_result(frame)
-            return
+                return
         self.frames.append(frame)
         if kind == "message" or kind == "sync_page":
             for message in frame["messages"] if kind == "sync_page" else [frame]:
