@@ -54,6 +54,20 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import fields
+
+    from infra.settings import Settings as Defaults
+
+    defaults = Defaults()
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        shown = "***" if any(w in f.name for w in ("password", "secret")) else value
+        mark = "" if value == getattr(defaults, f.name) else "  (set)"
+        print(f"PARLEY_{f.name.upper():<40} {shown}{mark}")
+    return 0
+
+
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
     from infra.topics import ensure_topics
 
@@ -177,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(run=_up)
     down = sub.add_parser("down", help="stop every Parley service and the stack")
     down.set_defaults(run=_up)
+
+    show = sub.add_parser("settings", help="every setting, its variable and value")
+    show.set_defaults(run=_settings)
 
     stack = sub.add_parser("stack", help="the local Kafka, PostgreSQL and Redis")
     stack.add_argument("action", choices=["up", "down", "status"])
