@@ -258,13 +258,31 @@ class Gateway:
                 except UnicodeDecodeError:
                     connection.push(error_frame("bad_json", "frames are UTF-8 JSON text"))
                     continue
+            frame: ClientFrame | None = None
             try:
                 frame = parse_frame(raw)
                 await self._handle(connection, frame)
             except ProtocolError as exc:
                 connection.push(error_frame(exc.code, exc.message, exc.request_id))
             except DomainError as exc:
-                connection.push(error_frame(exc.code, exc.message or exc.code, **_retry_after(exc)))
+                request_id = frame.request_id if frame is not None else ""
+                connection.push(
+                    error_frame(exc.code, exc.message or exc.code, request_id, **_retry_after(exc))
+                )
+            except Exception as exc:  # a bug must not take the connection down with it
+                log.exception(
+                    "event=frame_failed connection=%s type=%s error=%s",
+                    connection.id,
+                    frame.type if frame else "?",
+                    type(exc).__name__,
+                )
+                connection.push(
+                    error_frame(
+                        "internal",
+                        "the frame could not be handled",
+                        frame.request_id if frame else "",
+                    )
+                )
 
     # Frames
 
@@ -393,6 +411,8 @@ class Gateway:
         if state == "start" and time.monotonic() - last < TYPING_DEBOUNCE_S:
             return  # debounced: the others already see this user typing
         connection.typing_sent[key] = time.monotonic()
+        if state == "stop":
+            connection.typing_sent.pop((chat_id, "start"), None)  # the next start is news
         others = [m for m in members if m != connection.user_id]
         await route(
             self.redis,

@@ -87,22 +87,29 @@ class CommandProcessor:
         self.owned: dict[int, set[UUID]] = defaultdict(set)  # partition -> cached chats
         self.last_position: dict[UUID, int] = {}
         self.decided_total = 0
+        self.poisoned: set[str] = set()  # commands whose handler failed: answered `internal`
 
     # The batch: decide, save, reply.
 
     def process(self, records: Iterable[tuple[int, bytes]]) -> list[Outcome]:
         """Decide and store one batch of (partition, raw command); return the outcomes."""
         batch = list(records)
-        for attempt in range(MAX_CONFLICT_RETRIES + 1):
+        conflicts = 0
+        while conflicts <= MAX_CONFLICT_RETRIES:
             chats = BatchChats(self.store)
-            decided = [self._decide(chats, partition, raw) for partition, raw in batch]
+            try:
+                decided = [self._decide(chats, partition, raw) for partition, raw in batch]
+            except _Redo:
+                self._evict(chats.touched)
+                continue
             try:
                 positions = self._save(chats)
             except IntegrityError:
                 # A stale writer: another processor appended to one of these chats (we
                 # lost its partition for a while). Reload them all and decide again.
                 self._evict(chats.touched)
-                log.warning("event=conflict attempt=%d chats=%d", attempt + 1, len(chats.touched))
+                conflicts += 1
+                log.warning("event=conflict attempt=%d chats=%d", conflicts, len(chats.touched))
                 continue
             except BaseException:
                 self._evict(chats.touched)
@@ -122,6 +129,9 @@ class CommandProcessor:
         decided = Decided(
             str(command.command_id), command.request_id, command.reply_to, str(command.chat_id)
         )
+        if decided.command_id in self.poisoned:
+            decided.error = ("internal", "the command could not be decided")
+            return decided
         ctx = Context(chats, self.ids, self.limits)
         before = chats.touched.get(command.chat_id)
         pending_before = len(before.pending_events) if before is not None else 0
@@ -131,6 +141,17 @@ class CommandProcessor:
             decided.error = (exc.code, exc.message or exc.code)
         except BadCommand as exc:
             decided.error = (exc.code, str(exc))
+        except Exception as exc:
+            # A bug in one command must not stop the partition. Its chat may hold half a
+            # decision, so the batch is decided again from the store without it.
+            log.exception(
+                "event=decide_failed command=%s type=%s error=%s",
+                command.command_id,
+                command.type,
+                type(exc).__name__,
+            )
+            self.poisoned.add(str(command.command_id))
+            raise _Redo() from exc
         chat = chats.touched.get(command.chat_id)
         if chat is not None:
             self.owned[partition].add(chat.id)
@@ -219,6 +240,10 @@ class CommandProcessor:
             self._evict(chats)
             for chat_id in chats:
                 self.last_position.pop(chat_id, None)
+
+
+class _Redo(Exception):
+    """Decide the batch again (a command's handler failed; it is now poisoned)."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -80,6 +80,7 @@ def test_a_live_gateway_answers_every_random_frame(stack: Stack) -> None:
         chat = (await a.send_text("seed", to=bob.user_id)).chat_id
         assert a._ws is not None
         expected: set[str] = set()
+        sent_frames: dict[str, str] = {}
         unreadable = 0
         for n, frame in enumerate(examples):
             frame = dict(frame)
@@ -87,6 +88,7 @@ def test_a_live_gateway_answers_every_random_frame(stack: Stack) -> None:
                 frame["chat_id"] = chat  # some reach a real chat
             frame["id"] = f"f{n}"
             text = json.dumps(frame)
+            sent_frames[frame["id"]] = text[:500]
             try:
                 orjson.loads(text)
             except orjson.JSONDecodeError:
@@ -105,10 +107,11 @@ def test_a_live_gateway_answers_every_random_frame(stack: Stack) -> None:
             return expected <= answered and anonymous >= unreadable
 
         try:
-            await a.wait_until(all_answered, timeout_s=60)
+            await a.wait_until(all_answered, timeout_s=120)
         except TimeoutError:
             missing = sorted(expected - answered)
-            raise AssertionError(f"unanswered: {missing[:5]} of {len(expected)}") from None
+            shown = [sent_frames[m] for m in missing[:3]]
+            raise AssertionError(f"unanswered of {len(expected)}: {shown}") from None
         assert (await a.request({"type": "ping"}))["type"] == "pong"
         await a.close()
 
