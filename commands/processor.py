@@ -274,7 +274,7 @@ def run_processor(
     processor = CommandProcessor(settings, store, LeasedSnowflake(lease), client)
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.processor_group,
+        group_id=settings.processor_group_id,
         client_id=f"parley-processor-{lease.worker_id}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",

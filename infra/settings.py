@@ -53,7 +53,7 @@ class Settings:
     aggregate_cache_size: int = 10_000
     max_body_bytes: int = 64 * 1024
     max_group_members: int = 256
-    processor_group: str = "parley-processor"
+    processor_group: str = ""  # empty: <topic prefix>parley-processor
     processor_batch_max: int = 500
     processor_linger_ms: int = 2
     snowflake_lease_ttl_ms: int = 15_000
@@ -94,7 +94,7 @@ class Settings:
     rate_register_address_per_s: float = 0.02
 
     # The Faust workers and the projections.
-    workers_app_id: str = "parley-workers"
+    workers_app_id: str = ""  # empty: <topic prefix>parley-workers
     workers_batch_max: int = 500
     workers_batch_within_ms: int = 10
     workers_session_timeout_s: float = 10.0
@@ -115,6 +115,19 @@ class Settings:
     queries_ready_max_lag: int = 10_000
     queries_statement_timeout_ms: int = 5_000
 
+    # `parley bench` (docs/performance.md): the Redis database of its private services,
+    # flushed at the start of each run, and the ejabberd peer's loopback ports.
+    bench_redis_db: int = 14
+    bench_ejabberd_port: int = 15280
+
+    # `parley replay` (docs/replay.md). `events_topic` names the events topic outright
+    # (e.g. one rebuilt by `parley replay republish`); empty: `<topic_prefix>parley.events`.
+    events_topic: str = ""
+    replay_batch_max: int = 5_000
+    replay_pause_below: int = 2_000  # pause the workers once the shadow is this close
+    replay_swap_lock_timeout_ms: int = 2_000
+    replay_swap_attempts: int = 5
+
     @property
     def kafka_host_port(self) -> tuple[str, int]:
         first = self.kafka_bootstrap.split(",")[0]
@@ -133,8 +146,20 @@ class Settings:
             f"password={self.pg_password} dbname={self.pg_db}"
         )
 
+    @property
+    def processor_group_id(self) -> str:
+        """The processors' consumer group: one per set of topics, never shared across them."""
+        return self.processor_group or self.topic("parley-processor")
+
+    @property
+    def workers_group_id(self) -> str:
+        """The Faust app id (its consumer group), likewise one per set of topics."""
+        return self.workers_app_id or self.topic("parley-workers")
+
     def topic(self, name: str) -> str:
         """The full Kafka topic name for one of Parley's logical topics."""
+        if name == "parley.events" and self.events_topic:
+            return self.events_topic
         return f"{self.topic_prefix}{name}"
 
     def is_managed(self, service: str) -> bool:

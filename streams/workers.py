@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from infra.settings import Settings
 from infra.topics import EVENTS
 from projections.cache import apply_cache
+from projections.locks import worker_batch
 from projections.projector import Projector, Record, expire_inbox
 from projections.schema import LIVE_SCHEMA, migrate
 from streams.delivery import deliver
@@ -33,7 +34,7 @@ log = logging.getLogger("parley.workers")
 def create_app(settings: Settings) -> faust.App:
     """The Faust app with the projection agent and the inbox expiry timer."""
     app = faust.App(
-        settings.workers_app_id,
+        settings.workers_group_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
         web_enabled=False,
@@ -104,9 +105,12 @@ async def _apply_until_done(
         try:
             if conn.closed:
                 conn = await _connect(settings)
-            async with conn.transaction():
-                applied = await projector.apply_batch(conn, records)
-            await apply_cache(redis, conn, records)
+            # A replay's swap takes this lock exclusive: it waits for this batch, and
+            # the next one waits for the swap (projections/locks.py, docs/replay.md).
+            async with worker_batch(conn):
+                async with conn.transaction():
+                    applied = await projector.apply_batch(conn, records)
+                await apply_cache(redis, conn, records)
             await deliver(redis, conn, records)
             await conn.commit()
             if records:
