@@ -40,11 +40,17 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
         if args.command == "up":
             stack_up(settings)
             services_up(settings)
+            from commands.web_client import queries_url
+
             web = f"http://{settings.commands_host}:{settings.commands_port}"
+            queries = queries_url(settings)
             print(
                 f"parley: up. WebSocket: {web.replace('http', 'ws')}/ws  ·  "
                 f"accounts API: {web}/v1/auth/…  ·  logs: {settings.state_dir}/services/"
             )
+            if queries:
+                print(f"parley: query API: {queries}/v1/…, described at {queries}/openapi.json")
+            print(f"parley: web client: open {web}/ in two windows and register two users")
         else:
             services_down(settings)
             stack_down(settings)
@@ -138,6 +144,10 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
 
     from infra.settings import ROOT
 
+    if args.scenario not in ("processor", "relay"):
+        from infra.bench.command import run_bench
+
+        return run_bench(args, settings)
     if args.scenario == "processor":
         from infra.bench_processor import run
 
@@ -166,6 +176,12 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     print(json.dumps(result, indent=2))
     print(f"parley bench: results written to {path}")
     return 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.demo import run_demo
+
+    return run_demo(settings)
 
 
 def _workers(args: argparse.Namespace, settings: Settings) -> int:
@@ -204,11 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     topics.set_defaults(run=_topics)
 
     bench = sub.add_parser("bench", help="measure a part of Parley on the running stack")
-    bench.add_argument("scenario", choices=["processor", "relay"])
+    from infra.bench.command import SCENARIOS, add_arguments
+
+    bench.add_argument("scenario", choices=["processor", "relay", *SCENARIOS])
     bench.add_argument("--messages", type=int, default=20_000)
     bench.add_argument("--rate", type=int, default=1_000, help="messages/s for latency")
     bench.add_argument("--seconds", type=float, default=10.0)
     bench.add_argument("--out", default="bench/results")
+    add_arguments(bench)
     bench.set_defaults(run=_bench)
 
     serve = sub.add_parser("serve", help="run one of Parley's services in the foreground")
@@ -222,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     workers = sub.add_parser("workers", help="the Faust workers that build the projections")
     workers.add_argument("action", choices=["status"])
     workers.set_defaults(run=_workers)
+
+    from infra.replay_console import add_parser as add_replay_parser
+
+    add_replay_parser(sub)  # parley replay list|rebuild|republish (docs/replay.md)
+
+    demo = sub.add_parser("demo", help="a scripted tour of the running stack, with a transcript")
+    demo.set_defaults(run=_demo)
     return parser
 
 

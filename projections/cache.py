@@ -62,25 +62,47 @@ async def apply_cache(
     records: Sequence[Record],
     schema: str = LIVE_SCHEMA,
     prefix: str = PREFIX,
+    recent_clock: dict[UUID, float] | None = None,
 ) -> None:
-    """Bring the Redis projections up to date with a batch PostgreSQL already holds."""
+    """Bring the Redis projections up to date with a batch PostgreSQL already holds.
+
+    A replay passes `recent_clock` (chat -> time of its newest message, kept across
+    batches): recent sets then expire on the log's clock, as they did live (a gap of more
+    than `RECENT_TTL_S` between two messages empties the set), and the replay sets their
+    final TTLs itself (`projections.cache_shadow.finish_recent`).
+    """
     pipe = redis.pipeline(transaction=True)
     active_chats: dict[UUID, float] = {}
     unread_chats: set[UUID] = set()
     offsets: dict[int, int] = {}
+    # One ZADD, trim and EXPIRE per chat and batch: the same set as one per message.
+    recent: dict[UUID, dict[bytes, int]] = {}
+    emptied: set[UUID] = set()  # replay: a gap longer than the TTL expired the set first
     for record in records:
         e = record.envelope
         offsets[record.partition] = record.offset
         if e.type == "MessageSent":
-            key = recent_key(e.chat_id, prefix)
+            if recent_clock is not None:
+                at, last = e.timestamp.timestamp(), recent_clock.get(e.chat_id)
+                if last is not None and at - last > RECENT_TTL_S:
+                    recent[e.chat_id] = {}
+                    emptied.add(e.chat_id)
+                recent_clock[e.chat_id] = at if last is None else max(at, last)
             sent_at = e.timestamp.isoformat()
-            pipe.zadd(key, {message_json(e.chat_id, dict(e.payload), sent_at): e.payload["seq"]})
-            pipe.zremrangebyrank(key, 0, -(RECENT_KEEP + 1))
-            pipe.expire(key, RECENT_TTL_S)
+            message = message_json(e.chat_id, dict(e.payload), sent_at)
+            recent.setdefault(e.chat_id, {})[message] = e.payload["seq"]
         if e.type not in RECEIPT_EVENTS:
             active_chats[e.chat_id] = e.timestamp.timestamp() * 1000
         if e.type in ("MessageSent", "MessagesRead", "MemberAdded", "MemberRemoved", "MemberLeft"):
             unread_chats.add(e.chat_id)
+    for chat_id, messages in recent.items():
+        key = recent_key(chat_id, prefix)
+        if chat_id in emptied:
+            pipe.delete(key)
+        pipe.zadd(key, messages)
+        pipe.zremrangebyrank(key, 0, -(RECENT_KEEP + 1))
+        if recent_clock is None:
+            pipe.expire(key, RECENT_TTL_S)
     s = sql.Identifier(schema)
     async with conn.cursor() as cur:
         if active_chats:

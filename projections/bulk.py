@@ -1,0 +1,455 @@
+"""`BulkProjector`: the live `Projector`'s results, with a few statements per batch.
+
+A replay applies millions of events; the live `Projector` sends ~6 statements per event
+and is bound by psycopg's per-statement cost (~2,000 events/s on 2 cores). Most of a
+log is messages and receipts, and within a *run* of those (no membership change in
+between) the order of their effects only matters per chat and per (chat, user):
+
+- messages, inbox rows and receipts of a run's sends are inserted together, for the
+  members active then (members do not change within a run);
+- a run's receipt events become, per (chat, user), the ranges of seqs each one moves
+  (`(previous max up_to, up_to]`, with that event's time), applied in one UPDATE for
+  deliveries and one for reads; counts and unread move by what those UPDATEs return.
+
+Every other event (chat creation, membership, rename, admin changes) ends a run and
+goes through the `Projector`'s own per-event handler. So does a send in a chat whose
+receipt in the same run already covered its seq (the domain never does this, but an old
+log might). The checkpoint and chat-version filters are the `Projector`'s, unchanged.
+
+Correctness guard: the bulk SQL mirrors specific `Projector` handlers. `MIRRORED_DIGEST`
+is a hash of their source; if any of them changes (a projection bug fixed, the very case
+a rebuild is for), the digest no longer matches and `BulkProjector` falls back to the
+per-event `Projector` (slow, correct) and logs `event=bulk_projector_disabled` until the
+bulk SQL is updated too. tests/replay/test_bulk.py checks the digest and that both give
+the same tables as the fold on random histories.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from typing import Any
+from uuid import UUID
+
+import orjson
+from psycopg import AsyncConnection, AsyncCursor
+
+from projections.projector import Projector, Record
+from streams.envelope import Envelope
+
+log = logging.getLogger("parley.replay")
+
+BULK_EVENTS = frozenset({"MessageSent", "MessagesDelivered", "MessagesRead"})
+
+MIRRORED = (
+    "apply_batch",
+    "_apply",
+    "_chats_MessageSent",
+    "_cursors",
+    "_chats_MessagesDelivered",
+    "_chats_MessagesRead",
+    "_messages_MessageSent",
+    "_receipts_MessageSent",
+    "_deliver",
+    "_receipts_MessagesDelivered",
+    "_receipts_MessagesRead",
+    "_inbox_MessageSent",
+    "_drop_inbox",
+    "_inbox_MessagesDelivered",
+    "_inbox_MessagesRead",
+)
+"""The `Projector` methods whose effects the bulk SQL reproduces."""
+
+MIRRORED_DIGEST = "0be2ad0e55c86839"
+"""`mirrored_digest()` of the `Projector` the bulk SQL was written and tested against."""
+
+
+def mirrored_digest() -> str:
+    """A short hash of the source of the `Projector` methods listed in `MIRRORED`."""
+    digest = hashlib.sha256()
+    for name in MIRRORED:
+        digest.update(inspect.getsource(getattr(Projector, name)).encode())
+    return digest.hexdigest()[:16]
+
+
+@cache
+def bulk_enabled() -> bool:
+    """Whether the bulk SQL still mirrors the `Projector` (else: per-event, logged once)."""
+    try:
+        found = mirrored_digest()
+    except (OSError, TypeError):
+        found = "unavailable"
+    if found != MIRRORED_DIGEST:
+        log.warning(
+            "event=bulk_projector_disabled reason=projector_changed expected=%s found=%s",
+            MIRRORED_DIGEST,
+            found,
+        )
+        return False
+    return True
+
+
+@dataclass
+class Run:
+    """Consecutive message and receipt events, each with the projections it is due in."""
+
+    items: list[tuple[Envelope, tuple[str, ...]]] = field(default_factory=list)
+    covered: dict[UUID, int] = field(default_factory=dict)  # chat -> max receipt up_to
+
+    def accepts(self, e: Envelope) -> bool:
+        if e.type != "MessageSent":
+            return True
+        return int(e.payload["seq"]) > self.covered.get(e.chat_id, 0)
+
+    def add(self, e: Envelope, projections: tuple[str, ...]) -> None:
+        self.items.append((e, projections))
+        if e.type != "MessageSent":
+            up_to = int(e.payload["up_to"])
+            self.covered[e.chat_id] = max(self.covered.get(e.chat_id, 0), up_to)
+
+    def of(self, projection: str) -> list[Envelope]:
+        return [e for e, projections in self.items if projection in projections]
+
+
+Step = Run | tuple[Envelope, tuple[str, ...]]
+
+
+def steps(due: Sequence[tuple[Envelope, tuple[str, ...]]]) -> Iterator[Step]:
+    """Cut events into runs of messages and receipts and single other events."""
+    run = Run()
+    for e, projections in due:
+        if e.type in BULK_EVENTS and run.accepts(e):
+            run.add(e, projections)
+            continue
+        if run.items:
+            yield run
+            run = Run()
+        if e.type in BULK_EVENTS:
+            run.add(e, projections)
+        else:
+            yield (e, projections)
+    if run.items:
+        yield run
+
+
+class BulkProjector(Projector):
+    """Applies batches like `Projector`, with set-based SQL for runs of messages/receipts."""
+
+    async def apply_batch(self, conn: AsyncConnection[Any], records: Sequence[Record]) -> int:
+        if not bulk_enabled():
+            return await super().apply_batch(conn, records)
+        async with conn.cursor() as cur:
+            marks = await self.checkpoints(cur)
+            chats = {r.envelope.chat_id.int: r.envelope.chat_id for r in records}
+            # Chats keyed by their int: hashing a UUID is a Python call, an int's is not.
+            versions = {
+                (p, c.int): v
+                for (p, c), v in (await self._versions(cur, set(chats.values()))).items()
+            }
+            moved: dict[tuple[str, int], int] = {}
+            bumped: dict[tuple[str, int], int] = {}
+            due: list[tuple[Envelope, tuple[str, ...]]] = []
+            for record in records:  # the same filters as Projector.apply_batch
+                e = record.envelope
+                chat = e.chat_id.int
+                wanted = []
+                for projection in self.projections:
+                    key = (projection, record.partition)
+                    if record.offset <= moved.get(key, marks.get(key, -1)):
+                        continue
+                    moved[key] = record.offset
+                    chat_key = (projection, chat)
+                    if e.aggregate_version <= versions.get(chat_key, 0):
+                        continue
+                    versions[chat_key] = bumped[chat_key] = e.aggregate_version
+                    wanted.append(projection)
+                if wanted:
+                    due.append((e, tuple(wanted)))
+            async with conn.pipeline():
+                # Every statement below joins a few thousand keys to big tables: probe
+                # their indexes key by key, never scan and sort a whole table.
+                # (Those settings inflate plan costs past the JIT threshold: JIT off too.)
+                await cur.execute("SET LOCAL enable_seqscan = off")
+                await cur.execute("SET LOCAL enable_mergejoin = off")
+                await cur.execute("SET LOCAL jit = off")
+                for step in steps(due):
+                    if isinstance(step, Run):
+                        await self._apply_run(cur, step)
+                    else:
+                        for projection in step[1]:
+                            await self._apply(cur, projection, step[0])
+                await self._save_marks(
+                    cur, moved, {(p, chats[c]): v for (p, c), v in bumped.items()}
+                )
+        return sum(len(projections) for _, projections in due)
+
+    async def _save_marks(
+        self,
+        cur: AsyncCursor[Any],
+        moved: dict[tuple[str, int], int],
+        bumped: dict[tuple[str, UUID], int],
+    ) -> None:
+        if moved:
+            await cur.execute(
+                self._q(
+                    'INSERT INTO {s}.checkpoints (projection, partition, "offset") '
+                    "SELECT * FROM unnest(%b::text[], %b::int[], %b::int8[]) "
+                    'ON CONFLICT (projection, partition) DO UPDATE SET "offset" = excluded."offset"'
+                ),
+                ([k[0] for k in moved], [k[1] for k in moved], list(moved.values())),
+            )
+        if bumped:
+            await cur.execute(
+                self._q(
+                    "INSERT INTO {s}.chat_versions (projection, chat_id, version) "
+                    "SELECT * FROM unnest(%b::text[], %b::uuid[], %b::int8[]) "
+                    "ON CONFLICT (projection, chat_id) DO UPDATE SET version = excluded.version"
+                ),
+                ([k[0] for k in bumped], [k[1] for k in bumped], list(bumped.values())),
+            )
+
+    async def _apply_run(self, cur: AsyncCursor[Any], run: Run) -> None:
+        for projection in self.projections:
+            events = run.of(projection)
+            if events:
+                await getattr(self, f"_run_{projection}")(cur, events)
+
+    # chats
+
+    async def _run_chats(self, cur: AsyncCursor[Any], events: list[Envelope]) -> None:
+        last_sent: dict[UUID, Envelope] = {}
+        position: dict[UUID, int] = {}
+        activity: dict[UUID, datetime] = {}
+        cursors: dict[tuple[UUID, str], list[int]] = {}  # -> [delivered, read]
+        for e in events:
+            position[e.chat_id] = max(position.get(e.chat_id, 0), e.position)
+            if e.type == "MessageSent":
+                last_sent[e.chat_id] = e
+                activity[e.chat_id] = e.timestamp
+                continue
+            marks = cursors.setdefault((e.chat_id, str(e.payload["user_id"])), [0, 0])
+            up_to = int(e.payload["up_to"])
+            marks[0] = max(marks[0], up_to)
+            if e.type == "MessagesRead":
+                marks[1] = max(marks[1], up_to)
+        if last_sent:
+            sends = list(last_sent.values())
+            await cur.execute(
+                self._q(
+                    "UPDATE {s}.chats c SET last_seq = v.seq, last_message_id = v.message_id, "
+                    "last_sender = v.sender FROM unnest(%b::uuid[], %b::int8[], %b::int8[], "
+                    "%b::uuid[]) AS v(chat_id, seq, message_id, sender) "
+                    "WHERE c.chat_id = v.chat_id AND c.last_seq < v.seq"
+                ),
+                (
+                    [e.chat_id for e in sends],
+                    [int(e.payload["seq"]) for e in sends],
+                    [int(e.payload["message_id"]) for e in sends],
+                    [str(e.payload["sender"]) for e in sends],
+                ),
+            )
+        if cursors:
+            await cur.execute(
+                self._q(
+                    "UPDATE {s}.members m SET delivered_up_to = GREATEST(m.delivered_up_to, v.d), "
+                    "read_up_to = GREATEST(m.read_up_to, v.r) FROM unnest(%b::uuid[], "
+                    "%b::uuid[], %b::int8[], %b::int8[]) AS v(chat_id, user_id, d, r) "
+                    "WHERE m.chat_id = v.chat_id AND m.user_id = v.user_id"
+                ),
+                (
+                    [k[0] for k in cursors],
+                    [k[1] for k in cursors],
+                    [m[0] for m in cursors.values()],
+                    [m[1] for m in cursors.values()],
+                ),
+            )
+        chats = list(position)
+        await cur.execute(
+            self._q(
+                "UPDATE {s}.chats c SET position = GREATEST(c.position, v.position), "
+                "last_activity_at = coalesce(v.activity, c.last_activity_at) "
+                "FROM unnest(%b::uuid[], %b::int8[], %b::timestamptz[]) "
+                "AS v(chat_id, position, activity) WHERE c.chat_id = v.chat_id"
+            ),
+            (chats, [position[c] for c in chats], [activity.get(c) for c in chats]),
+        )
+
+    # messages
+
+    async def _run_messages(self, cur: AsyncCursor[Any], events: list[Envelope]) -> None:
+        sends = [e for e in events if e.type == "MessageSent"]
+        if not sends:
+            return
+        p = [e.payload for e in sends]
+        await cur.execute(
+            self._q(
+                "INSERT INTO {s}.messages (chat_id, seq, message_id, sender, device_id, local_id, "
+                "kind, body, media, sent_at) SELECT v.chat_id, v.seq, v.message_id, v.sender, "
+                "v.device_id, v.local_id, v.kind, decode(v.body, 'base64'), v.media::jsonb, "
+                "v.sent_at FROM unnest(%b::uuid[], %b::int8[], %b::int8[], %b::uuid[], "
+                "%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[]) "
+                "AS v(chat_id, seq, message_id, sender, device_id, local_id, kind, body, media, "
+                "sent_at) ON CONFLICT (chat_id, seq) DO NOTHING"
+            ),
+            (
+                [e.chat_id for e in sends],
+                [int(x["seq"]) for x in p],
+                [int(x["message_id"]) for x in p],
+                [str(x["sender"]) for x in p],
+                [x["device_id"] for x in p],
+                [x["local_id"] for x in p],
+                [x["kind"] for x in p],
+                [x["body"] for x in p],
+                [None if x["media"] is None else orjson.dumps(x["media"]).decode() for x in p],
+                [e.timestamp for e in sends],
+            ),
+        )
+
+    # receipts
+
+    async def _run_receipts(self, cur: AsyncCursor[Any], events: list[Envelope]) -> None:
+        sends = [e for e in events if e.type == "MessageSent"]
+        receipts = [e for e in events if e.type != "MessageSent"]
+        delivered = _ranges(receipts)
+        read = _ranges([e for e in receipts if e.type == "MessagesRead"])
+        if sends:
+            # A run's own receipts are inserted with the status its receipt events give
+            # them (each seq is covered by at most one range per user); the UPDATEs below
+            # then move only receipts from before the run, which the status guards select.
+            await cur.execute(
+                self._q(
+                    "WITH v AS (SELECT * FROM unnest(%b::uuid[], %b::int8[], %b::uuid[]) "
+                    "  AS v(chat_id, seq, sender)), "
+                    f"d AS (SELECT * FROM {_RANGES}), r AS (SELECT * FROM {_RANGES}), "
+                    "ins AS (INSERT INTO {s}.receipts "
+                    "  (chat_id, recipient, seq, status, delivered_at, read_at) "
+                    "  SELECT v.chat_id, m.user_id, v.seq, CASE WHEN r.at IS NOT NULL THEN 'READ' "
+                    "  WHEN d.at IS NOT NULL THEN 'DELIVERED' ELSE 'SENT' END, d.at, r.at "
+                    "  FROM v JOIN {s}.members m "
+                    "  ON m.chat_id = v.chat_id AND m.active AND m.user_id <> v.sender "
+                    "  LEFT JOIN d ON d.chat_id = v.chat_id AND d.user_id = m.user_id "
+                    "  AND v.seq > d.lo AND v.seq <= d.hi "
+                    "  LEFT JOIN r ON r.chat_id = v.chat_id AND r.user_id = m.user_id "
+                    "  AND v.seq > r.lo AND v.seq <= r.hi "
+                    "  ON CONFLICT DO NOTHING RETURNING chat_id, recipient, seq, status), "
+                    "counts AS (INSERT INTO {s}.receipt_counts (chat_id, seq, recipients, "
+                    "  delivered, read) SELECT chat_id, seq, sum(n), sum(d), sum(r) FROM ("
+                    "  SELECT chat_id, seq, 1 AS n, (status <> 'SENT')::int AS d, "
+                    "  (status = 'READ')::int AS r FROM ins "
+                    "  UNION ALL SELECT chat_id, seq, 0, 0, 0 FROM v) c GROUP BY 1, 2 "
+                    "  ON CONFLICT DO NOTHING) "
+                    "INSERT INTO {s}.unread (user_id, chat_id, count) "
+                    "SELECT recipient, chat_id, count(*) FILTER (WHERE status <> 'READ') FROM ins "
+                    "GROUP BY recipient, chat_id ON CONFLICT (user_id, chat_id) DO UPDATE "
+                    "SET count = {s}.unread.count + excluded.count"
+                ),
+                (
+                    [e.chat_id for e in sends],
+                    [int(e.payload["seq"]) for e in sends],
+                    [str(e.payload["sender"]) for e in sends],
+                    *_columns(delivered),
+                    *_columns(read),
+                ),
+            )
+        if delivered:
+            await cur.execute(
+                self._q(
+                    "WITH moved AS (UPDATE {s}.receipts r "
+                    "  SET status = 'DELIVERED', delivered_at = v.at "
+                    f"  FROM {_RANGES} WHERE r.chat_id = v.chat_id AND r.recipient = v.user_id "
+                    "  AND r.seq > v.lo AND r.seq <= v.hi AND r.status = 'SENT' "
+                    "  RETURNING r.chat_id, r.seq) "
+                    "UPDATE {s}.receipt_counts rc SET delivered = rc.delivered + m.n "
+                    "FROM (SELECT chat_id, seq, count(*) AS n FROM moved GROUP BY 1, 2) m "
+                    "WHERE rc.chat_id = m.chat_id AND rc.seq = m.seq"
+                ),
+                _columns(delivered),
+            )
+        if read:
+            await cur.execute(
+                self._q(
+                    "WITH moved AS (UPDATE {s}.receipts r SET status = 'READ', read_at = v.at "
+                    f"  FROM {_RANGES} WHERE r.chat_id = v.chat_id AND r.recipient = v.user_id "
+                    "  AND r.seq > v.lo AND r.seq <= v.hi AND r.status = 'DELIVERED' "
+                    "  RETURNING r.chat_id, r.seq, r.recipient), "
+                    "counts AS (UPDATE {s}.receipt_counts rc SET read = rc.read + m.n "
+                    "  FROM (SELECT chat_id, seq, count(*) AS n FROM moved GROUP BY 1, 2) m "
+                    "  WHERE rc.chat_id = m.chat_id AND rc.seq = m.seq) "
+                    "UPDATE {s}.unread u SET count = u.count - m.n "
+                    "FROM (SELECT recipient, chat_id, count(*) AS n FROM moved GROUP BY 1, 2) m "
+                    "WHERE u.user_id = m.recipient AND u.chat_id = m.chat_id"
+                ),
+                _columns(read),
+            )
+
+    # inbox
+
+    async def _run_inbox(self, cur: AsyncCursor[Any], events: list[Envelope]) -> None:
+        up_to: dict[tuple[UUID, str], int] = {}
+        for e in events:
+            if e.type != "MessageSent":
+                key = (e.chat_id, str(e.payload["user_id"]))
+                up_to[key] = max(up_to.get(key, 0), int(e.payload["up_to"]))
+        marks = ([k[0] for k in up_to], [k[1] for k in up_to], list(up_to.values()))
+        sends = [e for e in events if e.type == "MessageSent"]
+        if sends:
+            # Rows a receipt later in the run deletes again are not inserted at all.
+            await cur.execute(
+                self._q(
+                    "INSERT INTO {s}.inbox (recipient, chat_id, seq, message_id, created_at) "
+                    "SELECT m.user_id, v.chat_id, v.seq, v.message_id, v.at FROM unnest("
+                    "%b::uuid[], %b::int8[], %b::int8[], %b::timestamptz[], %b::uuid[]) "
+                    "AS v(chat_id, seq, message_id, at, sender) JOIN {s}.members m "
+                    "ON m.chat_id = v.chat_id AND m.active AND m.user_id <> v.sender "
+                    "LEFT JOIN unnest(%b::uuid[], %b::uuid[], %b::int8[]) AS u(chat_id, user_id, "
+                    "up_to) ON u.chat_id = v.chat_id AND u.user_id = m.user_id "
+                    "WHERE u.up_to IS NULL OR v.seq > u.up_to ON CONFLICT DO NOTHING"
+                ),
+                (
+                    [e.chat_id for e in sends],
+                    [int(e.payload["seq"]) for e in sends],
+                    [int(e.payload["message_id"]) for e in sends],
+                    [e.timestamp for e in sends],
+                    [str(e.payload["sender"]) for e in sends],
+                    *marks,
+                ),
+            )
+        if up_to:
+            await cur.execute(
+                self._q(
+                    "DELETE FROM {s}.inbox i USING unnest(%b::uuid[], %b::uuid[], %b::int8[]) "
+                    "AS v(chat_id, user_id, up_to) WHERE i.recipient = v.user_id "
+                    "AND i.chat_id = v.chat_id AND i.seq <= v.up_to"
+                ),
+                marks,
+            )
+
+
+_RANGES = (
+    "unnest(%b::uuid[], %b::uuid[], %b::int8[], %b::int8[], %b::timestamptz[]) "
+    "AS v(chat_id, user_id, lo, hi, at)"
+)
+
+Range = tuple[UUID, str, int, int, datetime]
+
+
+def _ranges(receipts: list[Envelope]) -> list[Range]:
+    """Per (chat, user), the seqs each receipt event moves first: (max before, up_to]."""
+    reached: dict[tuple[UUID, str], int] = {}
+    out: list[Range] = []
+    for e in receipts:
+        key = (e.chat_id, str(e.payload["user_id"]))
+        before, up_to = reached.get(key, 0), int(e.payload["up_to"])
+        if up_to > before:
+            out.append((key[0], key[1], before, up_to, e.timestamp))
+            reached[key] = up_to
+    return out
+
+
+def _columns(ranges: list[Range]) -> tuple[list[Any], ...]:
+    return tuple([r[i] for r in ranges] for i in range(5))

@@ -1,0 +1,114 @@
+"""`BulkProjector` gives the same tables as the per-event `Projector` and as the fold.
+
+Random conversations from the real domain (sends, joins, leaves, removals, receipts) in
+random batches with redeliveries and re-published tails, as in
+tests/projections/test_fold_property.py, applied by both projectors into two schemas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from infra.settings import Settings
+from projections.bulk import MIRRORED_DIGEST, BulkProjector, mirrored_digest, steps
+from projections.fold import ReadModel
+from projections.projector import Projector, Record
+from projections.schema import metadata, migrate
+from tests.projections.model import comparable, envelopes, read_back, records
+from tests.projections.test_fold_property import _events, op
+
+BULK, PER_EVENT = "replay_prop_bulk", "replay_prop_event"
+
+
+def test_the_bulk_sql_mirrors_the_projector_it_was_written_for() -> None:
+    assert mirrored_digest() == MIRRORED_DIGEST, (
+        "projections/projector.py changed: update BulkProjector's SQL to match (or confirm "
+        "it still does), then MIRRORED_DIGEST; until then replays run per event"
+    )
+
+
+@pytest.fixture(scope="module")
+def conninfo(settings: Settings) -> Iterator[str]:
+    for schema in (BULK, PER_EVENT):
+        with psycopg.connect(settings.pg_conninfo, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        migrate(settings, schema)
+    yield settings.pg_conninfo
+    with psycopg.connect(settings.pg_conninfo, autocommit=True) as conn:
+        for schema in (BULK, PER_EVENT):
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+async def _project(conninfo: str, projector: Projector, batches: list[list[Record]]) -> None:
+    async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+        for batch in batches:
+            async with conn.transaction():
+                await projector.apply_batch(conn, batch)
+
+
+def _truncate(conninfo: str) -> None:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for schema in (BULK, PER_EVENT):
+            names = ", ".join(f'"{schema}"."{t.name}"' for t in metadata.sorted_tables)
+            conn.execute(f"TRUNCATE {names}")
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(ops=st.lists(op, max_size=60), data=st.data())
+def test_bulk_and_per_event_projectors_give_the_same_tables(
+    conninfo: str, ops: list[tuple[Any, ...]], data: st.DataObject
+) -> None:
+    envs = envelopes(_events(ops))
+    recs = records(envs)
+    republish: bool = data.draw(st.booleans())
+    if recs and republish:
+        tail = envs[data.draw(st.integers(0, len(envs) - 1)) :]
+        recs = records(envs + tail)
+    batches: list[list[Record]] = []
+    i = 0
+    while i < len(recs):
+        size = data.draw(st.integers(1, 40))
+        batches.append(recs[i : i + size])
+        if data.draw(st.integers(0, 4)) == 0:
+            batches.append(recs[max(0, i - 3) : i + size])
+        i += size
+
+    oracle = ReadModel()
+    for e in envs:
+        oracle.apply(e)
+    _truncate(conninfo)
+    asyncio.run(_project(conninfo, BulkProjector(schema=BULK), batches))
+    asyncio.run(_project(conninfo, Projector(schema=PER_EVENT), batches))
+    bulk = read_back(conninfo, BULK)
+    assert comparable(bulk) == comparable(read_back(conninfo, PER_EVENT))
+    assert comparable(bulk) == comparable(oracle)
+
+
+def test_a_send_whose_seq_a_receipt_already_covered_starts_a_new_run() -> None:
+    from domain.chat import Chat
+    from tests.projections.model import user
+
+    chat = Chat.open_direct(user(0), user(1), opened_by=user(0))
+    chat.send(user(0), "d", "l1", "text", b"x", None, 1, 0)
+    chat.mark_read(user(1), 1)
+    chat.send(user(0), "d", "l2", "text", b"x", None, 2, 0)
+    envs = envelopes(list(chat.collect_events()))
+    kinds = [type(s).__name__ for s in steps([(e, ("receipts",)) for e in envs])]
+    assert kinds == ["tuple", "Run"]  # the opening alone; then one run (seq 2 > 1)
+    late = envs[2]  # the receipt, moved after a send it covers (as an old log could have)
+    forged = [envs[1], late, envs[1]]
+    assert [type(s).__name__ for s in steps([(e, ("receipts",)) for e in forged])] == [
+        "Run",
+        "Run",
+    ]
