@@ -22,7 +22,9 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.postgres import PostgresDatastore
 
+from commands.directory import ensure_directory, record_user
 from commands.store import store_env
 from domain.account_errors import PhoneTaken, UnknownUser, UsernameTaken
 from domain.handles import (
@@ -72,6 +74,7 @@ class Accounts(Application[UUID]):
             # Someone else took a handle between the check and the save.
             self._require_free(username, phone)
             raise
+        self._update_directory(user)
         log.info("event=user_registered user_id=%s", user.id)
         return user
 
@@ -117,8 +120,19 @@ class Accounts(Application[UUID]):
                 time.sleep(random.uniform(0, 0.002 * attempt))  # spread the retriers out
                 continue
             self._snapshot_if_due(user, before)
+            self._update_directory(user)
             return result
         raise AssertionError("unreachable")
+
+    def _update_directory(self, user: User) -> None:
+        """Upsert the user's row of the directory read table (`commands.directory`)."""
+        try:
+            with datastore_of(self).transaction(commit=True) as cur:
+                record_user(cur, user)
+        except PersistenceError as exc:  # the save stands; the next change repairs the row
+            log.warning(
+                "event=directory_write_failed user_id=%s error=%s", user.id, type(exc).__name__
+            )
 
     def _require_free(self, username: str, phone: str) -> None:
         if self._claim(HandleKind.USERNAME, username) is not None:
@@ -149,4 +163,14 @@ def open_accounts(settings: Settings) -> Accounts:
     Without an aggregate cache: several commands service processes change the same users,
     so each change starts from the stored state.
     """
-    return Accounts(env=store_env(settings, AGGREGATE_CACHE_MAXSIZE=""))
+    accounts = Accounts(env=store_env(settings, AGGREGATE_CACHE_MAXSIZE=""))
+    with datastore_of(accounts).transaction(commit=True) as cur:
+        ensure_directory(cur)
+    return accounts
+
+
+def datastore_of(accounts: Accounts) -> PostgresDatastore:
+    """The accounts store's PostgreSQL connection pool."""
+    datastore = getattr(accounts.recorder, "datastore", None)
+    assert isinstance(datastore, PostgresDatastore)
+    return datastore

@@ -1,0 +1,93 @@
+"""`GET /v1/chats/{chat_id}/messages/{seq}/receipts`: who got and read a message.
+
+Shown to the message's sender (`403 not_sender` to other members who see the message;
+`404` like any unknown message to anyone else). For a 1:1 chat: the recipient's status
+(`SENT`, `DELIVERED`, `READ`) and times; for a group: how many recipients, delivered
+to and read by how many, and the readers with their times. A receipt the sender may not
+see (`domain.visibility.can_see_receipts`: either of the two blocked the other) shows
+as `SENT` with no times, and counts neither as delivered nor as read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import sql
+from starlette.requests import Request
+from starlette.responses import Response
+
+from commands.auth import Identity
+from domain.visibility import can_see_receipts
+from projections.schema import LIVE_SCHEMA
+from queries.errors import NotSender, UnknownMessage
+from queries.membership import load_membership
+from queries.messages import iso
+from queries.params import chat_id_param, seq_param
+from queries.position import read_your_writes
+from queries.privacy import blocks_between
+from queries.resources import read_side_of
+from queries.responses import answer
+
+_S = sql.Identifier(LIVE_SCHEMA)
+_MESSAGE = sql.SQL("SELECT message_id, sender FROM {s}.messages WHERE chat_id = %s AND seq = %s")
+_RECEIPTS = sql.SQL(
+    "SELECT recipient, status, delivered_at, read_at FROM {s}.receipts "
+    "WHERE chat_id = %s AND seq = %s ORDER BY recipient"
+)
+
+
+def _receipt(row: tuple[Any, ...], shown: bool) -> dict[str, Any]:
+    recipient, status, delivered_at, read_at = row
+    if not shown:
+        return {"user_id": str(recipient), "status": "SENT", "delivered_at": None, "read_at": None}
+    return {
+        "user_id": str(recipient),
+        "status": status,
+        "delivered_at": None if delivered_at is None else iso(delivered_at),
+        "read_at": None if read_at is None else iso(read_at),
+    }
+
+
+async def receipts(request: Request, identity: Identity) -> Response:
+    chat_id, seq = chat_id_param(request), seq_param(request)
+    await read_your_writes(request, identity.user_id)
+    read_side = read_side_of(request)
+    async with read_side.pool.connection() as conn:
+        membership = await load_membership(conn, chat_id, identity.user_id)
+        if not membership.sees(seq):
+            raise UnknownMessage()
+        async with conn.pipeline():
+            found = await conn.execute(_MESSAGE.format(s=_S), (chat_id, seq))
+            listed = await conn.execute(_RECEIPTS.format(s=_S), (chat_id, seq))
+            message = await found.fetchone()
+            rows = await listed.fetchall()
+        if message is None:
+            raise UnknownMessage()
+        message_id, sender = message
+        if sender != identity.user_id:
+            raise NotSender()
+        privacy = await blocks_between(conn, identity.user_id, [row[0] for row in rows])
+    viewer = privacy[identity.user_id]
+    shown: list[tuple[tuple[Any, ...], bool]] = [
+        (row, can_see_receipts(viewer, privacy[row[0]])) for row in rows
+    ]
+    body: dict[str, Any] = {
+        "chat_id": str(chat_id),
+        "seq": seq,
+        "message_id": str(message_id),
+        "sender": str(sender),
+        "kind": membership.kind,
+    }
+    if membership.kind == "direct":
+        body["recipient"] = _receipt(*shown[0]) if shown else None
+        return answer(body)
+    receipts_shown = [_receipt(row, ok) for row, ok in shown]
+    readers = sorted(
+        (r for r in receipts_shown if r["status"] == "READ"),
+        key=lambda r: (r["read_at"], r["user_id"]),
+    )
+    body["recipients"] = len(rows)
+    body["delivered"] = sum(1 for r in receipts_shown if r["status"] in ("DELIVERED", "READ"))
+    body["read"] = len(readers)
+    body["readers"] = [{"user_id": r["user_id"], "read_at": r["read_at"]} for r in readers]
+    return answer(body)
