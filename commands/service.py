@@ -28,6 +28,7 @@ from commands.auth_routes import auth_routes
 from commands.gateway import Gateway
 from commands.me_routes import me_routes
 from commands.web import AccessLog, domain_error, error_response, http_error
+from commands.web_client import web_client_routes
 from domain.errors import DomainError
 from infra.settings import Settings
 
@@ -76,6 +77,7 @@ def create_app(settings: Settings) -> Starlette:
             WebSocketRoute("/ws", websocket),
             *auth_routes(),
             *me_routes(),
+            *web_client_routes(settings),
         ],
         middleware=[Middleware(AccessLog)],
         exception_handlers={

@@ -1,0 +1,397 @@
+// The main screen: the chat list, the open conversation, the dialogs. Rendered from the
+// Messenger's state on every change (at most once a frame); the composer is built once
+// so typing is never interrupted.
+
+import { clear, clockTime, h, hue, initials, lastSeenText, UUID_RE } from "./dom.js";
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(viewBox, paths, className) {
+  const root = document.createElementNS(SVG, "svg");
+  root.setAttribute("viewBox", viewBox);
+  root.setAttribute("class", className);
+  root.setAttribute("aria-hidden", "true");
+  for (const d of paths) {
+    const path = document.createElementNS(SVG, "path");
+    path.setAttribute("d", d);
+    root.append(path);
+  }
+  return root;
+}
+
+const TICK_PATHS = {
+  pending: ["M8 1.5a6 6 0 1 1 0 12a6 6 0 1 1 0-12", "M8 4.5v3.5l2.5 1.5"],
+  sent: ["M4 6.5l3 3 6.5-7.5"],
+  delivered: ["M1 6.5l3 3 6.5-7.5", "M7.5 8.5l1 1 6.5-7.5"],
+  read: ["M1 6.5l3 3 6.5-7.5", "M7.5 8.5l1 1 6.5-7.5"],
+};
+const TICK_LABEL = { pending: "sending", sent: "sent", delivered: "delivered", read: "read", failed: "not sent" };
+
+function ticks(status) {
+  const label = TICK_LABEL[status];
+  const icon =
+    status === "failed" ? h("b", {}, "!") : svg(status === "pending" ? "0 0 16 15" : "0 0 17 11", TICK_PATHS[status], "tick-icon");
+  return h("span", { class: `ticks ${status}`, title: label, "aria-label": label, dataset: { status } }, icon);
+}
+
+function avatar(id, name, kind) {
+  return h(
+    "span",
+    { class: `avatar ${kind === "group" ? "group" : ""}`, style: `--hue:${hue(id)}` },
+    initials(name),
+  );
+}
+
+export class MainView {
+  constructor(messenger, { onLogout }) {
+    this.m = messenger;
+    this.onLogout = onLogout;
+    this.scheduled = false;
+    this.chatList = h("ul", { class: "chat-list", id: "chat-list" });
+    this.connection = h("span", { class: "connection", id: "connection-state" });
+    this.header = h("header", { class: "conversation-header", id: "conversation-header" });
+    this.messages = h("div", { class: "messages", id: "messages" });
+    this.input = h("input", {
+      id: "composer-input",
+      placeholder: "Type a message",
+      autocomplete: "off",
+      maxlength: "4096",
+      oninput: () => this.m.typed(),
+    });
+    this.composer = h(
+      "form",
+      { class: "composer", id: "composer", onsubmit: (e) => this._send(e) },
+      this.input,
+      h("button", { type: "submit", class: "send", id: "composer-send", title: "Send" }, "➤"),
+    );
+    this.conversation = h("section", { class: "conversation", id: "conversation" });
+    this.dialog = h("dialog", { class: "dialog", id: "dialog" });
+    this.toast = h("div", { class: "toast", id: "toast", role: "status" });
+    const me = this.m.me;
+    this.meName = h("span", { class: "me-name", id: "me-name" });
+    this.root = h(
+      "div",
+      { class: "layout" },
+      h(
+        "aside",
+        { class: "sidebar" },
+        h(
+          "header",
+          { class: "me" },
+          h("div", { class: "me-line" }, this.meName, this.connection),
+          h(
+            "div",
+            { class: "me-actions" },
+            h("button", { id: "new-chat", onclick: () => this._newChatDialog() }, "New chat"),
+            h("button", { id: "new-group", onclick: () => this._newGroupDialog() }, "New group"),
+            h("button", { id: "logout", class: "quiet", onclick: () => this.onLogout() }, "Log out"),
+          ),
+          h(
+            "div",
+            { class: "me-id" },
+            "Your id ",
+            h("code", { id: "me-id", title: "Give this to people who want to chat with you" }, me),
+            h("button", { class: "quiet small", id: "copy-id", onclick: () => this._copyId() }, "copy"),
+          ),
+        ),
+        this.chatList,
+      ),
+      this.conversation,
+      this.dialog,
+      this.toast,
+    );
+  }
+
+  render() {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    requestAnimationFrame(() => {
+      this.scheduled = false;
+      this._renderMe();
+      this._renderChatList();
+      this._renderConversation();
+    });
+  }
+
+  notice(text) {
+    this.toast.textContent = text;
+    this.toast.classList.add("shown");
+    clearTimeout(this._toastTimer);
+    this._toastTimer = setTimeout(() => this.toast.classList.remove("shown"), 4_000);
+  }
+
+  _renderMe() {
+    this.meName.textContent = this.m.profiles.name(this.m.me);
+    const state = this.m.connectionState;
+    let text = { online: "online", connecting: "connecting…", offline: "offline" }[state] || state;
+    if (state === "online" && this.m.syncing) text = "syncing…";
+    if (state === "offline") {
+      const seconds = Math.max(0, Math.ceil((this.m.connection.retryAt - Date.now()) / 1000));
+      text = `offline · retrying in ${seconds} s`;
+    }
+    this.connection.textContent = text;
+    this.connection.dataset.state = state;
+  }
+
+  _renderChatList() {
+    const m = this.m;
+    const items = m.store.sortedChats().map((chat) => {
+      const title = this._title(chat);
+      const last = chat.lastMessage();
+      const typing = [...chat.typists.keys()];
+      const unread = m.store.unread(chat);
+      const preview = typing.length
+        ? h("span", { class: "typing" }, chat.kind === "group" ? `${m.profiles.name(typing[0])} is typing…` : "typing…")
+        : last
+          ? [last.sender === m.me ? ticks(m.store.ticks(chat, last.seq)) : null, last.text]
+          : h("span", { class: "muted" }, chat.kind === "group" ? "group created" : "no messages yet");
+      return h(
+        "li",
+        {
+          class: `chat-item${m.openKey === chat.id ? " selected" : ""}`,
+          dataset: { chatId: chat.id, unread: String(unread) },
+          onclick: () => m.open(chat.id),
+        },
+        avatar(this._avatarId(chat), title, chat.kind),
+        h("div", { class: "chat-main" }, h("div", { class: "chat-title" }, title), h("div", { class: "chat-preview" }, preview)),
+        h(
+          "div",
+          { class: "chat-side" },
+          h("span", { class: "chat-time" }, last ? clockTime(new Date(last.sent_at)) : ""),
+          unread ? h("span", { class: "unread", title: `${unread} unread` }, String(unread)) : null,
+        ),
+      );
+    });
+    if (!items.length) items.push(h("li", { class: "empty-list" }, "No chats yet. Start one with someone's id."));
+    clear(this.chatList, items);
+  }
+
+  _avatarId(chat) {
+    return (chat.kind === "direct" && chat.peer(this.m.me)) || chat.id;
+  }
+
+  _title(chat) {
+    if (chat.kind === "group") return chat.name || "group";
+    const peer = chat.peer(this.m.me);
+    return peer ? this.m.profiles.name(peer) : "chat";
+  }
+
+  _renderConversation() {
+    const m = this.m;
+    if (!m.openKey) {
+      clear(
+        this.conversation,
+        h(
+          "div",
+          { class: "welcome" },
+          h("h2", {}, "Parley"),
+          h("p", {}, "Pick a chat on the left, or start one: New chat takes the other person's id."),
+          h("p", {}, "Your id is ", h("code", {}, m.me), " — send it to the people you want to chat with."),
+        ),
+      );
+      return;
+    }
+    const draftPeer = m.openKey.startsWith("to:") ? m.openKey.slice(3) : null;
+    const chat = draftPeer ? null : m.openChat();
+    this._renderHeader(chat, draftPeer);
+    this._renderMessages(chat, draftPeer);
+    this.input.disabled = chat ? !chat.member : false;
+    this.input.placeholder = chat && !chat.member ? "You are no longer a member of this group" : "Type a message";
+    if (!this.conversation.contains(this.composer)) {
+      clear(this.conversation, this.header, this.messages, this.composer);
+      this.input.focus();
+    }
+  }
+
+  _renderHeader(chat, draftPeer) {
+    const m = this.m;
+    const peer = draftPeer || (chat && chat.kind === "direct" ? chat.peer(m.me) : null);
+    const title = chat ? this._title(chat) : m.profiles.name(draftPeer);
+    let status = "";
+    const typing = chat ? [...chat.typists.keys()].map((id) => m.profiles.name(id)) : [];
+    if (typing.length === 1) status = `${typing[0]} is typing…`;
+    else if (typing.length > 1) status = `${typing.slice(0, -1).join(", ")} and ${typing.at(-1)} are typing…`;
+    else if (peer) {
+      const seen = m.presence.get(peer);
+      if (seen && seen.online) status = "online";
+      else if (seen && seen.last_seen) status = lastSeenText(seen.last_seen);
+    } else if (chat) {
+      const names = [...chat.members.entries()]
+        .filter(([, c]) => c.active)
+        .map(([id]) => (id === m.me ? "You" : m.profiles.name(id)));
+      status = `${names.length} members: ${names.join(", ")}`;
+    }
+    const actions = [];
+    if (chat && chat.kind === "group" && chat.member && chat.cursor(m.me).role === "admin") {
+      actions.push(h("button", { id: "add-member", onclick: () => this._addMemberDialog(chat) }, "Add member"));
+    }
+    clear(
+      this.header,
+      avatar(chat ? this._avatarId(chat) : draftPeer, title, chat && chat.kind),
+      h(
+        "div",
+        { class: "conversation-title" },
+        h("div", { class: "title", id: "conversation-title" }, title),
+        h("div", { class: `status${typing.length ? " typing" : ""}`, id: "conversation-status", dataset: { typing: typing.length ? "yes" : "no" } }, status),
+      ),
+      h("div", { class: "header-actions" }, actions),
+    );
+  }
+
+  _renderMessages(chat, draftPeer) {
+    const m = this.m;
+    const stick = this.messages.scrollHeight - this.messages.scrollTop - this.messages.clientHeight < 40;
+    const rows = [];
+    const group = chat && chat.kind === "group";
+    let day = "";
+    for (const message of chat ? chat.sortedMessages() : []) {
+      const when = new Date(message.sent_at);
+      if (when.toDateString() !== day) {
+        day = when.toDateString();
+        rows.push(h("div", { class: "day" }, h("span", {}, when.toLocaleDateString([], { weekday: "short", day: "numeric", month: "short" }))));
+      }
+      const mine = message.sender === m.me;
+      const status = mine ? m.store.ticks(chat, message.seq) : null;
+      const meta = [h("span", { class: "time" }, clockTime(when))];
+      if (mine && group) {
+        const others = chat.others(m.me).length;
+        meta.unshift(h("span", { class: "read-by", dataset: { readBy: String(m.store.readBy(chat, message.seq)) } }, `read by ${m.store.readBy(chat, message.seq)} of ${others}`));
+      }
+      if (mine) meta.push(ticks(status));
+      rows.push(
+        h(
+          "div",
+          { class: `msg ${mine ? "mine" : "theirs"}`, dataset: { seq: String(message.seq), status: status || "" } },
+          group && !mine
+            ? h("div", { class: "sender", style: `--hue:${hue(message.sender)}` }, m.profiles.name(message.sender))
+            : null,
+          h("div", { class: "text" }, message.text),
+          h("div", { class: "meta" }, meta),
+        ),
+      );
+    }
+    for (const entry of m.store.pendingFor(chat ? chat.id : `to:${draftPeer}`)) {
+      rows.push(
+        h(
+          "div",
+          { class: "msg mine pending", dataset: { localId: entry.local_id, status: entry.state } },
+          h("div", { class: "text" }, entry.text),
+          h("div", { class: "meta" }, entry.error ? h("span", { class: "error" }, entry.error) : null, ticks(entry.state)),
+        ),
+      );
+    }
+    if (!rows.length) rows.push(h("div", { class: "day" }, h("span", {}, draftPeer ? "Say hello: your first message opens the chat." : "No messages yet")));
+    clear(this.messages, rows);
+    if (stick || this._lastOpen !== m.openKey) this.messages.scrollTop = this.messages.scrollHeight;
+    this._lastOpen = m.openKey;
+  }
+
+  _send(event) {
+    event.preventDefault();
+    const text = this.input.value;
+    if (!text.trim()) return;
+    this.m.send(text);
+    this.input.value = "";
+    this.messages.scrollTop = this.messages.scrollHeight;
+  }
+
+  async _copyId() {
+    try {
+      await navigator.clipboard.writeText(this.m.me);
+      this.notice("Your id is copied");
+    } catch {
+      getSelection().selectAllChildren(this.root.querySelector("#me-id"));
+    }
+  }
+
+  // Dialogs
+
+  _showDialog(title, fields, submitLabel, onSubmit) {
+    const error = h("p", { class: "form-error", id: "dialog-error", role: "alert" });
+    const submit = h("button", { type: "submit", class: "primary", id: "dialog-submit" }, submitLabel);
+    const form = h(
+      "form",
+      {
+        method: "dialog",
+        onsubmit: async (event) => {
+          event.preventDefault();
+          error.textContent = "";
+          submit.disabled = true;
+          try {
+            await onSubmit();
+            this.dialog.close();
+          } catch (failure) {
+            error.textContent = failure.message;
+          } finally {
+            submit.disabled = false;
+          }
+        },
+      },
+      h("h3", {}, title),
+      fields,
+      error,
+      h("div", { class: "dialog-actions" }, h("button", { type: "button", class: "quiet", onclick: () => this.dialog.close() }, "Cancel"), submit),
+    );
+    clear(this.dialog, form);
+    this.dialog.showModal();
+    form.querySelector("input, textarea")?.focus();
+  }
+
+  _peoplePicker(exclude = new Set()) {
+    const people = this.m.knownPeople().filter((id) => !exclude.has(id));
+    if (!people.length) return { element: null, chosen: () => [] };
+    const boxes = people.map((id) => h("input", { type: "checkbox", value: id }));
+    const element = h(
+      "fieldset",
+      { class: "people" },
+      h("legend", {}, "People you chat with"),
+      people.map((id, i) => h("label", { class: "person" }, boxes[i], this.m.profiles.name(id))),
+    );
+    return { element, chosen: () => boxes.filter((b) => b.checked).map((b) => b.value) };
+  }
+
+  _newChatDialog() {
+    const input = h("input", { id: "new-chat-user", placeholder: "their user id", required: true });
+    this._showDialog("New chat", [h("label", {}, "User id", input)], "Open chat", async () => {
+      const id = input.value.trim().toLowerCase();
+      if (!UUID_RE.test(id)) throw new Error("a user id looks like 3f2a…-…: ask them for the id shown under their name");
+      if (id === this.m.me) throw new Error("that is your own id");
+      this.m.openDirect(id);
+    });
+  }
+
+  _newGroupDialog() {
+    const name = h("input", { id: "new-group-name", placeholder: "Weekend trip", required: true, maxlength: "100" });
+    const ids = h("textarea", { id: "new-group-members", rows: "3", placeholder: "user ids, one a line" });
+    const picker = this._peoplePicker();
+    this._showDialog(
+      "New group",
+      [h("label", {}, "Name", name), picker.element, h("label", {}, "Members by id", ids)],
+      "Create group",
+      async () => {
+        const members = new Set(picker.chosen());
+        for (const id of parseIds(ids.value)) members.add(id);
+        members.delete(this.m.me);
+        await this.m.createGroup(name.value.trim(), [...members]);
+      },
+    );
+  }
+
+  _addMemberDialog(chat) {
+    const ids = h("textarea", { id: "add-member-ids", rows: "2", placeholder: "user ids, one a line" });
+    const current = new Set([...chat.members.entries()].filter(([, c]) => c.active).map(([id]) => id));
+    const picker = this._peoplePicker(current);
+    this._showDialog(`Add to ${chat.name || "group"}`, [picker.element, h("label", {}, "By id", ids)], "Add", async () => {
+      const wanted = new Set([...picker.chosen(), ...parseIds(ids.value)]);
+      if (!wanted.size) throw new Error("choose someone to add");
+      for (const id of wanted) await this.m.addMember(chat.id, id);
+    });
+  }
+}
+
+function parseIds(text) {
+  const ids = text.split(/[\s,;]+/).map((s) => s.trim().toLowerCase()).filter(Boolean);
+  const bad = ids.find((id) => !UUID_RE.test(id));
+  if (bad) throw new Error(`not a user id: ${bad.slice(0, 40)}`);
+  return ids;
+}
