@@ -27,7 +27,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from commands.envelope import BadCommand, Command, Outcome, peek_reply, reply_channel
 from commands.handlers import HANDLERS, Context, IdGenerator, Limits
-from commands.store import SNAPSHOT_INTERVAL, ChatStore, max_position
+from commands.store import SNAPSHOT_INTERVAL, ChatStore, chat_position
 from domain.chat import Chat
 from domain.errors import DomainError
 from infra.settings import Settings
@@ -198,9 +198,12 @@ class CommandProcessor:
         if decided.version is not None:
             position = positions.get((chat_id, decided.version))
         if position is None:
-            # Nothing new was stored (a resend, a no-op): any position at or after the
-            # original event serves read-your-writes.
-            position = self.last_position.get(chat_id) or max_position(self.store)
+            # Nothing new was stored (a resend, a no-op): the chat's newest position is
+            # at or after the original event, so it serves read-your-writes for the chat.
+            position = self.last_position.get(chat_id)
+            if position is None:
+                position = chat_position(self.store, chat_id)
+                self.last_position[chat_id] = position
         return Outcome(
             decided.command_id,
             decided.request_id,

@@ -96,3 +96,20 @@ def max_position(store: ChatStore) -> int:
     """The log position (notification id) of the newest stored event, 0 if none."""
     value: Any = store.recorder.max_notification_id()
     return int(value or 0)
+
+
+def chat_position(store: ChatStore, chat_id: UUID) -> int:
+    """The log position of a chat's newest stored event, 0 if it has none."""
+    from psycopg import sql
+
+    recorder: Any = store.recorder
+    statement = sql.SQL(
+        "SELECT max(notification_id) AS max FROM {schema}.{table} WHERE originator_id = %s"
+    ).format(
+        schema=sql.Identifier(recorder.datastore.schema),
+        table=sql.Identifier(recorder.events_table_name),
+    )
+    with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
+        cursor.execute(statement, (chat_id,))
+        row = cursor.fetchone()
+    return int(row["max"] or 0) if row else 0

@@ -11,6 +11,7 @@ import pytest
 
 from commands.bus import CommandBus
 from commands.envelope import Command, CommandType, Outcome
+from commands.store import chat_position
 from domain.ids import direct_chat_id
 from infra.settings import Settings
 from tests.commands.client import create_group, fresh_store, new_users, send, sent_events
@@ -100,9 +101,11 @@ def test_a_resend_returns_the_original_and_stores_nothing(
     assert again.result["duplicate"] is True and first.result["duplicate"] is False
     assert other.result["seq"] == first.result["seq"] + 1
     assert again.position is not None and first.position is not None
-    assert again.position >= first.position  # read-your-writes still holds for the resend
+    # The resend's position is the chat's own (read-your-writes waits on it per chat).
+    assert again.position == first.position
     store = fresh_store(topics)
     assert [e.local_id for e in sent_events(store, chat_id)] == ["m1", "m2"]
+    assert chat_position(store, chat_id) == other.position
     store.close()
 
 
