@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 
 from infra.settings import Settings
 from infra.topics import EVENTS
+from projections.bulk import BulkProjector
 from projections.cache import apply_cache
 from projections.locks import worker_batch
 from projections.projector import Projector, Record, expire_inbox
@@ -48,7 +49,10 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=1.0,
     )
     topic = app.topic(settings.topic(EVENTS), value_serializer="raw", key_serializer="raw")
-    projector = Projector(schema=LIVE_SCHEMA)
+    # Set-based SQL for runs of messages and receipts (projections/bulk.py), checked
+    # against the per-event Projector and the fold; it falls back to the per-event one
+    # by itself if their SQL ever drifts apart.
+    projector: Projector = BulkProjector(schema=LIVE_SCHEMA)
     within = settings.workers_batch_within_ms / 1000
 
     @app.agent(topic)
