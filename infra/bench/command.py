@@ -1,0 +1,262 @@
+"""`parley bench oneone|group|connections|ramp|baselines|compare`: run, print, write JSON.
+
+Every run writes `bench/results/<scenario>-<time>.json` (machine, versions, commit,
+parameters, figures); `ramp` also draws `<same name>.png`. Scenarios measure private
+copies of Parley's services on the shared Kafka, PostgreSQL and Redis (`--stack own`,
+`infra.bench.stack`) or those of `parley up` (`--stack running`), and stop by
+themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from infra.settings import Settings
+
+if TYPE_CHECKING:
+    from infra.bench.targets import Target
+
+SCENARIOS = ("oneone", "group", "connections", "ramp", "baselines", "compare")
+DEFAULT_RATES = "250,500,1000,1500,2000,2500,3000,4000"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the scenarios above (`processor` and `relay` keep theirs)."""
+    parser.add_argument("files", nargs="*", help="compare: two result files, A then B")
+    parser.add_argument("--pairs", type=int, default=500, help="oneone/ramp: user pairs")
+    parser.add_argument("--size", type=int, default=100, help="message text, characters")
+    parser.add_argument("--procs", type=int, default=1, help="load generator processes")
+    parser.add_argument("--rates", default=DEFAULT_RATES, help="ramp: msgs/s steps")
+    parser.add_argument("--step-seconds", type=float, default=10.0, help="ramp: per step")
+    parser.add_argument("--threshold-ms", type=float, default=100.0, help="ramp: p99 limit")
+    parser.add_argument("--beyond", type=int, default=0, help="ramp: steps after the knee")
+    parser.add_argument("--connections", type=int, default=10_000)
+    parser.add_argument("--hold-seconds", type=float, default=30.0)
+    parser.add_argument("--server", choices=["parley", "echo"], default="parley")
+    parser.add_argument(
+        "--echo-ws",
+        choices=["auto", "websockets", "websockets-sansio", "wsproto"],
+        default="auto",
+        help="connections --server echo: uvicorn's WebSocket implementation",
+    )
+    parser.add_argument("--groups", type=int, default=1)
+    parser.add_argument("--members", type=int, default=256)
+    parser.add_argument("--senders", type=int, default=4)
+    parser.add_argument("--ack-interval", type=float, default=0.0, help="group: s, 0 = no acks")
+    parser.add_argument("--no-baselines", action="store_true", help="oneone/ramp: skip them")
+    parser.add_argument("--peer", action="store_true", help="oneone/ramp: race ejabberd too")
+    parser.add_argument("--profile", action="store_true", help="oneone: py-spy the services")
+    parser.add_argument(
+        "--stack",
+        choices=["own", "running"],
+        default="own",
+        help="own: private copies of Parley's services (default); running: `parley up`'s",
+    )
+
+
+def run_bench(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one scenario from the parsed arguments; 0 on success."""
+    if args.scenario == "compare":
+        from infra.bench.results import compare
+
+        if len(args.files) != 2:
+            print("parley bench compare: give two result files", file=sys.stderr)
+            return 2
+        print("\n".join(compare(Path(args.files[0]), Path(args.files[1]))))
+        return 0
+    from infra.bench.results import versions, write_result
+
+    workdir = Path(settings.state_dir) / "bench" / f"{args.scenario}-{uuid.uuid4().hex[:6]}"
+    parameters = {k: v for k, v in vars(args).items() if k not in ("run", "files", "command")}
+    started = time.monotonic()
+    figures = _run(args, settings, workdir)
+    figures["elapsed_s"] = round(time.monotonic() - started, 1)
+    path = write_result(Path(args.out), args.scenario, parameters, figures, versions(settings))
+    if args.scenario == "ramp":
+        from infra.bench.plot import plot_ramp
+
+        series = {
+            name: f["steps"] for name, f in figures.items() if isinstance(f, dict) and "steps" in f
+        }
+        plot_ramp(series, args.threshold_ms, path.with_suffix(".png"))
+        print(f"parley bench: plot written to {path.with_suffix('.png')}")
+    print(json.dumps(_headline(figures), indent=2))
+    print(f"parley bench: results written to {path} (work files in {workdir})")
+    return 0
+
+
+def _say(text: str) -> None:
+    print(f"parley bench: {text}", flush=True)
+
+
+@contextmanager
+def _parley(args: argparse.Namespace, settings: Settings, workdir: Path) -> Iterator[Target]:
+    """Parley to measure: private services (default) or those of `parley up`."""
+    from infra.bench.targets import parley_target
+
+    if args.stack == "running":
+        yield parley_target(settings)
+        return
+    from infra.bench.stack import private_services
+
+    _say("starting private copies of processor, relay, workers and commands")
+    with private_services(settings, workdir / "services") as services:
+        yield parley_target(services.settings, services.base, services.processes)
+
+
+def _gateway_pid(target: Target, settings: Settings) -> int:
+    pids = target.processes().get("commands") or []
+    if not pids:
+        raise RuntimeError("no commands service pid found")
+    return pids[0]
+
+
+def _run(args: argparse.Namespace, settings: Settings, workdir: Path) -> dict[str, Any]:
+    from infra.bench import scenarios
+    from infra.bench.baselines import baselines, ratios
+
+    pair_params = {"pairs": args.pairs, "size": args.size, "procs": args.procs}
+    if args.scenario == "connections":
+        conn_params = {"count": args.connections, "hold_s": args.hold_seconds, "procs": args.procs}
+        if args.server == "echo":
+            from infra.bench.servers import echo_server
+            from infra.bench.targets import echo_target
+
+            with echo_server(settings, workdir, args.echo_ws) as server:
+                target = echo_target(server.base, server.pid)
+                return scenarios.connections(target, server.pid, workdir, _say, **conn_params)
+        with _parley(args, settings, workdir) as target:
+            pid = _gateway_pid(target, settings)
+            return scenarios.connections(target, pid, workdir, _say, **conn_params)
+    if args.scenario == "group":
+        with _parley(args, settings, workdir) as target:
+            return scenarios.group(
+                target,
+                workdir,
+                _say,
+                args.groups,
+                args.members,
+                args.senders,
+                float(args.rate),
+                args.seconds,
+                args.size,
+                args.ack_interval,
+            )
+    if args.scenario == "baselines":
+        return baselines(settings, workdir, _say, float(args.rate), args.seconds, **pair_params)
+    if args.scenario == "oneone":
+        with _parley(args, settings, workdir) as target:
+            figures: dict[str, Any] = {
+                "parley": scenarios.oneone(
+                    target,
+                    workdir,
+                    _say,
+                    rate=float(args.rate),
+                    seconds=args.seconds,
+                    profile=args.profile,
+                    **pair_params,
+                )
+            }
+        if not args.no_baselines:
+            figures["baselines"] = _guarded(
+                lambda: baselines(
+                    settings, workdir, _say, float(args.rate), args.seconds, **pair_params
+                )
+            )
+            figures["ratios"] = ratios(figures["parley"], figures["baselines"])
+        if args.peer:
+            from infra.bench.peer import peer_oneone
+
+            figures["ejabberd"] = _guarded(
+                lambda: peer_oneone(
+                    settings,
+                    workdir,
+                    _say,
+                    rate=float(args.rate),
+                    seconds=args.seconds,
+                    **pair_params,
+                )
+            )
+            if "error" not in figures["ejabberd"]:
+                figures["ratios_to_ejabberd"] = _peer_ratios(figures["parley"], figures["ejabberd"])
+        return figures
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    ramp_params = {
+        "rates": rates,
+        "step_s": args.step_seconds,
+        "threshold_ms": args.threshold_ms,
+        "beyond": args.beyond,
+        **pair_params,
+    }
+    with _parley(args, settings, workdir) as target:
+        figures = {"parley": scenarios.ramp(target, workdir, _say, **ramp_params)}
+    if not args.no_baselines:
+        from infra.bench.servers import echo_server
+        from infra.bench.targets import echo_target
+
+        def websocket_ramp() -> dict[str, Any]:
+            with echo_server(settings, workdir) as server:
+                target = echo_target(server.base, server.pid)
+                return scenarios.ramp(target, workdir, _say, **ramp_params)
+
+        figures["websocket"] = _guarded(websocket_ramp)
+    if args.peer:
+        from infra.bench.peer import peer_ramp
+
+        figures["ejabberd"] = _guarded(lambda: peer_ramp(settings, workdir, _say, **ramp_params))
+    return figures
+
+
+def _guarded(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A comparison that fails is reported as such; Parley's own figures are kept."""
+    try:
+        return run()
+    except Exception as exc:
+        _say(f"comparison failed: {type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+
+
+def _peer_ratios(parley: dict[str, Any], peer: dict[str, Any]) -> dict[str, float | None]:
+    from infra.bench.stats import ratio
+
+    out: dict[str, float | None] = {
+        "delivered_per_s": ratio(parley["delivered_per_s"], peer.get("delivered_per_s", 0)),
+        "cpu_per_delivery": ratio(
+            parley.get("cpu_us_per_delivery") or 0, peer.get("cpu_us_per_delivery") or 0
+        ),
+    }
+    for key in ("ack_ms", "delivered_ms", "receipt_ms"):
+        for p in ("p50", "p99"):
+            out[f"{key}_{p}"] = ratio(parley[key][p], peer.get(key, {}).get(p, 0))
+    return out
+
+
+def _headline(figures: dict[str, Any]) -> dict[str, Any]:
+    """The figures without the per-step detail, for the terminal."""
+    short: dict[str, Any] = {}
+    for key, value in figures.items():
+        if isinstance(value, dict) and "steps" in value:
+            short[key] = {
+                "knee_rate": value["knee_rate"],
+                "steps": [
+                    {
+                        "rate": s["rate"],
+                        "delivered_per_s": s["delivered_per_s"],
+                        "delivered_ms": s["delivered_ms"],
+                        "lost": s["lost"],
+                        "cpu_us_per_delivery": s["cpu_us_per_delivery"],
+                    }
+                    for s in value["steps"]
+                ],
+            }
+        else:
+            short[key] = value
+    return short

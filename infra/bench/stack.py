@@ -1,0 +1,136 @@
+"""Parley's services, privately, for one benchmark run (`--stack own`, the default).
+
+The processor, relay, workers and commands service are started as `parley serve`
+subprocesses on the shared Kafka, PostgreSQL and Redis, with a database
+(`<pg_db>_bench_<id>`), topics (`bench-<id>.` prefix) and consumer groups of their own,
+all removed afterwards, and a Redis database (`bench_redis_db`, flushed), so that
+neither a developer's data nor other engineers' test runs share their work, and /proc
+tells exactly which processes served the run. Rate limits stay at their defaults.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import redis
+
+from infra.bench.procfs import children, stack_processes
+from infra.bench.servers import free_port, raise_open_files
+from infra.settings import ROOT, Settings
+from infra.topics import ensure_topics
+
+READY = {
+    "processor": r"partitions_assigned partitions=\[\d",
+    "relay": r"event=relay_active",
+    "workers": r"Worker ready",
+    "commands": r"event=commands_listening",
+}
+
+
+@dataclass(frozen=True)
+class Services:
+    """A running private copy of Parley's services."""
+
+    settings: Settings
+    base: str
+    pids: dict[str, int]
+
+    def processes(self) -> dict[str, list[int]]:
+        groups = {name: [pid, *children(pid)] for name, pid in self.pids.items()}
+        return {**groups, **stack_processes(self.settings)}
+
+
+def bench_settings(settings: Settings, run_id: str) -> Settings:
+    base, _, _ = settings.redis_url.rpartition("/")
+    return settings.replace(
+        pg_db=f"{settings.pg_db}_bench_{run_id}",
+        redis_url=f"{base}/{settings.bench_redis_db}",
+        topic_prefix=f"bench-{run_id}.",
+        processor_group=f"bench-{run_id}-processor",
+        workers_app_id=f"bench-{run_id}-workers",
+        commands_port=free_port(settings.commands_host),
+    )
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    names = ("pg_db", "redis_url", "topic_prefix", "processor_group", "workers_app_id")
+    env = {f"PARLEY_{n.upper()}": str(getattr(settings, n)) for n in names}
+    env["PARLEY_COMMANDS_PORT"] = str(settings.commands_port)
+    return env
+
+
+@contextmanager
+def _service(name: str, env: dict[str, str], log: Path) -> Iterator[int]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "serve", name],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=raise_open_files,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while not re.search(READY[name], log.read_text(errors="replace")):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start; see {log}")
+            time.sleep(0.1)
+        yield proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@contextmanager
+def private_services(settings: Settings, workdir: Path) -> Iterator[Services]:
+    """Start the four services with their own database, Redis db, topics and groups."""
+    bench = bench_settings(settings, uuid.uuid4().hex[:8])
+    admin = settings.replace(pg_db="postgres").pg_conninfo
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{bench.pg_db}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{bench.pg_db}"')
+    redis.Redis.from_url(bench.redis_url).flushdb()
+    ensure_topics(bench)
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = environment(bench)
+    try:
+        with ExitStack() as stack:
+            pids = {
+                name: stack.enter_context(_service(name, env, workdir / f"{name}.log"))
+                for name in READY
+            }
+            yield Services(bench, f"http://{bench.commands_host}:{bench.commands_port}", pids)
+    finally:
+        _delete_topics(bench)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{bench.pg_db}" WITH (FORCE)')
+
+
+def _delete_topics(settings: Settings) -> None:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        mine = [t for t in admin.list_topics() if t.startswith(settings.topic_prefix)]
+        if mine:
+            with contextlib.suppress(Exception):
+                admin.delete_topics(mine)
+    finally:
+        admin.close()

@@ -1,0 +1,59 @@
+"""The servers a load generator can be pointed at, and how to get users on each.
+
+- `parley`: Parley's services (private ones, `infra.bench.stack`, or those of
+  `parley up`); users are sessions issued straight into Redis.
+- `echo`: the WebSocket baseline (`infra.bench.echo`); a user id is its own token.
+- `ejabberd`: the peer (`infra.bench.ejabberd`), over XMPP on WebSocket.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from infra.bench.driver import issue_accounts
+from infra.bench.procfs import children, server_processes
+from infra.settings import Settings
+
+
+@dataclass
+class Target:
+    """One server under test: where it is, how to make users, which processes serve it."""
+
+    name: str
+    kind: str  # the load generator's peer kind: parley or xmpp
+    base: str
+    accounts: Callable[[int], list[list[str]]]
+    processes: Callable[[], dict[str, list[int]]]
+    spec: dict[str, Any] = field(default_factory=dict)
+
+
+def parley_target(
+    settings: Settings,
+    base: str | None = None,
+    processes: Callable[[], dict[str, list[int]]] | None = None,
+) -> Target:
+    """Parley at `base` (default: the settings' commands service), users issued in Redis."""
+    web = base or f"http://{settings.commands_host}:{settings.commands_port}"
+    return Target(
+        "parley",
+        "parley",
+        web,
+        lambda n: issue_accounts(settings, n),
+        processes or (lambda: server_processes(settings)),
+    )
+
+
+def echo_target(base: str, pid: int) -> Target:
+    def accounts(n: int) -> list[list[str]]:
+        users = [str(uuid.uuid4()) for _ in range(n)]
+        return [[u, "bench", u] for u in users]
+
+    return Target("echo", "parley", base, accounts, lambda: {"echo": [pid, *children(pid)]})
+
+
+def server_cpu_groups(groups: dict[str, list[int]]) -> list[str]:
+    """The groups whose CPU is charged to the server (not other tenants, not the generator)."""
+    return [g for g in groups if g not in ("postgres_other", "loadgen")]

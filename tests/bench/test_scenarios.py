@@ -1,0 +1,110 @@
+"""Each scenario at a tiny size against private services: it runs, stops, and adds up."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from infra.bench import scenarios
+from infra.bench.baselines import baselines, ratios
+from infra.bench.stack import Services
+from infra.bench.targets import Target
+from infra.cli import build_parser
+from infra.settings import Settings
+from tests.bench.conftest import quiet
+
+pytestmark = pytest.mark.slow
+
+
+def test_oneone_delivers_everything_once_with_receipts(parley: Target, workdir: Path) -> None:
+    figures = scenarios.oneone(
+        parley, workdir, quiet, pairs=3, rate=30.0, seconds=1.0, size=100, procs=1
+    )
+    assert figures["sent"] == 30
+    assert figures["acked"] == figures["deliveries"] == 30
+    assert figures["lost"] == figures["duplicates"] == figures["failed"] == 0
+    assert figures["delivered_ms"]["count"] == 30
+    assert figures["receipt_ms"]["count"] > 0  # the recipients' `delivered` came back
+    assert figures["cpu_us_per_delivery"] > 0
+    assert {"processor", "relay", "workers", "commands", "kafka", "postgres", "redis"} <= set(
+        figures["cpu_s"]
+    )
+
+
+def test_oneone_splits_pairs_over_generator_processes(parley: Target, workdir: Path) -> None:
+    figures = scenarios.oneone(
+        parley, workdir, quiet, pairs=4, rate=40.0, seconds=0.5, size=50, procs=2
+    )
+    assert figures["deliveries"] == figures["sent"] == 20
+    assert figures["lost"] == 0
+
+
+def test_group_fans_out_to_every_member(parley: Target, workdir: Path) -> None:
+    figures = scenarios.group(
+        parley,
+        workdir,
+        quiet,
+        groups=1,
+        members=8,
+        senders=2,
+        rate=10.0,
+        seconds=1.0,
+        size=100,
+        ack_interval_s=0.0,
+    )
+    assert figures["sent"] == 10
+    assert figures["deliveries"] == 10 * 7
+    assert figures["last_member_ms"]["count"] == 10
+    assert figures["lost"] == 0
+
+
+def test_connections_are_held_and_measured(
+    parley: Target, services: Services, workdir: Path
+) -> None:
+    figures = scenarios.connections(
+        parley, services.pids["commands"], workdir, quiet, count=20, hold_s=1.0, procs=1
+    )
+    assert figures["connected"] == figures["held"] == 20
+    assert figures["gateway_rss_kib_after_hold"] > 0
+
+
+def test_baselines_run_and_give_ratios(
+    bench_settings: Settings, parley: Target, workdir: Path
+) -> None:
+    params = {"pairs": 2, "size": 100, "procs": 1}
+    base = baselines(bench_settings, workdir, quiet, rate=20.0, seconds=1.0, **params)
+    assert base["websocket"]["deliveries"] == 20
+    assert base["kafka"]["throughput"]["per_second"] > 0
+    assert base["postgres"]["throughput"]["per_second"] > 0
+    parley_figures = scenarios.oneone(parley, workdir, quiet, rate=20.0, seconds=1.0, **params)
+    both = ratios(parley_figures, base)
+    assert both["delivered_p50_over_websocket_p50"] is not None
+
+
+def test_cli_ramp_writes_json_and_a_plot(bench_settings: Settings, tmp_path: Path) -> None:
+    args = build_parser().parse_args(
+        [
+            "bench",
+            "ramp",
+            "--pairs",
+            "2",
+            "--rates",
+            "10,20",
+            "--step-seconds",
+            "1",
+            "--no-baselines",
+            "--threshold-ms",
+            "60000",  # the steps' count, not this machine's load, is under test
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert args.run(args, bench_settings) == 0
+    [result] = tmp_path.glob("ramp-*.json")
+    data = json.loads(result.read_text())
+    assert data["commit"] and data["machine"]["cpus"] and data["versions"]["kafka"]
+    steps = data["figures"]["parley"]["steps"]
+    assert [s["rate"] for s in steps] == [10.0, 20.0]
+    assert result.with_suffix(".png").stat().st_size > 1000
