@@ -9,12 +9,10 @@ gateway) can be added to the app and share it. `run_commands_service` serves it 
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -30,6 +28,7 @@ from commands.me_routes import me_routes
 from commands.web import AccessLog, domain_error, error_response, http_error
 from commands.web_client import web_client_routes
 from domain.errors import DomainError
+from infra.http import serve
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -91,36 +90,14 @@ def create_app(settings: Settings) -> Starlette:
 
 def run_commands_service(settings: Settings, stop: threading.Event) -> None:
     """Serve the app until SIGTERM/SIGINT or `stop` is set; logs the bound address."""
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.commands_host, settings.commands_port))
-    sock.listen(2048)
-    host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(
+    serve(
         create_app(settings),
-        log_config=None,
-        access_log=False,
-        lifespan="on",
+        "commands",
+        settings.commands_host,
+        settings.commands_port,
+        stop,
         ws_max_size=settings.ws_max_frame_bytes,  # beyond it: close 1009
         ws_per_message_deflate=False,
         ws_ping_interval=settings.ws_heartbeat_s,
         ws_ping_timeout=settings.ws_heartbeat_s,
     )
-    server = uvicorn.Server(config)
-
-    def watch() -> None:
-        while not server.started and not stop.wait(0.05):
-            pass
-        if server.started:
-            log.info("event=commands_listening host=%s port=%d", host, port)
-        stop.wait()
-        server.should_exit = True
-
-    threading.Thread(target=watch, name="commands-watch", daemon=True).start()
-    try:
-        server.run(sockets=[sock])
-    finally:
-        sock.close()
-        log.info("event=commands_stopped")

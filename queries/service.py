@@ -11,18 +11,17 @@ store. Routes, parameters and answers: docs/queries.md and `/openapi.json`.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from domain.errors import DomainError
+from infra.http import serve
 from infra.settings import Settings
 from queries.access_log import AccessLog
 from queries.errors import (
@@ -77,27 +76,4 @@ def create_app(settings: Settings) -> Starlette:
 
 def run_queries_service(settings: Settings, stop: threading.Event) -> None:
     """Serve the app until SIGTERM/SIGINT or `stop` is set; logs the bound address."""
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.queries_host, settings.queries_port))
-    sock.listen(2048)
-    host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-
-    def watch() -> None:
-        while not server.started and not stop.wait(0.05):
-            pass
-        if server.started:
-            log.info("event=queries_listening host=%s port=%d", host, port)
-        stop.wait()
-        server.should_exit = True
-
-    threading.Thread(target=watch, name="queries-watch", daemon=True).start()
-    try:
-        server.run(sockets=[sock])
-    finally:
-        sock.close()
-        log.info("event=queries_stopped")
+    serve(create_app(settings), "queries", settings.queries_host, settings.queries_port, stop)

@@ -1,0 +1,49 @@
+"""Serving an ASGI app under uvicorn on a socket we bind, until asked to stop.
+
+Shared by the commands and queries services: binds before uvicorn starts (port 0 picks
+a free one), logs `event=<name>_listening` with the real address once serving, and
+stops cleanly on SIGTERM/SIGINT (uvicorn's) or when `stop` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from typing import Any
+
+import uvicorn
+
+log = logging.getLogger("parley.http")
+
+
+def serve(
+    app: Any, name: str, host: str, port: int, stop: threading.Event, **uvicorn_options: Any
+) -> None:
+    """Run `app` on host:port until stopped; `uvicorn_options` go to `uvicorn.Config`."""
+    for logger in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(logger).setLevel(logging.WARNING)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    bound_host, bound_port = sock.getsockname()[:2]
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="on", **uvicorn_options
+    )
+    server = uvicorn.Server(config)
+
+    def watch() -> None:
+        while not server.started and not stop.wait(0.05):
+            pass
+        if server.started:
+            log.info("event=%s_listening host=%s port=%d", name, bound_host, bound_port)
+        stop.wait()
+        server.should_exit = True
+
+    threading.Thread(target=watch, name=f"{name}-watch", daemon=True).start()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        log.info("event=%s_stopped", name)
