@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-baselines", action="store_true", help="oneone/ramp: skip them")
     parser.add_argument("--peer", action="store_true", help="oneone/ramp: race ejabberd too")
     parser.add_argument("--profile", action="store_true", help="oneone: py-spy the services")
+    parser.add_argument("--workers", type=int, default=1, help="own stack: workers processes")
     parser.add_argument(
         "--stack",
         choices=["own", "running"],
@@ -108,7 +109,7 @@ def _parley(args: argparse.Namespace, settings: Settings, workdir: Path) -> Iter
     from infra.bench.stack import private_services
 
     _say("starting private copies of processor, relay, workers and commands")
-    with private_services(settings, workdir / "services") as services:
+    with private_services(settings, workdir / "services", args.workers) as services:
         yield parley_target(services.settings, services.base, services.processes)
 
 

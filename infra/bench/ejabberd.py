@@ -1,9 +1,11 @@
 """The peer: ejabberd from Debian's packages, as an instance of its own on loopback.
 
-`ejabberd_instance(settings, workdir)` writes the configuration below under
-`.state/ejabberd/`, starts a node of its own (`parley-bench@localhost`, never the
-system's default node), waits until it serves, and stops it afterwards. It listens
-only on 127.0.0.1: XMPP over WebSocket (RFC 7395) at `/ws` on `bench_ejabberd_port`.
+`ejabberd_instance(settings)` installs Debian's package if it is missing (as root, with
+service starts denied so that the system's own ejabberd never runs), writes the
+configuration below under `.state/ejabberd/`, starts a node of its own
+(`parley-bench@localhost`, never the system's default node), waits until it serves,
+and stops it afterwards. It listens only on 127.0.0.1: XMPP over WebSocket (RFC 7395)
+at `/ws` on `bench_ejabberd_port`.
 
 What differs from Debian's `/etc/ejabberd/ejabberd.yml`, and why (a fair race):
 
@@ -121,6 +123,25 @@ def installed() -> bool:
     return shutil.which("ejabberdctl") is not None
 
 
+def ensure_installed() -> None:
+    """apt-get install ejabberd when missing (root), without letting the package start
+    the system's own ejabberd: a policy-rc.d denies service starts meanwhile."""
+    if installed():
+        return
+    from infra.stack.process import apt_install
+
+    policy = Path("/usr/sbin/policy-rc.d")
+    ours = not policy.exists()
+    if ours:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        apt_install("ejabberd")
+    finally:
+        if ours:
+            policy.unlink(missing_ok=True)
+
+
 def _ctl(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """ejabberdctl as the ejabberd user, its open-file soft limit raised to the hard one."""
     options = [
@@ -168,8 +189,7 @@ def _loopback_epmd() -> int | None:
 @contextmanager
 def ejabberd_instance(settings: Settings) -> Iterator[Ejabberd]:
     """A fresh ejabberd node (its spool wiped) for one run; stopped afterwards."""
-    if not installed():
-        raise RuntimeError("ejabberd is not installed: apt-get install ejabberd")
+    ensure_installed()
     home = Path(settings.state_dir) / "ejabberd"
     shutil.rmtree(home / "spool", ignore_errors=True)
     for sub in ("logs", "spool"):

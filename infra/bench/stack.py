@@ -73,9 +73,10 @@ def environment(settings: Settings) -> dict[str, str]:
 
 @contextmanager
 def _service(name: str, env: dict[str, str], log: Path) -> Iterator[int]:
+    service = name.split("-")[0]  # workers-2: a second workers process
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "serve", name],
+            [sys.executable, "-m", "infra.cli", "serve", service],
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=out,
@@ -84,7 +85,7 @@ def _service(name: str, env: dict[str, str], log: Path) -> Iterator[int]:
         )
     try:
         deadline = time.monotonic() + 90
-        while not re.search(READY[name], log.read_text(errors="replace")):
+        while not re.search(READY[service], log.read_text(errors="replace")):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not start; see {log}")
             time.sleep(0.1)
@@ -99,8 +100,11 @@ def _service(name: str, env: dict[str, str], log: Path) -> Iterator[int]:
 
 
 @contextmanager
-def private_services(settings: Settings, workdir: Path) -> Iterator[Services]:
-    """Start the four services with their own database, Redis db, topics and groups."""
+def private_services(settings: Settings, workdir: Path, workers: int = 1) -> Iterator[Services]:
+    """Start the four services with their own database, Redis db, topics and groups.
+
+    `workers` Faust worker processes share the projection's partitions (scaling out).
+    """
     bench = bench_settings(settings, uuid.uuid4().hex[:8])
     admin = settings.replace(pg_db="postgres").pg_conninfo
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -112,9 +116,11 @@ def private_services(settings: Settings, workdir: Path) -> Iterator[Services]:
     env = environment(bench)
     try:
         with ExitStack() as stack:
+            names = ["processor", "relay", "workers"]
+            names += [f"workers-{n}" for n in range(2, workers + 1)] + ["commands"]
             pids = {
                 name: stack.enter_context(_service(name, env, workdir / f"{name}.log"))
-                for name in READY
+                for name in names
             }
             yield Services(bench, f"http://{bench.commands_host}:{bench.commands_port}", pids)
     finally:

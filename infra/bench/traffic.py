@@ -4,8 +4,9 @@ Message *i* is due at `start + i / rate`; a late generator sends at once and the
 reported, so a saturated load generator is visible rather than hidden. After the
 window the generator waits for every message to be acked and held by its recipients
 (as long as deliveries keep coming: `drain_s` without progress, or three minutes, end
-the wait), then lets each recipient sync once, as a reconnecting client would, so that
-a push dropped on the live path is told apart from a message lost.
+the wait), then lets each recipient sync once (reconnecting first if its connection was
+closed), as a client would, so that a push dropped on the live path, or a connection
+dropped under overload, is told apart from a message lost.
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ async def run_traffic(
     if resync and pending:
         for peer in resync:
             with contextlib.suppress(Exception):
-                await peer.sync()
+                if peer.is_open():
+                    await peer.sync()
+                else:  # closed under overload: come back as a client does, and sync
+                    await peer.reconnect()
         await asyncio.sleep(1.0)
     figures = ledger.window(start, end + 1e-9)
     lags.sort()

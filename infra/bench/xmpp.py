@@ -143,6 +143,10 @@ class XmppPeer:
             with contextlib.suppress(Exception):
                 await self._ws.close()
 
+    async def reconnect(self) -> None:
+        """Not attempted: a closed XMPP session is counted, not resumed."""
+        return None
+
     async def sync(self) -> int:
         """Offline messages arrive by themselves at login; nothing to ask for."""
         return 0

@@ -78,7 +78,9 @@ def test_baselines_run_and_give_ratios(
     assert base["websocket"]["deliveries"] == 20
     assert base["kafka"]["throughput"]["per_second"] > 0
     assert base["postgres"]["throughput"]["per_second"] > 0
-    parley_figures = scenarios.oneone(parley, workdir, quiet, rate=20.0, seconds=1.0, **params)
+    parley_figures = scenarios.oneone(
+        parley, workdir, quiet, pairs=2, rate=20.0, seconds=1.0, size=100, procs=1
+    )
     both = ratios(parley_figures, base)
     assert both["delivered_p50_over_websocket_p50"] is not None
 
