@@ -16,11 +16,7 @@ async def _reconnect(client: ChatClient, deadline_s: float = 60.0) -> None:
         try:
             await client.reconnect()
             return
-        except OSError:
-            if loop.time() > end:
-                raise
-            await asyncio.sleep(0.2)
-        except Exception:
+        except Exception:  # refused while the gateway restarts, or dropped mid-sync
             if loop.time() > end:
                 raise
             await asyncio.sleep(0.2)
