@@ -19,6 +19,9 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+GAP_GRACE_S = 0.3
+"""How long a gap in a chat may last before asking the server for what is missing."""
+
 
 class CommandFailed(Exception):
     """The server answered a frame with an `error` frame."""
@@ -113,6 +116,7 @@ class ChatClient:
         self._reader: asyncio.Task[None] | None = None
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._unacked: dict[str, dict[str, Any]] = {}  # request id -> send frame
+        self._gaps: set[str] = set()  # chats with a gap check pending
         self._ids = itertools.count(1)
         self._changed = asyncio.Event()
         self.hello: dict[str, Any] = {}
@@ -188,6 +192,23 @@ class ChatClient:
         self._unacked[frame["id"]] = frame
         answer = await self.request(dict(frame))
         self._unacked.pop(frame["id"], None)
+        # The server does not push our own message back to this device: the ack says
+        # where it stands in the chat, so it is held from here on.
+        await self._on_message(
+            {
+                "type": "message",
+                "chat_id": answer["chat_id"],
+                "seq": answer["seq"],
+                "message_id": answer["message_id"],
+                "sender": self.user_id,
+                "local_id": local_id,
+                "kind": "text",
+                "body": base64.b64encode(text.encode()).decode("ascii"),
+                "media": None,
+                "sent_at": None,
+            },
+            own=True,
+        )
         return Ack(
             answer["chat_id"],
             answer["local_id"],
@@ -293,7 +314,8 @@ class ChatClient:
             who = self.typists[frame["chat_id"]]
             (who.add if frame["state"] == "start" else who.discard)(frame["user_id"])
 
-    async def _on_message(self, message: dict[str, Any]) -> None:
+    async def _on_message(self, message: dict[str, Any], own: bool = False) -> None:
+        """Hold a message (pushed, synced, or `own`: our send, from its ack)."""
         chat_id, seq = message["chat_id"], int(message["seq"])
         state = self.chats[chat_id]
         if seq in state.messages:
@@ -302,14 +324,31 @@ class ChatClient:
         before = state.contiguous
         while state.contiguous + 1 in state.messages:
             state.contiguous += 1
-        if seq > state.contiguous + 1 and self._ws is not None:
-            # A gap: a push was lost or came out of order; ask for what is missing.
+        gap = seq > state.contiguous + 1 and self._ws is not None
+        if gap and not own and chat_id not in self._gaps:
+            # A gap below a pushed message: a push was lost (they come in seq order), or
+            # it is one of our own sends whose ack is still on its way; look again
+            # shortly, and ask if it stays. (Our own acked send above messages not yet
+            # pushed to us is no gap: those are on their way.)
+            self._gaps.add(chat_id)
             asyncio.get_running_loop().create_task(self._gap(chat_id))
-        if self.auto_delivered and state.contiguous > before and message["sender"] != self.user_id:
+        covered = range(before + 1, state.contiguous + 1)
+        if self.auto_delivered and any(
+            state.messages[s]["sender"] != self.user_id for s in covered
+        ):
             await self._ws_send(
                 {"type": "delivered", "chat_id": chat_id, "up_to": state.contiguous}
             )
 
     async def _gap(self, chat_id: str) -> None:
-        with contextlib.suppress(Exception):
-            await self.sync(only=chat_id)
+        state = self.chats[chat_id]
+        try:
+            deadline = time.monotonic() + self.timeout_s
+            await asyncio.sleep(GAP_GRACE_S)
+            while self._unacked and time.monotonic() < deadline:
+                await asyncio.sleep(GAP_GRACE_S)  # our own sends' acks fill gaps too
+            if max(state.messages, default=0) > state.contiguous:
+                with contextlib.suppress(Exception):
+                    await self.sync(only=chat_id)
+        finally:
+            self._gaps.discard(chat_id)

@@ -3,7 +3,7 @@
 Each gateway has its own reply channel (Redis pub/sub ``parley:replies:<id>``) that it
 subscribes to before sending anything; the processor publishes each command's outcome
 there. A lost reply is not a lost message: the client resends with the same local id
-and gets the same answer.
+and gets the same answer. A quiet command (`fire`) is answered only if it failed.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
@@ -22,6 +24,9 @@ from infra.topics import COMMANDS
 
 log = logging.getLogger("parley.bus")
 
+MAX_QUIET = 100_000
+"""Quiet commands remembered at once; beyond it the oldest's failures go untold."""
+
 
 class CommandBus:
     """Submit commands and await their outcomes, correlated by command id."""
@@ -31,6 +36,8 @@ class CommandBus:
         self.reply_to = reply_to
         self.topic = settings.topic(COMMANDS)
         self._pending: dict[str, asyncio.Future[Outcome]] = {}
+        # Quiet commands: command id -> (when to forget it, what to do if it failed).
+        self._quiet: OrderedDict[str, tuple[float, Callable[[Outcome], None]]] = OrderedDict()
         self._producer: AIOKafkaProducer | None = None
         self._redis: aioredis.Redis | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -91,6 +98,43 @@ class CommandBus:
 
         return outcome()
 
+    async def fire(self, command: Command, on_failure: Callable[[Outcome], None]) -> None:
+        """Hand a quiet command to the producer now, in call order (as `enqueue`);
+        `on_failure` is called with its outcome only if it failed (or could not be
+        sent). Success is silent, and nothing waits for it."""
+        assert self._producer is not None, "start() the bus first"
+        assert command.quiet, "only quiet commands are fired"
+        key = str(command.command_id)
+        now = time.monotonic()
+        while self._quiet:  # forget the oldest once no failure can come for them
+            oldest, (forget_at, _) = next(iter(self._quiet.items()))
+            if forget_at > now and len(self._quiet) < MAX_QUIET:
+                break
+            del self._quiet[oldest]
+        self._quiet[key] = (now + self.settings.command_timeout_s, on_failure)
+        try:
+            delivery = await self._producer.send(self.topic, command.encode(), key=command.key)
+        except BaseException:
+            self._quiet.pop(key, None)
+            raise
+
+        def sent(future: asyncio.Future[object]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                entry = self._quiet.pop(key, None)
+                if entry is not None:
+                    entry[1](
+                        Outcome(
+                            key,
+                            "",
+                            str(command.chat_id),
+                            ok=False,
+                            error_code="unavailable",
+                            error_message="the command could not be sent",
+                        )
+                    )
+
+        delivery.add_done_callback(sent)
+
     async def _listen(self, pubsub: aioredis.client.PubSub) -> None:
         async for message in pubsub.listen():
             if message.get("type") != "message":
@@ -103,3 +147,7 @@ class CommandBus:
             future = self._pending.get(outcome.command_id)
             if future is not None and not future.done():
                 future.set_result(outcome)
+                continue
+            quiet = self._quiet.pop(outcome.command_id, None)
+            if quiet is not None and not outcome.ok:
+                quiet[1](outcome)

@@ -4,10 +4,11 @@ A command is JSON, keyed by chat id so one chat's commands reach one processor i
 
     {"v": 1, "command_id": "<uuid>", "type": "send", "chat_id": "<uuid>",
      "actor": "<user uuid>", "device_id": "phone-1", "reply_to": "<gateway id>",
-     "request_id": "<client's frame id>", "args": {...}}
+     "request_id": "<client's frame id>", "quiet": false, "args": {...}}
 
 `actor` is the authenticated user, set by the gateway, never taken from a client's
-payload. An outcome goes back on the reply channel named by `reply_to`.
+payload. An outcome goes back on the reply channel named by `reply_to`; a `quiet`
+command (a client frame that asked for no answer) gets one only if it failed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import uuid
+import random
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -23,6 +24,14 @@ from uuid import UUID
 import orjson
 
 VERSION = 1
+
+_random = random.Random()  # seeded from the system's randomness
+
+
+def new_command_id() -> UUID:
+    """A random (version 4) UUID. Command ids must be unique, not secret: a generator
+    seeded once from the system saves a system call per command."""
+    return UUID(int=_random.getrandbits(128), version=4)
 
 
 class CommandType(enum.StrEnum):
@@ -52,9 +61,10 @@ class Command:
     actor: UUID
     args: dict[str, Any]
     device_id: str = ""
-    command_id: UUID = field(default_factory=uuid.uuid4)
+    command_id: UUID = field(default_factory=new_command_id)
     reply_to: str = ""
     request_id: str = ""
+    quiet: bool = False
 
     def encode(self) -> bytes:
         return orjson.dumps(
@@ -67,6 +77,7 @@ class Command:
                 "device_id": self.device_id,
                 "reply_to": self.reply_to,
                 "request_id": self.request_id,
+                "quiet": self.quiet,
                 "args": self.args,
             }
         )
@@ -93,6 +104,7 @@ class Command:
                 command_id=UUID(data["command_id"]),
                 reply_to=str(data.get("reply_to", "")),
                 request_id=str(data.get("request_id", "")),
+                quiet=data.get("quiet") is True,
             )
         except BadCommand:
             raise

@@ -46,7 +46,7 @@ from commands.protocol import (
     new_chat_id,
     parse_frame,
 )
-from commands.ratelimit import Limit
+from commands.ratelimit import Limit, LocalBuckets, SharedBuckets, buckets_from_settings
 from commands.sync import chat_summaries, missed_messages
 from domain.errors import DomainError
 from domain.ids import direct_chat_id
@@ -76,6 +76,8 @@ GROUP_FRAMES = frozenset(
     }
 )
 TYPING_DEBOUNCE_S = 2.0
+RATE_FLUSH_S = 0.1
+USER_LIMITS = (Limit.SEND_PER_USER, Limit.GROUP_CHANGE_PER_USER)
 MEMBERSHIP_CACHE_S = 10.0
 
 
@@ -136,6 +138,12 @@ class Gateway:
         self.by_user: dict[UUID, set[Connection]] = defaultdict(set)
         self._tasks: list[asyncio.Task[None]] = []
         self._members: dict[UUID, tuple[float, frozenset[UUID]]] = {}
+        # Rate limits are decided here, with no round trip: a connection's buckets live
+        # only here; a user's are reconciled with Redis in the background (every
+        # RATE_FLUSH_S), so they hold across reconnects and gateways.
+        buckets = buckets_from_settings(settings)
+        self.connection_limits = LocalBuckets(buckets)
+        self.user_limits = SharedBuckets(self.redis, buckets)
 
     # Lifecycle
 
@@ -149,6 +157,7 @@ class Gateway:
         self._tasks = [
             asyncio.create_task(self._listen(pubsub), name="gateway-listen"),
             asyncio.create_task(self._heartbeat(), name="gateway-heartbeat"),
+            asyncio.create_task(self._flush_limits(), name="gateway-rate-flush"),
         ]
         log.info("event=gateway_started gateway=%s", self.id)
 
@@ -204,8 +213,11 @@ class Gateway:
                 await writer
             self.connections.pop(connection.id, None)
             self.by_user[connection.user_id].discard(connection)
+            self.connection_limits.forget(Limit.SEND_PER_CONNECTION, connection.id)
+            self.connection_limits.forget(Limit.GROUP_CHANGE_PER_CONNECTION, connection.id)
             if not self.by_user[connection.user_id]:
                 del self.by_user[connection.user_id]
+                self.user_limits.forget(USER_LIMITS, str(connection.user_id))
             await self._forget_presence([connection])
             log.info("event=disconnected connection=%s user=%s", connection.id, connection.user_id)
 
@@ -304,24 +316,17 @@ class Gateway:
         kind = COMMAND_FRAMES[frame.type]
         args = command_args(frame)
         if frame.type == "send":
-            limits = {Limit.SEND_PER_USER: str(actor), Limit.SEND_PER_CONNECTION: connection.id}
+            limited = await self._within_limits(
+                connection, frame, Limit.SEND_PER_USER, Limit.SEND_PER_CONNECTION
+            )
         elif frame.type in GROUP_FRAMES:
-            limits = {
-                Limit.GROUP_CHANGE_PER_USER: str(actor),
-                Limit.GROUP_CHANGE_PER_CONNECTION: connection.id,
-            }
+            limited = await self._within_limits(
+                connection, frame, Limit.GROUP_CHANGE_PER_USER, Limit.GROUP_CHANGE_PER_CONNECTION
+            )
         else:
-            limits = {}
-        if limits:
-            try:
-                await self.access.limiter.check(limits)
-            except DomainError as exc:
-                connection.push(
-                    error_frame(
-                        exc.code, exc.message or exc.code, frame.request_id, **_retry_after(exc)
-                    )
-                )
-                return
+            limited = True
+        if not limited:
+            return
         if frame.type == "create_group":
             chat_id = new_chat_id(frame)
         elif frame.type == "send" and frame.fields.get("to") is not None:
@@ -343,7 +348,16 @@ class Gateway:
             device_id=connection.identity.device_id,
             reply_to=self.id,
             request_id=frame.request_id,
+            # A frame without an `id` asked for no answer: only a failure is told.
+            quiet=not frame.request_id and frame.type != "send",
         )
+        if command.quiet:
+
+            def failed(outcome: Outcome) -> None:
+                connection.push(error_frame(outcome.error_code, outcome.error_message, ""))
+
+            await self.bus.fire(command, failed)
+            return
         await connection.in_flight.acquire()
         try:
             waiter = await self.bus.enqueue(command)
@@ -352,6 +366,28 @@ class Gateway:
             raise
         task = asyncio.create_task(self._answer(connection, command, waiter))
         task.add_done_callback(lambda _: connection.in_flight.release())
+
+    async def _within_limits(
+        self, connection: Connection, frame: ClientFrame, per_user: Limit, per_connection: Limit
+    ) -> bool:
+        """Take a token from the connection's and the user's buckets, or answer
+        `rate_limited` (taking from neither) and return False."""
+        mine = {per_connection: connection.id}
+        decision = self.connection_limits.take(mine)
+        if decision.allowed:
+            decision = self.user_limits.take({per_user: str(connection.user_id)})
+            if not decision.allowed:
+                self.connection_limits.give_back(mine)
+        if not decision.allowed:
+            connection.push(
+                error_frame(
+                    "rate_limited",
+                    "too many requests; retry after retry_after_s",
+                    frame.request_id,
+                    retry_after_s=decision.retry_after_s,
+                )
+            )
+        return decision.allowed
 
     async def _answer(self, connection: Connection, command: Command, waiter: Any) -> None:
         try:
@@ -517,14 +553,17 @@ class Gateway:
     def _deliver(self, raw: bytes) -> None:
         try:
             data = orjson.loads(raw)
-            items = data.get("items", [data])
+            items = data.get("items", [data] if "frame" in data else [])
         except (orjson.JSONDecodeError, KeyError, TypeError):
             log.warning("event=bad_delivery")
             return
         for item in items:
             text = dump(item["frame"])
+            skip_user, skip_device = item.get("except") or (None, None)
             for user in item["users"]:
                 for connection in list(self.by_user.get(UUID(user), ())):
+                    if user == skip_user and connection.identity.device_id == skip_device:
+                        continue
                     connection.push(text)
 
     def _logout(self, raw: bytes) -> None:
@@ -541,12 +580,24 @@ class Gateway:
                 connection.close(4001)
 
     async def _mark_present(self, connection: Connection) -> None:
+        """Register the connection; a user's first connection here loads their limits."""
         key = presence_key(connection.user_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, connection.id, self.id)
         pipe.expire(key, PRESENCE_TTL_S)
         pipe.set(last_seen_key(connection.user_id), now_ms())
         await pipe.execute()
+        if not self.user_limits.knows(USER_LIMITS[0], str(connection.user_id)):
+            await self.user_limits.load(USER_LIMITS, str(connection.user_id))
+
+    async def _flush_limits(self) -> None:
+        """Add the users' takes to their shared buckets in Redis, a few times a second."""
+        while True:
+            await asyncio.sleep(RATE_FLUSH_S)
+            try:
+                await self.user_limits.flush()
+            except Exception as exc:  # kept, and counted at the next flush
+                log.warning("event=rate_flush_failed error=%s", type(exc).__name__)
 
     async def _forget_presence(self, connections: list[Connection]) -> None:
         if not connections:
@@ -579,18 +630,30 @@ class Gateway:
             log.warning("event=last_seen_persist_failed error=%s", type(exc).__name__)
 
     async def _heartbeat(self) -> None:
-        """Renew this gateway's registration and its users' presence; stamp last seen."""
+        """Renew this gateway's lease often, its users' presence and last seen less often.
+
+        The lease (`GATEWAY_TTL_S`) is one key, renewed three times per TTL. Presence
+        entries live `PRESENCE_TTL_S` and are renewed three times per that TTL, one
+        hash write, one expiry and one last-seen stamp per user, not per connection.
+        """
+        lease_every = GATEWAY_TTL_S / 3
+        presence_every = PRESENCE_TTL_S / 3
+        last_presence = time.monotonic()
         while True:
-            await asyncio.sleep(min(GATEWAY_TTL_S / 3, PRESENCE_TTL_S / 3))
+            await asyncio.sleep(lease_every)
             try:
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.set(gateway_key(self.id), "1", ex=GATEWAY_TTL_S)
-                stamp = now_ms()
-                for connection in list(self.connections.values()):
-                    key = presence_key(connection.user_id)
-                    pipe.hset(key, connection.id, self.id)
-                    pipe.expire(key, PRESENCE_TTL_S)
-                    pipe.set(last_seen_key(connection.user_id), stamp)
+                if time.monotonic() - last_presence >= presence_every - 0.5:
+                    last_presence = time.monotonic()
+                    stamp = now_ms()
+                    for user, connections in list(self.by_user.items()):
+                        if not connections:
+                            continue
+                        key = presence_key(user)
+                        pipe.hset(key, mapping={c.id: self.id for c in connections})
+                        pipe.expire(key, PRESENCE_TTL_S)
+                        pipe.set(last_seen_key(user), stamp)
                 await pipe.execute()
             except Exception as exc:
                 log.warning("event=heartbeat_failed error=%s", type(exc).__name__)

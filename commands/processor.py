@@ -46,6 +46,7 @@ class Decided:
     request_id: str
     reply_to: str
     chat_id: str
+    quiet: bool = False  # reply only if it failed
     result: dict[str, Any] | None = None
     error: tuple[str, str] | None = None
     version: int | None = None  # the chat's version after this command's last event
@@ -127,7 +128,11 @@ class CommandProcessor:
             command_id, reply_to, request_id = peek_reply(raw)
             return Decided(command_id, request_id, reply_to, "", error=(exc.code, str(exc)))
         decided = Decided(
-            str(command.command_id), command.request_id, command.reply_to, str(command.chat_id)
+            str(command.command_id),
+            command.request_id,
+            command.reply_to,
+            str(command.chat_id),
+            quiet=command.quiet,
         )
         if decided.command_id in self.poisoned:
             decided.error = ("internal", "the command could not be decided")
@@ -217,7 +222,7 @@ class CommandProcessor:
         pipe = self.replies.pipeline(transaction=False)
         count = 0
         for d, outcome in zip(decided, outcomes, strict=True):
-            if d.reply_to:
+            if d.reply_to and not (d.quiet and outcome.ok):
                 pipe.publish(reply_channel(d.reply_to), outcome.encode())
                 count += 1
         if count:

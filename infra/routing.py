@@ -5,8 +5,12 @@
   connections (TTL; renewed by the gateway's heartbeat). A user is online while it exists.
 - `parley:user:<user>:last_seen`: unix milliseconds of the user's last heartbeat.
 - channel `parley:deliver:<gateway>`: what a gateway must push to some of its users,
-  as JSON `{"items": [{"users": [...], "frame": {...}}, ...]}` (messages, receipts,
-  chat changes from the delivery agent; typing straight from other gateways).
+  as JSON `{"items": [{"users": [...], "frame": {...}, "except": [user, device]}, ...]}`
+  (messages, receipts, chat changes from the delivery agent; typing straight from other
+  gateways). `except`, when present, names the one device not to push to: the one a
+  message came from, which has it from its `ack`. A gateway also hears there
+  `{"shared": [user, ...]}`: those users now have connections on another gateway too
+  (`commands/gateway.py` then takes their per-user rate limit from Redis).
 """
 
 from __future__ import annotations
@@ -52,19 +56,26 @@ async def gateways_of(redis: aioredis.Redis, users: Iterable[UUID | str]) -> dic
     return by_gateway
 
 
-async def route_many(redis: aioredis.Redis, items: list[tuple[list[str], dict[str, Any]]]) -> int:
-    """Hand each (users, frame) to their users' gateways, one publish per gateway."""
-    every = {u for users, _ in items for u in users}
+Item = tuple[list[str], dict[str, Any], tuple[str, str] | None]
+"""(users, frame, the (user, device) not to push it to, if any)."""
+
+
+async def route_many(redis: aioredis.Redis, items: list[Item]) -> int:
+    """Hand each (users, frame, except) to their users' gateways, one publish per gateway."""
+    every = {u for users, _, _ in items for u in users}
     by_gateway = await gateways_of(redis, every)
     if not by_gateway:
         return 0
     per_gateway: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for gateway, online in by_gateway.items():
         online_set = set(online)
-        for users, frame in items:
+        for users, frame, skip in items:
             here = [u for u in users if u in online_set]
             if here:
-                per_gateway[gateway].append({"users": here, "frame": frame})
+                item: dict[str, Any] = {"users": here, "frame": frame}
+                if skip is not None:
+                    item["except"] = skip
+                per_gateway[gateway].append(item)
     pipe = redis.pipeline(transaction=False)
     for gateway, batch in per_gateway.items():
         pipe.publish(deliver_channel(gateway), orjson.dumps({"items": batch}))

@@ -1,7 +1,8 @@
 """Live delivery: the fast path from a projected batch to the recipients' sockets.
 
 After a batch is in the read model, the workers route each new message to the
-gateways of its recipients (and the sender's other devices), each receipt to the
+gateways of its recipients (and the sender's other devices, not the one it came
+from: that one has its `ack`), each receipt to the
 chat's members, and each group change to the members it concerns. Anything dropped on
 this path is recovered by the client (seq gap check, sync on reconnect): the inbox is
 the guarantee, this is only speed. A replay never calls it.
@@ -18,7 +19,7 @@ from uuid import UUID
 import redis.asyncio as aioredis
 from psycopg import AsyncConnection, sql
 
-from infra.routing import route_many
+from infra.routing import Item, route_many
 from projections.projector import Record
 from projections.schema import LIVE_SCHEMA
 
@@ -92,10 +93,12 @@ async def deliver(
             )
             for chat_id, user_id in await cur.fetchall():
                 members[chat_id].append(str(user_id))
-    items: list[tuple[list[str], dict[str, Any]]] = []
+    items: list[Item] = []
     for e in sent:
-        users = [*recipients[(e.chat_id, e.payload["seq"])], e.payload["sender"]]
-        items.append((users, _message(e)))
+        # The sender's other devices get it too; the device it came from has its ack.
+        sender = e.payload["sender"]
+        users = [*recipients[(e.chat_id, e.payload["seq"])], sender]
+        items.append((users, _message(e), (sender, e.payload["device_id"])))
     for e in others:
         p = e.payload
         if e.type in ("MessagesDelivered", "MessagesRead"):
@@ -106,7 +109,7 @@ async def deliver(
                 "delivered_up_to": p["up_to"],
                 "read_up_to": p["up_to"] if e.type == "MessagesRead" else None,
             }
-            items.append((members[e.chat_id], frame))
+            items.append((members[e.chat_id], frame, None))
         else:
             frame = {
                 "type": "chat",
@@ -117,7 +120,7 @@ async def deliver(
             concerned = set(members[e.chat_id])
             if "user_id" in p:
                 concerned.add(p["user_id"])  # the one removed or who left hears of it too
-            items.append((sorted(concerned), frame))
+            items.append((sorted(concerned), frame, None))
     return await route_many(redis, items)
 
 

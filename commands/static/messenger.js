@@ -277,7 +277,7 @@ export class Messenger {
         kind: "text",
         text: entry.text,
         sent_at: new Date().toISOString(),
-        provisional: true, // replaced by the server's own frame when it comes
+        provisional: true, // the server's copy replaces it if a sync brings it
       });
       chat.lastSeq = Math.max(chat.lastSeq, ack.seq);
       this.store.advance(chat);

@@ -3,8 +3,9 @@
 A Starlette app on uvicorn, configured like Parley's gateway (same WebSocket options),
 that speaks just enough of Parley's protocol for the same client library and the same
 scenario code to drive it: `hello` on connect; `send` answered at once with an `ack`
-and echoed as a `message` frame to the recipient (and the sender, as Parley does);
-`delivered`/`read` answered with `ok` and echoed as `receipt` frames; `sync` answered
+and echoed as a `message` frame to the recipient (not back to the sending device, as
+Parley); `delivered`/`read` answered with `ok` when they carry an `id` (as Parley) and
+echoed as `receipt` frames to the chat's members; `sync` answered
 empty. Nothing is stored, checked or routed beyond one dict in memory: it is the cost
 of the sockets, the JSON and the event loop, which any Python gateway pays.
 """
@@ -87,12 +88,13 @@ class Relay:
                 "media": None,
                 "sent_at": datetime.now(UTC).isoformat(),
             }
-            await self.push((peer, user), message)
+            await self.push((peer,), message)
         elif kind in ("delivered", "read"):
             chat = str(frame["chat_id"])
-            await ws.send_text(
-                _dump({"type": "ok", "id": frame.get("id"), "command": kind, "chat_id": chat})
-            )
+            if frame.get("id"):
+                await ws.send_text(
+                    _dump({"type": "ok", "id": frame["id"], "command": kind, "chat_id": chat})
+                )
             receipt = {
                 "type": "receipt",
                 "chat_id": chat,

@@ -103,7 +103,7 @@ class ParleyPeer(ChatClient):
             self.ledger.on_receipt(local_id)
         del waiting[:cut]
 
-    async def _on_message(self, message: dict[str, Any]) -> None:
+    async def _on_message(self, message: dict[str, Any], own: bool = False) -> None:
         chat_id, seq = str(message["chat_id"]), int(message["seq"])
         if message["sender"] != self.user_id:
             if seq in self.chats[chat_id].messages:
@@ -119,7 +119,7 @@ class ParleyPeer(ChatClient):
                     asyncio.get_running_loop().call_later(
                         self.read_interval_s, self._mark_read, chat_id
                     )
-        await super()._on_message(message)
+        await super()._on_message(message, own)
         state = self.chats[chat_id]
         if len(state.messages) > 1000:  # keep memory flat over a long run
             for old in [s for s in state.messages if s < state.contiguous - 100]:

@@ -1,4 +1,5 @@
-"""Token buckets in the real Redis: hit, refused with a retry-after, and refilled."""
+"""Token buckets in the real Redis (hit, refused with a retry-after, refilled) and in
+memory (the gateway's, reconciled with Redis)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from redis.asyncio import Redis
 
-from commands.ratelimit import Bucket, Decision, Limit, RateLimiter, buckets_from_settings
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from commands.ratelimit import (
+    _RECONCILE,
+    Bucket,
+    Decision,
+    Limit,
+    LocalBuckets,
+    RateLimiter,
+    SharedBuckets,
+    _key,
+    buckets_from_settings,
+)
 from domain.account_errors import RateLimited
 from infra.settings import Settings
 from tests.accounts.client import PASSWORD, http_client, register
@@ -117,3 +132,91 @@ async def test_registrations_are_limited_per_address(fast: Settings) -> None:
         assert int(answer.headers["Retry-After"]) >= 99
     async with http_client(limited, address="10.77.0.2") as elsewhere:
         await register(elsewhere)
+
+
+# Buckets decided in memory (the gateway's): the same arithmetic, and shared through Redis.
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(
+    burst=st.integers(1, 20),
+    per_s=st.floats(0.5, 50),
+    steps=st.lists(st.tuples(st.floats(0, 2), st.booleans()), min_size=1, max_size=200),
+)
+def test_local_buckets_never_allow_more_than_burst_plus_refill(
+    burst: int, per_s: float, steps: list[tuple[float, bool]]
+) -> None:
+    clock = Clock()
+    buckets = LocalBuckets(
+        {Limit.SEND_PER_CONNECTION: Bucket(burst, per_s), Limit.SEND_PER_USER: Bucket(3, 1.0)},
+        clock,
+    )
+    start = clock.now
+    allowed = 0
+    for wait, with_user in steps:
+        clock.now += wait
+        keys = {Limit.SEND_PER_CONNECTION: "c"}
+        if with_user:
+            keys[Limit.SEND_PER_USER] = "u"
+        decision = buckets.take(keys)
+        if decision.allowed:
+            allowed += 1
+        else:
+            # Refused: nothing taken, and after retry_after_s the same request passes.
+            again = buckets.take(keys)
+            assert not again.allowed
+            clock.now += decision.retry_after_s + 1e-6
+            assert buckets.take(keys).allowed
+            allowed += 1
+        assert allowed <= burst + (clock.now - start) * per_s + 1e-6
+
+
+async def test_shared_buckets_count_every_gateways_takes(redis: Redis) -> None:
+    tight = {Limit.SEND_PER_USER: Bucket(10, 0.001)}
+    one, two = SharedBuckets(redis, tight), SharedBuckets(redis, tight)
+    user = str(uuid.uuid4())
+    key = {Limit.SEND_PER_USER: user}
+    await one.load([Limit.SEND_PER_USER], user)
+    await two.load([Limit.SEND_PER_USER], user)
+    assert [one.take(key).allowed for _ in range(4)] == [True] * 4
+    assert [two.take(key).allowed for _ in range(3)] == [True] * 3
+    await one.flush()
+    await two.flush()
+    await one.flush()  # nothing new from `one`: its level still follows `two`'s takes
+    await one.load([Limit.SEND_PER_USER], user)
+    assert [one.take(key).allowed for _ in range(4)] == [True, True, True, False]
+    # Leaving and coming back (a reconnect, another gateway) starts from the shared level.
+    await one.flush()
+    one.forget([Limit.SEND_PER_USER], user)
+    three = SharedBuckets(redis, tight)
+    await three.load([Limit.SEND_PER_USER], user)
+    refused = three.take(key)
+    assert not refused.allowed and refused.retry_after_s > 100
+
+
+async def test_a_failed_flush_keeps_the_takes_for_the_next(settings: Settings) -> None:
+    bucket = {Limit.SEND_PER_USER: Bucket(5, 0.001)}
+    user = str(uuid.uuid4())
+    dead = Redis.from_url("redis://127.0.0.1:1/0")  # nothing listens there
+    buckets = SharedBuckets(dead, bucket)
+    buckets.local.set_level(Limit.SEND_PER_USER, user, 5)
+    assert buckets.take({Limit.SEND_PER_USER: user}).allowed
+    with pytest.raises(Exception):  # noqa: B017, PT011 - any connection error
+        await buckets.flush()
+    await dead.aclose()
+    live = Redis.from_url(settings.redis_url)
+    try:
+        buckets._reconcile_script = live.register_script(_RECONCILE)
+        await buckets.flush()
+        level = await live.hget(_key(Limit.SEND_PER_USER, user), "tokens")
+        assert level is not None and float(level) == pytest.approx(4, abs=0.01)
+    finally:
+        await live.aclose()
