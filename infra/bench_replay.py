@@ -24,6 +24,7 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -79,44 +80,65 @@ def _write_traffic(settings: Settings, events: int, seed: int) -> dict[str, int]
     """Domain events of 1:1 and group chats, as the relay would publish them."""
     from kafka import KafkaProducer
 
-    from streams.envelope import encode_event
-
-    rng = random.Random(seed)
-    users = [uuid.UUID(int=rng.getrandbits(128)) for _ in range(USERS)]
-    chats: list[tuple[Chat, list[uuid.UUID]]] = []
-    for _ in range(DIRECT_CHATS):
-        a, b = rng.sample(users, 2)
-        chats.append((Chat.open_direct(a, b, opened_by=a), [a, b]))
-    for _ in range(GROUPS):
-        members = rng.sample(users, rng.randint(3, 50))
-        group = Chat.create_group(uuid.UUID(int=rng.getrandbits(128)), "g", members[0], members[1:])
-        chats.append((group, members))
     producer = KafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20, batch_size=1 << 20
     )
     topic = settings.topic(EVENTS)
     counts: dict[str, int] = {}
+    for key, value, name in traffic(events, seed):
+        producer.send(topic, key=key, value=value)
+        counts[name] = counts.get(name, 0) + 1
+    producer.flush()
+    producer.close()
+    return counts
+
+
+def traffic(
+    events: int,
+    seed: int,
+    group_share: float | None = None,
+    group_sizes: tuple[int, int] = (3, 50),
+    readers: int = 3,
+) -> Iterator[tuple[bytes, bytes, str]]:
+    """(key, envelope, event type) of `events` events made by the real domain: chats
+    opened, then messages (a `group_share` of them to groups of `group_sizes` members;
+    None: the replay benchmark's mix, 30 % to any chat, the rest to 1:1 chats), each
+    followed by delivery and read receipts of up to `readers` members."""
+    from streams.envelope import encode_event
+
+    rng = random.Random(seed)
+    users = [uuid.UUID(int=rng.getrandbits(128)) for _ in range(USERS)]
+    directs = DIRECT_CHATS if group_share is None or group_share < 1 else 0
+    groups = GROUPS if group_share is None or group_share > 0 else 0
+    chats: list[tuple[Chat, list[uuid.UUID]]] = []
+    for _ in range(directs):
+        a, b = rng.sample(users, 2)
+        chats.append((Chat.open_direct(a, b, opened_by=a), [a, b]))
+    for _ in range(groups):
+        members = rng.sample(users, rng.randint(*group_sizes))
+        group = Chat.create_group(uuid.UUID(int=rng.getrandbits(128)), "g", members[0], members[1:])
+        chats.append((group, members))
     written, message_id = 0, 0
 
-    def flush(chat: Chat) -> None:
+    def flush(chat: Chat) -> Iterator[tuple[bytes, bytes, str]]:
         nonlocal written
         for event in chat.collect_events():
             if written >= events:
                 return
             key, value = encode_event(event, written + 1)
-            producer.send(topic, key=key, value=value)
-            name = type(event).__name__
-            counts[name] = counts.get(name, 0) + 1
             written += 1
+            yield key, value, type(event).__name__
 
     for chat, _ in chats:
-        flush(chat)
+        yield from flush(chat)
     while written < events:
-        chat, members = (
-            chats[rng.randrange(len(chats))]
-            if rng.random() < 0.3
-            else (chats[rng.randrange(DIRECT_CHATS)])
-        )
+        if group_share is None:
+            any_chat = rng.random() < 0.3
+            chat, members = chats[rng.randrange(len(chats) if any_chat else directs)]
+        elif groups and (not directs or rng.random() < group_share):
+            chat, members = chats[directs + rng.randrange(groups)]
+        else:
+            chat, members = chats[rng.randrange(directs)]
         message_id += 1
         try:
             if chat.kind == "group" and rng.random() < 0.01:
@@ -125,7 +147,7 @@ def _write_traffic(settings: Settings, events: int, seed: int) -> dict[str, int]
                     members.append(outsider)
             sender = rng.choice([m for m in members if m in chat.members] or members)
             chat.send(sender, "d", f"l{message_id}", "text", b"hello there", None, message_id, 0)
-            for reader in rng.sample(members, min(len(members), 3)):
+            for reader in rng.sample(members, min(len(members), readers)):
                 if reader == sender or reader not in chat.members:
                     continue
                 if rng.random() < 0.6:
@@ -135,10 +157,7 @@ def _write_traffic(settings: Settings, events: int, seed: int) -> dict[str, int]
         except DomainError:
             chat.collect_events()
             continue
-        flush(chat)
-    producer.flush()
-    producer.close()
-    return counts
+        yield from flush(chat)
 
 
 def _time_rebuild(settings: Settings, all_projections: bool) -> dict[str, Any]:

@@ -135,6 +135,9 @@ def _relay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+MESSAGES = 20_000
+
+
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
     import json
     import platform
@@ -144,7 +147,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
 
     from infra.settings import ROOT
 
-    if args.scenario not in ("processor", "relay"):
+    if args.scenario not in ("processor", "relay", "projection"):
         from infra.bench.command import run_bench
 
         return run_bench(args, settings)
@@ -152,6 +155,11 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         from infra.bench_processor import run
 
         figures = run(settings, messages=args.messages, rate=args.rate, seconds=args.seconds)
+    elif args.scenario == "projection":
+        from infra.bench_projection import run as run_projection
+
+        events = args.messages if args.messages != MESSAGES else 60_000
+        figures = run_projection(settings, events=events, rate=args.rate, seconds=args.seconds)
     else:
         from infra.bench_relay import run as run_relay
 
@@ -222,8 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure a part of Parley on the running stack")
     from infra.bench.command import SCENARIOS, add_arguments
 
-    bench.add_argument("scenario", choices=["processor", "relay", *SCENARIOS])
-    bench.add_argument("--messages", type=int, default=20_000)
+    bench.add_argument("scenario", choices=["processor", "relay", "projection", *SCENARIOS])
+    bench.add_argument(
+        "--messages", type=int, default=MESSAGES, help="processor: sends; projection: events"
+    )
     bench.add_argument("--rate", type=int, default=1_000, help="messages/s for latency")
     bench.add_argument("--seconds", type=float, default=10.0)
     bench.add_argument("--out", default="bench/results")

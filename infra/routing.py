@@ -43,16 +43,36 @@ def deliver_channel(gateway_id: str) -> str:
     return f"parley:deliver:{gateway_id}"
 
 
+# ARGV: the presence key prefix, then user ids. Returns (user, gateway) pairs, flat, for
+# the users online: one command for a whole batch instead of one HVALS per user.
+_GATEWAYS_OF = """
+local out = {}
+for i = 2, #ARGV do
+  local seen = {}
+  for _, gateway in ipairs(redis.call('HVALS', ARGV[1] .. ARGV[i])) do
+    if not seen[gateway] then
+      seen[gateway] = true
+      out[#out + 1] = ARGV[i]
+      out[#out + 1] = gateway
+    end
+  end
+end
+return out
+"""
+
+
 async def gateways_of(redis: aioredis.Redis, users: Iterable[UUID | str]) -> dict[str, list[str]]:
     """gateway id -> the users (as text) with a live connection on it."""
-    names = [str(u) for u in users]
-    pipe = redis.pipeline(transaction=False)
-    for user in names:
-        pipe.hvals(presence_key(user))
+    names = list(dict.fromkeys(str(u) for u in users))
     by_gateway: dict[str, list[str]] = defaultdict(list)
-    for user, gateways in zip(names, await pipe.execute(), strict=True):
-        for gateway in {g.decode() if isinstance(g, bytes) else g for g in gateways}:
-            by_gateway[gateway].append(user)
+    if not names:
+        return by_gateway
+    pairs = await redis.register_script(_GATEWAYS_OF)(args=[presence_key(""), *names])
+    for i in range(0, len(pairs), 2):
+        user, gateway = pairs[i], pairs[i + 1]
+        by_gateway[gateway.decode() if isinstance(gateway, bytes) else gateway].append(
+            user.decode() if isinstance(user, bytes) else user
+        )
     return by_gateway
 
 

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from psycopg import AsyncConnection, sql
 
 from infra.routing import Item, route_many
+from projections.cache import active_members
 from projections.projector import Record
 from projections.schema import LIVE_SCHEMA
 
@@ -58,8 +59,12 @@ async def deliver(
     conn: AsyncConnection[Any],
     records: Sequence[Record],
     schema: str = LIVE_SCHEMA,
+    members_of: dict[UUID, list[UUID]] | None = None,
 ) -> int:
-    """Route what this batch means to online users; return how many gateways got some."""
+    """Route what this batch means to online users; return how many gateways got some.
+
+    `members_of`, when given, holds the active members of at least the batch's chats
+    (`projections.cache.active_members`), read once for the cache and this."""
     envelopes = [r.envelope for r in records]
     sent = [e for e in envelopes if e.type == "MessageSent"]
     others = [
@@ -84,15 +89,11 @@ async def deliver(
             )
             for chat_id, seq, recipient in await cur.fetchall():
                 recipients[(chat_id, seq)].append(str(recipient))
-        if others:
-            await cur.execute(
-                sql.SQL(
-                    "SELECT chat_id, user_id FROM {s}.members WHERE chat_id = ANY(%s) AND active"
-                ).format(s=s),
-                (list({e.chat_id for e in others}),),
-            )
-            for chat_id, user_id in await cur.fetchall():
-                members[chat_id].append(str(user_id))
+    if others:
+        if members_of is None:
+            members_of = await active_members(conn, {e.chat_id for e in others}, schema)
+        for chat_id in {e.chat_id for e in others}:
+            members[chat_id] = [str(u) for u in members_of.get(chat_id, ())]
     items: list[Item] = []
     for e in sent:
         # The sender's other devices get it too; the device it came from has its ack.

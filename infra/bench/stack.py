@@ -105,6 +105,15 @@ def private_services(settings: Settings, workdir: Path, workers: int = 1) -> Ite
 
     `workers` Faust worker processes share the projection's partitions (scaling out).
     """
+    names = ["processor", "relay", "workers"]
+    names += [f"workers-{n}" for n in range(2, workers + 1)] + ["commands"]
+    with private_resources(settings) as bench, started(bench, workdir, names) as services:
+        yield services
+
+
+@contextmanager
+def private_resources(settings: Settings) -> Iterator[Settings]:
+    """A database, Redis db, topics and consumer groups of a run's own, removed after."""
     bench = bench_settings(settings, uuid.uuid4().hex[:8])
     admin = settings.replace(pg_db="postgres").pg_conninfo
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -112,21 +121,25 @@ def private_services(settings: Settings, workdir: Path, workers: int = 1) -> Ite
         conn.execute(f'CREATE DATABASE "{bench.pg_db}"')
     redis.Redis.from_url(bench.redis_url).flushdb()
     ensure_topics(bench)
-    workdir.mkdir(parents=True, exist_ok=True)
-    env = environment(bench)
     try:
-        with ExitStack() as stack:
-            names = ["processor", "relay", "workers"]
-            names += [f"workers-{n}" for n in range(2, workers + 1)] + ["commands"]
-            pids = {
-                name: stack.enter_context(_service(name, env, workdir / f"{name}.log"))
-                for name in names
-            }
-            yield Services(bench, f"http://{bench.commands_host}:{bench.commands_port}", pids)
+        yield bench
     finally:
         _delete_topics(bench)
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{bench.pg_db}" WITH (FORCE)')
+
+
+@contextmanager
+def started(bench: Settings, workdir: Path, names: list[str]) -> Iterator[Services]:
+    """`parley serve NAME` for each name on `bench`'s resources, until the block ends."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = environment(bench)
+    with ExitStack() as stack:
+        pids = {
+            name: stack.enter_context(_service(name, env, workdir / f"{name}.log"))
+            for name in names
+        }
+        yield Services(bench, f"http://{bench.commands_host}:{bench.commands_port}", pids)
 
 
 def _delete_topics(settings: Settings) -> None:

@@ -66,3 +66,23 @@ def test_compare_prints_only_what_differs(tmp_path: Path) -> None:
     lines = compare(result("a.json", 20.0), result("b.json", 40.0))
     assert any("figures.parley.delivered_ms.p99" in line and "2.00" in line for line in lines)
     assert not any("p50" in line for line in lines)
+
+
+def test_projection_latency_is_read_from_the_first_checkpoint_covering_an_offset() -> None:
+    from infra.bench_projection import Seen, _covers
+
+    seen = Seen.__new__(Seen)
+    seen.steps = {0: [(4, 10.0), (9, 10.5), (20, 11.0)]}
+    assert seen.at(0, 3) == 10.0
+    assert seen.at(0, 9) == 10.5
+    assert seen.at(0, 10) == 11.0
+    try:
+        seen.at(0, 21)
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("an offset never covered must not get a time")
+    # Checkpoints are the last offset applied; `ends` are one past the last offset.
+    assert _covers({0: 9, 1: 3}, {0: 10, 1: 4})
+    assert not _covers({0: 9}, {0: 10, 1: 1})
+    assert not _covers({0: 8, 1: 3}, {0: 10, 1: 4})
