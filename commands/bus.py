@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from commands.envelope import Command, Outcome, reply_channel
+from commands.outbox import Outbox
 from infra.settings import Settings
 from infra.topics import COMMANDS
 
@@ -41,6 +42,7 @@ class CommandBus:
         self._producer: AIOKafkaProducer | None = None
         self._redis: aioredis.Redis | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._outbox: Outbox | None = None
 
     async def start(self) -> None:
         self._redis = aioredis.Redis.from_url(self.settings.redis_url)
@@ -54,8 +56,11 @@ class CommandBus:
             linger_ms=1,
         )
         await self._producer.start()
+        self._outbox = Outbox(self._producer, self.topic)
 
     async def stop(self) -> None:
+        if self._outbox is not None:
+            await self._outbox.stop()
         if self._producer is not None:
             await self._producer.stop()
         if self._listener is not None:
@@ -78,15 +83,11 @@ class CommandBus:
         Commands enqueued one after another from one task reach Kafka in that order, so
         one device's messages to a chat keep their order.
         """
-        assert self._producer is not None, "start() the bus first"
+        assert self._outbox is not None, "start() the bus first"
         key = str(command.command_id)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
-        try:
-            delivery = await self._producer.send(self.topic, command.encode(), key=command.key)
-        except BaseException:
-            self._pending.pop(key, None)
-            raise
+        delivery = self._outbox.append(command.key, command.encode())
         wait = self.settings.command_timeout_s if timeout_s is None else timeout_s
 
         async def outcome() -> Outcome:
@@ -102,7 +103,7 @@ class CommandBus:
         """Hand a quiet command to the producer now, in call order (as `enqueue`);
         `on_failure` is called with its outcome only if it failed (or could not be
         sent). Success is silent, and nothing waits for it."""
-        assert self._producer is not None, "start() the bus first"
+        assert self._outbox is not None, "start() the bus first"
         assert command.quiet, "only quiet commands are fired"
         key = str(command.command_id)
         now = time.monotonic()
@@ -112,13 +113,9 @@ class CommandBus:
                 break
             del self._quiet[oldest]
         self._quiet[key] = (now + self.settings.command_timeout_s, on_failure)
-        try:
-            delivery = await self._producer.send(self.topic, command.encode(), key=command.key)
-        except BaseException:
-            self._quiet.pop(key, None)
-            raise
+        delivery = self._outbox.append(command.key, command.encode())
 
-        def sent(future: asyncio.Future[object]) -> None:
+        def sent(future: asyncio.Future[None]) -> None:
             if future.cancelled() or future.exception() is not None:
                 entry = self._quiet.pop(key, None)
                 if entry is not None:
