@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -76,6 +76,8 @@ GROUP_FRAMES = frozenset(
     }
 )
 TYPING_DEBOUNCE_S = 2.0
+MAX_IN_FLIGHT = 256
+"""Commands of one connection awaiting their outcome; beyond it, its reads wait."""
 RATE_FLUSH_S = 0.1
 USER_LIMITS = (Limit.SEND_PER_USER, Limit.GROUP_CHANGE_PER_USER)
 MEMBERSHIP_CACHE_S = 10.0
@@ -85,21 +87,25 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Connection:
-    """One live WebSocket: who it is, and the frames waiting to be written to it."""
+    """One live WebSocket: who it is, and the frames waiting to be written to it.
+
+    Kept small: a gateway holds tens of thousands. Frames wait in a deque; the writer
+    sleeps on a future made only while there is nothing to write.
+    """
 
     ws: WebSocket
     identity: Identity
     queue_size: int
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
-    queue: asyncio.Queue[str | None] = field(init=False)
-    in_flight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(256))
+    frames: deque[str] = field(default_factory=deque)
+    in_flight: int = 0  # commands sent, outcome not yet answered
     typing_sent: dict[tuple[UUID, str], float] = field(default_factory=dict)
     closing: bool = False
-
-    def __post_init__(self) -> None:
-        self.queue = asyncio.Queue(maxsize=self.queue_size)
+    close_code: int = 1000
+    _wakeup: asyncio.Future[None] | None = None  # the writer waits for a frame
+    _room: asyncio.Future[None] | None = None  # the reader waits for in_flight to fall
 
     @property
     def user_id(self) -> UUID:
@@ -109,19 +115,51 @@ class Connection:
         """Queue a frame for this connection; a full queue closes it (1013)."""
         if self.closing:
             return
-        try:
-            self.queue.put_nowait(frame if isinstance(frame, str) else dump(frame))
-        except asyncio.QueueFull:
+        if len(self.frames) >= self.queue_size:
             log.warning("event=slow_consumer_closed connection=%s user=%s", self.id, self.user_id)
+            self.frames.clear()  # it does not read: what is queued would never be read
             self.close(1013)
+            return
+        self.frames.append(frame if isinstance(frame, str) else dump(frame))
+        _wake(self._wakeup)
 
     def close(self, code: int) -> None:
-        self.closing = True
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(None)
-        self.close_code = code
+        """Close after writing what is queued."""
+        if not self.closing:
+            self.closing = True
+            self.close_code = code
+        _wake(self._wakeup)
 
-    close_code: int = 1000
+    async def next_frame(self) -> str | None:
+        """The next frame to write; None once closing and nothing is left."""
+        while not self.frames:
+            if self.closing:
+                return None
+            self._wakeup = asyncio.get_running_loop().create_future()
+            try:
+                await self._wakeup
+            finally:
+                self._wakeup = None
+        return self.frames.popleft()
+
+    async def admit_command(self) -> None:
+        """Wait while MAX_IN_FLIGHT commands of this connection await their outcome."""
+        while self.in_flight >= MAX_IN_FLIGHT:
+            self._room = asyncio.get_running_loop().create_future()
+            try:
+                await self._room
+            finally:
+                self._room = None
+        self.in_flight += 1
+
+    def command_done(self) -> None:
+        self.in_flight -= 1
+        _wake(self._room)
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 class Gateway:
@@ -242,7 +280,7 @@ class Gateway:
 
     async def _write(self, connection: Connection) -> None:
         while True:
-            frame = await connection.queue.get()
+            frame = await connection.next_frame()
             if frame is None:
                 break
             try:
@@ -358,14 +396,14 @@ class Gateway:
 
             await self.bus.fire(command, failed)
             return
-        await connection.in_flight.acquire()
+        await connection.admit_command()
         try:
             waiter = await self.bus.enqueue(command)
         except Exception:
-            connection.in_flight.release()
+            connection.command_done()
             raise
         task = asyncio.create_task(self._answer(connection, command, waiter))
-        task.add_done_callback(lambda _: connection.in_flight.release())
+        task.add_done_callback(lambda _: connection.command_done())
 
     async def _within_limits(
         self, connection: Connection, frame: ClientFrame, per_user: Limit, per_connection: Limit

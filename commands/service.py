@@ -19,6 +19,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from commands.access import access_of, open_access
@@ -88,10 +89,30 @@ def create_app(settings: Settings) -> Starlette:
     )
 
 
+class DirectWebSocket:
+    """The app, with `/ws` handed straight to the gateway.
+
+    A WebSocket lives for hours, and every middleware it passes through (error
+    handling, access log, routing) keeps a coroutine frame alive for all that time:
+    about 4 KiB a connection. The gateway answers its own errors, so the socket skips
+    them; everything else goes through the app as before.
+    """
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            scope["app"] = self.app
+            await self.app.state.gateway.serve(WebSocket(scope, receive, send))
+        else:
+            await self.app(scope, receive, send)
+
+
 def run_commands_service(settings: Settings, stop: threading.Event) -> None:
     """Serve the app until SIGTERM/SIGINT or `stop` is set; logs the bound address."""
     serve(
-        create_app(settings),
+        DirectWebSocket(create_app(settings)),
         "commands",
         settings.commands_host,
         settings.commands_port,
