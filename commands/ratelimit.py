@@ -83,25 +83,38 @@ class Decision:
     """Tokens left in the emptiest of the buckets (after taking, if allowed)."""
 
 
-# KEYS: the buckets. ARGV[1]: cost; then burst and per_s for each bucket in turn.
-# Returns {allowed (1/0), milliseconds until allowed, remaining tokens as a string}.
-_TAKE = """
-local cost = tonumber(ARGV[1])
+# The bucket arithmetic both scripts share: a bucket is a hash {tokens, ms}; it refills
+# at per_s up to burst, and expires once it would be full again (a full bucket and no
+# bucket are the same).
+_BUCKET = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local levels = {}
-local wait = 0
-for i, key in ipairs(KEYS) do
-  local burst = tonumber(ARGV[2 * i])
-  local per_s = tonumber(ARGV[2 * i + 1])
+local function level(key, burst, per_s)
   local state = redis.call('HMGET', key, 'tokens', 'ms')
   local tokens = tonumber(state[1])
   local last = tonumber(state[2])
   if tokens == nil or last == nil then
-    tokens = burst
-    last = now
+    return burst, false
   end
-  tokens = math.min(burst, tokens + math.max(0, now - last) * per_s / 1000)
+  return math.min(burst, tokens + math.max(0, now - last) * per_s / 1000), true
+end
+local function store(key, tokens, burst, per_s)
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'ms', now)
+  redis.call('PEXPIRE', key, math.ceil((burst - tokens) * 1000 / per_s) + 1000)
+end
+"""
+
+# KEYS: the buckets. ARGV[1]: cost; then burst and per_s for each bucket in turn.
+# Returns {allowed (1/0), milliseconds until allowed, remaining tokens as a string}.
+_TAKE = (
+    _BUCKET
+    + """
+local cost = tonumber(ARGV[1])
+local levels = {}
+local wait = 0
+for i, key in ipairs(KEYS) do
+  local per_s = tonumber(ARGV[2 * i + 1])
+  local tokens = level(key, tonumber(ARGV[2 * i]), per_s)
   levels[i] = tokens
   if tokens < cost then
     wait = math.max(wait, math.ceil((cost - tokens) * 1000 / per_s))
@@ -112,16 +125,14 @@ for i, key in ipairs(KEYS) do
   local left = levels[i]
   if wait == 0 then
     left = left - cost
-    local burst = tonumber(ARGV[2 * i])
-    local per_s = tonumber(ARGV[2 * i + 1])
-    redis.call('HSET', key, 'tokens', tostring(left), 'ms', now)
-    redis.call('PEXPIRE', key, math.ceil(burst * 1000 / per_s) + 1000)
+    store(key, left, tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1]))
   end
   if remaining == nil or left < remaining then remaining = left end
 end
 if wait == 0 then return {1, 0, tostring(remaining)} end
 return {0, wait, tostring(remaining)}
 """
+)
 
 
 class RateLimiter:
@@ -219,31 +230,24 @@ class LocalBuckets:
 # KEYS: the buckets. ARGV: for each bucket in turn, tokens taken elsewhere since the
 # last call, burst, per_s. Takes them (down to -burst at most: a debt, refilled first)
 # and returns every bucket's level as a string.
-_RECONCILE = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+_RECONCILE = (
+    _BUCKET
+    + """
 local levels = {}
 for i, key in ipairs(KEYS) do
   local taken = tonumber(ARGV[3 * i - 2])
   local burst = tonumber(ARGV[3 * i - 1])
   local per_s = tonumber(ARGV[3 * i])
-  local state = redis.call('HMGET', key, 'tokens', 'ms')
-  local tokens = tonumber(state[1])
-  local last = tonumber(state[2])
-  if tokens == nil or last == nil then
-    tokens = burst
-    last = now
-  end
-  tokens = math.min(burst, tokens + math.max(0, now - last) * per_s / 1000)
+  local tokens, stored = level(key, burst, per_s)
   tokens = math.max(-burst, tokens - taken)
-  if taken > 0 or state[1] then
-    redis.call('HSET', key, 'tokens', tostring(tokens), 'ms', now)
-    redis.call('PEXPIRE', key, math.ceil(2 * burst * 1000 / per_s) + 1000)
+  if taken > 0 or stored then
+    store(key, tokens, burst, per_s)
   end
   levels[i] = tostring(tokens)
 end
 return levels
 """
+)
 
 
 class SharedBuckets:
