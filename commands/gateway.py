@@ -354,16 +354,16 @@ class Gateway:
         kind = COMMAND_FRAMES[frame.type]
         args = command_args(frame)
         if frame.type == "send":
-            limited = await self._within_limits(
+            allowed = self._within_limits(
                 connection, frame, Limit.SEND_PER_USER, Limit.SEND_PER_CONNECTION
             )
         elif frame.type in GROUP_FRAMES:
-            limited = await self._within_limits(
+            allowed = self._within_limits(
                 connection, frame, Limit.GROUP_CHANGE_PER_USER, Limit.GROUP_CHANGE_PER_CONNECTION
             )
         else:
-            limited = True
-        if not limited:
+            allowed = True
+        if not allowed:
             return
         if frame.type == "create_group":
             chat_id = new_chat_id(frame)
@@ -405,7 +405,7 @@ class Gateway:
         task = asyncio.create_task(self._answer(connection, command, waiter))
         task.add_done_callback(lambda _: connection.command_done())
 
-    async def _within_limits(
+    def _within_limits(
         self, connection: Connection, frame: ClientFrame, per_user: Limit, per_connection: Limit
     ) -> bool:
         """Take a token from the connection's and the user's buckets, or answer
