@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,6 +33,10 @@ from domain.chat import Chat
 from domain.errors import DomainError
 from infra.settings import Settings
 from infra.topics import COMMANDS
+
+COMMIT_EVERY_S = 0.5
+"""The consumed offsets are committed at most this often (idempotent commands: a crash
+redoes at most this much, answering each as before)."""
 
 log = logging.getLogger("parley.processor")
 
@@ -295,6 +300,7 @@ def run_processor(
     log.info(
         "event=processor_started worker_id=%d topic=%s", lease.worker_id, settings.topic(COMMANDS)
     )
+    committed = 0.0
     try:
         while not stop.is_set():
             polled = consumer.poll(timeout_ms=200)
@@ -313,8 +319,11 @@ def run_processor(
             batch = [(tp.partition, r.value) for tp, rs in polled.items() for r in rs]
             _process_until_stored(processor, batch, stop)
             # The outcomes are stored and sent; a lost commit only redelivers idempotent
-            # commands, so it need not hold up the next batch.
-            consumer.commit_async()
+            # commands, so it need not hold up the next batch, nor go out for every batch
+            # (at light load a batch is one command, and a commit costs a round trip).
+            if time.monotonic() - committed >= COMMIT_EVERY_S:
+                consumer.commit_async()
+                committed = time.monotonic()
     finally:
         consumer.close(autocommit=False)
         lease.release()
