@@ -45,6 +45,28 @@ return orders
 """
 
 
+# One script call writes a batch's recent messages: per chat, the same ZADD, trim and
+# EXPIRE as one command each. ARGV: prefix, keep, TTL (0: none), then per chat: chat id,
+# 1 if the set is emptied first (0 if not), n, then n (score, message) pairs.
+_RECENT = """
+local prefix, keep, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local i = 4
+while i <= #ARGV do
+  local key = prefix .. 'chat:' .. ARGV[i] .. ':recent'
+  local n = tonumber(ARGV[i + 2])
+  if ARGV[i + 1] == '1' then redis.call('DEL', key) end
+  i = i + 3
+  if n > 0 then
+    redis.call('ZADD', key, unpack(ARGV, i, i + 2 * n - 1))
+  end
+  i = i + 2 * n
+  redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1))
+  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+end
+return 0
+"""
+
+
 def recent_key(chat_id: UUID, prefix: str = PREFIX) -> str:
     return f"{prefix}chat:{chat_id}:recent"
 
@@ -135,14 +157,13 @@ async def apply_cache(
             active_chats[e.chat_id] = e.timestamp.timestamp() * 1000
         if e.type in ("MessageSent", "MessagesRead", "MemberAdded", "MemberRemoved", "MemberLeft"):
             unread_chats.add(e.chat_id)
-    for chat_id, messages in recent.items():
-        key = recent_key(chat_id, prefix)
-        if chat_id in emptied:
-            pipe.delete(key)
-        pipe.zadd(key, messages)
-        pipe.zremrangebyrank(key, 0, -(RECENT_KEEP + 1))
-        if recent_clock is None:
-            pipe.expire(key, RECENT_TTL_S)
+    if recent:
+        args: list[Any] = [prefix, RECENT_KEEP, RECENT_TTL_S if recent_clock is None else 0]
+        for chat_id, messages in recent.items():
+            args += (str(chat_id), int(chat_id in emptied), len(messages))
+            for message, seq in messages.items():
+                args += (seq, message)
+        await redis.register_script(_RECENT)(args=args, client=pipe)
     s = sql.Identifier(schema)
     orders: list[Any] = []
     unread: list[Any] = []

@@ -5,9 +5,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import psycopg
+
 from client import register_and_login
 from client.chat import _post
 from tests.gateway.conftest import Stack
+
+
+def _persisted_last_seen(stack: Stack, user_id: str) -> bool:
+    with psycopg.connect(stack.settings.pg_conninfo) as conn:
+        row = conn.execute("SELECT at FROM last_seen WHERE user_id = %s", (user_id,)).fetchone()
+    return row is not None
 
 
 def test_last_seen_follows_privacy_and_blocking(stack: Stack) -> None:
@@ -55,5 +63,10 @@ def test_last_seen_follows_privacy_and_blocking(stack: Stack) -> None:
             await asyncio.sleep(0.05)
         assert isinstance((await seen())[1], int)
         await a.close()
+        # ...and the gateway kept it in PostgreSQL too (Redis holds the live value).
+        deadline = asyncio.get_running_loop().time() + 10
+        while not _persisted_last_seen(stack, bob.user_id):
+            assert asyncio.get_running_loop().time() < deadline, "last seen never persisted"
+            await asyncio.sleep(0.05)
 
     asyncio.run(scenario())
