@@ -77,15 +77,26 @@ async def deliver(
     s = sql.Identifier(schema)
     recipients: dict[tuple[UUID, int], list[str]] = defaultdict(list)
     members: dict[UUID, list[str]] = defaultdict(list)
-    async with conn.cursor() as cur:
-        if sent:
+    # A message's recipients are the chat's members when it was sent, but the sender.
+    # Where the batch changed no membership of its chat, that is its members now;
+    # elsewhere the receipts rows (one per recipient) say exactly.
+    changed = {e.chat_id for e in envelopes if e.type in CHAT_EVENTS}
+    ask = [e for e in sent if members_of is None or e.chat_id in changed]
+    for e in sent:
+        if members_of is not None and e.chat_id not in changed:
+            sender = e.payload["sender"]
+            recipients[(e.chat_id, e.payload["seq"])] = [
+                str(u) for u in members_of.get(e.chat_id, ()) if str(u) != sender
+            ]
+    if ask:
+        async with conn.cursor() as cur:
             await cur.execute(
                 sql.SQL(
                     "SELECT r.chat_id, r.seq, r.recipient FROM {s}.receipts r "
                     "JOIN unnest(%s::uuid[], %s::bigint[]) AS k(chat_id, seq) "
                     "ON r.chat_id = k.chat_id AND r.seq = k.seq"
                 ).format(s=s),
-                ([e.chat_id for e in sent], [e.payload["seq"] for e in sent]),
+                ([e.chat_id for e in ask], [e.payload["seq"] for e in ask]),
             )
             for chat_id, seq, recipient in await cur.fetchall():
                 recipients[(chat_id, seq)].append(str(recipient))
