@@ -22,6 +22,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -35,6 +36,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from commands.access import Access
 from commands.auth import Identity
 from commands.bus import CommandBus
+from commands.directory import DIRECTORY_SCHEMA
 from commands.envelope import Command, CommandType, Outcome
 from commands.protocol import (
     COMMAND_FRAMES,
@@ -488,7 +490,8 @@ class Gateway:
         connection.typing_sent[key] = time.monotonic()
         if state == "stop":
             connection.typing_sent.pop((chat_id, "start"), None)  # the next start is news
-        others = [m for m in members if m != connection.user_id]
+        hidden = await self._blocked_either_way(connection.user_id, members)
+        others = [m for m in members if m != connection.user_id and m not in hidden]
         await route(
             self.redis,
             others,
@@ -499,6 +502,13 @@ class Gateway:
                 "state": state,
             },
         )
+
+    async def _blocked_either_way(self, user: UUID, others: Iterable[UUID]) -> set[UUID]:
+        """Those of `others` whom `user` blocked or who blocked `user`: they are not
+        shown each other typing (`domain.visibility.can_see_typing`)."""
+        async with self.pool.connection() as conn, conn.cursor() as cur:
+            await cur.execute(_BLOCKED_EITHER_WAY, {"user": user, "others": list(others)})
+            return {row[0] for row in await cur.fetchall()}
 
     async def _members_of(self, chat_id: UUID) -> frozenset[UUID]:
         cached = self._members.get(chat_id)
@@ -704,6 +714,12 @@ class Gateway:
                 await pipe.execute()
             except Exception as exc:
                 log.warning("event=heartbeat_failed error=%s", type(exc).__name__)
+
+
+_BLOCKED_EITHER_WAY = psycopg.sql.SQL(
+    "SELECT user_id FROM {d}.users WHERE user_id = ANY(%(others)s) AND %(user)s = ANY(blocks) "
+    "UNION SELECT unnest(blocks) FROM {d}.users WHERE user_id = %(user)s"
+).format(d=psycopg.sql.Identifier(DIRECTORY_SCHEMA))
 
 
 def _retry_after(exc: DomainError) -> dict[str, Any]:

@@ -1,9 +1,13 @@
-"""Typing again right after a stop is news: the gateway's debounce must not swallow it."""
+"""Typing: again right after a stop is news (the debounce must not swallow it), and it is
+not shown between two users when either blocked the other."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 
+from client import register_and_login
+from client.chat import _post
 from tests.gateway.conftest import Stack
 
 
@@ -24,5 +28,41 @@ def test_a_start_right_after_a_stop_shows_again(stack: Stack) -> None:
         finally:
             await a.close()
             await b.close()
+
+    asyncio.run(scenario())
+
+
+def test_typing_is_not_shown_between_users_when_either_blocked_the_other(stack: Stack) -> None:
+    tag = uuid.uuid4().hex[:6]
+    alice, bob, carol = (register_and_login(stack.base, f"{n}_{tag}") for n in "abc")
+    _post(
+        stack.base,
+        "/v1/me/blocks",
+        {"action": "block", "user_id": alice.user_id},
+        token=bob.access_token,
+    )
+
+    async def scenario() -> None:
+        a, b, c = [await stack.client(u) for u in (alice, bob, carol)]
+        try:
+            chat = await c.create_group("three", [alice.user_id, bob.user_id])
+            await c.send_text("hello", chat_id=chat)  # once both hold it, the group is projected
+            for client in (a, b):
+                await client.wait_until(lambda cl=client: 1 in cl.chats[chat].messages)
+            for typist, sees, blind in ((a, c, b), (b, c, a)):
+                await typist.typing(chat, "start")
+                await sees.wait_until(lambda s=sees, t=typist: t.user_id in s.typists[chat])
+                # Frames reach one connection in order: had the typing frame been pushed
+                # to the blocked side, it would be there before the answer to this ping.
+                await blind.request({"type": "ping"})
+                assert typist.user_id not in blind.typists[chat]
+                await typist.typing(chat, "stop")
+            # Carol, whom nobody blocked, is shown to both.
+            await c.typing(chat, "start")
+            await a.wait_until(lambda: carol.user_id in a.typists[chat])
+            await b.wait_until(lambda: carol.user_id in b.typists[chat])
+        finally:
+            for client in (a, b, c):
+                await client.close()
 
     asyncio.run(scenario())
