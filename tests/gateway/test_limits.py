@@ -10,7 +10,7 @@ from uuid import UUID
 import pytest
 import redis.asyncio as aioredis
 
-from client import ChatClient, CommandFailed
+from client import Account, Ack, ChatClient, CommandFailed
 from commands.ratelimit import Limit, _key
 from domain.ids import direct_chat_id
 from tests.gateway.conftest import GENEROUS_LIMITS, Stack, _free_port
@@ -91,14 +91,23 @@ def test_sends_are_limited_per_connection_and_per_user_across_reconnects(
     asyncio.run(scenario())
 
 
+async def _one_message(
+    stack: Stack, accounts: tuple[Account, Account], **receiver: object
+) -> tuple[ChatClient, ChatClient, Ack]:
+    """One user sends the other a message; returns their clients once it is held, and
+    the ack."""
+    sender = await stack.client(accounts[0])
+    recipient = await stack.client(accounts[1], **receiver)
+    ack = await sender.send_text("one", to=recipient.user_id)
+    await recipient.wait_until(lambda: ack.seq in recipient.chats[ack.chat_id].messages)
+    return sender, recipient, ack
+
+
 def test_the_sending_device_gets_its_ack_and_not_its_own_message_back(stack: Stack) -> None:
-    alice, bob = stack.account("alice"), stack.account("bob")
+    accounts = stack.account("alice"), stack.account("bob")
 
     async def scenario() -> None:
-        phone = await stack.client(alice)
-        receiver = await stack.client(bob)
-        ack = await phone.send_text("one", to=bob.user_id)
-        await receiver.wait_until(lambda: ack.seq in receiver.chats[ack.chat_id].messages)
+        phone, receiver, ack = await _one_message(stack, accounts)
         await receiver.mark_read(ack.chat_id, ack.seq)  # with an id: answered `ok`
         await phone.wait_until(lambda: phone.ticks(ack.chat_id, ack.seq) == "read")
         # The phone holds its message from the ack, and no `message` frame came back.
@@ -113,13 +122,10 @@ def test_the_sending_device_gets_its_ack_and_not_its_own_message_back(stack: Sta
 
 
 def test_a_receipt_without_id_is_answered_only_when_it_fails(stack: Stack) -> None:
-    alice, bob = stack.account("alice"), stack.account("bob")
+    accounts = stack.account("alice"), stack.account("bob")
 
     async def scenario() -> None:
-        sender = await stack.client(alice)
-        receiver = await stack.client(bob, auto_delivered=False)
-        ack = await sender.send_text("one", to=bob.user_id)
-        await receiver.wait_until(lambda: ack.seq in receiver.chats[ack.chat_id].messages)
+        sender, receiver, ack = await _one_message(stack, accounts, auto_delivered=False)
         await receiver._ws_send({"type": "delivered", "chat_id": ack.chat_id, "up_to": 99})
         await receiver._ws_send({"type": "delivered", "chat_id": ack.chat_id, "up_to": ack.seq})
         await sender.wait_until(lambda: sender.ticks(ack.chat_id, ack.seq) == "delivered")
