@@ -481,6 +481,8 @@ class Gateway:
         if state not in ("start", "stop"):
             raise ProtocolError("bad_frame", "`state` is start or stop", frame.request_id)
         members = await self._members_of(chat_id)
+        if connection.user_id not in members:  # a new chat or member: the cache may be behind
+            members = await self._members_of(chat_id, fresh=True)
         if connection.user_id not in members:
             raise ProtocolError("unknown_chat", "no such chat", frame.request_id)
         key = (chat_id, state)
@@ -510,9 +512,10 @@ class Gateway:
             await cur.execute(_BLOCKED_EITHER_WAY, {"user": user, "others": list(others)})
             return {row[0] for row in await cur.fetchall()}
 
-    async def _members_of(self, chat_id: UUID) -> frozenset[UUID]:
+    async def _members_of(self, chat_id: UUID, fresh: bool = False) -> frozenset[UUID]:
+        """The chat's active members, cached for MEMBERSHIP_CACHE_S (or read `fresh`)."""
         cached = self._members.get(chat_id)
-        if cached is not None and time.monotonic() - cached[0] < MEMBERSHIP_CACHE_S:
+        if not fresh and cached is not None and time.monotonic() - cached[0] < MEMBERSHIP_CACHE_S:
             return cached[1]
         async with self.pool.connection() as conn, conn.cursor() as cur:
             await cur.execute(

@@ -66,3 +66,30 @@ def test_typing_is_not_shown_between_users_when_either_blocked_the_other(stack: 
                 await client.close()
 
     asyncio.run(scenario())
+
+
+def test_typing_in_a_chat_the_gateway_just_refused_works_once_the_chat_exists(
+    stack: Stack,
+) -> None:
+    alice, bob = stack.account(), stack.account()
+
+    async def scenario() -> None:
+        a, b = await stack.client(alice), await stack.client(bob)
+        try:
+            chat = str(uuid.uuid4())
+            await a.typing(chat, "start")  # no such chat yet: refused
+            await a.wait_until(
+                lambda: any(f.get("code") == "unknown_chat" for f in a.frames), timeout_s=5
+            )
+            await a.request(
+                {"type": "create_group", "name": "new", "chat_id": chat, "members": [bob.user_id]}
+            )
+            await a.send_text("hello", chat_id=chat)
+            await b.wait_until(lambda: 1 in b.chats[chat].messages)  # projected
+            await a.typing(chat, "start")  # shown at once, not after the refusal's cache
+            await b.wait_until(lambda: alice.user_id in b.typists[chat], timeout_s=3)
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())
