@@ -265,7 +265,7 @@ class Gateway:
     async def _admit(self, ws: WebSocket) -> Identity | None:
         """Check origin and token before the upgrade; refusing answers HTTP 403."""
         origin = ws.headers.get("origin")
-        allowed = {o.strip() for o in self.settings.ws_allowed_origins.split(",") if o.strip()}
+        allowed = set(self.settings.allowed_origins)
         if origin is not None and "*" not in allowed and origin not in allowed:
             log.info("event=refused reason=origin origin=%s", origin[:100])
             await ws.close(1008)

@@ -105,7 +105,7 @@ class Settings:
     ws_send_queue: int = 1000
     ws_heartbeat_s: float = 20.0
     ws_max_frame_bytes: int = 96 * 1024  # a 64 KiB body, base64 in its JSON frame
-    ws_allowed_origins: str = "http://127.0.0.1:18080,http://localhost:18080"
+    ws_allowed_origins: str = ""  # empty: the commands service's own address (below)
 
     # The queries service (HTTP read API; docs/queries.md).
     queries_host: str = "127.0.0.1"
@@ -146,6 +146,19 @@ class Settings:
             f"host={self.pg_host} port={self.pg_port} user={self.pg_user} "
             f"password={self.pg_password} dbname={self.pg_db}"
         )
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        """Browser origins the WebSocket and the query API's CORS accept: the listed
+        ones, or by default the commands service's own address (where the web client is
+        served), so moving its port needs nothing else."""
+        listed = [o.strip() for o in self.ws_allowed_origins.split(",") if o.strip()]
+        if listed:
+            return listed
+        own = [f"http://{self.commands_host}:{self.commands_port}"]
+        if self.commands_host in ("127.0.0.1", "0.0.0.0"):
+            own.append(f"http://localhost:{self.commands_port}")
+        return own
 
     @property
     def processor_group_id(self) -> str:

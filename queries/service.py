@@ -57,9 +57,7 @@ def create_app(settings: Settings) -> Starlette:
             # The web client is served by the commands service: another origin reads here.
             Middleware(
                 CORSMiddleware,
-                allow_origins=[
-                    o.strip() for o in settings.ws_allowed_origins.split(",") if o.strip()
-                ],
+                allow_origins=settings.allowed_origins,
                 allow_methods=["GET"],
                 allow_headers=["Authorization", "X-Parley-Position"],
             ),
