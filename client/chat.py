@@ -249,8 +249,14 @@ class ChatClient:
         return base64.b64decode(self.chats[chat_id].messages[seq]["body"]).decode()
 
     def texts(self, chat_id: str) -> list[str]:
+        """The chat's texts in seq order; a `hidden` message (from a user we blocked)
+        holds its seq but shows nothing."""
         state = self.chats[chat_id]
-        return [self.text_of(chat_id, seq) for seq in sorted(state.messages)]
+        return [
+            self.text_of(chat_id, seq)
+            for seq in sorted(state.messages)
+            if not state.messages[seq].get("hidden")
+        ]
 
     def ticks(self, chat_id: str, seq: int) -> str:
         """sent / delivered / read for our own message `seq`, from the others' cursors."""

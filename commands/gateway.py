@@ -36,7 +36,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from commands.access import Access
 from commands.auth import Identity
 from commands.bus import CommandBus
-from commands.directory import DIRECTORY_SCHEMA
 from commands.envelope import Command, CommandType, Outcome
 from commands.protocol import (
     COMMAND_FRAMES,
@@ -49,7 +48,7 @@ from commands.protocol import (
     parse_frame,
 )
 from commands.ratelimit import Limit, LocalBuckets, SharedBuckets, buckets_from_settings
-from commands.sync import chat_summaries, missed_messages
+from commands.sync import blocked_either_way, chat_summaries, missed_messages
 from domain.errors import DomainError
 from domain.ids import direct_chat_id
 from infra.routing import (
@@ -508,9 +507,8 @@ class Gateway:
     async def _blocked_either_way(self, user: UUID, others: Iterable[UUID]) -> set[UUID]:
         """Those of `others` whom `user` blocked or who blocked `user`: they are not
         shown each other typing (`domain.visibility.can_see_typing`)."""
-        async with self.pool.connection() as conn, conn.cursor() as cur:
-            await cur.execute(_BLOCKED_EITHER_WAY, {"user": user, "others": list(others)})
-            return {row[0] for row in await cur.fetchall()}
+        async with self.pool.connection() as conn:
+            return await blocked_either_way(conn, user, others)
 
     async def _members_of(self, chat_id: UUID, fresh: bool = False) -> frozenset[UUID]:
         """The chat's active members, cached for MEMBERSHIP_CACHE_S (or read `fresh`)."""
@@ -717,12 +715,6 @@ class Gateway:
                 await pipe.execute()
             except Exception as exc:
                 log.warning("event=heartbeat_failed error=%s", type(exc).__name__)
-
-
-_BLOCKED_EITHER_WAY = psycopg.sql.SQL(
-    "SELECT user_id FROM {d}.users WHERE user_id = ANY(%(others)s) AND %(user)s = ANY(blocks) "
-    "UNION SELECT unnest(blocks) FROM {d}.users WHERE user_id = %(user)s"
-).format(d=psycopg.sql.Identifier(DIRECTORY_SCHEMA))
 
 
 def _retry_after(exc: DomainError) -> dict[str, Any]:

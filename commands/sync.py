@@ -10,19 +10,34 @@ removed member gets only what was sent while they were in the group.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection, sql
 
+from commands.directory import DIRECTORY_SCHEMA
 from projections.schema import LIVE_SCHEMA
 
 PAGE_SIZE = 100
 
 
 def message_frame(row: tuple[Any, ...]) -> dict[str, Any]:
-    chat_id, seq, message_id, sender, local_id, kind, body, media, sent_at = row
+    chat_id, seq, message_id, sender, local_id, kind, body, media, sent_at = row[:9]
+    if len(row) > 9 and row[9]:  # its sender is blocked by the one syncing
+        return {
+            "type": "message",
+            "chat_id": str(chat_id),
+            "seq": seq,
+            "message_id": str(message_id),
+            "hidden": True,
+            "sender": None,
+            "local_id": None,
+            "kind": None,
+            "body": None,
+            "media": None,
+            "sent_at": sent_at.isoformat(),
+        }
     return {
         "type": "message",
         "chat_id": str(chat_id),
@@ -35,6 +50,22 @@ def message_frame(row: tuple[Any, ...]) -> dict[str, Any]:
         "media": media,
         "sent_at": sent_at.isoformat(),
     }
+
+
+_BLOCKED_EITHER_WAY = sql.SQL(
+    "SELECT user_id FROM {d}.users WHERE user_id = ANY(%(others)s) AND %(user)s = ANY(blocks) "
+    "UNION SELECT unnest(blocks) FROM {d}.users WHERE user_id = %(user)s"
+).format(d=sql.Identifier(DIRECTORY_SCHEMA))
+
+
+async def blocked_either_way(
+    conn: AsyncConnection[Any], user: UUID, others: Iterable[UUID]
+) -> set[UUID]:
+    """Those of `others` whom `user` blocked or who blocked `user`
+    (`domain.visibility.blocked_either_way`)."""
+    async with conn.cursor() as cur:
+        await cur.execute(_BLOCKED_EITHER_WAY, {"user": user, "others": list(others)})
+        return {row[0] for row in await cur.fetchall()}
 
 
 async def chat_summaries(
@@ -60,8 +91,13 @@ async def chat_summaries(
             ).format(s=s),
             (ids,),
         )
+        rows = await cur.fetchall()
+        # Receipts are not shown between two users when either blocked the other.
+        hidden = await blocked_either_way(conn, user_id, {row[1] for row in rows})
         members: dict[UUID, list[dict[str, Any]]] = {}
-        for chat_id, member, role, active, delivered, read in await cur.fetchall():
+        for chat_id, member, role, active, delivered, read in rows:
+            if member in hidden:
+                delivered = read = None
             members.setdefault(chat_id, []).append(
                 {
                     "user_id": str(member),
@@ -104,13 +140,15 @@ async def missed_messages(
                 await cur.execute(
                     sql.SQL(
                         "SELECT m.chat_id, m.seq, m.message_id, m.sender, m.local_id, m.kind, "
-                        "m.body, m.media, m.sent_at FROM {s}.messages m "
+                        "m.body, m.media, m.sent_at, m.sender = ANY(coalesce((SELECT b.blocks "
+                        "FROM {d}.users b WHERE b.user_id = %(user)s), '{{}}'::uuid[])) "
+                        "FROM {s}.messages m "
                         "WHERE m.chat_id = %(chat)s AND m.seq > %(after)s AND EXISTS ("
                         "  SELECT 1 FROM {s}.membership_history h WHERE h.chat_id = m.chat_id "
                         "  AND h.user_id = %(user)s AND m.seq > h.joined_after_seq "
                         "  AND (h.left_at_seq IS NULL OR m.seq <= h.left_at_seq)) "
                         "ORDER BY m.seq LIMIT %(limit)s"
-                    ).format(s=s),
+                    ).format(s=s, d=sql.Identifier(DIRECTORY_SCHEMA)),
                     {
                         "chat": chat_id,
                         "after": after,

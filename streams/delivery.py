@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import base64
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
 import redis.asyncio as aioredis
 from psycopg import AsyncConnection, sql
 
+from commands.directory import DIRECTORY_SCHEMA
 from infra.routing import Item, route_many
 from projections.cache import active_members
 from projections.projector import Record
@@ -105,12 +106,21 @@ async def deliver(
             members_of = await active_members(conn, {e.chat_id for e in others}, schema)
         for chat_id in {e.chat_id for e in others}:
             members[chat_id] = [str(u) for u in members_of.get(chat_id, ())]
+    involved = {u for users in recipients.values() for u in users}
+    involved |= {e.payload["sender"] for e in sent} | {u for us in members.values() for u in us}
+    blocks = await blocks_of(conn, involved)
     items: list[Item] = []
     for e in sent:
         # The sender's other devices get it too; the device it came from has its ack.
+        # Who blocked the sender gets the seq only, hidden (domain/visibility.py).
         sender = e.payload["sender"]
-        users = [*recipients[(e.chat_id, e.payload["seq"])], sender]
-        items.append((users, _message(e), (sender, e.payload["device_id"])))
+        shown: list[str] = [sender]
+        hidden: list[str] = []
+        for user in recipients[(e.chat_id, e.payload["seq"])]:
+            (hidden if sender in blocks.get(user, ()) else shown).append(user)
+        items.append((shown, _message(e), (sender, e.payload["device_id"])))
+        if hidden:
+            items.append((hidden, hidden_message(e.chat_id, e.payload, e.timestamp), None))
     for e in others:
         p = e.payload
         if e.type in ("MessagesDelivered", "MessagesRead"):
@@ -121,7 +131,14 @@ async def deliver(
                 "delivered_up_to": p["up_to"],
                 "read_up_to": p["up_to"] if e.type == "MessagesRead" else None,
             }
-            items.append((members[e.chat_id], frame, None))
+            # Receipts are not shown between two users when either blocked the other.
+            reader = p["user_id"]
+            viewers = [
+                m
+                for m in members[e.chat_id]
+                if reader not in blocks.get(m, ()) and m not in blocks.get(reader, ())
+            ]
+            items.append((viewers, frame, None))
         else:
             frame = {
                 "type": "chat",
@@ -134,6 +151,37 @@ async def deliver(
                 concerned.add(p["user_id"])  # the one removed or who left hears of it too
             items.append((sorted(concerned), frame, None))
     return await route_many(redis, items)
+
+
+def hidden_message(chat_id: UUID, payload: Any, at: Any) -> dict[str, Any]:
+    """A message its recipient blocked the sender of: the seq is theirs to hold (seqs
+    are gapless), the rest is not."""
+    return {
+        "type": "message",
+        "chat_id": str(chat_id),
+        "seq": payload["seq"],
+        "message_id": str(payload["message_id"]),
+        "hidden": True,
+        "sender": None,
+        "local_id": None,
+        "kind": None,
+        "body": None,
+        "media": None,
+        "sent_at": at.isoformat(),
+    }
+
+
+async def blocks_of(conn: AsyncConnection[Any], users: Iterable[str]) -> dict[str, set[str]]:
+    """user -> the users they blocked, for those of `users` who blocked anyone."""
+    async with conn.cursor() as cur:
+        await cur.execute(
+            sql.SQL(
+                "SELECT user_id, blocks FROM {d}.users "
+                "WHERE user_id = ANY(%s::uuid[]) AND cardinality(blocks) > 0"
+            ).format(d=sql.Identifier(DIRECTORY_SCHEMA)),
+            (list(users),),
+        )
+        return {str(user): {str(b) for b in blocked} for user, blocked in await cur.fetchall()}
 
 
 def _plain(value: Any) -> Any:

@@ -21,6 +21,7 @@ import psycopg
 import redis.asyncio as aioredis
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
+from commands.directory import ensure_directory
 from infra.settings import Settings
 from infra.topics import EVENTS
 from projections.bulk import BulkProjector
@@ -222,6 +223,9 @@ async def _apply_until_done(
 def run_workers(settings: Settings) -> None:
     """Migrate the read model, then run the Faust worker until it is stopped."""
     migrate(settings)
+    # Delivery reads who blocked whom from the user directory (written by the accounts).
+    with psycopg.connect(settings.pg_conninfo) as conn, conn.cursor() as cur:
+        ensure_directory(cur)
     app = create_app(settings)
     worker = faust.Worker(app, loglevel="info", quiet=True)
     worker.execute_from_commandline()

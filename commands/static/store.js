@@ -49,7 +49,9 @@ export class Chat {
 
   lastMessage() {
     let top = null;
-    for (const seq of this.messages.keys()) if (top === null || seq > top) top = seq;
+    for (const [seq, message] of this.messages) {
+      if (!message.hidden && (top === null || seq > top)) top = seq;
+    }
     return top === null ? null : this.messages.get(top);
   }
 
@@ -156,7 +158,7 @@ export class Store {
   unread(chat) {
     const read = chat.cursor(this.me).read;
     let n = 0;
-    for (const m of chat.messages.values()) if (m.seq > read && m.sender !== this.me) n += 1;
+    for (const m of chat.messages.values()) if (m.seq > read && m.sender !== this.me && !m.hidden) n += 1;
     return n;
   }
 

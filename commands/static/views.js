@@ -245,6 +245,7 @@ export class MainView {
     const group = chat && chat.kind === "group";
     let day = "";
     for (const message of chat ? chat.sortedMessages() : []) {
+      if (message.hidden) continue; // from someone you blocked: its seq is held, not shown
       const when = new Date(message.sent_at);
       if (when.toDateString() !== day) {
         day = when.toDateString();
