@@ -17,6 +17,7 @@ from uuid import UUID
 from psycopg import AsyncConnection, sql
 
 from commands.directory import DIRECTORY_SCHEMA
+from commands.protocol import hidden_message
 from projections.schema import LIVE_SCHEMA
 
 PAGE_SIZE = 100
@@ -25,19 +26,7 @@ PAGE_SIZE = 100
 def message_frame(row: tuple[Any, ...]) -> dict[str, Any]:
     chat_id, seq, message_id, sender, local_id, kind, body, media, sent_at = row[:9]
     if len(row) > 9 and row[9]:  # its sender is blocked by the one syncing
-        return {
-            "type": "message",
-            "chat_id": str(chat_id),
-            "seq": seq,
-            "message_id": str(message_id),
-            "hidden": True,
-            "sender": None,
-            "local_id": None,
-            "kind": None,
-            "body": None,
-            "media": None,
-            "sent_at": sent_at.isoformat(),
-        }
+        return hidden_message(chat_id, seq, message_id, sent_at.isoformat())
     return {
         "type": "message",
         "chat_id": str(chat_id),

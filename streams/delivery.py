@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from psycopg import AsyncConnection, sql
 
 from commands.directory import DIRECTORY_SCHEMA
+from commands.protocol import hidden_message
 from infra.routing import Item, route_many
 from projections.cache import active_members
 from projections.projector import Record
@@ -120,7 +121,9 @@ async def deliver(
             (hidden if sender in blocks.get(user, ()) else shown).append(user)
         items.append((shown, _message(e), (sender, e.payload["device_id"])))
         if hidden:
-            items.append((hidden, hidden_message(e.chat_id, e.payload, e.timestamp), None))
+            seq, message_id = e.payload["seq"], e.payload["message_id"]
+            frame_hidden = hidden_message(e.chat_id, seq, message_id, e.timestamp.isoformat())
+            items.append((hidden, frame_hidden, None))
     for e in others:
         p = e.payload
         if e.type in ("MessagesDelivered", "MessagesRead"):
@@ -151,24 +154,6 @@ async def deliver(
                 concerned.add(p["user_id"])  # the one removed or who left hears of it too
             items.append((sorted(concerned), frame, None))
     return await route_many(redis, items)
-
-
-def hidden_message(chat_id: UUID, payload: Any, at: Any) -> dict[str, Any]:
-    """A message its recipient blocked the sender of: the seq is theirs to hold (seqs
-    are gapless), the rest is not."""
-    return {
-        "type": "message",
-        "chat_id": str(chat_id),
-        "seq": payload["seq"],
-        "message_id": str(payload["message_id"]),
-        "hidden": True,
-        "sender": None,
-        "local_id": None,
-        "kind": None,
-        "body": None,
-        "media": None,
-        "sent_at": at.isoformat(),
-    }
 
 
 async def blocks_of(conn: AsyncConnection[Any], users: Iterable[str]) -> dict[str, set[str]]:
