@@ -105,11 +105,11 @@ def create_app(settings: Settings) -> faust.App:
                     records.append(Record(event.message.partition, event.message.offset, envelope))
                 conn = await _apply_until_done(settings, conn, redis, projector, records, pace)
                 done_at = time.time()
-                pace.batch(len(events), time.monotonic() - started)
                 pace.lags(
                     [taken_at - e.message.timestamp for e in events],
                     [done_at - e.message.timestamp for e in events],
                 )
+                pace.batch(len(events), time.monotonic() - started)
                 yield None
         finally:
             await conn.close()
