@@ -15,7 +15,6 @@ at the end, so a developer's data is never touched. Run: `python -m infra.bench_
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import statistics
@@ -25,8 +24,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import psycopg
-
+from infra.scratch import delete_topics, drop_database, fresh_database
 from infra.settings import Settings, load_settings
 from infra.topics import EVENTS, ensure_topics
 
@@ -44,14 +42,14 @@ def run(
         topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.",
         relay_name="bench",
     )
-    _fresh_database(settings, bench.pg_db)
+    fresh_database(settings, bench.pg_db)
     ensure_topics(bench)
     try:
         raw = _raw_producer(bench, events, rate, seconds)
         relay = _relay(bench, events, rate, seconds)
     finally:
-        _drop_database(settings, bench.pg_db)
-        _delete_topics(bench)
+        drop_database(settings, bench.pg_db)
+        delete_topics(bench)
     return {
         "scenario": "relay",
         "events": events,
@@ -217,30 +215,6 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
         "p99": round(cuts[98], 2),
         "max": round(ms[-1], 2),
     }
-
-
-def _fresh_database(settings: Settings, name: str) -> None:
-    with psycopg.connect(settings.replace(pg_db="postgres").pg_conninfo, autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        c.execute(f'CREATE DATABASE "{name}"')
-
-
-def _drop_database(settings: Settings, name: str) -> None:
-    with psycopg.connect(settings.replace(pg_db="postgres").pg_conninfo, autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _delete_topics(settings: Settings) -> None:
-    from kafka import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    try:
-        mine = [t for t in admin.list_topics() if t.startswith(settings.topic_prefix)]
-        if mine:
-            with contextlib.suppress(Exception):
-                admin.delete_topics(mine)
-    finally:
-        admin.close()
 
 
 if __name__ == "__main__":

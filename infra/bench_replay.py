@@ -32,6 +32,7 @@ import redis
 
 from domain.chat import Chat
 from domain.errors import DomainError
+from infra.scratch import delete_topics, drop_database, fresh_database, redis_db
 from infra.settings import Settings, load_settings
 from infra.topics import EVENTS, ensure_topics
 
@@ -47,9 +48,9 @@ def run(
     bench = settings.replace(
         pg_db=f"{settings.pg_db}_bench_replay",
         topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.",
-        redis_url=_redis_db(settings.redis_url, settings.bench_replay_redis_db),
+        redis_url=redis_db(settings.redis_url, settings.bench_replay_redis_db),
     )
-    _fresh_database(settings, bench.pg_db)
+    fresh_database(settings, bench.pg_db)
     ensure_topics(bench)
     try:
         mix = _write_traffic(bench, events, seed)
@@ -71,8 +72,8 @@ def run(
         figures["load_average_after"] = list(os.getloadavg())
         return figures
     finally:
-        _drop_database(settings, bench.pg_db)
-        _delete_topics(bench)
+        drop_database(settings, bench.pg_db)
+        delete_topics(bench)
         _clear_redis(bench)
 
 
@@ -271,11 +272,6 @@ def _time_per_event(settings: Settings, events: int) -> dict[str, Any]:
     }
 
 
-def _redis_db(url: str, db: int) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{db}"
-
-
 def _redis_is_free(settings: Settings) -> bool:
     client = redis.Redis.from_url(settings.redis_url)
     try:
@@ -294,31 +290,6 @@ def _clear_redis(settings: Settings) -> None:
                 client.unlink(key)
     finally:
         client.close()
-
-
-def _fresh_database(settings: Settings, name: str) -> None:
-    admin = settings.replace(pg_db="postgres").pg_conninfo
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def _drop_database(settings: Settings, name: str) -> None:
-    admin = settings.replace(pg_db="postgres").pg_conninfo
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _delete_topics(settings: Settings) -> None:
-    from kafka import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    try:
-        mine = [t for t in admin.list_topics() if t.startswith(settings.topic_prefix)]
-        if mine:
-            admin.delete_topics(mine)
-    finally:
-        admin.close()
 
 
 if __name__ == "__main__":

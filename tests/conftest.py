@@ -7,15 +7,14 @@ per-run id (topics deleted at the end).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 import redis
 
+from infra.scratch import delete_topics, fresh_database, redis_db
 from infra.settings import Settings, load_settings
 from infra.stack import stack_up
 
@@ -30,17 +29,17 @@ def settings(base_settings: Settings) -> Iterator[Settings]:
     """Settings for this test run; the stack is started (or reused) first."""
     stack_up(base_settings)
     run_id = uuid.uuid4().hex[:8]
-    redis_db = int(os.environ.get("PARLEY_TEST_REDIS_DB", "15"))
+    test_redis_db = int(os.environ.get("PARLEY_TEST_REDIS_DB", "15"))
     test = base_settings.replace(
         pg_db=f"{base_settings.pg_db}_test",
-        redis_url=_redis_db(base_settings.redis_url, redis_db),
+        redis_url=redis_db(base_settings.redis_url, test_redis_db),
         topic_prefix=f"test-{run_id}.",
         events_partitions=4,
         commands_partitions=4,
         processor_group=f"test-{run_id}-processor",
         workers_app_id=f"test-{run_id}-workers",
     )
-    _fresh_database(base_settings, test.pg_db)
+    fresh_database(base_settings, test.pg_db)
     redis.Redis.from_url(test.redis_url).flushdb()
     os.environ.update(
         {
@@ -52,32 +51,7 @@ def settings(base_settings: Settings) -> Iterator[Settings]:
         }
     )
     yield test
-    _delete_topics(test)
-
-
-def _redis_db(url: str, db: int) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{db}"
-
-
-def _fresh_database(settings: Settings, name: str) -> None:
-    admin = settings.replace(pg_db="postgres").pg_conninfo
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def _delete_topics(settings: Settings) -> None:
-    from kafka import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    try:
-        mine = [t for t in admin.list_topics() if t.startswith(settings.topic_prefix)]
-        if mine:
-            with contextlib.suppress(Exception):
-                admin.delete_topics(mine)
-    finally:
-        admin.close()
+    delete_topics(test)
 
 
 @pytest.fixture(scope="session")

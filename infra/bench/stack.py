@@ -10,7 +10,6 @@ tells exactly which processes served the run. Rate limits stay at their defaults
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
@@ -23,11 +22,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import redis
 
 from infra.bench.procfs import children, stack_processes
 from infra.bench.servers import free_port, raise_open_files
+from infra.scratch import delete_topics, drop_database, fresh_database, redis_db
 from infra.settings import ROOT, Settings
 from infra.topics import ensure_topics
 
@@ -53,10 +52,9 @@ class Services:
 
 
 def bench_settings(settings: Settings, run_id: str) -> Settings:
-    base, _, _ = settings.redis_url.rpartition("/")
     return settings.replace(
         pg_db=f"{settings.pg_db}_bench_{run_id}",
-        redis_url=f"{base}/{settings.bench_redis_db}",
+        redis_url=redis_db(settings.redis_url, settings.bench_redis_db),
         topic_prefix=f"bench-{run_id}.",
         processor_group=f"bench-{run_id}-processor",
         workers_app_id=f"bench-{run_id}-workers",
@@ -115,18 +113,14 @@ def private_services(settings: Settings, workdir: Path, workers: int = 1) -> Ite
 def private_resources(settings: Settings) -> Iterator[Settings]:
     """A database, Redis db, topics and consumer groups of a run's own, removed after."""
     bench = bench_settings(settings, uuid.uuid4().hex[:8])
-    admin = settings.replace(pg_db="postgres").pg_conninfo
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{bench.pg_db}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{bench.pg_db}"')
+    fresh_database(settings, bench.pg_db)
     redis.Redis.from_url(bench.redis_url).flushdb()
     ensure_topics(bench)
     try:
         yield bench
     finally:
-        _delete_topics(bench)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{bench.pg_db}" WITH (FORCE)')
+        delete_topics(bench)
+        drop_database(settings, bench.pg_db)
 
 
 @contextmanager
@@ -140,16 +134,3 @@ def started(bench: Settings, workdir: Path, names: list[str]) -> Iterator[Servic
             for name in names
         }
         yield Services(bench, f"http://{bench.commands_host}:{bench.commands_port}", pids)
-
-
-def _delete_topics(settings: Settings) -> None:
-    from kafka import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    try:
-        mine = [t for t in admin.list_topics() if t.startswith(settings.topic_prefix)]
-        if mine:
-            with contextlib.suppress(Exception):
-                admin.delete_topics(mine)
-    finally:
-        admin.close()
