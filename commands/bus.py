@@ -75,9 +75,9 @@ class CommandBus:
 
     async def submit(self, command: Command, timeout_s: float | None = None) -> Outcome:
         """Send `command` (its reply_to must be this bus's) and wait for its outcome."""
-        return await (await self.enqueue(command, timeout_s))
+        return await self.enqueue(command, timeout_s)
 
-    async def enqueue(self, command: Command, timeout_s: float | None = None) -> Awaitable[Outcome]:
+    def enqueue(self, command: Command, timeout_s: float | None = None) -> Awaitable[Outcome]:
         """Hand `command` to the producer now, in call order; await the result for its outcome.
 
         Commands enqueued one after another from one task reach Kafka in that order, so
@@ -99,7 +99,7 @@ class CommandBus:
 
         return outcome()
 
-    async def fire(self, command: Command, on_failure: Callable[[Outcome], None]) -> None:
+    def fire(self, command: Command, on_failure: Callable[[Outcome], None]) -> None:
         """Hand a quiet command to the producer now, in call order (as `enqueue`);
         `on_failure` is called with its outcome only if it failed (or could not be
         sent). Success is silent, and nothing waits for it."""

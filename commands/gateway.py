@@ -396,11 +396,11 @@ class Gateway:
             def failed(outcome: Outcome) -> None:
                 connection.push(error_frame(outcome.error_code, outcome.error_message, ""))
 
-            await self.bus.fire(command, failed)
+            self.bus.fire(command, failed)
             return
         await connection.admit_command()
         try:
-            waiter = await self.bus.enqueue(command)
+            waiter = self.bus.enqueue(command)
         except Exception:
             connection.command_done()
             raise
@@ -603,7 +603,7 @@ class Gateway:
     def _deliver(self, raw: bytes) -> None:
         try:
             data = orjson.loads(raw)
-            items = data.get("items", [data] if "frame" in data else [])
+            items = data["items"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             log.warning("event=bad_delivery")
             return

@@ -8,9 +8,7 @@
   as JSON `{"items": [{"users": [...], "frame": {...}, "except": [user, device]}, ...]}`
   (messages, receipts, chat changes from the delivery agent; typing straight from other
   gateways). `except`, when present, names the one device not to push to: the one a
-  message came from, which has it from its `ack`. A gateway also hears there
-  `{"shared": [user, ...]}`: those users now have connections on another gateway too
-  (`commands/gateway.py` then takes their per-user rate limit from Redis).
+  message came from, which has it from its `ack`.
 """
 
 from __future__ import annotations
