@@ -43,9 +43,10 @@ def raise_open_files() -> None:
 
 
 @contextmanager
-def _spawned(
-    argv: list[str], log: Path, ready: str, env: dict[str, str], base: str
+def spawned(
+    argv: list[str], log: Path, ready: str, env: dict[str, str], base: str, start_s: float = 60
 ) -> Iterator[Server]:
+    """Run `argv` (output to `log`) until the block ends; ready when `ready` is logged."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -57,10 +58,10 @@ def _spawned(
             preexec_fn=raise_open_files,
         )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + start_s
         while not re.search(ready, log.read_text(errors="replace")):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{argv[3]} did not start; see {log}")
+                raise RuntimeError(f"{' '.join(argv[2:4])} did not start; see {log}")
             time.sleep(0.05)
         yield Server(base, proc.pid, log)
     finally:
@@ -92,7 +93,7 @@ def echo_server(settings: Settings, workdir: Path, ws: str = "auto") -> Iterator
         "--ws",
         ws,
     ]
-    with _spawned(
+    with spawned(
         argv, workdir / "echo.log", r"Uvicorn running|listening", {}, f"http://{host}:{port}"
     ) as server:
         yield server

@@ -10,12 +10,7 @@ tells exactly which processes served the run. Rate limits stay at their defaults
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -25,9 +20,9 @@ from pathlib import Path
 import redis
 
 from infra.bench.procfs import children, stack_processes
-from infra.bench.servers import free_port, raise_open_files
+from infra.bench.servers import free_port, spawned
 from infra.scratch import delete_topics, drop_database, fresh_database, redis_db
-from infra.settings import ROOT, Settings
+from infra.settings import Settings
 from infra.topics import ensure_topics
 
 READY = {
@@ -72,29 +67,9 @@ def environment(settings: Settings) -> dict[str, str]:
 @contextmanager
 def _service(name: str, env: dict[str, str], log: Path) -> Iterator[int]:
     service = name.split("-")[0]  # workers-2: a second workers process
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "serve", service],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=raise_open_files,
-        )
-    try:
-        deadline = time.monotonic() + 90
-        while not re.search(READY[service], log.read_text(errors="replace")):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not start; see {log}")
-            time.sleep(0.1)
-        yield proc.pid
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    argv = [sys.executable, "-m", "infra.cli", "serve", service]
+    with spawned(argv, log, READY[service], env, "", start_s=90) as server:
+        yield server.pid
 
 
 @contextmanager
