@@ -130,8 +130,9 @@ class Kafka(LocalService):
         if (self.data / "meta.properties").exists():
             return
         cluster_file = self.home / "cluster.id"
-        if not cluster_file.exists():
-            cluster_file.write_text(str(_kafka_cluster_id()) + "\n")
+        if not cluster_file.exists() or cluster_file.read_text().startswith("-"):
+            # (an id starting with "-", from before, never formatted: make a new one)
+            cluster_file.write_text(_kafka_cluster_id() + "\n")
         say("kafka: formatting the KRaft storage (first start)")
         done = subprocess.run(
             self._java(
@@ -158,10 +159,15 @@ class Kafka(LocalService):
 
 
 def _kafka_cluster_id() -> str:
-    """A cluster id in Kafka's format: a UUID as 22 characters of URL-safe base64."""
+    """A cluster id in Kafka's format: a UUID as 22 characters of URL-safe base64, never
+    starting with "-" (as Kafka's own Uuid.randomUuid: the storage tool would read one
+    that does as an option, and refuse to format; one fresh setup in 64 did)."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def kafka_answers(bootstrap: str, timeout_ms: int = 2000) -> bool:
