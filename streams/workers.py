@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -59,10 +60,15 @@ AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type
 
 def create_app(settings: Settings) -> faust.App:
     """The Faust app with the projection agent and the inbox expiry timer."""
+    # Faust creates a data directory on start (empty with the memory store): keep it in
+    # the stack's state directory, not in whatever directory the worker was started from.
+    datadir = Path(settings.state_dir) / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.workers_group_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
+        datadir=str(datadir),
         web_enabled=False,
         topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",

@@ -15,6 +15,7 @@ app = faust.App(
     f"parley-probe-{os.environ['PROBE_ID']}",
     broker=f"kafka://{settings.kafka_bootstrap}",
     store="memory://",
+    datadir=os.environ["PROBE_DATADIR"],
     web_enabled=False,
     topic_replication_factor=1,
     topic_allow_declare=True,

@@ -25,7 +25,9 @@ def test_faust_worker_processes_a_record(settings: Settings, tmp_path: Path) -> 
     admin.create_topics([NewTopic(topic, 2, 1)])
     admin.close()
     log = tmp_path / "faust.log"
-    env = {**os.environ, "PROBE_ID": probe, "PROBE_TOPIC": topic}
+    datadir = tmp_path / "faust-data"
+    datadir.mkdir()
+    env = {**os.environ, "PROBE_ID": probe, "PROBE_TOPIC": topic, "PROBE_DATADIR": str(datadir)}
     with log.open("wb") as out:
         worker = subprocess.Popen(
             [
