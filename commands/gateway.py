@@ -21,10 +21,11 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 from uuid import UUID
 
 import orjson
@@ -92,7 +93,7 @@ def now_ms() -> int:
 class Connection:
     """One live WebSocket: who it is, and the frames waiting to be written to it.
 
-    Kept small: a gateway holds tens of thousands. Frames wait in a deque; the writer
+    Kept small: a gateway holds tens of thousands. Frames wait in a list; the writer
     sleeps on a future made only while there is nothing to write.
     """
 
@@ -100,7 +101,7 @@ class Connection:
     identity: Identity
     queue_size: int
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
-    frames: deque[str] = field(default_factory=deque)
+    frames: list[str] = field(default_factory=list)  # a few at a time: a deque is 600 B
     in_flight: int = 0  # commands sent, outcome not yet answered
     typing_sent: dict[tuple[UUID, str], float] = field(default_factory=dict)
     closing: bool = False
@@ -141,7 +142,7 @@ class Connection:
                 await self._wakeup
             finally:
                 self._wakeup = None
-        return self.frames.popleft()
+        return self.frames.pop(0)
 
     async def admit_command(self) -> None:
         """Wait while MAX_IN_FLIGHT commands of this connection await their outcome."""
@@ -156,6 +157,30 @@ class Connection:
     def command_done(self) -> None:
         self.in_flight -= 1
         _wake(self._room)
+
+
+def _credentials(scope: MutableMapping[str, Any]) -> tuple[str | None, str]:
+    """The handshake's Origin and access token (query parameter, else bearer header).
+
+    Read from the raw scope: Starlette's `headers` and `query_params` would stay cached
+    on the socket for its whole life. Names are compared lower-cased: uvicorn's sans-I/O
+    protocol passes them on as the client spelled them.
+    """
+    origin: str | None = None
+    authorization = ""
+    for raw_name, value in scope["headers"]:
+        name = raw_name.lower()
+        if name == b"origin":
+            origin = value.decode("latin-1")
+        elif name == b"authorization":
+            authorization = value.decode("latin-1")
+    token = ""
+    for key, value in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True):
+        if key == "access_token":
+            token = value
+    if not token and authorization.lower().startswith("bearer "):
+        token = authorization[7:].strip()
+    return origin, token
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:
@@ -263,16 +288,12 @@ class Gateway:
 
     async def _admit(self, ws: WebSocket) -> Identity | None:
         """Check origin and token before the upgrade; refusing answers HTTP 403."""
-        origin = ws.headers.get("origin")
+        origin, token = _credentials(ws.scope)
         allowed = set(self.settings.allowed_origins)
         if origin is not None and "*" not in allowed and origin not in allowed:
             log.info("event=refused reason=origin origin=%s", origin[:100])
             await ws.close(1008)
             return None
-        token = ws.query_params.get("access_token", "")
-        header = ws.headers.get("authorization", "")
-        if not token and header.lower().startswith("bearer "):
-            token = header[7:].strip()
         try:
             return await self.access.tokens.authenticate(token)
         except DomainError as exc:

@@ -28,6 +28,7 @@ from commands.gateway import Gateway
 from commands.me_routes import me_routes
 from commands.web import AccessLog, domain_error, error_response, http_error
 from commands.web_client import web_client_routes
+from commands.wsprotocol import LeanWebSocketProtocol
 from domain.errors import DomainError
 from infra.http import serve
 from infra.settings import Settings
@@ -117,6 +118,7 @@ def run_commands_service(settings: Settings, stop: threading.Event) -> None:
         settings.commands_host,
         settings.commands_port,
         stop,
+        ws=LeanWebSocketProtocol,
         ws_max_size=settings.ws_max_frame_bytes,  # beyond it: close 1009
         ws_per_message_deflate=False,
         ws_ping_interval=settings.ws_heartbeat_s,

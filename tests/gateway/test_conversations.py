@@ -182,6 +182,10 @@ def test_no_token_bad_token_or_foreign_origin_is_refused_before_the_upgrade(stac
             await refused(url + "?access_token=" + alice.access_token, origin="http://evil.example")
             == 403
         )  # type: ignore[arg-type]
+        bearer = {"Authorization": f"Bearer {alice.access_token}"}
+        assert await refused(url, additional_headers=bearer, origin="http://evil.example") == 403
+        async with websockets.connect(url, additional_headers=bearer) as ws:
+            assert json.loads(await ws.recv())["user_id"] == alice.user_id
         ok = ChatClient(stack.base, alice)
         await ok.connect()
         assert ok.hello["user_id"] == alice.user_id
