@@ -26,7 +26,17 @@ from domain.messages import MAX_BODY_BYTES, MediaRef, MessageKind, validate_mess
 MAX_GROUP_MEMBERS = 256
 MAX_GROUP_NAME_CHARS = 100
 MAX_CLIENT_ID_CHARS = 128
-"""Limit on `device_id` and `local_id`, which the chat remembers forever."""
+"""Limit on `device_id` and `local_id`, which the chat remembers for resends."""
+
+SEND_MEMORY = 1_000
+"""How many of a device's latest sends in a chat are recognised when resent.
+
+A resend of any of them answers the original message; an older `local_id` would be a
+new message. A client resends only sends it has no `ack` for, and a connection has at
+most 256 commands unanswered (`commands/gateway.py`), so a device that resends before
+making 1,000 newer sends in that chat never stores a message twice. The bound keeps
+the chat's state, and each snapshot of it, the same size however long the chat runs.
+"""
 
 SendKey = tuple[UUID, str, str]
 """(sender, device_id, local_id): what makes a resend recognisable."""
@@ -145,9 +155,8 @@ class Chat(Aggregate):
 
         def apply(self, aggregate: "Chat") -> None:
             aggregate._last_seq = self.seq
-            aggregate._senders.append(self.sender)
             key = (self.sender, self.device_id, self.local_id)
-            aggregate._sent[key] = (self.message_id, self.seq)
+            remember(aggregate._sent, key, self.message_id, self.seq)
 
     class MessagesDelivered(Event):
         class_version = 1
@@ -183,6 +192,7 @@ class Chat(Aggregate):
 
         def mutate(self, _: None) -> "Chat":
             chat = cast("Chat", super().mutate(None))
+            vars(chat).pop("_senders", None)  # kept by snapshots from before `SEND_MEMORY`
             vars(chat).update(_rich_state(vars(chat)))
             return chat
 
@@ -193,8 +203,8 @@ class Chat(Aggregate):
         self._admins: set[UUID] = set()
         self._member_since: dict[UUID, tuple[Interval, ...]] = {}
         self._last_seq = 0
-        self._senders: list[UUID] = []  # sender of seq n at index n - 1
-        self._sent: dict[SendKey, tuple[int, int]] = {}
+        # (sender, device_id) -> local_id -> (message_id, seq), the last SEND_MEMORY, oldest first
+        self._sent: dict[tuple[UUID, str], dict[str, tuple[int, int]]] = {}
         self._delivered_up_to: dict[UUID, int] = {}
         self._read_up_to: dict[UUID, int] = {}
 
@@ -316,7 +326,7 @@ class Chat(Aggregate):
         max_body: int = MAX_BODY_BYTES,
     ) -> SendResult:
         """Append a message with the next seq; a resend returns the original, adding nothing."""
-        original = self._sent.get((sender, device_id, local_id))
+        original = self._sent.get((sender, device_id), {}).get(local_id)
         if original is not None:
             return SendResult(message_id=original[0], seq=original[1], duplicate=True)
         self._require_member(sender)
@@ -391,18 +401,26 @@ class Chat(Aggregate):
 
     @property
     def sent(self) -> Mapping[SendKey, tuple[int, int]]:
-        """Every (sender, device_id, local_id) ever accepted, with its (message_id, seq)."""
-        return self._sent
+        """The sends a resend is recognised by (`SEND_MEMORY` per device), with their
+        (message_id, seq)."""
+        return {
+            (sender, device_id, local_id): sent
+            for (sender, device_id), by_local_id in self._sent.items()
+            for local_id, sent in by_local_id.items()
+        }
 
     def was_member_at(self, user_id: UUID, seq: int) -> bool:
         """Whether the user belonged to the chat when message `seq` was sent."""
         return was_member(self._member_since.get(user_id, ()), seq)
 
-    def recipients_of(self, seq: int) -> frozenset[UUID]:
-        """Who should receive message `seq`: the members at that seq except its sender."""
+    def recipients_of(self, seq: int, sender: UUID) -> frozenset[UUID]:
+        """Who should receive message `seq` from `sender`: the members at that seq but them.
+
+        The sender comes from the message (its event or its row): the chat does not keep
+        a list as long as its history.
+        """
         if not 1 <= seq <= self._last_seq:
             raise InvalidSeq(f"seq must be in 1..{self._last_seq}")
-        sender = self._senders[seq - 1]
         return frozenset(
             user
             for user, history in self._member_since.items()
@@ -458,6 +476,22 @@ def _group_name(name: str) -> str:
     return stripped
 
 
+def remember(
+    sent: dict[tuple[UUID, str], dict[str, tuple[int, int]]],
+    key: SendKey,
+    message_id: int,
+    seq: int,
+) -> None:
+    """Note a device's send, forgetting its oldest beyond `SEND_MEMORY`."""
+    sender, device_id, local_id = key
+    by_local_id = sent.get((sender, device_id))
+    if by_local_id is None:
+        by_local_id = sent[(sender, device_id)] = {}
+    by_local_id[local_id] = (message_id, seq)
+    if len(by_local_id) > SEND_MEMORY:
+        del by_local_id[next(iter(by_local_id))]
+
+
 def _plain_state(state: dict[str, Any]) -> dict[str, Any]:
     """Chat state as lists and str-keyed dicts, for a snapshot."""
     return {
@@ -469,14 +503,22 @@ def _plain_state(state: dict[str, Any]) -> dict[str, Any]:
             [user, [list(interval) for interval in history]]
             for user, history in state["_member_since"].items()
         ],
-        "_sent": [[*key, *sent] for key, sent in state["_sent"].items()],
+        "_sent": [
+            [sender, device_id, local_id, *sent]
+            for (sender, device_id), by_local_id in state["_sent"].items()
+            for local_id, sent in by_local_id.items()
+        ],
         "_delivered_up_to": [list(item) for item in state["_delivered_up_to"].items()],
         "_read_up_to": [list(item) for item in state["_read_up_to"].items()],
     }
 
 
 def _rich_state(plain: dict[str, Any]) -> dict[str, Any]:
-    """The inverse of `_plain_state`."""
+    """The inverse of `_plain_state`. A snapshot taken before sends were bounded, with
+    every send, keeps the last `SEND_MEMORY` of each device."""
+    sent: dict[tuple[UUID, str], dict[str, tuple[int, int]]] = {}
+    for sender, device_id, local_id, message_id, seq in plain["_sent"]:
+        remember(sent, (sender, device_id, local_id), message_id, seq)
     return {
         **plain,
         "kind": ChatKind(plain["kind"]),
@@ -486,10 +528,7 @@ def _rich_state(plain: dict[str, Any]) -> dict[str, Any]:
             user: tuple((after, until) for after, until in history)
             for user, history in plain["_member_since"]
         },
-        "_sent": {
-            (sender, device_id, local_id): (message_id, seq)
-            for sender, device_id, local_id, message_id, seq in plain["_sent"]
-        },
+        "_sent": sent,
         "_delivered_up_to": dict(plain["_delivered_up_to"]),
         "_read_up_to": dict(plain["_read_up_to"]),
     }

@@ -141,11 +141,8 @@ MESSAGES = 20_000
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
     import json
     import platform
-    import subprocess
     import time
     from pathlib import Path
-
-    from infra.settings import ROOT
 
     if args.scenario not in ("processor", "relay", "projection"):
         from infra.bench.command import run_bench
@@ -164,12 +161,11 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         from infra.bench_relay import run as run_relay
 
         figures = run_relay(settings)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
+    from infra.bench.results import commit
+
     result = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": commit,
+        "commit": commit(),
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from functools import reduce
 from typing import Any
 from uuid import UUID, uuid4
@@ -7,6 +8,7 @@ from eventsourcing.domain import CanMutateAggregate
 from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder, UUIDAsHex
 
 from domain import (
+    SEND_MEMORY,
     Chat,
     ChatKind,
     GroupFull,
@@ -151,6 +153,22 @@ def test_a_resend_returns_the_original_and_adds_no_event() -> None:
     assert again == SendResult(message_id=first.message_id, seq=first.seq, duplicate=True)
     assert chat.collect_events() == []
     assert chat.sent[(BOB, "phone", "l-1")] == (first.message_id, first.seq)
+
+
+def test_a_device_s_resends_are_recognised_for_its_last_sends_in_the_chat() -> None:
+    chat = group(BOB)
+    alices = send(chat, ALICE, "a-1")
+    bobs = [send(chat, BOB, f"b-{n}") for n in range(SEND_MEMORY + 1)]
+    # Bob's oldest send has left the memory: sent again, it is a new message.
+    assert chat.send(BOB, "phone", "b-0", "text", b"x", None, 1, 0).duplicate is False
+    # His latest ones and Alice's older one are still recognised.
+    for local_id, original in (("b-2", bobs[2]), (f"b-{SEND_MEMORY}", bobs[-1])):
+        again = chat.send(BOB, "phone", local_id, "text", b"x", None, 2, 0)
+        assert again == replace(original, duplicate=True)
+    assert chat.send(ALICE, "phone", "a-1", "text", b"x", None, 3, 0) == replace(
+        alices, duplicate=True
+    )
+    assert len(chat.sent) == SEND_MEMORY + 1  # Bob's last SEND_MEMORY, Alice's one
 
 
 def test_the_same_local_id_from_another_device_or_sender_is_a_new_message() -> None:
@@ -350,10 +368,10 @@ def test_recipients_are_the_members_at_send_time_except_the_sender() -> None:
     send(chat, ALICE, "3")
     chat.add_member(BOB, by=ALICE)
     send(chat, CAROL, "4")
-    assert chat.recipients_of(1) == {BOB}
-    assert chat.recipients_of(2) == {ALICE, CAROL}
-    assert chat.recipients_of(3) == {CAROL}
-    assert chat.recipients_of(4) == {ALICE, BOB}
+    assert chat.recipients_of(1, ALICE) == {BOB}
+    assert chat.recipients_of(2, BOB) == {ALICE, CAROL}
+    assert chat.recipients_of(3, ALICE) == {CAROL}
+    assert chat.recipients_of(4, CAROL) == {ALICE, BOB}
     assert chat.member_since[BOB] == ((0, 2), (3, None))
     assert [chat.was_member_at(BOB, seq) for seq in (1, 2, 3, 4)] == [True, True, False, True]
     assert not chat.was_member_at(DAVE, 1)
@@ -364,13 +382,13 @@ def test_recipients_of_needs_a_sent_seq() -> None:
     send(chat, ALICE)
     for seq in (0, 2):
         with pytest.raises(InvalidSeq):
-            chat.recipients_of(seq)
+            chat.recipients_of(seq, ALICE)
 
 
 def test_direct_chat_recipient_is_the_other_user() -> None:
     chat = Chat.open_direct(ALICE, BOB, ALICE)
     send(chat, BOB)
-    assert chat.recipients_of(1) == {ALICE}
+    assert chat.recipients_of(1, BOB) == {ALICE}
 
 
 # Receipts
@@ -448,7 +466,7 @@ def test_replaying_the_events_rebuilds_the_same_chat() -> None:
     rebuilt = replay(events)
     assert rebuilt == chat
     assert list(rebuilt.members) == list(chat.members)
-    assert rebuilt.recipients_of(3) == chat.recipients_of(3) == {DAVE}
+    assert rebuilt.recipients_of(3, BOB) == chat.recipients_of(3, BOB) == {DAVE}
 
 
 def test_a_snapshot_is_json_friendly_and_restores_the_same_chat() -> None:
@@ -468,3 +486,26 @@ def test_a_snapshot_is_json_friendly_and_restores_the_same_chat() -> None:
     assert restored == chat
     assert restored.kind is ChatKind.GROUP
     assert list(restored.members) == list(chat.members)
+
+
+def test_a_snapshot_from_before_the_bound_loads_with_the_last_sends_only() -> None:
+    """Snapshots once held every send and each seq's sender; they load as if bounded."""
+    chat = group(BOB)
+    for n in range(SEND_MEMORY):
+        send(chat, BOB, f"b-{n}")
+    chat.collect_events()
+    snapshot = Chat.Snapshot.take(chat)
+    state = dict(snapshot.state)
+    older = [[BOB, "phone", f"old-{n}", 10 + n, n + 1] for n in range(5)]
+    state["_sent"] = older + state["_sent"]
+    state["_senders"] = [BOB] * SEND_MEMORY
+    restored = Chat.Snapshot(
+        originator_id=snapshot.originator_id,
+        originator_version=snapshot.originator_version,
+        timestamp=snapshot.timestamp,
+        topic=snapshot.topic,
+        state=state,
+    ).mutate(None)
+    assert restored == chat
+    assert "_senders" not in vars(restored)
+    assert set(restored.sent) == {(BOB, "phone", f"b-{n}") for n in range(SEND_MEMORY)}

@@ -44,7 +44,7 @@ class ChatMachine(RuleBasedStateMachine):
         self.chat: Chat
         self.events: list[CanMutateAggregate[UUID]] = []
         self.sends: list[tuple[SendKey, SendResult]] = []
-        self.recipients_at_send: dict[int, frozenset[UUID]] = {}
+        self.recipients_at_send: dict[int, tuple[UUID, frozenset[UUID]]] = {}
         self.cursors: dict[UUID, tuple[int, int]] = {}
         self.next_local_id = 0
 
@@ -80,7 +80,7 @@ class ChatMachine(RuleBasedStateMachine):
             result = self.chat.send(sender, device_id, local_id, "text", b"hi", None, message_id, 0)
             assert result == SendResult(message_id, seq, duplicate=False)
             self.sends.append(((sender, device_id, local_id), result))
-            self.recipients_at_send[seq] = members - {sender}
+            self.recipients_at_send[seq] = (sender, members - {sender})
             return True
 
         self.attempt(send, None if sender in members else NotMember)
@@ -175,8 +175,8 @@ class ChatMachine(RuleBasedStateMachine):
 
     @invariant()
     def recipients_were_members_at_send_time(self) -> None:
-        for seq, expected in self.recipients_at_send.items():
-            assert self.chat.recipients_of(seq) == expected
+        for seq, (sender, expected) in self.recipients_at_send.items():
+            assert self.chat.recipients_of(seq, sender) == expected
 
     @invariant()
     def cursors_never_decrease_and_stay_ordered(self) -> None:
