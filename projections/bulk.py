@@ -37,9 +37,9 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from psycopg import AsyncConnection, AsyncCursor
+from psycopg import AsyncConnection, AsyncCursor, sql
 
-from projections.projector import Projector, Record
+from projections.projector import RECEIPT_EVENTS, Projector, Record
 from streams.envelope import Envelope
 
 log = logging.getLogger("parley.replay")
@@ -140,17 +140,34 @@ def steps(due: Sequence[tuple[Envelope, tuple[str, ...]]]) -> Iterator[Step]:
 class BulkProjector(Projector):
     """Applies batches like `Projector`, with set-based SQL for runs of messages/receipts."""
 
+    # The delivered and read cursors reached so far in the batch being applied.
+    _reached: tuple[dict[tuple[UUID, str], int], dict[tuple[UUID, str], int]] = ({}, {})
+
     async def apply_batch(self, conn: AsyncConnection[Any], records: Sequence[Record]) -> int:
         if not bulk_enabled():
             return await super().apply_batch(conn, records)
-        async with conn.cursor() as cur:
-            marks = await self.checkpoints(cur)
+        async with conn.cursor() as cur, conn.cursor() as vcur, conn.cursor() as ccur:
             chats = {r.envelope.chat_id.int: r.envelope.chat_id for r in records}
-            # Chats keyed by their int: hashing a UUID is a Python call, an int's is not.
-            versions = {
-                (p, c.int): v
-                for (p, c), v in (await self._versions(cur, set(chats.values()))).items()
+            pairs = {
+                (r.envelope.chat_id, str(r.envelope.payload["user_id"]))
+                for r in records
+                if r.envelope.type in RECEIPT_EVENTS
             }
+            # What the batch reads first goes out together: one round trip, not three.
+            async with conn.pipeline():
+                await cur.execute(self.checkpoints_query())
+                await vcur.execute(*self.versions_query(set(chats.values())))
+                if pairs:
+                    await ccur.execute(*self._cursors_query(pairs))
+                marks = {(row[0], row[1]): row[2] for row in await cur.fetchall()}
+                # Chats keyed by their int: hashing a UUID is a Python call, an int's is not.
+                versions = {(row[0], row[1].int): row[2] for row in await vcur.fetchall()}
+                self._reached = ({}, {})
+                for chat_id, user_id, delivered_up_to, read_up_to in (
+                    await ccur.fetchall() if pairs else ()
+                ):
+                    self._reached[0][(chat_id, str(user_id))] = delivered_up_to
+                    self._reached[1][(chat_id, str(user_id))] = read_up_to
             moved: dict[tuple[str, int], int] = {}
             bumped: dict[tuple[str, int], int] = {}
             due: list[tuple[Envelope, tuple[str, ...]]] = []
@@ -187,6 +204,21 @@ class BulkProjector(Projector):
                     cur, moved, {(p, chats[c]): v for (p, c), v in bumped.items()}
                 )
         return sum(len(projections) for _, projections in due)
+
+    def _cursors_query(
+        self, pairs: set[tuple[UUID, str]]
+    ) -> tuple[sql.Composed, tuple[list[UUID], list[str]]]:
+        """The delivered and read cursors of (chat, user) as the batch starts.
+
+        The `chats` projection keeps them in `members`, moved by the same receipt events
+        in the same transactions: every receipt at or below a cursor has been moved.
+        """
+        query = self._q(
+            "SELECT m.chat_id, m.user_id, m.delivered_up_to, m.read_up_to FROM {s}.members m "
+            "JOIN unnest(%b::uuid[], %b::uuid[]) AS v(chat_id, user_id) "
+            "ON m.chat_id = v.chat_id AND m.user_id = v.user_id"
+        )
+        return query, ([p[0] for p in pairs], [p[1] for p in pairs])
 
     async def _save_marks(
         self,
@@ -315,8 +347,8 @@ class BulkProjector(Projector):
     async def _run_receipts(self, cur: AsyncCursor[Any], events: list[Envelope]) -> None:
         sends = [e for e in events if e.type == "MessageSent"]
         receipts = [e for e in events if e.type != "MessageSent"]
-        delivered = _ranges(receipts)
-        read = _ranges([e for e in receipts if e.type == "MessagesRead"])
+        delivered = _ranges(receipts, self._reached[0])
+        read = _ranges([e for e in receipts if e.type == "MessagesRead"], self._reached[1])
         if sends:
             # A run's own receipts are inserted with the status its receipt events give
             # them (each seq is covered by at most one range per user); the UPDATEs below
@@ -438,9 +470,13 @@ _RANGES = (
 Range = tuple[UUID, str, int, int, datetime]
 
 
-def _ranges(receipts: list[Envelope]) -> list[Range]:
-    """Per (chat, user), the seqs each receipt event moves first: (max before, up_to]."""
-    reached: dict[tuple[UUID, str], int] = {}
+def _ranges(receipts: list[Envelope], reached: dict[tuple[UUID, str], int]) -> list[Range]:
+    """Per (chat, user), the seqs each receipt event moves first: (max before, up_to].
+
+    `reached` holds each cursor as it stood before (the batch's start, then the runs
+    before this one) and is moved on: a receipt touches only the receipts above the
+    cursor, not the user's whole history in the chat.
+    """
     out: list[Range] = []
     for e in receipts:
         key = (e.chat_id, str(e.payload["user_id"]))

@@ -52,8 +52,11 @@ class Projector:
     def _q(self, statement: str) -> sql.Composed:
         return sql.SQL(statement).format(s=sql.Identifier(self.schema))
 
+    def checkpoints_query(self) -> sql.Composed:
+        return self._q('SELECT projection, partition, "offset" FROM {s}.checkpoints')
+
     async def checkpoints(self, cur: AsyncCursor[Any]) -> dict[tuple[str, int], int]:
-        await cur.execute(self._q('SELECT projection, partition, "offset" FROM {s}.checkpoints'))
+        await cur.execute(self.checkpoints_query())
         return {(row[0], row[1]): row[2] for row in await cur.fetchall()}
 
     async def apply_batch(self, conn: AsyncConnection[Any], records: Sequence[Record]) -> int:
@@ -98,16 +101,17 @@ class Projector:
                     )
         return applied
 
+    def versions_query(self, chat_ids: set[UUID]) -> tuple[sql.Composed, tuple[Any, ...]]:
+        query = self._q(
+            "SELECT projection, chat_id, version FROM {s}.chat_versions "
+            "WHERE projection = ANY(%s) AND chat_id = ANY(%s)"
+        )
+        return query, (self.projections, list(chat_ids))
+
     async def _versions(
         self, cur: AsyncCursor[Any], chat_ids: set[UUID]
     ) -> dict[tuple[str, UUID], int]:
-        await cur.execute(
-            self._q(
-                "SELECT projection, chat_id, version FROM {s}.chat_versions "
-                "WHERE projection = ANY(%s) AND chat_id = ANY(%s)"
-            ),
-            (self.projections, list(chat_ids)),
-        )
+        await cur.execute(*self.versions_query(chat_ids))
         return {(row[0], row[1]): row[2] for row in await cur.fetchall()}
 
     async def _apply(self, cur: AsyncCursor[Any], projection: str, e: Envelope) -> None:
