@@ -30,6 +30,7 @@ from projections.cache import active_members, apply_cache
 from projections.locks import worker_batch
 from projections.projector import Projector, Record, expire_inbox
 from projections.schema import LIVE_SCHEMA, migrate
+from projections.upcasting import upcast_envelope
 from streams.delivery import deliver
 from streams.envelope import EnvelopeError, decode_envelope
 
@@ -96,19 +97,9 @@ def create_app(settings: Settings) -> faust.App:
             async for events in batches:
                 started = time.monotonic()
                 taken_at = time.time()
-                records = []
-                for event in events:
-                    try:
-                        envelope = decode_envelope(event.value)
-                    except EnvelopeError as exc:
-                        log.error(
-                            "event=bad_envelope partition=%d offset=%d error=%s",
-                            event.message.partition,
-                            event.message.offset,
-                            exc,
-                        )
-                        continue
-                    records.append(Record(event.message.partition, event.message.offset, envelope))
+                records = decode_batch(
+                    [(e.message.partition, e.message.offset, e.value) for e in events]
+                )
                 conn = await _apply_until_done(settings, conn, redis, projector, records, pace)
                 done_at = time.time()
                 pace.lags(
@@ -183,6 +174,22 @@ def _median(values: list[float]) -> float:
 
 def _p99(values: list[float]) -> float:
     return sorted(values)[int(0.99 * (len(values) - 1))] if values else 0.0
+
+
+def decode_batch(values: list[tuple[int, int, bytes]]) -> list[Record]:
+    """(partition, offset, value) from the topic as records, each envelope upcast to its
+    event class's current version (an event published before an upgrade reads as the
+    code projecting it expects, as in a replay). One that cannot be read is logged and
+    left out."""
+    records = []
+    for partition, offset, value in values:
+        try:
+            envelope = upcast_envelope(decode_envelope(value))
+        except EnvelopeError as exc:
+            log.error("event=bad_envelope partition=%d offset=%d error=%s", partition, offset, exc)
+            continue
+        records.append(Record(partition, offset, envelope))
+    return records
 
 
 async def _connect(settings: Settings) -> psycopg.AsyncConnection[Any]:

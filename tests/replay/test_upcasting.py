@@ -6,7 +6,7 @@ The test makes `MemberAdded` version 2 (its v1 called the new member `user`; v2 
 - the store holds a v1 event: `republish` reads it through the store's mapper, which
   upcasts it, and a rebuild from the republished topic projects it;
 - the Kafka log holds a v1 envelope (published before the upgrade): the rebuild's reader
-  upcasts it with the same upcaster.
+  upcasts it with the same upcaster, and so do the live workers.
 
 It uses a database of its own (no live workers) so the pipeline of other tests never
 meets the hand-made events.
@@ -35,6 +35,7 @@ from projections.replay import RebuildOptions, rebuild
 from projections.upcasting import upcast_envelope
 from streams.envelope import decode_envelope, encode_event
 from streams.republish import create_topic, republish
+from streams.workers import decode_batch
 from tests.projections.model import comparable
 from tests.projections.test_pipeline import store_envelopes
 from tests.replay.conftest import read_model
@@ -140,6 +141,32 @@ def test_an_old_envelope_in_the_log_is_upcast_by_the_replay(
     assert model == comparable(fold)
     assert model["members"][(chat.id, late)].active
     assert model["receipts"][(chat.id, 1, admin)].status == "SENT"
+
+
+def test_the_live_workers_read_an_old_envelope_at_the_current_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A v1 event still in the topic when the workers restart on v2 code is upcast."""
+    admin, late = uuid.uuid4(), uuid.uuid4()
+    chat = Chat.create_group(uuid.uuid4(), "g", admin, [])
+    chat.add_member(late, by=admin)
+    values = []
+    for position, event in enumerate(chat.collect_events(), 1):
+        _, value = encode_event(event, position)
+        if type(event).__name__ == "MemberAdded":
+            data = orjson.loads(value)
+            data["payload"]["user"] = data["payload"].pop("user_id")
+            value = orjson.dumps(data)
+        values.append((0, position, value))
+    values.append((0, 99, b"not an envelope"))
+
+    version_2(monkeypatch)
+    records = decode_batch(values)
+
+    assert [r.offset for r in records] == [1, 2]  # the unreadable one left out
+    added = records[1].envelope
+    assert (added.type, added.type_version) == ("MemberAdded", 2)
+    assert added.payload["user_id"] == str(late) and "user" not in added.payload
 
 
 def _envelopes(settings: Settings, topic: str) -> list[Any]:
