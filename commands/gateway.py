@@ -83,6 +83,9 @@ MAX_IN_FLIGHT = 256
 RATE_FLUSH_S = 0.1
 USER_LIMITS = (Limit.SEND_PER_USER, Limit.GROUP_CHANGE_PER_USER)
 MEMBERSHIP_CACHE_S = 10.0
+"""How long the gateway trusts a chat's members for typing. A membership change pushed
+through this gateway (a `chat` frame: every member and the one removed get it) drops
+the entry at once; the TTL bounds what a dropped push leaves behind."""
 
 
 def now_ms() -> int:
@@ -629,7 +632,11 @@ class Gateway:
             log.warning("event=bad_delivery")
             return
         for item in items:
-            text = dump(item["frame"])
+            frame = item["frame"]
+            if frame.get("type") == "chat":  # membership may have changed: read it again
+                with contextlib.suppress(KeyError, ValueError, TypeError):
+                    self._members.pop(UUID(frame["chat_id"]), None)
+            text = dump(frame)
             skip_user, skip_device = item.get("except") or (None, None)
             for user in item["users"]:
                 for connection in list(self.by_user.get(UUID(user), ())):

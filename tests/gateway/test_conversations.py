@@ -93,6 +93,30 @@ def test_typing_shows_and_stops(stack: Stack) -> None:
     asyncio.run(scenario())
 
 
+def test_a_removed_member_can_no_longer_type_in_the_group(stack: Stack) -> None:
+    alice, bob, carol = stack.account(), stack.account(), stack.account()
+
+    async def scenario() -> None:
+        a, b, c = [await stack.client(x) for x in (alice, bob, carol)]
+        chat = await a.create_group("g", [bob.user_id, carol.user_id])
+        await a.send_text("hi", chat_id=chat)
+        await c.wait_until(lambda: chat in c.chats and 1 in c.chats[chat].messages)
+        await c.typing(chat, "start")  # the gateway now holds the group's members
+        await b.wait_until(lambda: carol.user_id in b.typists[chat])
+        await a.group("remove_member", chat, user_id=carol.user_id)
+        await c.wait_until(
+            lambda: any(f.get("event") == "MemberRemoved" for f in c.frames if f["type"] == "chat")
+        )
+        # At once, not when the gateway's membership cache expires.
+        with pytest.raises(CommandFailed) as refused:
+            await c.request({"type": "typing", "chat_id": chat, "state": "start"})
+        assert refused.value.code == "unknown_chat"
+        for x in (a, b, c):
+            await x.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_group_of_256_gets_one_send_and_read_by_rises(stack: Stack) -> None:
     admin = stack.account("admin")
     crowd = [stack.account() for _ in range(255)]
