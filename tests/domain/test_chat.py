@@ -476,13 +476,7 @@ def test_a_snapshot_is_json_friendly_and_restores_the_same_chat() -> None:
     transcoder.register(DatetimeAsISO())
     snapshot = Chat.Snapshot.take(chat)
     state = transcoder.decode(transcoder.encode(snapshot.state))
-    restored = Chat.Snapshot(
-        originator_id=snapshot.originator_id,
-        originator_version=snapshot.originator_version,
-        timestamp=snapshot.timestamp,
-        topic=snapshot.topic,
-        state=state,
-    ).mutate(None)
+    restored = replace(snapshot, state=state).mutate(None)
     assert restored == chat
     assert restored.kind is ChatKind.GROUP
     assert list(restored.members) == list(chat.members)
@@ -499,13 +493,7 @@ def test_a_snapshot_from_before_the_bound_loads_with_the_last_sends_only() -> No
     older = [[BOB, "phone", f"old-{n}", 10 + n, n + 1] for n in range(5)]
     state["_sent"] = older + state["_sent"]
     state["_senders"] = [BOB] * SEND_MEMORY
-    restored = Chat.Snapshot(
-        originator_id=snapshot.originator_id,
-        originator_version=snapshot.originator_version,
-        timestamp=snapshot.timestamp,
-        topic=snapshot.topic,
-        state=state,
-    ).mutate(None)
+    restored = replace(snapshot, state=state).mutate(None)
     assert restored == chat
     assert "_senders" not in vars(restored)
     assert set(restored.sent) == {(BOB, "phone", f"b-{n}") for n in range(SEND_MEMORY)}

@@ -1,6 +1,7 @@
 """The user aggregate and its handle claims: validation, changes, events, snapshots."""
 
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import reduce
 from typing import Any
 from uuid import UUID
@@ -178,13 +179,7 @@ def test_snapshot_survives_json() -> None:
     transcoder.register(DatetimeAsISO())
     snapshot = User.Snapshot.take(user)
     state = transcoder.decode(transcoder.encode(snapshot.state))
-    restored = type(snapshot)(
-        originator_id=snapshot.originator_id,
-        originator_version=snapshot.originator_version,
-        timestamp=snapshot.timestamp,
-        topic=snapshot.topic,
-        state=state,
-    ).mutate(None)
+    restored = replace(snapshot, state=state).mutate(None)
     assert restored.privacy == user.privacy
     assert restored.devices == user.devices
     assert restored.last_seen is LastSeenPrivacy.NOBODY
