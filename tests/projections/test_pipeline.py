@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -135,12 +135,15 @@ def receipt(chat: UUID, actor: UUID, kind: CommandType, up_to: int, r: str) -> C
     return Command(kind, chat, actor, {"up_to": up_to}, reply_to=r)
 
 
-def test_a_scripted_conversation_is_projected_exactly(
-    topics: Settings, pipeline: dict[str, Service]
-) -> None:
+def conversation_script(
+    members: int, delivered: int, read: int
+) -> tuple[dict[str, UUID], Callable[[str], list[Any]]]:
+    """A 1:1 chat and a group of `members` (the admin included): sends, receipts of the
+    first `delivered` and `read` members, a removal, a send, the re-add and a send.
+    Returns the ids (direct, group, bob, removed) and the commands for a reply channel."""
     alice, bob = new_users(2)
     direct = direct_chat_id(alice, bob)
-    admin, *crowd = new_users(256)
+    admin, *crowd = new_users(members)
     group = uuid.uuid4()
     removed = crowd[0]
 
@@ -154,14 +157,22 @@ def test_a_scripted_conversation_is_projected_exactly(
             create_group(group, admin, crowd, r),
             send(group, admin, "g1", "welcome", r),
             send(group, crowd[5], "g2", "thanks", r),
-            [receipt(group, u, CommandType.MARK_DELIVERED, 2, r) for u in crowd[:100]],
-            [receipt(group, u, CommandType.MARK_READ, 1, r) for u in crowd[:50]],
+            [receipt(group, u, CommandType.MARK_DELIVERED, 2, r) for u in crowd[:delivered]],
+            [receipt(group, u, CommandType.MARK_READ, 1, r) for u in crowd[:read]],
             Command(CommandType.REMOVE_MEMBER, group, admin, {"user_id": str(removed)}, reply_to=r),
             send(group, admin, "g3", "after the removal", r),
             Command(CommandType.ADD_MEMBER, group, admin, {"user_id": str(removed)}, reply_to=r),
             send(group, admin, "g4", "welcome back", r),
         ]
 
+    return {"direct": direct, "group": group, "bob": bob, "removed": removed}, script
+
+
+def test_a_scripted_conversation_is_projected_exactly(
+    topics: Settings, pipeline: dict[str, Service]
+) -> None:
+    ids, script = conversation_script(256, delivered=100, read=50)
+    direct, bob, group, removed = ids["direct"], ids["bob"], ids["group"], ids["removed"]
     outcomes = run_commands(topics, script)
     assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok]
     wait_projected(topics)

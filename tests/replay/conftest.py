@@ -13,15 +13,20 @@ import psycopg
 import pytest
 import redis
 
-from commands.envelope import Command, CommandType
+from commands.envelope import CommandType
 from domain.ids import direct_chat_id
 from infra.settings import Settings
 from projections.cache import PREFIX
 from projections.cache_shadow import live_keys
 from projections.schema import LIVE_SCHEMA
-from tests.commands.client import create_group, new_users, send
+from tests.commands.client import new_users, send
 from tests.projections.model import comparable, read_back
-from tests.projections.test_pipeline import receipt, run_commands, wait_projected
+from tests.projections.test_pipeline import (
+    conversation_script,
+    receipt,
+    run_commands,
+    wait_projected,
+)
 from tests.services import Service, running
 
 
@@ -48,33 +53,10 @@ def pipeline(
 
 def conversation(settings: Settings) -> dict[str, UUID]:
     """1:1 and group traffic with receipts, a removal and a re-add; return the chat ids."""
-    alice, bob = new_users(2)
-    direct = direct_chat_id(alice, bob)
-    admin, *crowd = new_users(12)
-    group = uuid.uuid4()
-    removed = crowd[0]
-
-    def script(r: str) -> list[Any]:
-        return [
-            send(direct, alice, "a1", "hello", r, to=bob),
-            send(direct, alice, "a2", "are you there", r, to=bob),
-            send(direct, bob, "b1", "yes", r, to=alice),
-            receipt(direct, bob, CommandType.MARK_DELIVERED, 2, r),
-            receipt(direct, bob, CommandType.MARK_READ, 1, r),
-            create_group(group, admin, crowd, r),
-            send(group, admin, "g1", "welcome", r),
-            send(group, crowd[5], "g2", "thanks", r),
-            [receipt(group, u, CommandType.MARK_DELIVERED, 2, r) for u in crowd[:8]],
-            [receipt(group, u, CommandType.MARK_READ, 1, r) for u in crowd[:4]],
-            Command(CommandType.REMOVE_MEMBER, group, admin, {"user_id": str(removed)}, reply_to=r),
-            send(group, admin, "g3", "after the removal", r),
-            Command(CommandType.ADD_MEMBER, group, admin, {"user_id": str(removed)}, reply_to=r),
-            send(group, admin, "g4", "welcome back", r),
-        ]
-
+    ids, script = conversation_script(12, delivered=8, read=4)
     outcomes = run_commands(settings, script)
     assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok]
-    return {"direct": direct, "group": group, "bob": bob, "removed": removed}
+    return ids
 
 
 def chatter(settings: Settings, pairs: int = 10, messages: int = 5, tag: str = "") -> None:
