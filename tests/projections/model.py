@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from uuid import UUID
 
@@ -33,6 +33,30 @@ def records(envs: Iterable[Envelope], partitions: int = 3) -> list[Record]:
         out.append(Record(partition, offsets[partition], e))
         offsets[partition] += 1
     return out
+
+
+def delivered_at_least_once(
+    envs: list[Envelope], draw: Callable[[Any], Any], max_batch: int
+) -> list[list[Record]]:
+    """`envs` as an at-least-once consumer may get them, with `draw` (a hypothesis
+    `data.draw`) choosing the faults: sometimes a tail published again under new offsets
+    (a relay crash), cut into batches of 1..`max_batch`, some delivered twice with a
+    few records before them (a worker crash)."""
+    from hypothesis import strategies as st
+
+    recs = records(envs)
+    if recs and draw(st.booleans()):
+        tail = envs[draw(st.integers(0, len(envs) - 1)) :]
+        recs = records(envs + tail)
+    batches: list[list[Record]] = []
+    i = 0
+    while i < len(recs):
+        size = draw(st.integers(1, max_batch))
+        batches.append(recs[i : i + size])
+        if draw(st.integers(0, 4)) == 0:
+            batches.append(recs[max(0, i - 3) : i + size])
+        i += size
+    return batches
 
 
 def read_back(conninfo: str, schema: str) -> ReadModel:

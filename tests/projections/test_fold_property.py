@@ -24,7 +24,13 @@ from infra.settings import Settings
 from projections.fold import ReadModel
 from projections.projector import Projector, Record
 from projections.schema import metadata, migrate
-from tests.projections.model import comparable, envelopes, read_back, records, user
+from tests.projections.model import (
+    comparable,
+    delivered_at_least_once,
+    envelopes,
+    read_back,
+    user,
+)
 
 SCHEMA = "prop_fold"
 USERS = [user(i) for i in range(6)]
@@ -101,20 +107,7 @@ def test_projections_equal_the_fold(
     conninfo: str, ops: list[tuple[Any, ...]], data: st.DataObject
 ) -> None:
     envs = envelopes(_events(ops))
-    recs = records(envs)
-    # Re-publish a random tail (a relay crash): same events, new offsets, later in the log.
-    if recs and data.draw(st.booleans()):
-        tail = envs[data.draw(st.integers(0, len(envs) - 1)) :]
-        recs = records(envs + tail)
-    # Cut into random batches; sometimes deliver a batch twice (a worker crash).
-    batches: list[list[Record]] = []
-    i = 0
-    while i < len(recs):
-        size = data.draw(st.integers(1, 15))
-        batches.append(recs[i : i + size])
-        if data.draw(st.integers(0, 4)) == 0:
-            batches.append(recs[max(0, i - 3) : i + size])
-        i += size
+    batches = delivered_at_least_once(envs, data.draw, max_batch=15)
 
     oracle = ReadModel()
     for e in envs:

@@ -8,6 +8,7 @@ tests/projections/test_fold_property.py, applied by both projectors into two sch
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +22,13 @@ from projections.bulk import MIRRORED_DIGEST, BulkProjector, mirrored_digest, st
 from projections.fold import ReadModel
 from projections.projector import Projector, Record
 from projections.schema import metadata, migrate
-from tests.projections.model import comparable, envelopes, read_back, records
+from tests.projections.model import (
+    comparable,
+    delivered_at_least_once,
+    envelopes,
+    read_back,
+    records,
+)
 from tests.projections.test_fold_property import _events, op
 
 BULK, PER_EVENT = "replay_prop_bulk", "replay_prop_event"
@@ -70,19 +77,8 @@ def test_bulk_and_per_event_projectors_give_the_same_tables(
     conninfo: str, ops: list[tuple[Any, ...]], data: st.DataObject
 ) -> None:
     envs = envelopes(_events(ops))
-    recs = records(envs)
-    republish: bool = data.draw(st.booleans())
-    if recs and republish:
-        tail = envs[data.draw(st.integers(0, len(envs) - 1)) :]
-        recs = records(envs + tail)
-    batches: list[list[Record]] = []
-    i = 0
-    while i < len(recs):
-        size = data.draw(st.integers(1, 40))
-        batches.append(recs[i : i + size])
-        if data.draw(st.integers(0, 4)) == 0:
-            batches.append(recs[max(0, i - 3) : i + size])
-        i += size
+    # Long batches make long runs; short ones carry receipts' cursors across batches.
+    batches = delivered_at_least_once(envs, data.draw, data.draw(st.sampled_from([4, 40])))
 
     oracle = ReadModel()
     for e in envs:
@@ -112,3 +108,38 @@ def test_a_send_whose_seq_a_receipt_already_covered_starts_a_new_run() -> None:
         "Run",
         "Run",
     ]
+
+
+def test_a_receipt_moves_what_lies_between_the_cursor_it_finds_and_its_own(
+    conninfo: str,
+) -> None:
+    """The bulk SQL starts a receipt at the cursor `members` held before its batch (not at
+    seq 0): whatever lies between that cursor and the new one still moves, batch after
+    batch, for delivered and read alike."""
+    from domain.chat import Chat
+    from tests.projections.model import user
+
+    chat = Chat.create_group(uuid.uuid4(), "g", user(0), [user(1), user(2)])
+    for seq in range(1, 6):
+        chat.send(user(0), "d", f"l{seq}", "text", b"x", None, seq, 0)
+    events = list(chat.collect_events())
+    batches = [events]
+    for up_to in (1, 3, 5):
+        chat.mark_delivered(user(1), up_to)
+        chat.mark_read(user(2), up_to)
+        batches.append(list(chat.collect_events()))
+    envs = envelopes([e for batch in batches for e in batch])
+    recs = records(envs, partitions=1)
+    sizes = [len(batch) for batch in batches]
+    cut = [recs[sum(sizes[:n]) : sum(sizes[: n + 1])] for n in range(len(sizes))]
+
+    _truncate(conninfo)
+    asyncio.run(_project(conninfo, BulkProjector(schema=BULK), cut))
+    model = read_back(conninfo, BULK)
+    oracle = ReadModel()
+    for e in envs:
+        oracle.apply(e)
+    assert comparable(model) == comparable(oracle)
+    statuses = {(seq, who): r.status for (_, seq, who), r in model.receipts.items()}
+    assert all(statuses[(seq, user(1))] == "DELIVERED" for seq in range(1, 6))
+    assert all(statuses[(seq, user(2))] == "READ" for seq in range(1, 6))
