@@ -272,6 +272,27 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("event=partitions_assigned partitions=%s", [tp.partition for tp in assigned])
 
 
+def _await_partitions(consumer: KafkaConsumer, topic: str, stop: threading.Event) -> None:
+    """After `subscribe`, wait until the consumer's metadata lists the topic's partitions.
+
+    kafka-python joins the group with the partitions its metadata held when it last
+    looked; a fresh consumer that joins before looking assigns itself nothing ("No
+    partition metadata for topic") or compares against an empty snapshot, and rejoins
+    at the next metadata update. That rejoin now and then hung for more than 90 s,
+    leaving the processor without partitions. Fetched once after subscribing, the first
+    join has them and stays.
+    """
+    waited = 0.0
+    while not stop.is_set():
+        consumer.topics()  # a metadata request; the group coordinator sees it too
+        if consumer.partitions_for_topic(topic):
+            return
+        if waited and waited % 10 < 0.5:
+            log.warning("event=waiting_for_topic topic=%s waited_s=%.0f", topic, waited)
+        stop.wait(0.5)
+        waited += 0.5
+
+
 def run_processor(
     settings: Settings, stop: threading.Event, ready: threading.Event | None = None
 ) -> None:
@@ -296,7 +317,9 @@ def run_processor(
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
     )
-    consumer.subscribe([settings.topic(COMMANDS)], listener=_Rebalance(processor))
+    topic = settings.topic(COMMANDS)
+    consumer.subscribe([topic], listener=_Rebalance(processor))
+    _await_partitions(consumer, topic, stop)
     log.info(
         "event=processor_started worker_id=%d topic=%s", lease.worker_id, settings.topic(COMMANDS)
     )

@@ -72,7 +72,6 @@ def full_stack(settings: Settings, logs: Path, **extra_env: str) -> Iterator[Ful
     }
     with ExitStack() as stack:
         services = {n: stack.enter_context(running(n, logs / f"{n}.log", env)) for n in names}
-        _processor_assigned(services["processor"], ready["processor"])
         for name, service in services.items():
             service.wait_for_log(ready[name], deadline_s=90)
         try:
@@ -97,25 +96,3 @@ def _reset_rate_limits(settings: Settings) -> None:
             client.delete(*keys)
     finally:
         client.close()
-
-
-def _processor_assigned(processor: Service, pattern: str, tries: int = 3) -> None:
-    """Wait for the processor to own partitions, restarting it if its join hangs.
-
-    Seen about once in three runs when a stack starts right after another one of the
-    same test session stopped: the first join assigns nothing ("No partition metadata
-    for topic"), and the rejoin that follows does not complete within 90 s, while a new
-    consumer gets the partitions at once. A processor-side problem (reported); restarting
-    keeps these tests about what they test.
-    """
-    after = 0
-    for attempt in range(1, tries + 1):
-        try:
-            processor.wait_for_log(pattern, deadline_s=25, after=after)
-            return
-        except AssertionError:
-            if attempt == tries:
-                raise
-        processor.stop()
-        after = len(processor.text())
-        processor.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,18 @@ def processor(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Ite
     with running("processor", log) as service:
         service.wait_for_log(r"partitions_assigned partitions=\[\d")
         yield service
+
+
+def test_a_fresh_processor_takes_every_partition_at_its_first_join(
+    topics: Settings, processor: Service
+) -> None:
+    """kafka-python joins with the partitions its metadata held; a processor that joined
+    before knowing them got none, then relied on a rejoin that sometimes hung."""
+    log = processor.text()
+    first = re.search(r"event=partitions_assigned partitions=\[([\d, ]*)\]", log)
+    assert first is not None
+    assert len(first.group(1).split(",")) == topics.commands_partitions
+    assert "No partition metadata" not in log
 
 
 async def _bus(settings: Settings) -> CommandBus:
