@@ -320,9 +320,7 @@ def run_processor(
     topic = settings.topic(COMMANDS)
     consumer.subscribe([topic], listener=_Rebalance(processor))
     _await_partitions(consumer, topic, stop)
-    log.info(
-        "event=processor_started worker_id=%d topic=%s", lease.worker_id, settings.topic(COMMANDS)
-    )
+    log.info("event=processor_started worker_id=%d topic=%s", lease.worker_id, topic)
     committed = 0.0
     try:
         while not stop.is_set():
