@@ -170,18 +170,18 @@ def _credentials(scope: MutableMapping[str, Any]) -> tuple[str | None, str]:
     protocol passes them on as the client spelled them.
     """
     origin: str | None = None
-    authorization = ""
-    for raw_name, value in scope["headers"]:
+    authorization: str | None = None
+    for raw_name, value in scope["headers"]:  # the first of each, as Starlette's Headers
         name = raw_name.lower()
-        if name == b"origin":
+        if name == b"origin" and origin is None:
             origin = value.decode("latin-1")
-        elif name == b"authorization":
+        elif name == b"authorization" and authorization is None:
             authorization = value.decode("latin-1")
     token = ""
     for key, value in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True):
         if key == "access_token":
             token = value
-    if not token and authorization.lower().startswith("bearer "):
+    if not token and authorization and authorization.lower().startswith("bearer "):
         token = authorization[7:].strip()
     return origin, token
 
