@@ -96,7 +96,6 @@ class Settings:
     # The Faust workers and the projections.
     workers_app_id: str = ""  # empty: <topic prefix>parley-workers
     workers_batch_max: int = 500
-    workers_batch_within_ms: int = 10
     workers_session_timeout_s: float = 10.0
     inbox_ttl_days: float = 30.0
     inbox_expiry_interval_s: float = 3600.0
