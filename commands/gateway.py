@@ -50,6 +50,7 @@ from commands.protocol import (
 )
 from commands.ratelimit import Limit, LocalBuckets, SharedBuckets, buckets_from_settings
 from commands.sync import blocked_either_way, chat_summaries, missed_messages
+from commands.wsprotocol import Flag, Mailbox
 from domain.errors import DomainError
 from domain.ids import direct_chat_id
 from infra.routing import (
@@ -96,21 +97,20 @@ def now_ms() -> int:
 class Connection:
     """One live WebSocket: who it is, and the frames waiting to be written to it.
 
-    Kept small: a gateway holds tens of thousands. Frames wait in a list; the writer
-    sleeps on a future made only while there is nothing to write.
+    Kept small: a gateway holds tens of thousands. Frames wait in a `Mailbox` (a list,
+    and a future only while the writer waits), ended by None once the connection closes.
     """
 
     ws: WebSocket
     identity: Identity
     queue_size: int
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
-    frames: list[str] = field(default_factory=list)  # a few at a time: a deque is 600 B
+    frames: Mailbox = field(default_factory=Mailbox)
     in_flight: int = 0  # commands sent, outcome not yet answered
+    room: Flag = field(default_factory=Flag)  # clear while in_flight is at MAX_IN_FLIGHT
     typing_sent: dict[tuple[UUID, str], float] = field(default_factory=dict)
     closing: bool = False
     close_code: int = 1000
-    _wakeup: asyncio.Future[None] | None = None  # the writer waits for a frame
-    _room: asyncio.Future[None] | None = None  # the reader waits for in_flight to fall
 
     @property
     def user_id(self) -> UUID:
@@ -120,46 +120,35 @@ class Connection:
         """Queue a frame for this connection; a full queue closes it (1013)."""
         if self.closing:
             return
-        if len(self.frames) >= self.queue_size:
+        if self.frames.qsize() >= self.queue_size:
             log.warning("event=slow_consumer_closed connection=%s user=%s", self.id, self.user_id)
             self.frames.clear()  # it does not read: what is queued would never be read
             self.close(1013)
             return
-        self.frames.append(frame if isinstance(frame, str) else dump(frame))
-        _wake(self._wakeup)
+        self.frames.put_nowait(frame if isinstance(frame, str) else dump(frame))
 
     def close(self, code: int) -> None:
         """Close after writing what is queued."""
         if not self.closing:
             self.closing = True
             self.close_code = code
-        _wake(self._wakeup)
+            self.frames.put_nowait(None)
 
     async def next_frame(self) -> str | None:
         """The next frame to write; None once closing and nothing is left."""
-        while not self.frames:
-            if self.closing:
-                return None
-            self._wakeup = asyncio.get_running_loop().create_future()
-            try:
-                await self._wakeup
-            finally:
-                self._wakeup = None
-        return self.frames.pop(0)
+        frame: str | None = await self.frames.get()
+        return frame
 
     async def admit_command(self) -> None:
         """Wait while MAX_IN_FLIGHT commands of this connection await their outcome."""
         while self.in_flight >= MAX_IN_FLIGHT:
-            self._room = asyncio.get_running_loop().create_future()
-            try:
-                await self._room
-            finally:
-                self._room = None
+            self.room.clear()
+            await self.room.wait()
         self.in_flight += 1
 
     def command_done(self) -> None:
         self.in_flight -= 1
-        _wake(self._room)
+        self.room.set()
 
 
 def _credentials(scope: MutableMapping[str, Any]) -> tuple[str | None, str]:
@@ -184,11 +173,6 @@ def _credentials(scope: MutableMapping[str, Any]) -> tuple[str | None, str]:
     if not token and authorization and authorization.lower().startswith("bearer "):
         token = authorization[7:].strip()
     return origin, token
-
-
-def _wake(waiter: asyncio.Future[None] | None) -> None:
-    if waiter is not None and not waiter.done():
-        waiter.set_result(None)
 
 
 class Gateway:

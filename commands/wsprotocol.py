@@ -29,7 +29,8 @@ from websockets.protocol import Protocol
 
 
 class Mailbox:
-    """The `asyncio.Queue` methods the protocol uses, for its one reader."""
+    """The `asyncio.Queue` methods the protocol uses, for one reader (the gateway queues
+    a connection's outgoing frames in one too)."""
 
     __slots__ = ("_items", "_waiter")
 
@@ -49,9 +50,13 @@ class Mailbox:
     def qsize(self) -> int:
         return len(self._items)
 
+    def clear(self) -> None:
+        self._items.clear()
+
     async def get(self) -> Any:
         # Reading is paused after every message until the app takes it (uvicorn's
-        # `receive`), so the list stays a few items long and pop(0) is cheap.
+        # `receive`), and the gateway's writer takes frames as they come, so the list
+        # stays a few items long and pop(0) is cheap.
         while not self._items:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
