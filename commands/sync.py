@@ -24,8 +24,8 @@ PAGE_SIZE = 100
 
 
 def message_frame(row: tuple[Any, ...]) -> dict[str, Any]:
-    chat_id, seq, message_id, sender, local_id, kind, body, media, sent_at = row[:9]
-    if len(row) > 9 and row[9]:  # its sender is blocked by the one syncing
+    chat_id, seq, message_id, sender, local_id, kind, body, media, sent_at, blocked = row
+    if blocked:  # its sender is blocked by the one syncing
         return hidden_message(chat_id, seq, message_id, sent_at.isoformat())
     return {
         "type": "message",

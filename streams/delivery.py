@@ -83,13 +83,15 @@ async def deliver(
     # Where the batch changed no membership of its chat, that is its members now;
     # elsewhere the receipts rows (one per recipient) say exactly.
     changed = {e.chat_id for e in envelopes if e.type in CHAT_EVENTS}
-    ask = [e for e in sent if members_of is None or e.chat_id in changed]
+    ask = []
     for e in sent:
-        if members_of is not None and e.chat_id not in changed:
-            sender = e.payload["sender"]
-            recipients[(e.chat_id, e.payload["seq"])] = [
-                str(u) for u in members_of.get(e.chat_id, ()) if str(u) != sender
-            ]
+        if members_of is None or e.chat_id in changed:
+            ask.append(e)
+            continue
+        sender = e.payload["sender"]
+        recipients[(e.chat_id, e.payload["seq"])] = [
+            str(u) for u in members_of.get(e.chat_id, ()) if str(u) != sender
+        ]
     if ask:
         async with conn.cursor() as cur:
             await cur.execute(
