@@ -21,6 +21,7 @@ import websockets
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from websockets.frames import Frame
 from websockets.http11 import Request
 
 from commands.wsprotocol import LeanWebSocketProtocol
@@ -31,10 +32,11 @@ FLOOD_FRAMES = 400  # x 64 KiB: far beyond the transport's write buffer high-wat
 
 
 class Recording(LeanWebSocketProtocol):
-    """The protocol under test, noting the handshake requests and write pauses."""
+    """The protocol under test, noting the handshake requests, write pauses and pongs."""
 
     requests: ClassVar[list[weakref.ref[Request]]] = []
     pauses: ClassVar[int] = 0
+    pongs: ClassVar[int] = 0
 
     def handle_connect(self, event: Request) -> None:
         Recording.requests.append(weakref.ref(event))
@@ -43,6 +45,10 @@ class Recording(LeanWebSocketProtocol):
     def pause_writing(self) -> None:
         Recording.pauses += 1
         super().pause_writing()
+
+    def handle_pong(self, event: Frame) -> None:
+        Recording.pongs += 1
+        super().handle_pong(event)
 
 
 async def echo(ws: WebSocket) -> None:
@@ -135,7 +141,10 @@ def test_echoes_in_order_and_lets_the_handshake_go(server: str) -> None:
             assert _released(Recording.requests[-1])
             # Still serving after the parser was replaced, and across keepalive pings
             # (every 0.2 s, answered by the client, or the server would close at 0.4 s).
-            await asyncio.sleep(1.0)
+            pongs, deadline = Recording.pongs, time.monotonic() + 10
+            while Recording.pongs < pongs + 3 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert Recording.pongs >= pongs + 3, "no keepalive round trips"
             await ws.send("after the pings")
             assert await ws.recv() == "after the pings"
 
