@@ -141,7 +141,7 @@ class BulkProjector(Projector):
     """Applies batches like `Projector`, with set-based SQL for runs of messages/receipts."""
 
     # The delivered and read cursors reached so far in the batch being applied.
-    _reached: tuple[dict[tuple[UUID, str], int], dict[tuple[UUID, str], int]] = ({}, {})
+    _reached: tuple[dict[tuple[UUID, str], int], dict[tuple[UUID, str], int]]
 
     async def apply_batch(self, conn: AsyncConnection[Any], records: Sequence[Record]) -> int:
         if not bulk_enabled():
