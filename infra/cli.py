@@ -156,7 +156,14 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         from infra.bench_projection import run as run_projection
 
         events = args.messages if args.messages != MESSAGES else 60_000
-        figures = run_projection(settings, events=events, rate=args.rate, seconds=args.seconds)
+        phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+        unknown = set(phases) - {"oneone", "group", "latency"}
+        if unknown or not phases:
+            print(f"parley bench: --phases takes oneone, group, latency (got {args.phases})")
+            return 2
+        figures = run_projection(
+            settings, phases=phases, events=events, rate=args.rate, seconds=args.seconds
+        )
     else:
         from infra.bench_relay import run as run_relay
 
@@ -233,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rate", type=int, default=1_000, help="messages/s for latency")
     bench.add_argument("--seconds", type=float, default=10.0)
     bench.add_argument("--out", default="bench/results")
+    bench.add_argument(
+        "--phases",
+        default="oneone,group,latency",
+        help="projection: which of oneone, group (backlogs) and latency to run",
+    )
     add_arguments(bench)
     bench.set_defaults(run=_bench)
 
