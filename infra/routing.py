@@ -13,13 +13,14 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
 import orjson
 import redis.asyncio as aioredis
+
+from infra.lua import Lua
 
 PRESENCE_TTL_S = 60
 GATEWAY_TTL_S = 15
@@ -41,74 +42,110 @@ def deliver_channel(gateway_id: str) -> str:
     return f"parley:deliver:{gateway_id}"
 
 
-# ARGV: the presence key prefix, then user ids. Returns (user, gateway) pairs, flat, for
-# the users online: one command for a whole batch instead of one HVALS per user.
-_GATEWAYS_OF = """
-local out = {}
-for i = 2, #ARGV do
-  local seen = {}
-  for _, gateway in ipairs(redis.call('HVALS', ARGV[1] .. ARGV[i])) do
-    if not seen[gateway] then
-      seen[gateway] = true
-      out[#out + 1] = ARGV[i]
-      out[#out + 1] = gateway
+# One call routes a batch. ARGV: the presence key prefix, the channel prefix, the number
+# of user lists, each list (n, then n user ids), then per item: its frame (JSON), its
+# `except` (JSON, or "" for none) and the index of its users' list (from 1). Items share
+# lists (every receipt in a group goes to the same members), so a batch sends each list
+# once. Each user's gateways are read once (HVALS of its presence hash), each gateway
+# gets one PUBLISH with the items for its users, and the call returns how many gateways
+# it published to. User ids are UUIDs: quoted as they are, no JSON escaping needed.
+_ROUTE = Lua("""
+local presence, channel = ARGV[1], ARGV[2]
+local gateways_of, lists = {}, {}
+local i = 4
+for l = 1, tonumber(ARGV[3]) do
+  local n = tonumber(ARGV[i])
+  local here, reached = {}, {}
+  for j = i + 1, i + n do
+    local user = ARGV[j]
+    local gateways = gateways_of[user]
+    if gateways == nil then
+      gateways = {}
+      local seen = {}
+      for _, gateway in ipairs(redis.call('HVALS', presence .. user)) do
+        if not seen[gateway] then
+          seen[gateway] = true
+          gateways[#gateways + 1] = gateway
+        end
+      end
+      gateways_of[user] = gateways
+    end
+    for _, gateway in ipairs(gateways) do
+      if here[gateway] == nil then
+        here[gateway] = {}
+        reached[#reached + 1] = gateway
+      end
+      local users = here[gateway]
+      users[#users + 1] = '"' .. user .. '"'
     end
   end
+  for _, gateway in ipairs(reached) do
+    here[gateway] = '{"users":[' .. table.concat(here[gateway], ',') .. ']'
+  end
+  lists[l] = {reached, here}
+  i = i + 1 + n
 end
-return out
-"""
-
-
-async def gateways_of(redis: aioredis.Redis, users: Iterable[UUID | str]) -> dict[str, list[str]]:
-    """gateway id -> the users (as text) with a live connection on it."""
-    names = list(dict.fromkeys(str(u) for u in users))
-    by_gateway: dict[str, list[str]] = defaultdict(list)
-    if not names:
-        return by_gateway
-    pairs = await redis.register_script(_GATEWAYS_OF)(args=[presence_key(""), *names])
-    for i in range(0, len(pairs), 2):
-        user, gateway = pairs[i], pairs[i + 1]
-        by_gateway[gateway.decode() if isinstance(gateway, bytes) else gateway].append(
-            user.decode() if isinstance(user, bytes) else user
-        )
-    return by_gateway
+local per_gateway, order = {}, {}
+while i <= #ARGV do
+  local frame, skip, list = ARGV[i], ARGV[i + 1], lists[tonumber(ARGV[i + 2])]
+  i = i + 3
+  local tail = ',"frame":' .. frame
+  if skip ~= '' then tail = tail .. ',"except":' .. skip end
+  tail = tail .. '}'
+  for _, gateway in ipairs(list[1]) do
+    if per_gateway[gateway] == nil then
+      per_gateway[gateway] = {}
+      order[#order + 1] = gateway
+    end
+    local items = per_gateway[gateway]
+    items[#items + 1] = list[2][gateway] .. tail
+  end
+end
+for _, gateway in ipairs(order) do
+  local items = table.concat(per_gateway[gateway], ',')
+  redis.call('PUBLISH', channel .. gateway, '{"items":[' .. items .. ']}')
+end
+return #order
+""")
 
 
 Item = tuple[list[str], dict[str, Any], tuple[str, str] | None]
 """(users, frame, the (user, device) not to push it to, if any)."""
 
 
+def route_args(items: Iterable[Item]) -> list[Any]:
+    """`_ROUTE`'s arguments for `items`, or [] when they reach no one. Each frame is
+    encoded once, whatever its fan-out, and each distinct list of users sent once."""
+    lists: dict[tuple[str, ...], int] = {}
+    refs: list[Any] = []
+    for users, frame, skip in items:
+        if not users:
+            continue
+        index = lists.setdefault(tuple(users), len(lists) + 1)
+        refs += (orjson.dumps(frame), b"" if skip is None else orjson.dumps(skip), index)
+    if not refs:
+        return []
+    args: list[Any] = [presence_key(""), deliver_channel(""), len(lists)]
+    for listed in lists:
+        args.append(len(listed))
+        args += listed
+    return args + refs
+
+
+def queue_route(pipe: Any, items: Iterable[Item]) -> None:
+    """Queue the routing of `items` in `pipe`: one script call, nothing if no one to reach."""
+    args = route_args(items)
+    if args:
+        _ROUTE.queue(pipe, *args)
+
+
 async def route_many(redis: aioredis.Redis, items: list[Item]) -> int:
-    """Hand each (users, frame, except) to their users' gateways, one publish per gateway."""
-    every = {u for users, _, _ in items for u in users}
-    by_gateway = await gateways_of(redis, every)
-    if not by_gateway:
-        return 0
-    per_gateway: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for gateway, online in by_gateway.items():
-        online_set = set(online)
-        for users, frame, skip in items:
-            here = [u for u in users if u in online_set]
-            if here:
-                item: dict[str, Any] = {"users": here, "frame": frame}
-                if skip is not None:
-                    item["except"] = skip
-                per_gateway[gateway].append(item)
-    pipe = redis.pipeline(transaction=False)
-    for gateway, batch in per_gateway.items():
-        pipe.publish(deliver_channel(gateway), orjson.dumps({"items": batch}))
-    await pipe.execute()
-    return len(per_gateway)
+    """Hand each (users, frame, except) to their users' gateways, one publish per gateway;
+    count the gateways reached."""
+    args = route_args(items)
+    return int(await _ROUTE(redis, *args)) if args else 0
 
 
 async def route(redis: aioredis.Redis, users: Iterable[UUID | str], frame: dict[str, Any]) -> int:
     """Hand `frame` to the gateways of those of `users` who are online; count gateways."""
-    by_gateway = await gateways_of(redis, users)
-    if not by_gateway:
-        return 0
-    pipe = redis.pipeline(transaction=False)
-    for gateway, members in by_gateway.items():
-        item = {"users": members, "frame": frame}
-        pipe.publish(deliver_channel(gateway), orjson.dumps({"items": [item]}))
-    await pipe.execute()
-    return len(by_gateway)
+    return await route_many(redis, [([str(u) for u in users], frame, None)])

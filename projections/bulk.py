@@ -39,7 +39,7 @@ from uuid import UUID
 import orjson
 from psycopg import AsyncConnection, AsyncCursor, sql
 
-from projections.projector import RECEIPT_EVENTS, Projector, Record
+from projections.projector import RECEIPT_EVENTS, After, Projector, Record, Statement
 from streams.envelope import Envelope
 
 log = logging.getLogger("parley.replay")
@@ -65,7 +65,7 @@ MIRRORED = (
 )
 """The `Projector` methods whose effects the bulk SQL reproduces."""
 
-MIRRORED_DIGEST = "0be2ad0e55c86839"
+MIRRORED_DIGEST = "4ac55d6abcf9c2f0"
 """`mirrored_digest()` of the `Projector` the bulk SQL was written and tested against."""
 
 
@@ -143,9 +143,16 @@ class BulkProjector(Projector):
     # The delivered and read cursors reached so far in the batch being applied.
     _reached: tuple[dict[tuple[UUID, str], int], dict[tuple[UUID, str], int]]
 
-    async def apply_batch(self, conn: AsyncConnection[Any], records: Sequence[Record]) -> int:
+    async def apply_batch(
+        self,
+        conn: AsyncConnection[Any],
+        records: Sequence[Record],
+        *,
+        before: Sequence[Statement] = (),
+        after: After | None = None,
+    ) -> int:
         if not bulk_enabled():
-            return await super().apply_batch(conn, records)
+            return await super().apply_batch(conn, records, before=before, after=after)
         async with conn.cursor() as cur, conn.cursor() as vcur, conn.cursor() as ccur:
             chats = {r.envelope.chat_id.int: r.envelope.chat_id for r in records}
             pairs = {
@@ -153,21 +160,25 @@ class BulkProjector(Projector):
                 for r in records
                 if r.envelope.type in RECEIPT_EVENTS
             }
-            # What the batch reads first goes out together: one round trip, not three.
+            # What the batch reads first goes out together, in one round trip: the
+            # pipeline's closing sync brings every result back (a fetch inside the block
+            # would sync once more).
             async with conn.pipeline():
+                for statement in before:
+                    await conn.execute(*statement)
                 await cur.execute(self.checkpoints_query())
                 await vcur.execute(*self.versions_query(set(chats.values())))
                 if pairs:
                     await ccur.execute(*self._cursors_query(pairs))
-                marks = {(row[0], row[1]): row[2] for row in await cur.fetchall()}
-                # Chats keyed by their int: hashing a UUID is a Python call, an int's is not.
-                versions = {(row[0], row[1].int): row[2] for row in await vcur.fetchall()}
-                self._reached = ({}, {})
-                for chat_id, user_id, delivered_up_to, read_up_to in (
-                    await ccur.fetchall() if pairs else ()
-                ):
-                    self._reached[0][(chat_id, str(user_id))] = delivered_up_to
-                    self._reached[1][(chat_id, str(user_id))] = read_up_to
+            marks = {(row[0], row[1]): row[2] for row in await cur.fetchall()}
+            # Chats keyed by their int: hashing a UUID is a Python call, an int's is not.
+            versions = {(row[0], row[1].int): row[2] for row in await vcur.fetchall()}
+            self._reached = ({}, {})
+            for chat_id, user_id, delivered_up_to, read_up_to in (
+                await ccur.fetchall() if pairs else ()
+            ):
+                self._reached[0][(chat_id, str(user_id))] = delivered_up_to
+                self._reached[1][(chat_id, str(user_id))] = read_up_to
             moved: dict[tuple[str, int], int] = {}
             bumped: dict[tuple[str, int], int] = {}
             due: list[tuple[Envelope, tuple[str, ...]]] = []
@@ -203,6 +214,8 @@ class BulkProjector(Projector):
                 await self._save_marks(
                     cur, moved, {(p, chats[c]): v for (p, c), v in bumped.items()}
                 )
+                if after is not None:
+                    await after()
         return sum(len(projections) for _, projections in due)
 
     def _cursors_query(

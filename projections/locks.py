@@ -1,9 +1,10 @@
 """PostgreSQL advisory locks that keep replays and the live workers out of each other's way.
 
 - The **swap lock** (`parley.projections:swap`): every live worker holds it *shared* for
-  each batch, from its PostgreSQL transaction through its Redis writes; a replay takes it
-  *exclusive* for the final catch-up and the swap, which pauses the workers between two
-  batches (and waits for the batch in flight). Nothing else ever waits on it.
+  each batch, from its PostgreSQL transaction through its Redis writes (`WORKER_LOCK`);
+  a replay takes it *exclusive* for the final catch-up and the swap, which pauses the
+  workers between two batches (and waits for the batch in flight). Nothing else ever
+  waits on it.
 - A **rebuild lock** per projection (`parley.replay:<projection>`): held for the whole
   rebuild by the session that runs it, so a second rebuild of the same projection is
   refused (`RebuildRunning`, code `rebuild_running`) and `parley replay list` can show
@@ -14,12 +15,12 @@ All keys are `hashtextextended(name, 0)`, the same scheme as the relay's lock.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from typing import Any
 
 import psycopg
-from psycopg.pq import TransactionStatus
+from psycopg import sql
 
 from projections.replay_errors import RebuildRunning
 
@@ -79,22 +80,13 @@ def resume_workers(conn: psycopg.Connection[Any]) -> None:
         conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (SWAP_LOCK,))
 
 
-@asynccontextmanager
-async def worker_batch(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
-    """Hold the swap lock shared for one live batch (its transaction and its Redis writes).
+WORKER_LOCK = sql.SQL("SELECT pg_advisory_lock_shared(hashtextextended({}, 0))").format(SWAP_LOCK)
+"""Taken by a live worker at the start of each batch, in the batch's first round trip.
 
-    The lock is session-level and taken in a transaction of its own that commits at once,
-    so the batch's own transaction starts and commits exactly as without it.
-    """
-    await conn.execute("SELECT pg_advisory_lock_shared(hashtextextended(%s, 0))", (SWAP_LOCK,))
-    await conn.commit()
-    try:
-        yield
-    finally:
-        if not conn.closed:
-            with suppress(psycopg.Error):
-                if conn.info.transaction_status == TransactionStatus.INERROR:
-                    await conn.rollback()
-                await conn.execute(
-                    "SELECT pg_advisory_unlock_shared(hashtextextended(%s, 0))", (SWAP_LOCK,)
-                )
+The lock is session-level: it outlives the batch's transaction (committed or rolled
+back) and covers the batch's Redis writes until `WORKER_UNLOCK`
+(`streams/workers.py`)."""
+
+WORKER_UNLOCK = sql.SQL("SELECT pg_advisory_unlock_shared(hashtextextended({}, 0))").format(
+    SWAP_LOCK
+)

@@ -14,7 +14,7 @@ results, so psycopg's pipeline sends them without waiting for each round trip.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -30,6 +30,12 @@ ORDER = ("chats", "messages", "receipts", "inbox")
 DEPENDS_ON = {"chats": (), "messages": (), "receipts": ("chats",), "inbox": ("chats",)}
 
 RECEIPT_EVENTS = frozenset({"MessagesDelivered", "MessagesRead"})
+
+Statement = tuple[sql.SQL | sql.Composed | str, Any]
+"""A query and its parameters (None for none)."""
+
+After = Callable[[], Awaitable[None]]
+"""Queues statements in the pipeline of a batch's writes (`Projector.apply_batch`)."""
 
 
 @dataclass(frozen=True)
@@ -59,10 +65,23 @@ class Projector:
         await cur.execute(self.checkpoints_query())
         return {(row[0], row[1]): row[2] for row in await cur.fetchall()}
 
-    async def apply_batch(self, conn: AsyncConnection[Any], records: Sequence[Record]) -> int:
-        """Apply what is new in `records` inside the current transaction; count applied."""
+    async def apply_batch(
+        self,
+        conn: AsyncConnection[Any],
+        records: Sequence[Record],
+        *,
+        before: Sequence[Statement] = (),
+        after: After | None = None,
+    ) -> int:
+        """Apply what is new in `records` inside the current transaction; count applied.
+
+        `before` are statements run first, with the batch's first reads (the live
+        worker's lock and BEGIN); `after` queues statements behind the batch's writes, in
+        their round trip (the worker's reads for Redis, and COMMIT)."""
         applied = 0
         async with conn.cursor() as cur:
+            for statement in before:
+                await conn.execute(*statement)
             marks = await self.checkpoints(cur)
             versions = await self._versions(cur, {r.envelope.chat_id for r in records})
             moved: dict[tuple[str, int], int] = {}
@@ -99,6 +118,8 @@ class Projector:
                         ),
                         (projection, chat_id, version),
                     )
+                if after is not None:
+                    await after()
         return applied
 
     def versions_query(self, chat_ids: set[UUID]) -> tuple[sql.Composed, tuple[Any, ...]]:
