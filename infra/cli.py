@@ -87,32 +87,29 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import threading
 
     from infra.logs import configure_logging
+    from infra.runtime import tune_gc
 
     configure_logging(args.service)
     if args.service == "workers":
         from streams.workers import run_workers
 
+        tune_gc(settings.gc_gen0_threshold)
         run_workers(settings)  # Faust handles SIGTERM/SIGINT itself
         return 0
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    run: Callable[[Settings, threading.Event], None]
     if args.service == "processor":
-        from commands.processor import run_processor
-
-        run_processor(settings, stop)
+        from commands.processor import run_processor as run
     elif args.service == "relay":
-        from streams.relay import run_relay
-
-        run_relay(settings, stop)
+        from streams.relay import run_relay as run
     elif args.service == "commands":
-        from commands.service import run_commands_service
-
-        run_commands_service(settings, stop)
-    elif args.service == "queries":
-        from queries.service import run_queries_service
-
-        run_queries_service(settings, stop)
+        from commands.service import run_commands_service as run
+    else:
+        from queries.service import run_queries_service as run
+    tune_gc(settings.gc_gen0_threshold)  # once the service's modules are loaded
+    run(settings, stop)
     return 0
 
 

@@ -49,6 +49,10 @@ class Settings:
 
     health_deadline_s: float = 60.0
 
+    # Every `parley serve` service: the young generation of Python's garbage collector is
+    # collected every this many allocations (Python's default: 700; 0 keeps it).
+    gc_gen0_threshold: int = 20_000
+
     # The write side.
     aggregate_cache_size: int = 10_000
     max_body_bytes: int = 64 * 1024
