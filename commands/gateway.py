@@ -81,6 +81,8 @@ GROUP_FRAMES = frozenset(
 TYPING_DEBOUNCE_S = 2.0
 MAX_IN_FLIGHT = 256
 """Commands of one connection awaiting their outcome; beyond it, its reads wait."""
+MAX_ACKED_CHATS = 1024
+"""Chats whose acknowledgements a connection remembers, to spare it its own receipts."""
 RATE_FLUSH_S = 0.1
 USER_LIMITS = (Limit.SEND_PER_USER, Limit.GROUP_CHANGE_PER_USER)
 MEMBERSHIP_CACHE_S = 10.0
@@ -109,6 +111,10 @@ class Connection:
     in_flight: int = 0  # commands sent, outcome not yet answered
     room: Flag = field(default_factory=Flag)  # clear while in_flight is at MAX_IN_FLIGHT
     typing_sent: dict[tuple[UUID, str], float] = field(default_factory=dict)
+    # chat id (text) -> [delivered, read] up to which this connection acknowledged:
+    # its own receipts that tell it no more are not pushed back to it (None until the
+    # first acknowledgement; idle connections stay small).
+    acked: dict[str, list[int]] | None = None
     closing: bool = False
     close_code: int = 1000
 
@@ -126,6 +132,24 @@ class Connection:
             self.close(1013)
             return
         self.frames.put_nowait(frame if isinstance(frame, str) else dump(frame))
+
+    def acknowledged(self, chat_id: str, read: bool, up_to: int) -> None:
+        """Note a `delivered` or `read` this connection sent (reading implies delivery)."""
+        if self.acked is None or len(self.acked) >= MAX_ACKED_CHATS:
+            self.acked = {}  # beyond the bound, forget: a receipt too many, nothing worse
+        marks = self.acked.setdefault(chat_id, [0, 0])
+        marks[0] = max(marks[0], up_to)
+        if read:
+            marks[1] = max(marks[1], up_to)
+
+    def knows(self, receipt: dict[str, Any]) -> bool:
+        """Whether `receipt`, about this connection's own user, tells it nothing new: it
+        moves no cursor past what this connection itself acknowledged."""
+        marks = self.acked.get(receipt["chat_id"]) if self.acked is not None else None
+        if marks is None:
+            return False
+        read = receipt.get("read_up_to")
+        return bool(receipt["delivered_up_to"] <= marks[0] and (read is None or read <= marks[1]))
 
     def close(self, code: int) -> None:
         """Close after writing what is queued."""
@@ -399,6 +423,8 @@ class Gateway:
             # A frame without an `id` asked for no answer: only a failure is told.
             quiet=not frame.request_id and frame.type != "send",
         )
+        if frame.type in ("delivered", "read"):
+            connection.acknowledged(str(chat_id), frame.type == "read", args["up_to"])
         if command.quiet:
 
             def failed(outcome: Outcome) -> None:
@@ -617,14 +643,20 @@ class Gateway:
             return
         for item in items:
             frame = item["frame"]
-            if frame.get("type") == "chat":  # membership may have changed: read it again
+            kind = frame.get("type")
+            if kind == "chat":  # membership may have changed: read it again
                 with contextlib.suppress(KeyError, ValueError, TypeError):
                     self._members.pop(UUID(frame["chat_id"]), None)
             text = dump(frame)
             skip_user, skip_device = item.get("except") or (None, None)
+            # A receipt about the reader goes to the reader's other devices, not to the
+            # one whose acknowledgement it is.
+            reader = frame.get("user_id") if kind == "receipt" else None
             for user in item["users"]:
                 for connection in list(self.by_user.get(UUID(user), ())):
                     if user == skip_user and connection.identity.device_id == skip_device:
+                        continue
+                    if user == reader and connection.knows(frame):
                         continue
                     connection.push(text)
 
