@@ -143,3 +143,61 @@ def test_a_receipt_moves_what_lies_between_the_cursor_it_finds_and_its_own(
     statuses = {(seq, who): r.status for (_, seq, who), r in model.receipts.items()}
     assert all(statuses[(seq, user(1))] == "DELIVERED" for seq in range(1, 6))
     assert all(statuses[(seq, user(2))] == "READ" for seq in range(1, 6))
+
+
+@pytest.mark.parametrize("kind", [BulkProjector, Projector])
+def test_a_batch_takes_statements_before_its_reads_and_after_its_writes(
+    conninfo: str, kind: type[Projector]
+) -> None:
+    """The live worker's use (streams/workers.py): its BEGIN and the swap lock go out with
+    the batch's first reads, its reads of the result and COMMIT with the writes, on an
+    autocommit connection. Both projectors (the bulk one and the per-event one it falls
+    back to) see their own writes in `after`, and leave the session lock held and no
+    transaction open."""
+    from domain.chat import Chat
+    from projections.locks import WORKER_LOCK, WORKER_UNLOCK
+    from tests.projections.model import user
+
+    schema = BULK if kind is BulkProjector else PER_EVENT
+    chat = Chat.open_direct(user(0), user(1), opened_by=user(0))
+    for seq in (1, 2, 3):
+        chat.send(user(0), "d", f"l{seq}", "text", b"x", None, seq, 0)
+    chat.mark_read(user(1), 2)
+    batch = records(envelopes(list(chat.collect_events())), partitions=1)
+
+    async def scenario() -> tuple[Any, ...]:
+        _truncate(conninfo)
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+            async with conn.cursor() as seen:
+
+                async def after() -> None:
+                    await seen.execute(
+                        f'SELECT (SELECT count(*) FROM "{schema}".messages), '
+                        f'(SELECT sum(count) FROM "{schema}".unread)'
+                    )
+                    await conn.execute("COMMIT")
+
+                applied = await kind(schema=schema).apply_batch(
+                    conn, batch, before=[("BEGIN", None), (WORKER_LOCK, None)], after=after
+                )
+                counted = await seen.fetchone()
+            status = conn.info.transaction_status
+            locks = await (
+                await conn.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND pid = pg_backend_pid() AND mode = 'ShareLock'"
+                )
+            ).fetchone()
+            await conn.execute(WORKER_UNLOCK)
+            return applied, counted, status, locks
+
+    applied, counted, status, locks = asyncio.run(scenario())
+    assert applied > 0
+    assert counted == (3, 1)  # three messages, one of them unread by user 1
+    assert status == psycopg.pq.TransactionStatus.IDLE
+    assert locks == (1,)
+    model = read_back(conninfo, schema)
+    oracle = ReadModel()
+    for r in batch:
+        oracle.apply(r.envelope)
+    assert comparable(model) == comparable(oracle)
