@@ -42,22 +42,22 @@ def deliver_channel(gateway_id: str) -> str:
     return f"parley:deliver:{gateway_id}"
 
 
-# One call routes a batch. ARGV: the presence key prefix, the channel prefix, the number
-# of user lists, each list (n, then n user ids), then per item: its frame (JSON), its
-# `except` (JSON, or "" for none) and the index of its users' list (from 1). Items share
-# lists (every receipt in a group goes to the same members), so a batch sends each list
-# once. Each user's gateways are read once (HVALS of its presence hash), each gateway
-# gets one PUBLISH with the items for its users, and the call returns how many gateways
-# it published to. User ids are UUIDs: quoted as they are, no JSON escaping needed.
+# One call routes a batch. ARGV: the presence key prefix, the channel prefix, JSON
+# {"lists": [[user, ...], ...], "items": [[list, except], ...]}, then each item's frame
+# (JSON text, passed on byte for byte). An item names its users' list by its index (from
+# 1): items share lists (every receipt in a group goes to the same members), so a batch
+# sends each list once; `except` is null or [user, device]. The small values go as one
+# JSON argument: thousands of separate arguments cost redis-py more to pack than the
+# rest of the call. Each user's gateways are read once (HVALS of its presence hash),
+# each gateway gets one PUBLISH with the items for its users, and the call returns how
+# many gateways it published to. User ids are UUIDs: quoted as they are.
 _ROUTE = Lua("""
 local presence, channel = ARGV[1], ARGV[2]
+local batch = cjson.decode(ARGV[3])
 local gateways_of, lists = {}, {}
-local i = 4
-for l = 1, tonumber(ARGV[3]) do
-  local n = tonumber(ARGV[i])
+for l, users in ipairs(batch.lists) do
   local here, reached = {}, {}
-  for j = i + 1, i + n do
-    local user = ARGV[j]
+  for _, user in ipairs(users) do
     local gateways = gateways_of[user]
     if gateways == nil then
       gateways = {}
@@ -75,22 +75,20 @@ for l = 1, tonumber(ARGV[3]) do
         here[gateway] = {}
         reached[#reached + 1] = gateway
       end
-      local users = here[gateway]
-      users[#users + 1] = '"' .. user .. '"'
+      local listed = here[gateway]
+      listed[#listed + 1] = '"' .. user .. '"'
     end
   end
   for _, gateway in ipairs(reached) do
     here[gateway] = '{"users":[' .. table.concat(here[gateway], ',') .. ']'
   end
   lists[l] = {reached, here}
-  i = i + 1 + n
 end
 local per_gateway, order = {}, {}
-while i <= #ARGV do
-  local frame, skip, list = ARGV[i], ARGV[i + 1], lists[tonumber(ARGV[i + 2])]
-  i = i + 3
-  local tail = ',"frame":' .. frame
-  if skip ~= '' then tail = tail .. ',"except":' .. skip end
+for i, item in ipairs(batch.items) do
+  local list = lists[item[1]]
+  local tail = ',"frame":' .. ARGV[3 + i]
+  if item[2] ~= cjson.null then tail = tail .. ',"except":' .. cjson.encode(item[2]) end
   tail = tail .. '}'
   for _, gateway in ipairs(list[1]) do
     if per_gateway[gateway] == nil then
@@ -117,19 +115,17 @@ def route_args(items: Iterable[Item]) -> list[Any]:
     """`_ROUTE`'s arguments for `items`, or [] when they reach no one. Each frame is
     encoded once, whatever its fan-out, and each distinct list of users sent once."""
     lists: dict[tuple[str, ...], int] = {}
-    refs: list[Any] = []
+    refs: list[tuple[int, tuple[str, str] | None]] = []
+    frames: list[bytes] = []
     for users, frame, skip in items:
         if not users:
             continue
-        index = lists.setdefault(tuple(users), len(lists) + 1)
-        refs += (orjson.dumps(frame), b"" if skip is None else orjson.dumps(skip), index)
+        refs.append((lists.setdefault(tuple(users), len(lists) + 1), skip))
+        frames.append(orjson.dumps(frame))
     if not refs:
         return []
-    args: list[Any] = [presence_key(""), deliver_channel(""), len(lists)]
-    for listed in lists:
-        args.append(len(listed))
-        args += listed
-    return args + refs
+    batch = orjson.dumps({"lists": list(lists), "items": refs})
+    return [presence_key(""), deliver_channel(""), batch, *frames]
 
 
 def queue_route(pipe: Any, items: Iterable[Item]) -> None:

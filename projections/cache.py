@@ -27,42 +27,50 @@ RECENT_TTL_S = 24 * 3600
 PREFIX = "parley:"
 
 
+# The scripts take what is small (ids, counts, scores) as one JSON argument, decoded by
+# Redis's cjson: a batch's thousands of small values as separate arguments cost redis-py
+# more to pack than anything else the worker does with Redis. What is large and must
+# reach Redis byte for byte (a message's JSON) stays an argument of its own.
+
 # One script call writes a batch's chat order and unread counts: the same ZADD GT and
-# HSET as one command each, without the client's cost per command (thousands per batch
-# when groups are busy). ARGV: prefix, the number of (user, chat, score) triples for
-# chat order, those triples, then (user, chat, count) triples for unread. The keys are
-# `chats_key` and `unread_key`, built from the prefix (one Redis, not a cluster).
+# HSET as one command each. ARGV: prefix, then JSON {"orders": [[chat, score, [user,
+# ...]], ...], "unread": [[user, chat, count], ...]}; scores are strings (exact). The
+# keys are `chats_key` and `unread_key`, built from the prefix (one Redis, not a cluster).
 _ORDER_AND_UNREAD = Lua("""
 local prefix = ARGV[1]
-local orders = tonumber(ARGV[2])
-local i = 3
-for _ = 1, orders do
-  redis.call('ZADD', prefix .. 'user:' .. ARGV[i] .. ':chats', 'GT', ARGV[i + 2], ARGV[i + 1])
-  i = i + 3
+local batch = cjson.decode(ARGV[2])
+for _, order in ipairs(batch.orders) do
+  local chat, score = order[1], order[2]
+  for _, user in ipairs(order[3]) do
+    redis.call('ZADD', prefix .. 'user:' .. user .. ':chats', 'GT', score, chat)
+  end
 end
-while i <= #ARGV do
-  redis.call('HSET', prefix .. 'user:' .. ARGV[i] .. ':unread', ARGV[i + 1], ARGV[i + 2])
-  i = i + 3
+for _, row in ipairs(batch.unread) do
+  redis.call('HSET', prefix .. 'user:' .. row[1] .. ':unread', row[2], row[3])
 end
-return orders
+return #batch.orders
 """)
 
 
 # One script call writes a batch's recent messages: per chat, the same ZADD, trim and
-# EXPIRE as one command each. ARGV: prefix, keep, TTL (0: none), then per chat: chat id,
-# 1 if the set is emptied first (0 if not), n, then n (score, message) pairs.
+# EXPIRE as one command each. ARGV: prefix, keep, TTL (0: none), JSON [[chat, 1 if the
+# set is emptied first (else 0), [seq, ...]], ...], then the messages, in that order.
 _RECENT = Lua("""
 local prefix, keep, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local i = 4
-while i <= #ARGV do
-  local key = prefix .. 'chat:' .. ARGV[i] .. ':recent'
-  local n = tonumber(ARGV[i + 2])
-  if ARGV[i + 1] == '1' then redis.call('DEL', key) end
-  i = i + 3
-  if n > 0 then
-    redis.call('ZADD', key, unpack(ARGV, i, i + 2 * n - 1))
+local next_message = 5
+for _, chat in ipairs(cjson.decode(ARGV[4])) do
+  local key = prefix .. 'chat:' .. chat[1] .. ':recent'
+  if chat[2] == 1 then redis.call('DEL', key) end
+  local seqs = chat[3]
+  if #seqs > 0 then
+    local args = {}
+    for n, seq in ipairs(seqs) do
+      args[2 * n - 1] = seq
+      args[2 * n] = ARGV[next_message]
+      next_message = next_message + 1
+    end
+    redis.call('ZADD', key, unpack(args))
   end
-  i = i + 2 * n
   redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1))
   if ttl > 0 then redis.call('EXPIRE', key, ttl) end
 end
@@ -173,12 +181,13 @@ def plan_cache(
         if e.type in ("MessageSent", "MessagesRead", "MemberAdded", "MemberRemoved", "MemberLeft"):
             plan.unread_chats.add(e.chat_id)
     if recent:
-        args: list[Any] = [prefix, RECENT_KEEP, RECENT_TTL_S if recent_clock is None else 0]
+        chats: list[Any] = []
+        texts: list[bytes] = []
         for chat_id, messages in recent.items():
-            args += (str(chat_id), int(chat_id in emptied), len(messages))
-            for message, seq in messages.items():
-                args += (seq, message)
-        plan.recent_args = args
+            chats.append((str(chat_id), int(chat_id in emptied), list(messages.values())))
+            texts += messages
+        ttl = RECENT_TTL_S if recent_clock is None else 0
+        plan.recent_args = [prefix, RECENT_KEEP, ttl, orjson.dumps(chats), *texts]
     return plan
 
 
@@ -204,16 +213,15 @@ def queue_cache(
     PostgreSQL writes (`members_query`, `unread_query`)."""
     if plan.recent_args:
         _RECENT.queue(pipe, *plan.recent_args)
-    orders: list[Any] = []
-    unread: list[Any] = []
-    for chat_id, when in plan.active_chats.items():
-        score = repr(when)
-        for user_id in members.get(chat_id, ()):
-            orders += (str(user_id), str(chat_id), score)
-    for user_id, chat_id, count in unread_rows:
-        unread += (str(user_id), str(chat_id), count)
+    orders = [
+        (str(chat_id), repr(when), [str(u) for u in members[chat_id]])
+        for chat_id, when in plan.active_chats.items()
+        if members.get(chat_id)
+    ]
+    unread = [(str(user_id), str(chat_id), count) for user_id, chat_id, count in unread_rows]
     if orders or unread:
-        _ORDER_AND_UNREAD.queue(pipe, prefix, len(orders) // 3, *orders, *unread)
+        batch = orjson.dumps({"orders": orders, "unread": unread})
+        _ORDER_AND_UNREAD.queue(pipe, prefix, batch)
     if plan.offsets:
         pipe.hset(checkpoint_key(prefix), mapping={str(k): v for k, v in plan.offsets.items()})
 

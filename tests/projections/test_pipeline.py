@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import orjson
 import psycopg
 import pytest
 import redis
@@ -27,7 +28,7 @@ from commands.store import max_position
 from domain.ids import direct_chat_id
 from infra.settings import Settings
 from infra.topics import EVENTS
-from projections.cache import recent_key, unread_key
+from projections.cache import chats_key, recent_key, unread_key
 from projections.fold import ReadModel
 from projections.schema import LIVE_SCHEMA
 from streams.envelope import Envelope, decode_envelope, encode_event
@@ -191,7 +192,11 @@ def test_a_scripted_conversation_is_projected_exactly(
     cache = redis.Redis.from_url(topics.redis_url)
     recent = cache.zrange(recent_key(group), 0, -1, withscores=True)
     assert [int(score) for _, score in recent] == [1, 2, 3, 4]
+    assert [orjson.loads(m)["seq"] for m, _ in recent] == [1, 2, 3, 4]
     assert cache.hget(unread_key(bob), str(direct)) == b"1"
+    # Each member's chat list holds the chat, scored by its last activity (ms).
+    assert cache.zscore(chats_key(bob), str(direct)) is not None
+    assert cache.zscore(chats_key(removed), str(group)) is not None
     cache.close()
 
 
