@@ -34,12 +34,9 @@ class Lua:
         pipe.evalsha(self.sha, 0, *args)
 
     async def __call__(self, redis: aioredis.Redis, *args: Any) -> Any:
-        """Call it on its own; loads the scripts first if Redis lost them."""
-        try:
-            return await redis.evalsha(self.sha, 0, *args)
-        except NoScriptError:
-            await load_all(redis)
-            return await redis.evalsha(self.sha, 0, *args)
+        """Call it on its own (as `execute` runs a pipeline)."""
+        results = await execute(redis, lambda pipe: self.queue(pipe, *args), transaction=False)
+        return results[0]
 
 
 async def load_all(redis: aioredis.Redis) -> None:
@@ -56,13 +53,12 @@ async def execute(
     """Run what `build` queues in a pipeline (MULTI/EXEC unless `transaction` is False).
 
     If a script was missing, load them all and run `build`'s commands again."""
-    for attempt in range(2):
-        pipe = redis.pipeline(transaction=transaction)
-        build(pipe)
-        try:
-            return await pipe.execute()
-        except NoScriptError:
-            if attempt:
-                raise
-            await load_all(redis)
-    raise AssertionError("unreachable")
+    pipe = redis.pipeline(transaction=transaction)
+    build(pipe)
+    try:
+        return await pipe.execute()
+    except NoScriptError:
+        await load_all(redis)
+    pipe = redis.pipeline(transaction=transaction)
+    build(pipe)
+    return await pipe.execute()

@@ -120,16 +120,17 @@ def members_query(
     return query, (list(chats),)
 
 
-def members_by_chat(rows: Iterable[tuple[UUID, UUID]]) -> dict[UUID, list[UUID]]:
-    members: dict[UUID, list[UUID]] = {}
+def members_by_chat(rows: Iterable[tuple[UUID, UUID]]) -> dict[UUID, list[str]]:
+    """chat -> its members' ids as text (what Redis and the pushes use)."""
+    members: dict[UUID, list[str]] = {}
     for chat_id, user_id in rows:
-        members.setdefault(chat_id, []).append(user_id)
+        members.setdefault(chat_id, []).append(str(user_id))
     return members
 
 
 async def active_members(
     conn: AsyncConnection[Any], chats: Iterable[UUID], schema: str = LIVE_SCHEMA
-) -> dict[UUID, list[UUID]]:
+) -> dict[UUID, list[str]]:
     """chat -> its active members, from the read model (for the chats named)."""
     async with conn.cursor() as cur:
         await cur.execute(*members_query(chats, schema))
@@ -141,6 +142,7 @@ class CacheBatch:
     """What a batch changes in the Redis projections, before PostgreSQL is asked the
     members and unread counts that go with it (`plan_cache`, then `queue_cache`)."""
 
+    prefix: str = PREFIX  # of every key written
     recent_args: list[Any] = field(default_factory=list)  # `_RECENT`'s ARGV, or empty
     active_chats: dict[UUID, float] = field(default_factory=dict)  # chat -> last activity ms
     unread_chats: set[UUID] = field(default_factory=set)  # whose unread counts moved
@@ -159,7 +161,7 @@ def plan_cache(
     than `RECENT_TTL_S` between two messages empties the set), and the replay sets their
     final TTLs itself (`projections.cache_shadow.finish_recent`).
     """
-    plan = CacheBatch()
+    plan = CacheBatch(prefix)
     # One ZADD, trim and EXPIRE per chat and batch: the same set as one per message.
     recent: dict[UUID, dict[bytes, int]] = {}
     emptied: set[UUID] = set()  # replay: a gap longer than the TTL expired the set first
@@ -202,9 +204,8 @@ def unread_query(
 def queue_cache(
     pipe: Any,
     plan: CacheBatch,
-    members: dict[UUID, list[UUID]],
+    members: dict[UUID, list[str]],
     unread_rows: Iterable[tuple[UUID, UUID, int]],
-    prefix: str = PREFIX,
 ) -> None:
     """Queue a batch's Redis writes in `pipe`: three commands whatever its size.
 
@@ -214,16 +215,17 @@ def queue_cache(
     if plan.recent_args:
         _RECENT.queue(pipe, *plan.recent_args)
     orders = [
-        (str(chat_id), repr(when), [str(u) for u in members[chat_id]])
+        (str(chat_id), repr(when), members[chat_id])
         for chat_id, when in plan.active_chats.items()
         if members.get(chat_id)
     ]
     unread = [(str(user_id), str(chat_id), count) for user_id, chat_id, count in unread_rows]
     if orders or unread:
         batch = orjson.dumps({"orders": orders, "unread": unread})
-        _ORDER_AND_UNREAD.queue(pipe, prefix, batch)
+        _ORDER_AND_UNREAD.queue(pipe, plan.prefix, batch)
     if plan.offsets:
-        pipe.hset(checkpoint_key(prefix), mapping={str(k): v for k, v in plan.offsets.items()})
+        offsets = {str(k): v for k, v in plan.offsets.items()}
+        pipe.hset(checkpoint_key(plan.prefix), mapping=offsets)
 
 
 async def apply_cache(
@@ -239,7 +241,7 @@ async def apply_cache(
     `recent_clock` is for). The live workers queue the same writes in their own
     pipeline instead (`streams/workers.py`)."""
     plan = plan_cache(records, prefix, recent_clock)
-    members: dict[UUID, list[UUID]] = {}
+    members: dict[UUID, list[str]] = {}
     unread_rows: list[tuple[UUID, UUID, int]] = []
     async with conn.cursor() as cur:
         if plan.active_chats:
@@ -247,4 +249,4 @@ async def apply_cache(
         if plan.unread_chats:
             await cur.execute(*unread_query(plan.unread_chats, schema))
             unread_rows = await cur.fetchall()
-    await execute(redis, lambda pipe: queue_cache(pipe, plan, members, unread_rows, prefix))
+    await execute(redis, lambda pipe: queue_cache(pipe, plan, members, unread_rows))

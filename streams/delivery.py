@@ -78,19 +78,19 @@ class Delivery:
 
     sent: list[Envelope]
     others: list[Envelope]  # receipts and chat changes
-    asked: list[Envelope]  # sends whose recipients come from the receipts rows
+    chats: set[UUID]  # of both
+    changed: set[UUID]  # chats whose membership the batch changed
+    asked: list[Envelope]  # their sends: recipients come from the receipts rows
 
     @classmethod
     def of(cls, records: Sequence[Record]) -> Delivery:
         envelopes = [r.envelope for r in records]
         sent = [e for e in envelopes if e.type == "MessageSent"]
         others = [e for e in envelopes if e.type in CHAT_EVENTS or e.type in RECEIPT_EVENTS]
-        changed = {e.chat_id for e in envelopes if e.type in CHAT_EVENTS}
-        return cls(sent, others, [e for e in sent if e.chat_id in changed])
-
-    @property
-    def chats(self) -> set[UUID]:
-        return {e.chat_id for e in self.sent} | {e.chat_id for e in self.others}
+        chats = {e.chat_id for e in sent} | {e.chat_id for e in others}
+        changed = {e.chat_id for e in others if e.type in CHAT_EVENTS}
+        asked = [e for e in sent if e.chat_id in changed]
+        return cls(sent, others, chats, changed, asked)
 
     def recipients_query(self, schema: str = LIVE_SCHEMA) -> tuple[sql.Composed, Any]:
         """(chat_id, seq, recipient) rows for the `asked` sends."""
@@ -113,30 +113,27 @@ class Delivery:
 
     def items(
         self,
-        members_of: dict[UUID, list[UUID]],
+        members: dict[UUID, list[str]],
         recipient_rows: Iterable[tuple[UUID, int, UUID]],
         block_rows: Iterable[tuple[UUID, list[UUID]]],
     ) -> list[Item]:
-        """The pushes: `members_of` holds the active members of at least the batch's
-        chats, the rows are `recipients_query`'s and `blocks_query`'s."""
+        """The pushes: `members` holds the active members of at least the batch's chats
+        (`projections.cache.members_by_chat`), the rows are `recipients_query`'s and
+        `blocks_query`'s."""
         blocks = {str(user): {str(b) for b in blocked} for user, blocked in block_rows}
         recipients: dict[tuple[UUID, int], list[str]] = defaultdict(list)
         for chat_id, seq, recipient in recipient_rows:
             recipients[(chat_id, seq)].append(str(recipient))
-        asked = {id(e) for e in self.asked}
-        members: dict[UUID, list[str]] = {}
-        for chat_id in self.chats:
-            members[chat_id] = [str(u) for u in members_of.get(chat_id, ())]
         items: list[Item] = []
         for e in self.sent:
             # The sender's other devices get it too; the device it came from has its ack.
             # Who blocked the sender gets the seq only, hidden (domain/visibility.py).
             p = e.payload
             sender, seq = p["sender"], p["seq"]
-            if id(e) in asked:
+            if e.chat_id in self.changed:
                 to = recipients[(e.chat_id, seq)]
             else:
-                to = [u for u in members[e.chat_id] if u != sender]
+                to = [u for u in members.get(e.chat_id, ()) if u != sender]
             shown: list[str] = [sender]
             hidden: list[str] = []
             for user in to:
@@ -152,7 +149,7 @@ class Delivery:
                 reader = p["user_id"]
                 viewers = [
                     m
-                    for m in members[e.chat_id]
+                    for m in members.get(e.chat_id, ())
                     if reader not in blocks.get(m, ()) and m not in blocks.get(reader, ())
                 ]
                 items.append((viewers, _receipt_frame(e), None))
@@ -163,7 +160,7 @@ class Delivery:
                     "event": e.type,
                     **{k: _plain(v) for k, v in p.items()},
                 }
-                concerned = set(members[e.chat_id])
+                concerned = set(members.get(e.chat_id, ()))
                 if "user_id" in p:
                     concerned.add(p["user_id"])  # the one removed or who left hears of it too
                 items.append((sorted(concerned), frame, None))
