@@ -30,9 +30,17 @@ from queries.responses import answer
 
 _S = sql.Identifier(LIVE_SCHEMA)
 _MESSAGE = sql.SQL("SELECT message_id, sender FROM {s}.messages WHERE chat_id = %s AND seq = %s")
+# `receipts` is keyed by (chat, recipient, seq): one message's rows are reached through
+# the chat's members (everyone it was sent to has a members row), one index probe each.
+# Asked by (chat, seq), PostgreSQL read every receipt of the chat: 24 ms for a group of
+# 256 with 2,000 messages, growing with its history; 0.75 ms this way, whatever the
+# history. OFFSET 0 keeps the probe from being folded into a join the planner may run
+# as a scan.
 _RECEIPTS = sql.SQL(
-    "SELECT recipient, status, delivered_at, read_at FROM {s}.receipts "
-    "WHERE chat_id = %s AND seq = %s ORDER BY recipient"
+    "SELECT r.recipient, r.status, r.delivered_at, r.read_at FROM {s}.members m "
+    "CROSS JOIN LATERAL (SELECT recipient, status, delivered_at, read_at "
+    "FROM {s}.receipts r WHERE r.chat_id = m.chat_id AND r.recipient = m.user_id "
+    "AND r.seq = %(seq)s OFFSET 0) r WHERE m.chat_id = %(chat)s ORDER BY r.recipient"
 )
 
 
@@ -58,7 +66,7 @@ async def receipts(request: Request, identity: Identity) -> Response:
             raise UnknownMessage()
         async with conn.pipeline():
             found = await conn.execute(_MESSAGE.format(s=_S), (chat_id, seq))
-            listed = await conn.execute(_RECEIPTS.format(s=_S), (chat_id, seq))
+            listed = await conn.execute(_RECEIPTS.format(s=_S), {"chat": chat_id, "seq": seq})
             message = await found.fetchone()
             rows = await listed.fetchall()
         if message is None:

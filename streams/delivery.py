@@ -93,11 +93,17 @@ class Delivery:
         return cls(sent, others, chats, changed, asked)
 
     def recipients_query(self, schema: str = LIVE_SCHEMA) -> tuple[sql.Composed, Any]:
-        """(chat_id, seq, recipient) rows for the `asked` sends."""
+        """(chat_id, seq, recipient) rows for the `asked` sends.
+
+        A send's receipts are found through its chat's members, one index probe each:
+        `receipts` is keyed by (chat, recipient, seq), and asked by (chat, seq) it is
+        read for the whole history of the chat (queries/receipts.py)."""
         query = sql.SQL(
-            "SELECT r.chat_id, r.seq, r.recipient FROM {s}.receipts r "
-            "JOIN unnest(%s::uuid[], %s::bigint[]) AS k(chat_id, seq) "
-            "ON r.chat_id = k.chat_id AND r.seq = k.seq"
+            "SELECT k.chat_id, k.seq, m.user_id "
+            "FROM unnest(%s::uuid[], %s::bigint[]) AS k(chat_id, seq) "
+            "JOIN {s}.members m ON m.chat_id = k.chat_id "
+            "CROSS JOIN LATERAL (SELECT FROM {s}.receipts r WHERE r.chat_id = k.chat_id "
+            "AND r.recipient = m.user_id AND r.seq = k.seq OFFSET 0) r"
         ).format(s=sql.Identifier(schema))
         return query, ([e.chat_id for e in self.asked], [e.payload["seq"] for e in self.asked])
 
