@@ -198,10 +198,10 @@ def unread_query(
 ) -> tuple[sql.Composed, tuple[list[UUID]]]:
     """The unread counts of `chats` as (user_id, chat_id, count) rows.
 
-    `unread` is keyed by (user, chat): its rows are reached through the chats' members
-    (everyone who ever had a count there has a members row), one index probe each. A
-    subquery in the select list is never turned into a join, which the planner may run
-    as a scan of the whole table (it did, on tables without statistics yet)."""
+    `unread` is keyed by (user, chat), so asked by chat it is read whole. Its rows are
+    reached through the chats' members instead (everyone who ever had a count there has
+    a members row), one index probe each: a subquery in the select list, which the
+    planner never turns into a join it could run as a scan."""
     query = sql.SQL(
         "SELECT * FROM (SELECT m.user_id, m.chat_id, (SELECT u.count FROM {s}.unread u "
         "WHERE u.user_id = m.user_id AND u.chat_id = m.chat_id) AS count "
