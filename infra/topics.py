@@ -31,7 +31,15 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             settings.topic(EVENTS),
             settings.events_partitions,
-            {**durable, "cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"},
+            {
+                **durable,
+                "cleanup.policy": "delete",
+                "retention.ms": "-1",
+                "retention.bytes": "-1",
+                # Each event is stamped with its append to the log: the workers' lag
+                # (`taken_ms`, `done_ms`) and `parley replay --from-time` read that.
+                "message.timestamp.type": "LogAppendTime",
+            },
         ),
         TopicSpec(
             settings.topic(COMMANDS),

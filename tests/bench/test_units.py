@@ -86,3 +86,22 @@ def test_projection_latency_is_read_from_the_first_checkpoint_covering_an_offset
     assert _covers({0: 9, 1: 3}, {0: 10, 1: 4})
     assert not _covers({0: 9}, {0: 10, 1: 1})
     assert not _covers({0: 8, 1: 3}, {0: 10, 1: 4})
+
+
+def test_the_latency_poller_is_waited_for_until_it_saw_the_last_offset_itself() -> None:
+    """The phase once stopped its poller as soon as a read of its own saw the end covered,
+    before the poller had polled again: the last offsets had no time ("never projected")."""
+    from infra.bench_projection import Seen
+
+    class Checkpoints:
+        def __init__(self) -> None:
+            self.reads = iter([{0: 3}, {0: 3}, {0: 6}, {0: 9}])
+
+        def read(self) -> dict[int, int]:
+            return next(self.reads, {0: 9})
+
+    seen = Seen(Checkpoints())  # type: ignore[arg-type]
+    seen.start()
+    seen.wait({0: 10}, deadline_s=10)
+    seen.stop()
+    assert seen.at(0, 9) >= seen.at(0, 4) >= seen.at(0, 3)
