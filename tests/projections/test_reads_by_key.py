@@ -11,9 +11,11 @@
   by (chat, recipient, seq): every receipt of the chat, 24 ms for a group of 256 with
   2,000 messages, growing with its history.
 
-Each is now one index probe per key. These tests count the pages each read touches, with
-the custom and the generic plan PostgreSQL may cache for it, on tables without
-statistics: a probe costs about four pages a row, a scan hundreds or thousands.
+Each is now one index probe per key. The batch's read of who blocked whom already was,
+through the members of its chats; it is counted too. These tests count the pages each
+read touches, with the custom and the generic plan PostgreSQL may cache for it, on
+tables without statistics: a probe costs about four pages a row, a scan hundreds or
+thousands.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from commands.directory import DIRECTORY_SCHEMA, ensure_directory
 from infra.scratch import drop_database, fresh_database
 from infra.settings import Settings
 from projections.bulk import INDEX_PROBES, BulkProjector
@@ -100,6 +103,26 @@ def filled(settings: Settings) -> Iterator[tuple[Settings, list[uuid.UUID]]]:
             (group,),
         )
         chats.insert(0, group)
+        # Every member is a user of the directory; one in a hundred blocked someone, and
+        # so did three of the group's members.
+        with conn.cursor() as cur:
+            ensure_directory(cur)
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {d}.users (user_id, username, display_name, last_seen_privacy, "
+                "blocks, version) SELECT user_id, user_id::text, 'u', 'everyone', "
+                "CASE WHEN n % 100 = 0 THEN ARRAY[user_id] ELSE '{{}}' END, 1 "
+                "FROM (SELECT DISTINCT user_id, row_number() OVER () AS n "
+                "FROM {s}.members) m"
+            ).format(d=sql.Identifier(DIRECTORY_SCHEMA), s=s)
+        )
+        conn.execute(
+            sql.SQL(
+                "UPDATE {d}.users SET blocks = ARRAY[user_id] WHERE user_id IN "
+                "(SELECT user_id FROM {s}.members WHERE chat_id = %s LIMIT 3)"
+            ).format(d=sql.Identifier(DIRECTORY_SCHEMA), s=s),
+            (group,),
+        )
     yield scratch, chats
     drop_database(settings, name)
 
@@ -193,3 +216,30 @@ def test_one_messages_receipts_are_read_through_the_members(
             (group, n) for n in (seq, seq + 1) for _ in range(GROUP_MEMBERS)
         )
         assert buffers(conn, query, list(params)) <= 8 * len(rows)
+
+
+def test_blocking_is_read_through_the_members(
+    filled: tuple[Settings, list[uuid.UUID]],
+) -> None:
+    scratch, chats = filled
+    asked = chats[:4]  # the group and three 1:1 chats
+    with psycopg.connect(scratch.pg_conninfo) as conn:
+        conn.execute(INDEX_PROBES)
+        query, params = Delivery([], [], set(asked), set(), []).blocks_query()
+        rows = conn.execute(query, params).fetchall()
+        members = conn.execute(
+            sql.SQL("SELECT DISTINCT user_id FROM {s}.members WHERE chat_id = ANY(%s)").format(
+                s=sql.Identifier(LIVE_SCHEMA)
+            ),
+            (asked,),
+        ).fetchall()
+        blocking = conn.execute(
+            sql.SQL(
+                "SELECT user_id FROM {d}.users WHERE cardinality(blocks) > 0 AND user_id = ANY(%s)"
+            ).format(d=sql.Identifier(DIRECTORY_SCHEMA)),
+            ([m[0] for m in members],),
+        ).fetchall()
+        assert len(blocking) >= 3
+        assert sorted(r[0] for r in rows) == sorted(b[0] for b in blocking)
+        # 71 members asked, in a directory of 40,000 users.
+        assert buffers(conn, query, list(params)) <= 8 * len(members)
