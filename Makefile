@@ -47,4 +47,5 @@ test: $(STAMP) browser-deps
 lint: $(STAMP)
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
-	@$(BIN)/mypy domain commands infra streams projections queries
+	@$(BIN)/mypy domain commands infra streams projections queries parley bench
+	@$(BIN)/lint-imports --no-logo

@@ -19,9 +19,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from commands.accounts import Accounts, open_accounts
-from commands.auth import Identity, Passwords, Tokens
 from commands.ratelimit import RateLimiter, buckets_from_settings
 from domain.account_errors import InvalidToken
+from infra.auth import Identity, Passwords, Tokens
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,6 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, PersistenceError
 from eventsourcing.postgres import PostgresDatastore
 
-from commands.directory import ensure_directory, record_user
-from commands.store import store_env
 from domain.account_errors import PhoneTaken, UnknownUser, UsernameTaken
 from domain.handles import (
     HandleClaim,
@@ -38,7 +36,9 @@ from domain.handles import (
 )
 from domain.user import User, clean_display_name
 from domain.visibility import Privacy
+from infra.event_store import store_env
 from infra.settings import Settings
+from projections.directory import ensure_directory, record_user
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class Accounts(Application[UUID]):
         raise AssertionError("unreachable")
 
     def _update_directory(self, user: User) -> None:
-        """Upsert the user's row of the directory read table (`commands.directory`)."""
+        """Upsert the user's row of the directory read table (`projections.directory`)."""
         try:
             with datastore_of(self).transaction(commit=True) as cur:
                 record_user(cur, user)

@@ -12,10 +12,10 @@ from starlette.routing import Route
 
 from commands.access import access_of, client_address
 from commands.ratelimit import Limit
-from commands.web import BadRequest, bool_field, optional_text, read_json, text_field
 from domain.account_errors import InvalidCredentials
 from domain.handles import normalise_phone, normalise_username
 from domain.user import User, clean_device, clean_display_name, validate_password
+from infra.web import BadRequest, bool_field, optional_text, read_json, text_field
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,6 @@ from redis.asyncio import Redis
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from commands.access import Access
-from commands.auth import Identity
 from commands.bus import CommandBus
 from commands.envelope import Command, CommandType, Outcome
 from commands.protocol import (
@@ -53,6 +52,7 @@ from commands.sync import blocked_either_way, chat_summaries, missed_messages
 from commands.wsprotocol import Flag, Mailbox
 from domain.errors import DomainError
 from domain.ids import direct_chat_id
+from infra.auth import Identity
 from infra.routing import (
     GATEWAY_TTL_S,
     PRESENCE_TTL_S,

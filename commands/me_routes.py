@@ -14,11 +14,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from commands.access import Access, access_of, authenticated
-from commands.web import BadRequest, choice_field, optional_text, read_json, text_field, uuid_field
 from domain.account_errors import UnknownUser
 from domain.handles import normalise_phone, normalise_username
 from domain.user import User
 from domain.visibility import LastSeenPrivacy
+from infra.web import BadRequest, choice_field, optional_text, read_json, text_field, uuid_field
 
 
 async def _change(

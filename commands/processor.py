@@ -28,9 +28,9 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from commands.envelope import BadCommand, Command, Outcome, peek_reply, reply_channel
 from commands.handlers import HANDLERS, Context, IdGenerator, Limits
-from commands.store import SNAPSHOT_INTERVAL, ChatStore, chat_position
 from domain.chat import Chat
 from domain.errors import DomainError
+from infra.event_store import SNAPSHOT_INTERVAL, ChatStore, chat_position
 from infra.settings import Settings
 from infra.topics import COMMANDS
 
@@ -297,7 +297,7 @@ def run_processor(
     settings: Settings, stop: threading.Event, ready: threading.Event | None = None
 ) -> None:
     """Consume commands until `stop` is set; the processor's main loop."""
-    from commands.store import open_store
+    from infra.event_store import open_store
     from infra.leases import LeasedSnowflake, WorkerLease
 
     client = redis.Redis.from_url(settings.redis_url)

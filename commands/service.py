@@ -26,12 +26,12 @@ from commands.access import access_of, open_access
 from commands.auth_routes import auth_routes
 from commands.gateway import Gateway
 from commands.me_routes import me_routes
-from commands.web import AccessLog, domain_error, error_response, http_error
 from commands.web_client import web_client_routes
 from commands.wsprotocol import LeanWebSocketProtocol
 from domain.errors import DomainError
 from infra.http import serve
 from infra.settings import Settings
+from infra.web import AccessLog, domain_error, error_response, http_error
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from uuid import UUID
 
 from psycopg import AsyncConnection, sql
 
-from commands.directory import DIRECTORY_SCHEMA
 from commands.protocol import hidden_message
+from projections.directory import DIRECTORY_SCHEMA
 from projections.schema import LIVE_SCHEMA
 
 PAGE_SIZE = 100

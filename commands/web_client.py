@@ -53,11 +53,7 @@ def web_client_routes(settings: Settings) -> list[BaseRoute]:
     ]
 
 
-def queries_url(settings: Settings) -> str | None:
-    """Where browsers reach the query API; None when this install has no queries service."""
-    try:
-        import queries.service  # noqa: F401
-    except ImportError:
-        return None
+def queries_url(settings: Settings) -> str:
+    """Where browsers reach the query API (the queries service's address in the settings)."""
     host = "127.0.0.1" if settings.queries_host in ("0.0.0.0", "") else settings.queries_host
     return f"http://{host}:{settings.queries_port}"

@@ -1,7 +1,7 @@
 """The user aggregate: an account, its profile, privacy setting, contacts, blocks and devices.
 
 Messages and receipts belong to a user; sync state belongs to each of their devices.
-The password arrives here already hashed (argon2, by `commands.auth`): neither the
+The password arrives here already hashed (argon2, by `infra.auth`): neither the
 clear password nor anything derived from it other than that hash is ever stored.
 Handles (username, phone) are unique through `domain.handles.HandleClaim`.
 """

@@ -39,8 +39,8 @@ from uuid import UUID
 import orjson
 from psycopg import AsyncConnection, AsyncCursor, sql
 
+from infra.log_envelope import Envelope
 from projections.projector import RECEIPT_EVENTS, After, Projector, Record, Statement
-from streams.envelope import Envelope
 
 log = logging.getLogger("parley.replay")
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from streams.envelope import Envelope
+from infra.log_envelope import Envelope
 
 SENT, DELIVERED, READ = "SENT", "DELIVERED", "READ"
 RECEIPT_EVENTS = frozenset({"MessagesDelivered", "MessagesRead"})

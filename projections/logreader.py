@@ -17,12 +17,12 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from infra.log_envelope import EnvelopeError, decode_envelope
 from infra.settings import Settings
 from infra.topics import EVENTS
 from projections.projector import Record
 from projections.replay_errors import LogMissing
 from projections.upcasting import upcast_envelope
-from streams.envelope import EnvelopeError, decode_envelope
 
 log = logging.getLogger("parley.replay")
 

@@ -21,8 +21,8 @@ from uuid import UUID
 
 from psycopg import AsyncConnection, AsyncCursor, sql
 
+from infra.log_envelope import Envelope
 from projections.schema import LIVE_SCHEMA
-from streams.envelope import Envelope
 
 ORDER = ("chats", "messages", "receipts", "inbox")
 """Apply order within one event: receipts and inbox read the members `chats` keeps."""

@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from domain.chat import Chat
-from streams.envelope import Envelope, EnvelopeError
+from infra.log_envelope import Envelope, EnvelopeError
 
 
 def current_version(event_type: str) -> int:

@@ -1,11 +1,11 @@
-"""Who is asking: the Bearer access token of a request, checked with `commands.auth.Tokens`."""
+"""Who is asking: the Bearer access token of a request, checked with `infra.auth.Tokens`."""
 
 from __future__ import annotations
 
 from starlette.requests import HTTPConnection
 
-from commands.auth import Identity
 from domain.account_errors import InvalidToken
+from infra.auth import Identity
 from queries.resources import read_side_of
 
 

@@ -13,8 +13,8 @@ from psycopg import sql
 from starlette.requests import Request
 from starlette.responses import Response
 
-from commands.auth import Identity
 from domain.errors import UnknownChat
+from infra.auth import Identity
 from projections.schema import LIVE_SCHEMA
 from queries.membership import load_membership
 from queries.messages import iso

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from commands.auth import Identity
+from infra.auth import Identity
 from projections.cache import chats_key
 from projections.schema import LIVE_SCHEMA
 from queries.errors import BadCursor, log

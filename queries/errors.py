@@ -16,8 +16,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from commands.web import error_response
 from domain.errors import DomainError
+from infra.web import error_response
 
 log = logging.getLogger("parley.queries")
 

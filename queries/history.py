@@ -18,7 +18,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from commands.auth import Identity
+from infra.auth import Identity
 from queries.membership import load_membership, page_of
 from queries.messages import Message, cached_range, likely_page, pick_cached, stored_messages
 from queries.params import MAX_SEQ, chat_id_param, int_query, limit_query

@@ -17,8 +17,8 @@ from psycopg import sql
 from starlette.requests import Request
 from starlette.responses import Response
 
-from commands.auth import Identity
-from commands.directory import DIRECTORY_SCHEMA
+from infra.auth import Identity
+from projections.directory import DIRECTORY_SCHEMA
 from projections.schema import LIVE_SCHEMA
 from queries.chat_list import EPOCH, micros
 from queries.errors import BadCursor

@@ -1,6 +1,6 @@
 """Users' privacy settings, contacts and blocks, from the user directory read table.
 
-`commands.directory` keeps `directory.users` up to date from the accounts store; a user
+`projections.directory` keeps `directory.users` up to date from the accounts store; a user
 with no row there (never registered through the accounts service) has the defaults:
 last seen shown to everyone, no contacts, no blocks.
 """
@@ -13,8 +13,8 @@ from uuid import UUID
 
 from psycopg import AsyncConnection, sql
 
-from commands.directory import DIRECTORY_SCHEMA
 from domain.visibility import LastSeenPrivacy, Privacy
+from projections.directory import DIRECTORY_SCHEMA
 
 _PRIVACY = sql.SQL(
     "SELECT user_id, last_seen_privacy, contacts, blocks FROM {d}.users WHERE user_id = ANY(%s)"

@@ -1,7 +1,7 @@
 """`GET /v1/users/{user_id}`: a user's profile and, if the caller may see it, last seen.
 
 The profile (username, display name, about) comes from the user directory read table
-(`commands.directory`). Last seen is the Redis key `parley:user:<id>:last_seen` (unix
+(`projections.directory`). Last seen is the Redis key `parley:user:<id>:last_seen` (unix
 ms, stamped by the gateway), or when it has expired the time the gateway stored at the
 user's last disconnect (table `last_seen`, if that table exists); the user is online
 while `parley:presence:<id>` exists. Both are shown only when
@@ -21,11 +21,11 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from commands.auth import Identity
-from commands.directory import DIRECTORY_SCHEMA
 from domain.account_errors import UnknownUser
 from domain.visibility import can_see_last_seen
+from infra.auth import Identity
 from infra.routing import last_seen_key, presence_key
+from projections.directory import DIRECTORY_SCHEMA
 from queries.errors import log
 from queries.params import user_id_param
 from queries.position import read_your_writes

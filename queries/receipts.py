@@ -16,8 +16,8 @@ from psycopg import sql
 from starlette.requests import Request
 from starlette.responses import Response
 
-from commands.auth import Identity
 from domain.visibility import can_see_receipts
+from infra.auth import Identity
 from projections.schema import LIVE_SCHEMA
 from queries.errors import NotSender, UnknownMessage
 from queries.membership import load_membership

@@ -18,9 +18,9 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
-from commands.auth import Tokens
-from commands.directory import DIRECTORY_DDL
+from infra.auth import Tokens
 from infra.settings import Settings
+from projections.directory import DIRECTORY_DDL
 
 log = logging.getLogger("parley.queries")
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from commands.auth import Identity
+from infra.auth import Identity
 from queries.caller import caller_of
 from queries.chat_info import chat_info
 from queries.chat_list import chat_list

@@ -19,12 +19,12 @@ from uuid import UUID
 
 from psycopg import sql
 
-from commands.directory import DIRECTORY_SCHEMA
 from commands.protocol import hidden_message
+from infra.log_envelope import Envelope
 from infra.routing import Item
+from projections.directory import DIRECTORY_SCHEMA
 from projections.projector import RECEIPT_EVENTS, Record
 from projections.schema import LIVE_SCHEMA
-from streams.envelope import Envelope
 
 CHAT_EVENTS = frozenset(
     {

@@ -27,10 +27,10 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 from psycopg import sql
 
-from commands.store import ChatStore, max_position, open_store
+from infra.event_store import ChatStore, max_position, open_store
+from infra.log_envelope import encode_event
 from infra.settings import Settings
 from infra.topics import EVENTS
-from streams.envelope import encode_event
 
 log = logging.getLogger("parley.relay")
 
@@ -391,7 +391,7 @@ def relay_status(settings: Settings) -> RelayStatus:
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:
-    """The relay's KafkaProducer settings (also what `infra.bench_relay` compares with)."""
+    """The relay's KafkaProducer settings (also what `bench.relay` compares with)."""
     return {
         "bootstrap_servers": settings.kafka_bootstrap,
         "client_id": f"parley-relay-{settings.relay_name}",

@@ -2,7 +2,7 @@
 
 For the day `parley.events` is lost or damaged. It reads the store's notification log
 from the first position, exactly as the relay does (the store's mapper, so old events
-are upcast; `streams.envelope.encode_event`; the relay's idempotent `Publisher`, one
+are upcast; `infra.log_envelope.encode_event`; the relay's idempotent `Publisher`, one
 acknowledged batch at a time) and writes every event to a new topic created with the
 events topic's settings and partition count (one chat -> one partition depends on it).
 At the end it records the last position under a relay name, so a relay started with
@@ -23,11 +23,11 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from commands.store import max_position, open_store
+from infra.event_store import max_position, open_store
+from infra.log_envelope import encode_event
 from infra.settings import Settings
 from infra.topics import EVENTS, topic_specs
 from projections.replay_errors import TopicExists
-from streams.envelope import encode_event
 from streams.relay import RECORD_POSITION, Publisher, ensure_position_table
 
 log = logging.getLogger("parley.replay")

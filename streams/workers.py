@@ -24,19 +24,19 @@ import redis.asyncio as aioredis
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from psycopg.pq import TransactionStatus
 
-from commands.directory import ensure_directory
+from infra.log_envelope import EnvelopeError, decode_envelope
 from infra.lua import execute
 from infra.routing import queue_route
 from infra.settings import Settings
 from infra.topics import EVENTS
 from projections.bulk import BulkProjector
 from projections.cache import members_by_chat, members_query, plan_cache, queue_cache, unread_query
+from projections.directory import ensure_directory
 from projections.locks import WORKER_LOCK, WORKER_UNLOCK
 from projections.projector import Projector, Record, expire_inbox
 from projections.schema import LIVE_SCHEMA, migrate
 from projections.upcasting import upcast_envelope
 from streams.delivery import Delivery
-from streams.envelope import EnvelopeError, decode_envelope
 
 log = logging.getLogger("parley.workers")
 

@@ -27,7 +27,7 @@ class Service:
     def start(self) -> Service:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "infra.cli", "serve", self.name],
+                [sys.executable, "-m", "parley.cli", "serve", self.name],
                 cwd=ROOT,
                 env=self.env,
                 stdout=out,

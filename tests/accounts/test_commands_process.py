@@ -12,7 +12,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from commands.auth import logout_channel
+from infra.auth import logout_channel
 from infra.settings import Settings
 from tests.accounts.client import FAST_HASHING, GENEROUS_LIMITS, PASSWORD, new_handles, subscribed
 from tests.services import Service

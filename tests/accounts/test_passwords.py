@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from commands.auth import Passwords
+from infra.auth import Passwords
 from infra.settings import Settings
 from tests.accounts.client import GENEROUS_LIMITS, PASSWORD, http_client, new_handles, register
 

@@ -15,9 +15,9 @@ import jwt
 import pytest
 from redis.asyncio import Redis
 
-from commands.auth import Tokens, TokenType, logout_channel
 from domain.account_errors import InvalidToken, TokenExpired
 from domain.errors import DomainError
+from infra.auth import Tokens, TokenType, logout_channel
 from infra.settings import Settings
 from tests.accounts.client import http_client, subscribed
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.bench.stack import Services, private_services
-from infra.bench.targets import Target, parley_target
+from bench.stack import Services, private_services
+from bench.targets import Target, parley_target
 from infra.settings import Settings
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from infra.bench import scenarios
-from infra.bench.baselines import baselines, ratios
-from infra.bench.stack import Services
-from infra.bench.targets import Target
-from infra.cli import build_parser
+from bench import scenarios
+from bench.baselines import baselines, ratios
+from bench.stack import Services
+from bench.targets import Target
 from infra.settings import Settings
+from parley.cli import build_parser
 from tests.bench.conftest import quiet
 
 pytestmark = pytest.mark.slow

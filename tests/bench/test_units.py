@@ -6,9 +6,9 @@ import json
 import time
 from pathlib import Path
 
-from infra.bench.ledger import Ledger, body_text
-from infra.bench.results import compare
-from infra.bench.stats import percentile, ratio, summary
+from bench.ledger import Ledger, body_text
+from bench.results import compare
+from bench.stats import percentile, ratio, summary
 
 
 def test_percentiles_are_nearest_rank() -> None:
@@ -69,7 +69,7 @@ def test_compare_prints_only_what_differs(tmp_path: Path) -> None:
 
 
 def test_projection_latency_is_read_from_the_first_checkpoint_covering_an_offset() -> None:
-    from infra.bench_projection import Seen, _covers
+    from bench.projection import Seen, _covers
 
     seen = Seen.__new__(Seen)
     seen.steps = {0: [(4, 10.0), (9, 10.5), (20, 11.0)]}
@@ -91,7 +91,7 @@ def test_projection_latency_is_read_from_the_first_checkpoint_covering_an_offset
 def test_the_latency_poller_is_waited_for_until_it_saw_the_last_offset_itself() -> None:
     """The phase once stopped its poller as soon as a read of its own saw the end covered,
     before the poller had polled again: the last offsets had no time ("never projected")."""
-    from infra.bench_projection import Seen
+    from bench.projection import Seen
 
     class Checkpoints:
         def __init__(self) -> None:

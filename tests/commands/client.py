@@ -7,8 +7,8 @@ import uuid
 from uuid import UUID
 
 from commands.envelope import Command, CommandType
-from commands.store import ChatStore, open_store
 from domain.chat import Chat
+from infra.event_store import ChatStore, open_store
 from infra.settings import Settings
 
 

@@ -12,8 +12,8 @@ import redis
 from commands import handlers
 from commands.envelope import Command, CommandType
 from commands.processor import CommandProcessor
-from commands.store import open_store
 from domain.ids import Snowflake
+from infra.event_store import open_store
 from infra.settings import Settings
 from tests.commands.client import create_group, fresh_store, send, sent_events
 

@@ -12,8 +12,8 @@ import pytest
 
 from commands.bus import CommandBus
 from commands.envelope import Command, CommandType, Outcome
-from commands.store import chat_position
 from domain.ids import direct_chat_id
+from infra.event_store import chat_position
 from infra.settings import Settings
 from tests.commands.client import create_group, fresh_store, new_users, send, sent_events
 from tests.services import Service, running

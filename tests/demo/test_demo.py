@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.demo import replay_available
 from infra.settings import Settings
+from parley.demo import replay_available
 from projections.schema import migrate
 from tests.fullstack import REGISTRATION_LIMITS, FullStack, full_stack
 
@@ -27,7 +27,7 @@ def demo_stack(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
 
 def test_parley_demo_passes_every_step(demo_stack: FullStack) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "demo"],
+        [sys.executable, "-m", "parley.cli", "demo"],
         cwd=ROOT,
         env={**os.environ, **demo_stack.env},
         capture_output=True,
@@ -57,7 +57,7 @@ def test_parley_demo_passes_every_step(demo_stack: FullStack) -> None:
 def test_parley_demo_says_so_when_the_stack_is_down(tmp_path: Path) -> None:
     free = {"PARLEY_COMMANDS_PORT": "9"}  # nothing listens on the discard port
     result = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "demo"],
+        [sys.executable, "-m", "parley.cli", "demo"],
         cwd=ROOT,
         env={**os.environ, **free},
         capture_output=True,

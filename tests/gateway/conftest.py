@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from client import Account, ChatClient
-from commands.auth import Tokens
+from infra.auth import Tokens
 from infra.settings import Settings
 from tests.services import Service, running
 

@@ -6,8 +6,8 @@ import asyncio
 import uuid
 from typing import Any
 
-from commands.auth import Identity
 from commands.gateway import MAX_ACKED_CHATS, MAX_IN_FLIGHT, Connection
+from infra.auth import Identity
 
 
 def connection(queue_size: int = 10) -> Connection:

@@ -12,9 +12,9 @@ import psycopg
 from psycopg import sql
 
 from domain.chat import Chat
+from infra.log_envelope import Envelope, decode_envelope, encode_event
 from projections.fold import ChatRow, MemberRow, MessageRow, ReadModel, ReceiptRow
 from projections.projector import Record
-from streams.envelope import Envelope, decode_envelope, encode_event
 
 _positions = itertools.count(1)
 

@@ -24,14 +24,14 @@ from kafka import KafkaProducer
 
 from commands.bus import CommandBus
 from commands.envelope import Command, CommandType, Outcome
-from commands.store import max_position
 from domain.ids import direct_chat_id
+from infra.event_store import max_position
+from infra.log_envelope import Envelope, decode_envelope, encode_event
 from infra.settings import Settings
 from infra.topics import EVENTS
 from projections.cache import chats_key, recent_key, unread_key
 from projections.fold import ReadModel
 from projections.schema import LIVE_SCHEMA
-from streams.envelope import Envelope, decode_envelope, encode_event
 from tests.commands.client import create_group, fresh_store, new_users, send
 from tests.projections.model import comparable, read_back
 from tests.services import Service, running

@@ -30,15 +30,15 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from commands.directory import DIRECTORY_SCHEMA, ensure_directory
+from infra.log_envelope import Envelope
 from infra.scratch import drop_database, fresh_database
 from infra.settings import Settings
 from projections.bulk import INDEX_PROBES, BulkProjector
 from projections.cache import unread_query
+from projections.directory import DIRECTORY_SCHEMA, ensure_directory
 from projections.schema import LIVE_SCHEMA, migrate
 from queries.receipts import _RECEIPTS
 from streams.delivery import Delivery
-from streams.envelope import Envelope
 
 CHATS = 20_000
 GROUP_MEMBERS, GROUP_MESSAGES = 64, 4_000

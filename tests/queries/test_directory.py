@@ -7,9 +7,9 @@ import secrets
 import psycopg
 
 from commands.accounts import datastore_of, open_accounts
-from commands.directory import DIRECTORY_SCHEMA, rebuild_directory, record_user
 from domain.visibility import LastSeenPrivacy
 from infra.settings import Settings
+from projections.directory import DIRECTORY_SCHEMA, rebuild_directory, record_user
 from tests.queries.world import PASSWORD_HASH
 
 

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 import redis.asyncio as aioredis
 
-from commands.auth import SESSION_KEY, Tokens
+from infra.auth import SESSION_KEY, Tokens
 from infra.settings import Settings
 from queries.resources import APPLICATION_NAME
 from queries.service import create_app

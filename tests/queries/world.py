@@ -21,10 +21,10 @@ import redis
 import redis.asyncio
 
 from commands.accounts import Accounts
-from commands.auth import Tokens
 from commands.bus import CommandBus
 from commands.envelope import Command, CommandType, Outcome
 from domain.ids import direct_chat_id
+from infra.auth import Tokens
 from infra.settings import Settings
 from projections.cache import checkpoint_key
 from projections.schema import LIVE_SCHEMA

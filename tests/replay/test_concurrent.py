@@ -151,7 +151,7 @@ def test_a_second_rebuild_of_the_same_projection_is_refused(
         assert refused.value.code == "rebuild_running"
         assert "'messages' is already being rebuilt" in str(refused.value)
         cli = subprocess.run(
-            [sys.executable, "-m", "infra.cli", "replay", "rebuild", "messages"],
+            [sys.executable, "-m", "parley.cli", "replay", "rebuild", "messages"],
             cwd=ROOT,
             capture_output=True,
             text=True,

@@ -14,10 +14,10 @@ import psycopg
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from infra.log_envelope import decode_envelope
 from infra.settings import Settings
 from infra.topics import EVENTS
 from projections.replay_errors import TopicExists
-from streams.envelope import decode_envelope
 from streams.relay import read_position
 from streams.republish import republish
 from tests.projections.test_pipeline import store_envelopes
@@ -77,7 +77,7 @@ def test_the_cli_lists_rebuilds_and_republishes(
 
     def parley(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "infra.cli", "replay", *args],
+            [sys.executable, "-m", "parley.cli", "replay", *args],
             cwd=ROOT,
             capture_output=True,
             text=True,

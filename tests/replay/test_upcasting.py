@@ -26,14 +26,14 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from commands.store import open_store
 from domain.chat import Chat
+from infra.event_store import open_store
+from infra.log_envelope import decode_envelope, encode_event
 from infra.settings import Settings
 from projections.fold import ReadModel
 from projections.projector import ORDER
 from projections.replay import RebuildOptions, rebuild
 from projections.upcasting import upcast_envelope
-from streams.envelope import decode_envelope, encode_event
 from streams.republish import create_topic, republish
 from streams.workers import decode_batch
 from tests.projections.model import comparable

@@ -113,7 +113,7 @@ def test_a_broken_service_fails_with_its_log_named(private: Settings) -> None:
 
 def test_status_command_reports_the_shared_stack(settings: Settings) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "stack", "status"],
+        [sys.executable, "-m", "parley.cli", "stack", "status"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -9,8 +9,8 @@ import time
 import uuid
 from uuid import UUID
 
-from commands.store import ChatStore
 from domain.chat import Chat
+from infra.event_store import ChatStore
 
 
 class ChatWriter:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from commands.store import ChatStore, open_store
+from infra.event_store import ChatStore, open_store
 from infra.settings import Settings
 from infra.topics import ensure_topics
 

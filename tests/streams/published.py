@@ -9,10 +9,10 @@ from uuid import UUID
 
 from kafka import KafkaConsumer, TopicPartition
 
-from commands.store import open_store
+from infra.event_store import open_store
+from infra.log_envelope import Envelope, decode_envelope, event_id_for
 from infra.settings import Settings
 from infra.topics import EVENTS
-from streams.envelope import Envelope, decode_envelope, event_id_for
 
 
 @dataclass(frozen=True)

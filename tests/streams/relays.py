@@ -52,7 +52,7 @@ def wait_position(settings: Settings, position: int, deadline_s: float) -> float
 def relay_status(settings: Settings) -> str:
     """The output of `parley relay status`."""
     done = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "relay", "status"],
+        [sys.executable, "-m", "parley.cli", "relay", "status"],
         cwd=ROOT,
         env={**os.environ, **relay_env(settings)},
         capture_output=True,

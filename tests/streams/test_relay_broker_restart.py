@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from commands.store import ChatStore, max_position
+from infra.event_store import ChatStore, max_position
 from infra.settings import Settings
 from infra.stack.kafka import Kafka
 from infra.topics import ensure_topics

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from commands.store import ChatStore, max_position
+from infra.event_store import ChatStore, max_position
 from infra.settings import Settings
 from tests.streams.chats import BackgroundWriter, ChatWriter
 from tests.streams.published import check_order, event_ids, read_until, stored_event_ids

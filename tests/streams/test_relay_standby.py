@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from commands.store import ChatStore, max_position
+from infra.event_store import ChatStore, max_position
 from infra.settings import Settings
 from tests.services import Service
 from tests.streams.chats import ChatWriter

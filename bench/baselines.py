@@ -8,17 +8,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from infra.bench.scenarios import Say, oneone
-from infra.bench.servers import echo_server
-from infra.bench.stats import ratio
-from infra.bench.targets import echo_target
+from bench.scenarios import Say, oneone
+from bench.servers import echo_server
+from bench.stats import ratio
+from bench.targets import echo_target
 from infra.settings import ROOT, Settings
 
 
 def raw_layer(which: str, rate: float, seconds: float) -> dict[str, Any]:
-    """`python -m infra.bench.raw kafka|postgres` in its own process; its figures."""
+    """`python -m bench.raw kafka|postgres` in its own process; its figures."""
     done = subprocess.run(
-        [sys.executable, "-m", "infra.bench.raw", which, str(rate), str(seconds)],
+        [sys.executable, "-m", "bench.raw", which, str(rate), str(seconds)],
         cwd=ROOT,
         capture_output=True,
         text=True,

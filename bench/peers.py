@@ -16,8 +16,8 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any, Protocol
 
+from bench.ledger import Ledger, body_text
 from client import Account, ChatClient, CommandFailed
-from infra.bench.ledger import Ledger, body_text
 
 
 class Peer(Protocol):

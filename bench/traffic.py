@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from infra.bench.ledger import Ledger
-from infra.bench.peers import Peer
+from bench.ledger import Ledger
+from bench.peers import Peer
 
 DRAIN_CAP_S = 180.0
 

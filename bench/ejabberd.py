@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.bench.procfs import children, cmdline
+from bench.procfs import children, cmdline
 from infra.settings import Settings
 
 DOMAIN = "bench.localhost"

@@ -1,4 +1,4 @@
-"""The WebSocket baseline: `python -m infra.bench.echo --port N`.
+"""The WebSocket baseline: `python -m bench.echo --port N`.
 
 A Starlette app on uvicorn, configured like Parley's gateway (same WebSocket options),
 that speaks just enough of Parley's protocol for the same client library and the same

@@ -33,8 +33,8 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.services import services_down, services_up
     from infra.stack import StackError, stack_down, stack_up
+    from parley.services import services_down, services_up
 
     try:
         if args.command == "up":
@@ -142,15 +142,15 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     if args.scenario not in ("processor", "relay", "projection"):
-        from infra.bench.command import run_bench
+        from bench.command import run_bench
 
         return run_bench(args, settings)
     if args.scenario == "processor":
-        from infra.bench_processor import run
+        from bench.processor import run
 
         figures = run(settings, messages=args.messages, rate=args.rate, seconds=args.seconds)
     elif args.scenario == "projection":
-        from infra.bench_projection import run as run_projection
+        from bench.projection import run as run_projection
 
         events = args.messages if args.messages != MESSAGES else 60_000
         phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
@@ -162,10 +162,10 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             settings, phases=phases, events=events, rate=args.rate, seconds=args.seconds
         )
     else:
-        from infra.bench_relay import run as run_relay
+        from bench.relay import run as run_relay
 
         figures = run_relay(settings)
-    from infra.bench.results import commit
+    from bench.results import commit
 
     result = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -187,7 +187,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.demo import run_demo
+    from parley.demo import run_demo
 
     return run_demo(settings)
 
@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     topics.set_defaults(run=_topics)
 
     bench = sub.add_parser("bench", help="measure a part of Parley on the running stack")
-    from infra.bench.command import SCENARIOS, add_arguments
+    from bench.command import SCENARIOS, add_arguments
 
     bench.add_argument("scenario", choices=["processor", "relay", "projection", *SCENARIOS])
     bench.add_argument(
@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     workers.add_argument("action", choices=["status"])
     workers.set_defaults(run=_workers)
 
-    from infra.replay_console import add_parser as add_replay_parser
+    from parley.replay_console import add_parser as add_replay_parser
 
     add_replay_parser(sub)  # parley replay list|rebuild|republish (docs/replay.md)
 

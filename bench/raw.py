@@ -1,4 +1,4 @@
-"""The layers below Parley, measured bare: `python -m infra.bench.raw kafka|postgres RATE SECONDS`.
+"""The layers below Parley, measured bare: `python -m bench.raw kafka|postgres RATE SECONDS`.
 
 - kafka: an aiokafka producer with the gateway's settings (acks=all, idempotent,
   linger 1 ms) and a consumer in the same process on a fresh 12-partition topic:
@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
-from infra.bench.stats import summary
+from bench.stats import summary
 from infra.settings import Settings, load_settings
 
 BODY = b"x" * 100

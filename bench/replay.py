@@ -12,7 +12,7 @@ scratch topic, then times, on the running stack:
 It uses a database, topic and Redis database of its own (`<pg_db>_bench_replay`,
 `bench-<id>.parley.events`, `PARLEY_BENCH_REPLAY_REDIS_DB`), removed at the end; the
 cache part is skipped if that Redis database holds Parley keys it did not write.
-Run: `python -m infra.bench_replay`.
+Run: `python -m bench.replay`.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def traffic(
     opened, then messages (a `group_share` of them to groups of `group_sizes` members;
     None: the replay benchmark's mix, 30 % to any chat, the rest to 1:1 chats), each
     followed by delivery and read receipts of up to `readers` members."""
-    from streams.envelope import encode_event
+    from infra.log_envelope import encode_event
 
     rng = random.Random(seed)
     users = [uuid.UUID(int=rng.getrandbits(128)) for _ in range(USERS)]

@@ -5,7 +5,7 @@ goes offline and comes back to find every message, in order, once; a group of 20
 message and its read count rises; a replay rebuilds the inbox projection and nothing in
 it changes. Everything goes through the Python client (`client/`) and the documented
 APIs, except that the group's 18 extra members get their sessions issued directly
-(`commands.auth.Tokens.issue`) instead of paying for 18 registrations.
+(`infra.auth.Tokens.issue`) instead of paying for 18 registrations.
 
 Exit status: 0 when every step did what it says (a step whose tool is not in this tree,
 like `parley replay`, is reported SKIPPED and does not fail the run); 1 when a step did
@@ -191,7 +191,7 @@ class Demo:
         if self._tokens is None:
             import redis.asyncio as aioredis
 
-            from commands.auth import Tokens
+            from infra.auth import Tokens
 
             redis = aioredis.Redis.from_url(self.settings.redis_url)
             self._tokens = Tokens(self.settings, redis), redis
@@ -382,7 +382,7 @@ class Demo:
             raise StepFailed(f"carol's inbox holds {len(carols)} messages, not {len(texts)}")
         self.say("inbox", f"carol's inbox holds {len(carols)} undelivered messages")
         self.say("replay", "[bold]parley replay rebuild inbox[/]")
-        command = [sys.executable, "-m", "infra.cli", "replay", "rebuild", "inbox"]
+        command = [sys.executable, "-m", "parley.cli", "replay", "rebuild", "inbox"]
         done = await asyncio.to_thread(
             subprocess.run, command, cwd=ROOT, capture_output=True, text=True, timeout=600
         )
@@ -433,7 +433,7 @@ class Demo:
 
 def replay_available() -> bool:
     """Whether this tree has `parley replay` (built alongside the demo)."""
-    from infra.cli import build_parser
+    from parley.cli import build_parser
 
     try:
         with contextlib.redirect_stderr(io.StringIO()):

@@ -1,9 +1,9 @@
 """The servers a load generator can be pointed at, and how to get users on each.
 
-- `parley`: Parley's services (private ones, `infra.bench.stack`, or those of
+- `parley`: Parley's services (private ones, `bench.stack`, or those of
   `parley up`); users are sessions issued straight into Redis.
-- `echo`: the WebSocket baseline (`infra.bench.echo`); a user id is its own token.
-- `ejabberd`: the peer (`infra.bench.ejabberd`), over XMPP on WebSocket.
+- `echo`: the WebSocket baseline (`bench.echo`); a user id is its own token.
+- `ejabberd`: the peer (`bench.ejabberd`), over XMPP on WebSocket.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.bench.driver import issue_accounts
-from infra.bench.procfs import children, server_processes
+from bench.driver import issue_accounts
+from bench.procfs import children, server_processes
 from infra.settings import Settings
 
 

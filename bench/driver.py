@@ -1,8 +1,8 @@
 """The `parley bench` side of the load generators: start them, command them, merge them.
 
-Each generator is `python -m infra.bench.loadgen SPEC` with a line protocol on its
-stdin/stdout (see `infra.bench.loadgen`). Accounts for Parley are sessions issued
-straight into Redis (`commands.auth.Tokens.issue`), as the gateway tests do, so that a
+Each generator is `python -m bench.loadgen SPEC` with a line protocol on its
+stdin/stdout (see `bench.loadgen`). Accounts for Parley are sessions issued
+straight into Redis (`infra.auth.Tokens.issue`), as the gateway tests do, so that a
 thousand users cost no thousand argon2 hashes.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from commands.auth import Tokens
+from infra.auth import Tokens
 from infra.settings import ROOT, Settings
 
 SAMPLE_KEYS = (
@@ -62,7 +62,7 @@ class Generator:
         self.log_path = workdir / f"{name}.log"
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "infra.bench.loadgen", str(self.spec_path)],
+                [sys.executable, "-m", "bench.loadgen", str(self.spec_path)],
                 cwd=ROOT,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,

@@ -1,4 +1,4 @@
-"""A load generator process: `python -m infra.bench.loadgen SPEC.json`.
+"""A load generator process: `python -m bench.loadgen SPEC.json`.
 
 It builds the peers the spec names (Parley or the baseline server through the client
 library, or ejabberd over XMPP), then obeys one JSON command per line on stdin and
@@ -30,10 +30,10 @@ from typing import Any
 
 import uvloop
 
+from bench.ledger import Ledger
+from bench.peers import ParleyPeer, Peer
+from bench.traffic import Route, run_traffic
 from client import Account
-from infra.bench.ledger import Ledger
-from infra.bench.peers import ParleyPeer, Peer
-from infra.bench.traffic import Route, run_traffic
 
 log = logging.getLogger("parley.bench.loadgen")
 
@@ -48,7 +48,7 @@ def raise_open_files() -> int:
 def build_peers(spec: dict[str, Any], ledger: Ledger) -> list[Peer]:
     peers: list[Peer] = []
     if spec["kind"] == "xmpp":
-        from infra.bench.xmpp import XmppPeer
+        from bench.xmpp import XmppPeer
 
         for jid, password in spec["accounts"]:
             peers.append(

@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from infra.bench.procfs import load_average
+from bench.procfs import load_average
 from infra.settings import ROOT, Settings
 
 PACKAGES = ("uvicorn", "starlette", "websockets", "aiokafka", "psycopg", "redis", "faust-streaming")

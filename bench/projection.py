@@ -1,10 +1,10 @@
 """Live projection benchmark: how fast `parley serve workers` projects, and how late.
 
 `run(settings)` measures a workers process of its own (own database, topics, consumer
-group and Redis database: `infra.bench.stack.private_resources`) on the running stack:
+group and Redis database: `bench.stack.private_resources`) on the running stack:
 
 - **backlog**, twice: `events` envelopes of 1:1 traffic, then of group traffic (groups
-  of `group_sizes` members), made by the real domain (`infra.bench_replay.traffic`:
+  of `group_sizes` members), made by the real domain (`bench.replay.traffic`:
   sends, each followed by delivery and read receipts of up to three members), are
   written to the topic first; then a workers process starts and drains them. Events/s
   and inbox rows/s (one row per message and recipient, the seed's write fan-out) are
@@ -36,10 +36,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from infra.bench.procfs import cpu_seconds
-from infra.bench.stack import private_resources, started
-from infra.bench.stats import summary
-from infra.bench_replay import traffic
+from bench.procfs import cpu_seconds
+from bench.replay import traffic
+from bench.stack import private_resources, started
+from bench.stats import summary
 from infra.settings import ROOT, Settings
 from infra.topics import EVENTS
 from projections.projector import ORDER

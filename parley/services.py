@@ -67,7 +67,7 @@ class ParleyService(LocalService):
         self._log_start = self.log.stat().st_size if self.log.exists() else 0
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "infra.cli", "serve", self.name]
+        return [sys.executable, "-m", "parley.cli", "serve", self.name]
 
     def healthy(self) -> bool:
         marker = READY[self.name]

@@ -1,6 +1,6 @@
 """Servers a scenario starts for itself: the WebSocket baseline, and the helpers for it.
 
-Processes started here (and Parley's private services, `infra.bench.stack`) get their
+Processes started here (and Parley's private services, `bench.stack`) get their
 open-file soft limit raised to the hard one, as a deployment would (systemd's
 `LimitNOFILE`).
 """
@@ -75,13 +75,13 @@ def spawned(
 
 @contextmanager
 def echo_server(settings: Settings, workdir: Path, ws: str = "auto") -> Iterator[Server]:
-    """The WebSocket baseline (`infra.bench.echo`) on a free port, with uvicorn's `ws`."""
+    """The WebSocket baseline (`bench.echo`) on a free port, with uvicorn's `ws`."""
     host = settings.commands_host
     port = free_port(host)
     argv = [
         sys.executable,
         "-m",
-        "infra.bench.echo",
+        "bench.echo",
         "--host",
         host,
         "--port",

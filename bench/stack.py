@@ -19,8 +19,8 @@ from pathlib import Path
 
 import redis
 
-from infra.bench.procfs import children, stack_processes
-from infra.bench.servers import free_port, spawned
+from bench.procfs import children, stack_processes
+from bench.servers import free_port, spawned
 from infra.scratch import delete_topics, drop_database, fresh_database, redis_db
 from infra.settings import Settings
 from infra.topics import ensure_topics
@@ -67,7 +67,7 @@ def environment(settings: Settings) -> dict[str, str]:
 @contextmanager
 def _service(name: str, env: dict[str, str], log: Path) -> Iterator[int]:
     service = name.split("-")[0]  # workers-2: a second workers process
-    argv = [sys.executable, "-m", "infra.cli", "serve", service]
+    argv = [sys.executable, "-m", "parley.cli", "serve", service]
     with spawned(argv, log, READY[service], env, "", start_s=90) as server:
         yield server.pid
 

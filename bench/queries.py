@@ -10,7 +10,7 @@ per scenario: the newest history page (50) of a random chat, and the reader's ch
 (50 of `chats`), first with Redis warm, then with the cache keys deleted (cold: every
 answer from PostgreSQL). Besides requests/s and latency, each scenario reports the CPU
 time the service process spent per request (from /proc), which does not depend on what
-else the machine runs. `python -m infra.bench_queries` prints the figures.
+else the machine runs. `python -m bench.queries` prints the figures.
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ import redis
 import redis.asyncio as aioredis
 import uvloop
 
-from commands.auth import SESSION_KEY, USER_SESSIONS_KEY, Tokens
 from domain.chat import Chat
+from infra.auth import SESSION_KEY, USER_SESSIONS_KEY, Tokens
+from infra.log_envelope import decode_envelope, encode_event
 from infra.settings import ROOT, Settings, load_settings
 from projections.cache import apply_cache, chats_key, checkpoint_key, recent_key, unread_key
 from projections.projector import Projector, Record
 from projections.schema import migrate
-from streams.envelope import decode_envelope, encode_event
 
 BENCH_REDIS_DB = 14
 
@@ -142,7 +142,7 @@ def _start_service(settings: Settings, log: Path) -> tuple[subprocess.Popen[byte
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "serve", "queries"],
+            [sys.executable, "-m", "parley.cli", "serve", "queries"],
             cwd=ROOT,
             env=env,
             stdout=out,

@@ -8,10 +8,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from infra.bench.driver import Fleet, Generator
-from infra.bench.measure import pair_fleet, warm, window
-from infra.bench.procfs import CpuMeter, rss_kib
-from infra.bench.targets import Target
+from bench.driver import Fleet, Generator
+from bench.measure import pair_fleet, warm, window
+from bench.procfs import CpuMeter, rss_kib
+from bench.targets import Target
 
 Say = Callable[[str], None]
 

@@ -3,7 +3,7 @@
 Every run writes `bench/results/<scenario>-<time>.json` (machine, versions, commit,
 parameters, figures); `ramp` also draws `<same name>.png`. Scenarios measure private
 copies of Parley's services on the shared Kafka, PostgreSQL and Redis (`--stack own`,
-`infra.bench.stack`) or those of `parley up` (`--stack running`), and stop by
+`bench.stack`) or those of `parley up` (`--stack running`), and stop by
 themselves.
 """
 
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from infra.settings import Settings
 
 if TYPE_CHECKING:
-    from infra.bench.targets import Target
+    from bench.targets import Target
 
 SCENARIOS = ("oneone", "group", "connections", "ramp", "baselines", "compare")
 DEFAULT_RATES = "250,500,1000,1500,2000,2500,3000,4000"
@@ -66,14 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     """Run one scenario from the parsed arguments; 0 on success."""
     if args.scenario == "compare":
-        from infra.bench.results import compare
+        from bench.results import compare
 
         if len(args.files) != 2:
             print("parley bench compare: give two result files", file=sys.stderr)
             return 2
         print("\n".join(compare(Path(args.files[0]), Path(args.files[1]))))
         return 0
-    from infra.bench.results import versions, write_result
+    from bench.results import versions, write_result
 
     workdir = Path(settings.state_dir) / "bench" / f"{args.scenario}-{uuid.uuid4().hex[:6]}"
     parameters = {k: v for k, v in vars(args).items() if k not in ("run", "files", "command")}
@@ -82,7 +82,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     figures["elapsed_s"] = round(time.monotonic() - started, 1)
     path = write_result(Path(args.out), args.scenario, parameters, figures, versions(settings))
     if args.scenario == "ramp":
-        from infra.bench.plot import plot_ramp
+        from bench.plot import plot_ramp
 
         series = {
             name: f["steps"] for name, f in figures.items() if isinstance(f, dict) and "steps" in f
@@ -101,12 +101,12 @@ def _say(text: str) -> None:
 @contextmanager
 def _parley(args: argparse.Namespace, settings: Settings, workdir: Path) -> Iterator[Target]:
     """Parley to measure: private services (default) or those of `parley up`."""
-    from infra.bench.targets import parley_target
+    from bench.targets import parley_target
 
     if args.stack == "running":
         yield parley_target(settings)
         return
-    from infra.bench.stack import private_services
+    from bench.stack import private_services
 
     _say("starting private copies of processor, relay, workers and commands")
     with private_services(settings, workdir / "services", args.workers) as services:
@@ -121,15 +121,15 @@ def _gateway_pid(target: Target, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings, workdir: Path) -> dict[str, Any]:
-    from infra.bench import scenarios
-    from infra.bench.baselines import baselines, ratios
+    from bench import scenarios
+    from bench.baselines import baselines, ratios
 
     pair_params = {"pairs": args.pairs, "size": args.size, "procs": args.procs}
     if args.scenario == "connections":
         conn_params = {"count": args.connections, "hold_s": args.hold_seconds, "procs": args.procs}
         if args.server == "echo":
-            from infra.bench.servers import echo_server
-            from infra.bench.targets import echo_target
+            from bench.servers import echo_server
+            from bench.targets import echo_target
 
             with echo_server(settings, workdir, args.echo_ws) as server:
                 target = echo_target(server.base, server.pid)
@@ -174,7 +174,7 @@ def _run(args: argparse.Namespace, settings: Settings, workdir: Path) -> dict[st
             )
             figures["ratios"] = ratios(figures["parley"], figures["baselines"])
         if args.peer:
-            from infra.bench.peer import peer_oneone
+            from bench.peer import peer_oneone
 
             figures["ejabberd"] = _guarded(
                 lambda: peer_oneone(
@@ -200,8 +200,8 @@ def _run(args: argparse.Namespace, settings: Settings, workdir: Path) -> dict[st
     with _parley(args, settings, workdir) as target:
         figures = {"parley": scenarios.ramp(target, workdir, _say, **ramp_params)}
     if not args.no_baselines:
-        from infra.bench.servers import echo_server
-        from infra.bench.targets import echo_target
+        from bench.servers import echo_server
+        from bench.targets import echo_target
 
         def websocket_ramp() -> dict[str, Any]:
             with echo_server(settings, workdir) as server:
@@ -210,7 +210,7 @@ def _run(args: argparse.Namespace, settings: Settings, workdir: Path) -> dict[st
 
         figures["websocket"] = _guarded(websocket_ramp)
     if args.peer:
-        from infra.bench.peer import peer_ramp
+        from bench.peer import peer_ramp
 
         figures["ejabberd"] = _guarded(lambda: peer_ramp(settings, workdir, _say, **ramp_params))
     return figures
@@ -226,7 +226,7 @@ def _guarded(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def _peer_ratios(parley: dict[str, Any], peer: dict[str, Any]) -> dict[str, float | None]:
-    from infra.bench.stats import ratio
+    from bench.stats import ratio
 
     out: dict[str, float | None] = {
         "delivered_per_s": ratio(parley["delivered_per_s"], peer.get("delivered_per_s", 0)),

@@ -25,7 +25,7 @@ from xml.sax.saxutils import escape, quoteattr
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from infra.bench.ledger import Ledger, body_text
+from bench.ledger import Ledger, body_text
 
 FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"

@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from infra.bench.driver import Fleet, Generator
-from infra.bench.procfs import CpuMeter
-from infra.bench.stats import summary
-from infra.bench.targets import Target, server_cpu_groups
+from bench.driver import Fleet, Generator
+from bench.procfs import CpuMeter
+from bench.stats import summary
+from bench.targets import Target, server_cpu_groups
 
 SETTLE_S = 5.0
 
@@ -63,7 +63,7 @@ def window(
     meter.start()
     profiler = None
     if profile_dir is not None:
-        from infra.bench.profile import PYTHON_SERVICES, Profiler
+        from bench.profile import PYTHON_SERVICES, Profiler
 
         pids = {g: groups[g][0] for g in PYTHON_SERVICES if groups.get(g)}
         profiler = Profiler(pids, seconds, profile_dir / tag)

@@ -161,7 +161,7 @@ def run(
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "serve", "processor"],
+            [sys.executable, "-m", "parley.cli", "serve", "processor"],
             cwd=ROOT,
             env=env,
             stdout=out,

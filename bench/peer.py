@@ -8,10 +8,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from infra.bench.ejabberd import Ejabberd, ejabberd_instance
-from infra.bench.scenarios import Say, oneone, ramp
-from infra.bench.targets import Target
-from infra.bench.xmpp import xmpp_accounts
+from bench.ejabberd import Ejabberd, ejabberd_instance
+from bench.scenarios import Say, oneone, ramp
+from bench.targets import Target
+from bench.xmpp import xmpp_accounts
 from infra.settings import Settings
 
 

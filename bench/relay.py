@@ -10,7 +10,7 @@
   relay's Kafka ack.
 
 It uses a database and topics of its own (`<pg_db>_bench_relay`, `bench-<id>.`), removed
-at the end, so a developer's data is never touched. Run: `python -m infra.bench_relay`.
+at the end, so a developer's data is never touched. Run: `python -m bench.relay`.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def _raw_producer(settings: Settings, events: int, rate: int, seconds: float) ->
 
 
 def _relay(settings: Settings, events: int, rate: int, seconds: float) -> dict[str, Any]:
-    from commands.store import max_position, open_store
+    from infra.event_store import max_position, open_store
     from streams.relay import run_relay
 
     store = open_store(settings)
@@ -173,7 +173,7 @@ def _send_round(store: Any, chats: list[Any], count: int) -> list[int]:
 def _sample_records(count: int) -> list[tuple[bytes, bytes]]:
     """Envelopes like the relay's: messages in `CHATS` direct chats, built in memory."""
     from domain.chat import Chat
-    from streams.envelope import encode_event
+    from infra.log_envelope import encode_event
 
     chats = []
     for _ in range(CHATS):

@@ -232,7 +232,7 @@ def _republish(args: argparse.Namespace, settings: Settings, console: Console) -
 
 
 def add_parser(sub: Any) -> None:
-    """The `replay` subcommand of `parley` (infra/cli.py)."""
+    """The `replay` subcommand of `parley` (parley/cli.py)."""
     replay = sub.add_parser("replay", help="rebuild projections or the log from the log/store")
     actions = replay.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="every projection: checkpoints, lag, state")
