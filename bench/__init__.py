@@ -1,7 +1,10 @@
-"""`parley bench`: load generators, baselines and a peer server, measured on this machine.
+"""`parley bench SCENARIO`: every benchmark, measured on this machine (`bench.command`).
 
-The scenarios (`oneone`, `group`, `connections`, `ramp`, the baselines and the ejabberd
-peer) are orchestrated by `bench.scenarios` in the `parley bench` process; the
-traffic itself comes from `python -m bench.loadgen` processes driven over a
-line protocol (`bench.driver`). Only `parley.cli` imports this package.
+The components (`processor`, `relay`, `projection`, `queries`, `replay`) each measure
+one part against private databases and topics. The end-to-end scenarios (`oneone`,
+`group`, `connections`, `ramp`, the baselines and the ejabberd peer) are orchestrated
+by `bench.scenarios` in the `parley bench` process; the traffic itself comes from
+`python -m bench.loadgen` processes driven over a line protocol (`bench.driver`).
+Only `parley.cli` imports this package; it imports the server's layers and `client/`,
+and nothing of the server imports it.
 """

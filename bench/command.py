@@ -1,5 +1,8 @@
-"""`parley bench oneone|group|connections|ramp|baselines|compare`: run, print, write JSON.
+"""`parley bench SCENARIO`: the one way into every benchmark; run, print, write JSON.
 
+Scenarios: `processor` (write path), `relay`, `projection` (the live workers), `queries`
+(the HTTP query API), `replay` (rebuild speed), and over WebSockets end to end `oneone`,
+`group`, `connections`, `ramp`, `baselines`; `compare` sets two result files side by side.
 Every run writes `bench/results/<scenario>-<time>.json` (machine, versions, commit,
 parameters, figures); `ramp` also draws `<same name>.png`. Scenarios measure private
 copies of Parley's services on the shared Kafka, PostgreSQL and Redis (`--stack own`,
@@ -24,13 +27,33 @@ from infra.settings import Settings
 if TYPE_CHECKING:
     from bench.targets import Target
 
-SCENARIOS = ("oneone", "group", "connections", "ramp", "baselines", "compare")
+COMPONENTS = ("processor", "relay", "projection", "queries", "replay")
+"""One part of Parley measured on its own, each against private databases and topics."""
+END_TO_END = ("oneone", "group", "connections", "ramp", "baselines")
+SCENARIOS = (*COMPONENTS, *END_TO_END, "compare")
 DEFAULT_RATES = "250,500,1000,1500,2000,2500,3000,4000"
+DEFAULT_EVENTS = {"processor": 20_000, "relay": 20_000, "projection": 60_000, "replay": 100_000}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of the scenarios above (`processor` and `relay` keep theirs)."""
+    """`parley bench`'s arguments: the scenario and every scenario's options."""
+    parser.add_argument("scenario", choices=SCENARIOS)
     parser.add_argument("files", nargs="*", help="compare: two result files, A then B")
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=None,
+        help="processor, relay: sends (20,000); projection: events (60,000); replay (100,000)",
+    )
+    parser.add_argument("--rate", type=int, default=1_000, help="messages/s for latency")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument(
+        "--phases",
+        default="oneone,group,latency",
+        help="projection: which of oneone, group (backlogs) and latency to run",
+    )
+    parser.add_argument("--concurrency", type=int, default=32, help="queries: requests in flight")
     parser.add_argument("--pairs", type=int, default=500, help="oneone/ramp: user pairs")
     parser.add_argument("--size", type=int, default=100, help="message text, characters")
     parser.add_argument("--procs", type=int, default=1, help="load generator processes")
@@ -75,6 +98,15 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     from bench.results import versions, write_result
 
+    if args.scenario in COMPONENTS:
+        figures = _component(args, settings)
+        if figures is None:
+            return 2
+        parameters = {k: v for k, v in vars(args).items() if k not in ("run", "files", "command")}
+        path = write_result(Path(args.out), args.scenario, parameters, figures, versions(settings))
+        print(json.dumps(figures, indent=2))
+        print(f"parley bench: results written to {path}")
+        return 0
     workdir = Path(settings.state_dir) / "bench" / f"{args.scenario}-{uuid.uuid4().hex[:6]}"
     parameters = {k: v for k, v in vars(args).items() if k not in ("run", "files", "command")}
     started = time.monotonic()
@@ -92,6 +124,37 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     print(json.dumps(_headline(figures), indent=2))
     print(f"parley bench: results written to {path} (work files in {workdir})")
     return 0
+
+
+def _component(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
+    """Run one of `COMPONENTS`; None (after saying why) when its options are wrong."""
+    events = args.messages or DEFAULT_EVENTS.get(args.scenario, 0)
+    if args.scenario == "processor":
+        from bench.processor import run as run_processor
+
+        return run_processor(settings, messages=events, rate=args.rate, seconds=args.seconds)
+    if args.scenario == "relay":
+        from bench.relay import run as run_relay
+
+        return run_relay(settings, events=events, rate=args.rate, seconds=args.seconds)
+    if args.scenario == "projection":
+        from bench.projection import run as run_projection
+
+        phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+        unknown = set(phases) - {"oneone", "group", "latency"}
+        if unknown or not phases:
+            print(f"parley bench: --phases takes oneone, group, latency (got {args.phases})")
+            return None
+        return run_projection(
+            settings, phases=phases, events=events, rate=args.rate, seconds=args.seconds
+        )
+    if args.scenario == "queries":
+        from bench.queries import run as run_queries
+
+        return run_queries(settings, seconds=args.seconds, concurrency=args.concurrency)
+    from bench.replay import run as run_replay
+
+    return run_replay(settings, events=events)
 
 
 def _say(text: str) -> None:

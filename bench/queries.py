@@ -10,13 +10,12 @@ per scenario: the newest history page (50) of a random chat, and the reader's ch
 (50 of `chats`), first with Redis warm, then with the cache keys deleted (cold: every
 answer from PostgreSQL). Besides requests/s and latency, each scenario reports the CPU
 time the service process spent per request (from /proc), which does not depend on what
-else the machine runs. `python -m bench.queries` prints the figures.
+else the machine runs. `parley bench queries` runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import re
@@ -37,7 +36,7 @@ import uvloop
 from domain.chat import Chat
 from infra.auth import SESSION_KEY, USER_SESSIONS_KEY, Tokens
 from infra.log_envelope import decode_envelope, encode_event
-from infra.settings import ROOT, Settings, load_settings
+from infra.settings import ROOT, Settings
 from projections.cache import apply_cache, chats_key, checkpoint_key, recent_key, unread_key
 from projections.projector import Projector, Record
 from projections.schema import migrate
@@ -238,7 +237,3 @@ def run(
         "seconds_per_scenario": seconds,
         **results,
     }
-
-
-if __name__ == "__main__":
-    print(json.dumps(run(load_settings()), indent=2))

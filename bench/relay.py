@@ -10,13 +10,12 @@
   relay's Kafka ack.
 
 It uses a database and topics of its own (`<pg_db>_bench_relay`, `bench-<id>.`), removed
-at the end, so a developer's data is never touched. Run: `python -m bench.relay`.
+at the end, so a developer's data is never touched. Run: `parley bench relay`.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import statistics
 import threading
 import time
@@ -25,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from infra.scratch import delete_topics, drop_database, fresh_database
-from infra.settings import Settings, load_settings
+from infra.settings import Settings
 from infra.topics import EVENTS, ensure_topics
 
 CHATS = 200
@@ -215,7 +214,3 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
         "p99": round(cuts[98], 2),
         "max": round(ms[-1], 2),
     }
-
-
-if __name__ == "__main__":
-    print(json.dumps(run(load_settings()), indent=2))

@@ -12,13 +12,12 @@ scratch topic, then times, on the running stack:
 It uses a database, topic and Redis database of its own (`<pg_db>_bench_replay`,
 `bench-<id>.parley.events`, `PARLEY_BENCH_REPLAY_REDIS_DB`), removed at the end; the
 cache part is skipped if that Redis database holds Parley keys it did not write.
-Run: `python -m bench.replay`.
+Run: `parley bench replay`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import threading
@@ -33,7 +32,7 @@ import redis
 from domain.chat import Chat
 from domain.errors import DomainError
 from infra.scratch import delete_topics, drop_database, fresh_database, redis_db
-from infra.settings import Settings, load_settings
+from infra.settings import Settings
 from infra.topics import EVENTS, ensure_topics
 
 USERS = 5_000
@@ -290,7 +289,3 @@ def _clear_redis(settings: Settings) -> None:
                 client.unlink(key)
     finally:
         client.close()
-
-
-if __name__ == "__main__":
-    print(json.dumps(run(load_settings()), indent=2))

@@ -130,7 +130,7 @@ class Settings:
     replay_pause_below: int = 2_000  # pause the workers once the shadow is this close
     replay_swap_lock_timeout_ms: int = 2_000
     replay_swap_attempts: int = 5
-    bench_replay_redis_db: int = 11  # `python -m bench.replay` writes its cache here
+    bench_replay_redis_db: int = 11  # `parley bench replay` writes its cache here
 
     @property
     def kafka_host_port(self) -> tuple[str, int]:

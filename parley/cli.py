@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 
@@ -132,58 +131,10 @@ def _relay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-MESSAGES = 20_000
-
-
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    import json
-    import platform
-    import time
-    from pathlib import Path
+    from bench.command import run_bench
 
-    if args.scenario not in ("processor", "relay", "projection"):
-        from bench.command import run_bench
-
-        return run_bench(args, settings)
-    if args.scenario == "processor":
-        from bench.processor import run
-
-        figures = run(settings, messages=args.messages, rate=args.rate, seconds=args.seconds)
-    elif args.scenario == "projection":
-        from bench.projection import run as run_projection
-
-        events = args.messages if args.messages != MESSAGES else 60_000
-        phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
-        unknown = set(phases) - {"oneone", "group", "latency"}
-        if unknown or not phases:
-            print(f"parley bench: --phases takes oneone, group, latency (got {args.phases})")
-            return 2
-        figures = run_projection(
-            settings, phases=phases, events=events, rate=args.rate, seconds=args.seconds
-        )
-    else:
-        from bench.relay import run as run_relay
-
-        figures = run_relay(settings)
-    from bench.results import commit
-
-    result = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": commit(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
-        **figures,
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{args.scenario}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"parley bench: results written to {path}")
-    return 0
+    return run_bench(args, settings)
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -227,21 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("action", choices=["ensure"])
     topics.set_defaults(run=_topics)
 
-    bench = sub.add_parser("bench", help="measure a part of Parley on the running stack")
-    from bench.command import SCENARIOS, add_arguments
+    bench = sub.add_parser("bench", help="measure a part of Parley (docs/performance.md)")
+    from bench.command import add_arguments
 
-    bench.add_argument("scenario", choices=["processor", "relay", "projection", *SCENARIOS])
-    bench.add_argument(
-        "--messages", type=int, default=MESSAGES, help="processor: sends; projection: events"
-    )
-    bench.add_argument("--rate", type=int, default=1_000, help="messages/s for latency")
-    bench.add_argument("--seconds", type=float, default=10.0)
-    bench.add_argument("--out", default="bench/results")
-    bench.add_argument(
-        "--phases",
-        default="oneone,group,latency",
-        help="projection: which of oneone, group (backlogs) and latency to run",
-    )
     add_arguments(bench)
     bench.set_defaults(run=_bench)
 
