@@ -20,8 +20,8 @@ from typing import Any
 import psycopg
 import uvloop
 
-from commands.bus import CommandBus
-from commands.envelope import Command, CommandType, encode_body
+from commands.command import Command, CommandType, encode_body
+from commands.gateway.bus import CommandBus
 from domain.ids import direct_chat_id
 from infra.settings import ROOT, Settings
 from infra.topics import ensure_topics

@@ -162,8 +162,8 @@ def traffic(
 
 def _time_rebuild(settings: Settings, all_projections: bool) -> dict[str, Any]:
     from projections.projector import ORDER
-    from projections.rebuilds import PROJECTIONS
-    from projections.replay import RebuildOptions, rebuild
+    from projections.replay.listing import PROJECTIONS
+    from projections.replay.rebuild import RebuildOptions, rebuild
 
     names = PROJECTIONS if all_projections else ORDER
     cpu = time.process_time()
@@ -239,8 +239,8 @@ class BackendCpu:
 
 def _time_per_event(settings: Settings, events: int) -> dict[str, Any]:
     """The live per-event `Projector` over the first `events` records, into a scratch schema."""
-    from projections.logreader import LogReader
     from projections.projector import Projector, Record
+    from projections.replay.logreader import LogReader
     from projections.schema import migrate
 
     schema = "bench_per_event"
@@ -280,7 +280,7 @@ def _redis_is_free(settings: Settings) -> bool:
 
 
 def _clear_redis(settings: Settings) -> None:
-    from projections.cache_shadow import LIVE_PATTERNS
+    from projections.replay.cache_shadow import LIVE_PATTERNS
 
     client = redis.Redis.from_url(settings.redis_url)
     try:

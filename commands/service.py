@@ -22,12 +22,12 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from commands.access import access_of, open_access
-from commands.auth_routes import auth_routes
-from commands.gateway import Gateway
-from commands.me_routes import me_routes
+from commands.accounts.access import access_of, open_access
+from commands.accounts.auth_routes import auth_routes
+from commands.accounts.me_routes import me_routes
+from commands.gateway.gateway import Gateway
+from commands.gateway.wsprotocol import LeanWebSocketProtocol
 from commands.web_client import web_client_routes
-from commands.wsprotocol import LeanWebSocketProtocol
 from domain.errors import DomainError
 from infra.http import serve
 from infra.settings import Settings

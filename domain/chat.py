@@ -33,7 +33,7 @@ SEND_MEMORY = 1_000
 
 A resend of any of them answers the original message; an older `local_id` would be a
 new message. A client resends only sends it has no `ack` for, and a connection has at
-most 256 commands unanswered (`commands/gateway.py`), so a device that resends before
+most 256 commands unanswered (`commands/gateway/gateway.py`), so a device that resends before
 making 1,000 newer sends in that chat never stores a message twice. The bound keeps
 the chat's state, and each snapshot of it, the same size however long the chat runs.
 """

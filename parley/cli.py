@@ -100,7 +100,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         signal.signal(sig, lambda *_: stop.set())
     run: Callable[[Settings, threading.Event], None]
     if args.service == "processor":
-        from commands.processor import run_processor as run
+        from commands.processor.processor import run_processor as run
     elif args.service == "relay":
         from streams.relay import run_relay as run
     elif args.service == "commands":

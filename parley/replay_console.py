@@ -1,4 +1,4 @@
-"""`parley replay list|rebuild|republish`: the operator's side of projections/replay.py.
+"""`parley replay list|rebuild|republish`: the operator's side of projections/replay/rebuild.py.
 
 Draws a rich progress bar (records, events/s, ETA) on stderr while a replay runs and
 prints a summary at the end. Exit codes: 0 done, 1 failed, 3 refused (a `ReplayError`
@@ -56,7 +56,7 @@ def _progress(console: Console) -> Progress:
 
 
 class BarProgress:
-    """`projections.replay.Progress` drawn as one bar per phase."""
+    """`projections.replay.rebuild.Progress` drawn as one bar per phase."""
 
     def __init__(self, bar: Progress) -> None:
         self.bar = bar
@@ -73,7 +73,7 @@ class BarProgress:
 
 
 def replay_command(args: argparse.Namespace, settings: Settings) -> int:
-    from projections.replay_errors import ReplayError
+    from projections.replay.errors import ReplayError
 
     if args.events_topic:
         settings = settings.replace(events_topic=args.events_topic)
@@ -96,7 +96,7 @@ def replay_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _list(settings: Settings) -> int:
-    from projections.rebuilds import replay_status
+    from projections.replay.listing import replay_status
 
     rows = replay_status(settings)
     table = Table(box=None, pad_edge=False)
@@ -145,8 +145,8 @@ def _list(settings: Settings) -> int:
 
 
 def _rebuild(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    from projections.rebuilds import PROJECTIONS
-    from projections.replay import RebuildOptions, rebuild
+    from projections.replay.listing import PROJECTIONS
+    from projections.replay.rebuild import RebuildOptions, rebuild
 
     names = PROJECTIONS if args.all else tuple(args.projection)
     if not names:

@@ -159,7 +159,7 @@ def plan_cache(
     A replay passes `recent_clock` (chat -> time of its newest message, kept across
     batches): recent sets then expire on the log's clock, as they did live (a gap of more
     than `RECENT_TTL_S` between two messages empties the set), and the replay sets their
-    final TTLs itself (`projections.cache_shadow.finish_recent`).
+    final TTLs itself (`projections.replay.cache_shadow.finish_recent`).
     """
     plan = CacheBatch(prefix)
     # One ZADD, trim and EXPIRE per chat and batch: the same set as one per message.

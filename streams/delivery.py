@@ -19,7 +19,7 @@ from uuid import UUID
 
 from psycopg import sql
 
-from commands.protocol import hidden_message
+from commands.gateway.protocol import hidden_message
 from infra.log_envelope import Envelope
 from infra.routing import Item
 from projections.directory import DIRECTORY_SCHEMA

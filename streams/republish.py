@@ -27,7 +27,7 @@ from infra.event_store import max_position, open_store
 from infra.log_envelope import encode_event
 from infra.settings import Settings
 from infra.topics import EVENTS, topic_specs
-from projections.replay_errors import TopicExists
+from projections.replay.errors import TopicExists
 from streams.relay import RECORD_POSITION, Publisher, ensure_position_table
 
 log = logging.getLogger("parley.replay")

@@ -32,8 +32,8 @@ from infra.topics import EVENTS
 from projections.bulk import BulkProjector
 from projections.cache import members_by_chat, members_query, plan_cache, queue_cache, unread_query
 from projections.directory import ensure_directory
-from projections.locks import WORKER_LOCK, WORKER_UNLOCK
 from projections.projector import Projector, Record, expire_inbox
+from projections.replay.locks import WORKER_LOCK, WORKER_UNLOCK
 from projections.schema import LIVE_SCHEMA, migrate
 from projections.upcasting import upcast_envelope
 from streams.delivery import Delivery
@@ -260,7 +260,7 @@ async def apply_live(
 ) -> int:
     """One live batch in four round trips, whatever its size; count the events applied.
 
-    1. PostgreSQL: BEGIN, the replay's swap lock (shared; projections/locks.py), the
+    1. PostgreSQL: BEGIN, the replay's swap lock (shared; projections/replay/locks.py), the
        checkpoints, chat versions and cursors the projector reads first;
     2. PostgreSQL: the projections' writes and checkpoints, then what Redis needs from
        the result (active members, unread counts, a changed chat's recipients,

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from commands.accounts import SNAPSHOT_INTERVAL, Accounts, open_accounts
+from commands.accounts.application import SNAPSHOT_INTERVAL, Accounts, open_accounts
 from domain.account_errors import PhoneTaken, UnknownUser, UsernameTaken
 from domain.errors import DomainError
 from domain.handles import HandleClaim, HandleKind

@@ -6,7 +6,7 @@ import base64
 import uuid
 from uuid import UUID
 
-from commands.envelope import Command, CommandType
+from commands.command import Command, CommandType
 from domain.chat import Chat
 from infra.event_store import ChatStore, open_store
 from infra.settings import Settings

@@ -10,7 +10,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.partitioner.default import murmur2
 
-from commands.outbox import Outbox
+from commands.gateway.outbox import Outbox
 from infra.settings import Settings
 
 PARTITIONS = 6

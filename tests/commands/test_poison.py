@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from commands import handlers
-from commands.envelope import Command, CommandType
-from commands.processor import CommandProcessor
+from commands.command import Command, CommandType
+from commands.processor.processor import CommandProcessor
 from domain.ids import Snowflake
 from infra.event_store import open_store
 from infra.settings import Settings

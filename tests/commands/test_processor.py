@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from commands.bus import CommandBus
-from commands.envelope import Command, CommandType, Outcome
+from commands.command import Command, CommandType, Outcome
+from commands.gateway.bus import CommandBus
 from domain.ids import direct_chat_id
 from infra.event_store import chat_position
 from infra.settings import Settings

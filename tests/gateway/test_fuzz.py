@@ -12,7 +12,13 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from commands.protocol import COMMAND_FRAMES, OTHER_FRAMES, ProtocolError, command_args, parse_frame
+from commands.gateway.protocol import (
+    COMMAND_FRAMES,
+    OTHER_FRAMES,
+    ProtocolError,
+    command_args,
+    parse_frame,
+)
 from tests.gateway.conftest import Stack
 
 TYPES = sorted(COMMAND_FRAMES) + sorted(OTHER_FRAMES)

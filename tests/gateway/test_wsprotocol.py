@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.frames import Frame
 from websockets.http11 import Request
 
-from commands.wsprotocol import LeanWebSocketProtocol
+from commands.gateway.wsprotocol import LeanWebSocketProtocol
 from infra.http import serve
 
 MAX_FRAME = 64 * 1024

@@ -22,8 +22,8 @@ import pytest
 import redis
 from kafka import KafkaProducer
 
-from commands.bus import CommandBus
-from commands.envelope import Command, CommandType, Outcome
+from commands.command import Command, CommandType, Outcome
+from commands.gateway.bus import CommandBus
 from domain.ids import direct_chat_id
 from infra.event_store import max_position
 from infra.log_envelope import Envelope, decode_envelope, encode_event

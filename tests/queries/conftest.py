@@ -22,8 +22,8 @@ import httpx
 import pytest
 import redis
 
-from commands.accounts import open_accounts
-from commands.envelope import CommandType, Outcome
+from commands.accounts.application import open_accounts
+from commands.command import CommandType, Outcome
 from domain.visibility import LastSeenPrivacy
 from infra.routing import last_seen_key, presence_key
 from infra.settings import Settings

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from commands.accounts import open_accounts
+from commands.accounts.application import open_accounts
 from domain.ids import direct_chat_id
 from infra.settings import Settings
 from projections.cache import chats_key, recent_key

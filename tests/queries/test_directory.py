@@ -6,7 +6,7 @@ import secrets
 
 import psycopg
 
-from commands.accounts import datastore_of, open_accounts
+from commands.accounts.application import datastore_of, open_accounts
 from domain.visibility import LastSeenPrivacy
 from infra.settings import Settings
 from projections.directory import DIRECTORY_SCHEMA, rebuild_directory, record_user

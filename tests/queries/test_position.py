@@ -9,8 +9,8 @@ import uuid
 
 import httpx
 
-from commands.accounts import open_accounts
-from commands.bus import CommandBus
+from commands.accounts.application import open_accounts
+from commands.gateway.bus import CommandBus
 from infra.settings import Settings
 from tests.commands.client import send
 from tests.queries.conftest import World

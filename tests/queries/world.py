@@ -20,9 +20,9 @@ import psycopg
 import redis
 import redis.asyncio
 
-from commands.accounts import Accounts
-from commands.bus import CommandBus
-from commands.envelope import Command, CommandType, Outcome
+from commands.accounts.application import Accounts
+from commands.command import Command, CommandType, Outcome
+from commands.gateway.bus import CommandBus
 from domain.ids import direct_chat_id
 from infra.auth import Tokens
 from infra.settings import Settings

@@ -13,11 +13,11 @@ import psycopg
 import pytest
 import redis
 
-from commands.envelope import CommandType
+from commands.command import CommandType
 from domain.ids import direct_chat_id
 from infra.settings import Settings
 from projections.cache import PREFIX
-from projections.cache_shadow import live_keys
+from projections.replay.cache_shadow import live_keys
 from projections.schema import LIVE_SCHEMA
 from tests.commands.client import new_users, send
 from tests.projections.model import comparable, read_back

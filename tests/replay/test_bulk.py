@@ -155,7 +155,7 @@ def test_a_batch_takes_statements_before_its_reads_and_after_its_writes(
     back to) see their own writes in `after`, and leave the session lock held and no
     transaction open."""
     from domain.chat import Chat
-    from projections.locks import WORKER_LOCK, WORKER_UNLOCK
+    from projections.replay.locks import WORKER_LOCK, WORKER_UNLOCK
     from tests.projections.model import user
 
     schema = BULK if kind is BulkProjector else PER_EVENT

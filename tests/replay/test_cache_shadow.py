@@ -17,8 +17,8 @@ from domain.chat import Chat
 from infra.log_envelope import decode_envelope, encode_event
 from infra.settings import Settings
 from projections.cache import PREFIX, apply_cache, recent_key
-from projections.cache_shadow import finish_recent, swap_keys
 from projections.projector import Record
+from projections.replay.cache_shadow import finish_recent, swap_keys
 from projections.schema import migrate
 from tests.projections.model import user
 

@@ -18,9 +18,9 @@ import redis
 
 from infra.settings import Settings
 from projections.cache import recent_key
-from projections.rebuilds import PROJECTIONS, replay_status
-from projections.replay import RebuildOptions, rebuild
-from projections.replay_errors import RebuildRunning
+from projections.replay.errors import RebuildRunning
+from projections.replay.listing import PROJECTIONS, replay_status
+from projections.replay.rebuild import RebuildOptions, rebuild
 from tests.projections.model import comparable
 from tests.projections.test_pipeline import oracle
 from tests.replay.conftest import chatter, conversation, read_model, settle

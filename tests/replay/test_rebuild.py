@@ -13,9 +13,9 @@ import redis
 
 from infra.settings import Settings
 from projections.cache import recent_key, unread_key
-from projections.rebuilds import PROJECTIONS, replay_status
-from projections.replay import RebuildOptions, RebuildSummary, rebuild
-from projections.replay_errors import PartialRebuild
+from projections.replay.errors import PartialRebuild
+from projections.replay.listing import PROJECTIONS, replay_status
+from projections.replay.rebuild import RebuildOptions, RebuildSummary, rebuild
 from projections.schema import LIVE_SCHEMA
 from tests.projections.model import comparable
 from tests.projections.test_pipeline import oracle

@@ -17,7 +17,7 @@ from kafka import KafkaConsumer, TopicPartition
 from infra.log_envelope import decode_envelope
 from infra.settings import Settings
 from infra.topics import EVENTS
-from projections.replay_errors import TopicExists
+from projections.replay.errors import TopicExists
 from streams.relay import read_position
 from streams.republish import republish
 from tests.projections.test_pipeline import store_envelopes

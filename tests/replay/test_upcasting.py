@@ -32,7 +32,7 @@ from infra.log_envelope import decode_envelope, encode_event
 from infra.settings import Settings
 from projections.fold import ReadModel
 from projections.projector import ORDER
-from projections.replay import RebuildOptions, rebuild
+from projections.replay.rebuild import RebuildOptions, rebuild
 from projections.upcasting import upcast_envelope
 from streams.republish import create_topic, republish
 from streams.workers import decode_batch

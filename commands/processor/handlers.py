@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
 
-from commands.envelope import BadCommand, Command, CommandType, decode_body
+from commands.command import BadCommand, Command, CommandType, decode_body
 from domain.chat import Chat
 from domain.errors import UnknownChat
 from domain.ids import direct_chat_id

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from commands.access import Access, access_of, authenticated
+from commands.accounts.access import Access, access_of, authenticated
 from domain.account_errors import UnknownUser
 from domain.handles import normalise_phone, normalise_username
 from domain.user import User

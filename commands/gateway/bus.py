@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
-from commands.envelope import Command, Outcome, reply_channel
-from commands.outbox import Outbox
+from commands.command import Command, Outcome, reply_channel
+from commands.gateway.outbox import Outbox
 from infra.settings import Settings
 from infra.topics import COMMANDS
 

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from commands.access import access_of, client_address
+from commands.accounts.access import access_of, client_address
 from commands.ratelimit import Limit
 from domain.account_errors import InvalidCredentials
 from domain.handles import normalise_phone, normalise_username

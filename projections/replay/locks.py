@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from projections.replay_errors import RebuildRunning
+from projections.replay.errors import RebuildRunning
 
 SWAP_LOCK = "parley.projections:swap"
 

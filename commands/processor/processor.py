@@ -26,8 +26,8 @@ from eventsourcing.persistence import IntegrityError, OperationalError, Persiste
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
-from commands.envelope import BadCommand, Command, Outcome, peek_reply, reply_channel
-from commands.handlers import HANDLERS, Context, IdGenerator, Limits
+from commands.command import BadCommand, Command, Outcome, peek_reply, reply_channel
+from commands.processor.handlers import HANDLERS, Context, IdGenerator, Limits
 from domain.chat import Chat
 from domain.errors import DomainError
 from infra.event_store import SNAPSHOT_INTERVAL, ChatStore, chat_position

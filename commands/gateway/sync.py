@@ -16,7 +16,7 @@ from uuid import UUID
 
 from psycopg import AsyncConnection, sql
 
-from commands.protocol import hidden_message
+from commands.gateway.protocol import hidden_message
 from projections.directory import DIRECTORY_SCHEMA
 from projections.schema import LIVE_SCHEMA
 

@@ -32,7 +32,8 @@ import redis.asyncio as aioredis
 from infra.settings import Settings
 from projections.bulk import BulkProjector
 from projections.cache import apply_cache
-from projections.cache_shadow import (
+from projections.projector import DEPENDS_ON, ORDER, Record, expire_inbox
+from projections.replay.cache_shadow import (
     KeySwap,
     cache_checkpoints,
     drop_keys,
@@ -41,15 +42,8 @@ from projections.cache_shadow import (
     shadow_runs,
     swap_keys,
 )
-from projections.locks import (
-    pause_workers,
-    release_rebuild_locks,
-    resume_workers,
-    try_rebuild_locks,
-)
-from projections.logreader import LogReader
-from projections.projector import DEPENDS_ON, ORDER, Record, expire_inbox
-from projections.rebuilds import (
+from projections.replay.errors import PartialRebuild, SwapFailed, UnknownProjection
+from projections.replay.listing import (
     PROJECTIONS,
     RebuildState,
     ensure_table,
@@ -57,9 +51,14 @@ from projections.rebuilds import (
     record_start,
     record_state,
 )
-from projections.replay_errors import PartialRebuild, SwapFailed, UnknownProjection
-from projections.schema import LIVE_SCHEMA, migrate
-from projections.shadow import (
+from projections.replay.locks import (
+    pause_workers,
+    release_rebuild_locks,
+    resume_workers,
+    try_rebuild_locks,
+)
+from projections.replay.logreader import LogReader
+from projections.replay.shadow import (
     create_shadow,
     drop_run,
     hold_run,
@@ -68,7 +67,8 @@ from projections.shadow import (
     run_is_orphan,
     swap_in,
 )
-from projections.verify import VerifyReport, verify_cache, verify_tables
+from projections.replay.verify import VerifyReport, verify_cache, verify_tables
+from projections.schema import LIVE_SCHEMA, migrate
 
 log = logging.getLogger("parley.replay")
 

@@ -21,7 +21,7 @@ from infra.log_envelope import EnvelopeError, decode_envelope
 from infra.settings import Settings
 from infra.topics import EVENTS
 from projections.projector import Record
-from projections.replay_errors import LogMissing
+from projections.replay.errors import LogMissing
 from projections.upcasting import upcast_envelope
 
 log = logging.getLogger("parley.replay")

@@ -34,10 +34,10 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from commands.access import Access
-from commands.bus import CommandBus
-from commands.envelope import Command, CommandType, Outcome
-from commands.protocol import (
+from commands.accounts.access import Access
+from commands.command import Command, CommandType, Outcome
+from commands.gateway.bus import CommandBus
+from commands.gateway.protocol import (
     COMMAND_FRAMES,
     ClientFrame,
     ProtocolError,
@@ -47,9 +47,9 @@ from commands.protocol import (
     new_chat_id,
     parse_frame,
 )
+from commands.gateway.sync import blocked_either_way, chat_summaries, missed_messages
+from commands.gateway.wsprotocol import Flag, Mailbox
 from commands.ratelimit import Limit, LocalBuckets, SharedBuckets, buckets_from_settings
-from commands.sync import blocked_either_way, chat_summaries, missed_messages
-from commands.wsprotocol import Flag, Mailbox
 from domain.errors import DomainError
 from domain.ids import direct_chat_id
 from infra.auth import Identity

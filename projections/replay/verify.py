@@ -6,7 +6,7 @@ differ are counted and a few named. Redis: each cache key's content (sorted set 
 and scores, hash fields), live against shadow; TTLs and the checkpoint hash are
 bookkeeping and not compared. Both sides must be at the same point of the log: the
 replay takes the comparison's snapshot while the live workers are paused with the shadow
-stopped at their checkpoints (projections/replay.py).
+stopped at their checkpoints (projections/replay/rebuild.py).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import redis.asyncio as aioredis
 from psycopg import sql
 
 from projections.cache import PREFIX
-from projections.cache_shadow import CHUNK, live_keys
+from projections.replay.cache_shadow import CHUNK, live_keys
+from projections.replay.shadow import tables_of
 from projections.schema import LIVE_SCHEMA
-from projections.shadow import tables_of
 
 EXAMPLES = 5
 

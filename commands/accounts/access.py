@@ -18,7 +18,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
-from commands.accounts import Accounts, open_accounts
+from commands.accounts.application import Accounts, open_accounts
 from commands.ratelimit import RateLimiter, buckets_from_settings
 from domain.account_errors import InvalidToken
 from infra.auth import Identity, Passwords, Tokens

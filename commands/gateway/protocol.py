@@ -15,7 +15,7 @@ from uuid import UUID
 
 import orjson
 
-from commands.envelope import CommandType
+from commands.command import CommandType
 
 MAX_ID_CHARS = 64
 

@@ -1,7 +1,7 @@
 """Which projections are live or being rebuilt, and how far each is: `parley replay list`.
 
 A projection is *rebuilding* while some session holds its rebuild lock
-(projections/locks.py): that survives no crash, so the state is never stale. The table
+(projections/replay/locks.py): that survives no crash, so the state is never stale. The table
 `read.rebuilds` adds what the lock cannot say: the run, its phase, how many events it
 has read, when it started, and how past runs ended.
 """
@@ -20,8 +20,8 @@ import redis
 
 from infra.settings import Settings
 from projections.cache import checkpoint_key
-from projections.locks import held_rebuild_locks
 from projections.projector import ORDER
+from projections.replay.locks import held_rebuild_locks
 from projections.schema import LIVE_SCHEMA
 from projections.status import projection_lag
 

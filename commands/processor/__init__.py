@@ -1,0 +1,6 @@
+"""The command processor process: decides commands from Kafka and stores their events.
+
+`handlers` decide one command with the domain against a `Chats` store (any: the event
+store's cache in production, a dict in tests); `processor` groups a batch, saves it in
+one transaction, retries an optimistic-concurrency conflict, and replies.
+"""
