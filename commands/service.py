@@ -1,7 +1,8 @@
 """The commands service: a Starlette app with the accounts and access routes, under uvicorn.
 
-`create_app(settings)` builds a new app each call (no module-level state); what it opens
-lives on `app.state.access` for the app's lifetime, so more routes (the WebSocket
+`create_app(settings, open_access, gateway_adapters)` builds a new app each call (no
+module-level state) with the adapters the composition root (`parley.wiring`) hands
+it; what they open lives on `app.state.access` for the app's lifetime, so more routes (the WebSocket
 gateway) can be added to the app and share it. `run_commands_service` serves it on
 `commands_host:commands_port` (port 0: any free port, logged).
 """
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,10 +23,10 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from commands.accounts.access import access_of, open_access
+from commands.accounts.access import Access, access_of
 from commands.accounts.auth_routes import auth_routes
 from commands.accounts.me_routes import me_routes
-from commands.gateway.gateway import Gateway
+from commands.gateway.gateway import Gateway, GatewayAdapters
 from commands.gateway.wsprotocol import LeanWebSocketProtocol
 from commands.web_client import web_client_routes
 from domain.errors import DomainError
@@ -52,14 +53,22 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     return error_response("internal", "internal error", 500)
 
 
-def create_app(settings: Settings) -> Starlette:
-    """The commands service's app for these settings."""
+OpenAccess = Callable[[Settings], AbstractAsyncContextManager[Access]]
+"""Opens what the accounts routes work with (`parley.wiring.open_access`, or a test's)."""
+NewGatewayAdapters = Callable[[Settings], GatewayAdapters]
+"""Builds a gateway's id, bus and pool (`parley.wiring.gateway_adapters`, or a test's)."""
+
+
+def create_app(
+    settings: Settings, open_access: OpenAccess, gateway_adapters: NewGatewayAdapters
+) -> Starlette:
+    """The commands service's app for these settings, with the adapters handed in."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_access(settings) as access:
             app.state.access = access
-            gateway = Gateway(settings, access)
+            gateway = Gateway(settings, access, gateway_adapters(settings))
             await gateway.start()
             app.state.gateway = gateway
             log.info("event=commands_app_started")
@@ -110,10 +119,15 @@ class DirectWebSocket:
             await self.app(scope, receive, send)
 
 
-def run_commands_service(settings: Settings, stop: threading.Event) -> None:
+def run_commands_service(
+    settings: Settings,
+    stop: threading.Event,
+    open_access: OpenAccess,
+    gateway_adapters: NewGatewayAdapters,
+) -> None:
     """Serve the app until SIGTERM/SIGINT or `stop` is set; logs the bound address."""
     serve(
-        DirectWebSocket(create_app(settings)),
+        DirectWebSocket(create_app(settings, open_access, gateway_adapters)),
         "commands",
         settings.commands_host,
         settings.commands_port,

@@ -100,13 +100,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         signal.signal(sig, lambda *_: stop.set())
     run: Callable[[Settings, threading.Event], None]
     if args.service == "processor":
-        from commands.processor.processor import run_processor as run
+        from parley.wiring import run_processor as run
     elif args.service == "relay":
         from streams.relay import run_relay as run
     elif args.service == "commands":
-        from commands.service import run_commands_service as run
+        from parley.wiring import run_commands as run
     else:
-        from queries.service import run_queries_service as run
+        from parley.wiring import run_queries as run
     tune_gc(settings.gc_gen0_threshold)  # once the service's modules are loaded
     run(settings, stop)
     return 0

@@ -1,15 +1,14 @@
 """What the queries service reads with, opened once per app: PostgreSQL, Redis, tokens.
 
-`open_read_side(settings)` opens a pool of autocommit PostgreSQL connections (each with
-a statement timeout), a Redis client and the token checker; `create_app` keeps them on
-`app.state.read_side`, and routes reach them with `read_side_of(request)`.
+The composition root (`parley.wiring.open_read_side`) opens a pool of autocommit
+PostgreSQL connections (each with a statement timeout), a Redis client and the token
+checker; `create_app` keeps them on `app.state.read_side`, and routes reach them with
+`read_side_of(request)`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +19,6 @@ from starlette.requests import HTTPConnection
 
 from infra.auth import Tokens
 from infra.settings import Settings
-from projections.directory import DIRECTORY_DDL
 
 log = logging.getLogger("parley.queries")
 
@@ -38,35 +36,6 @@ class ReadSide:
     pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]
     redis: Redis
     tokens: Tokens
-
-
-@asynccontextmanager
-async def open_read_side(settings: Settings) -> AsyncIterator[ReadSide]:
-    """Open the pool, Redis and the token checker; close them on the way out."""
-    conn = await psycopg.AsyncConnection.connect(settings.pg_conninfo)
-    async with conn, conn.transaction():  # the table may not exist before any account
-        for statement in DIRECTORY_DDL:
-            await conn.execute(statement)
-    pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
-        settings.pg_conninfo,
-        min_size=1,
-        max_size=settings.queries_pool_size,
-        kwargs={
-            "autocommit": True,
-            "application_name": APPLICATION_NAME,
-            "options": f"-c statement_timeout={settings.queries_statement_timeout_ms}",
-        },
-        open=False,
-        name="queries",
-        timeout=POOL_WAIT_S,
-    )
-    await pool.open()
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        yield ReadSide(settings, pool, redis, Tokens(settings, redis))
-    finally:
-        await redis.aclose()
-        await pool.close()
 
 
 def read_side_of(conn: HTTPConnection) -> ReadSide:

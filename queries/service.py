@@ -1,19 +1,20 @@
 """The queries service: the read side's HTTP API, a Starlette app under uvicorn.
 
-`create_app(settings)` builds a new app each call (no module-level state); its lifespan
-opens the read side (`queries.resources`) and keeps it on `app.state.read_side`.
-`run_queries_service` serves it on `queries_host:queries_port` (port 0: any free port;
-the bound one is logged as `event=queries_listening`). Read-only: it reads the
-projections (PostgreSQL schema `read`, Redis) and the user directory, never the event
-store. Routes, parameters and answers: docs/queries.md and `/openapi.json`.
+`create_app(settings, open_read_side)` builds a new app each call (no module-level
+state); its lifespan opens the read side with what the composition root hands it and
+keeps it on `app.state.read_side`. `run_queries_service` serves it on
+`queries_host:queries_port` (port 0: any free port; the bound one is logged as
+`event=queries_listening`). Read-only: it reads the projections (PostgreSQL schema
+`read`, Redis) and the user directory, never the event store. Routes, parameters and
+answers: docs/queries.md and `/openapi.json`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -32,14 +33,18 @@ from queries.errors import (
     internal_error,
 )
 from queries.health import LagGauge
-from queries.resources import open_read_side
+from queries.resources import ReadSide
 from queries.routes import routes
 
 log = logging.getLogger("parley.queries")
 
 
-def create_app(settings: Settings) -> Starlette:
-    """The queries service's app for these settings."""
+OpenReadSide = Callable[[Settings], AbstractAsyncContextManager[ReadSide]]
+"""Opens what the service reads with (`parley.wiring.open_read_side`, or a test's)."""
+
+
+def create_app(settings: Settings, open_read_side: OpenReadSide) -> Starlette:
+    """The queries service's app for these settings, reading with `open_read_side`'s."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -72,6 +77,9 @@ def create_app(settings: Settings) -> Starlette:
     )
 
 
-def run_queries_service(settings: Settings, stop: threading.Event) -> None:
+def run_queries_service(
+    settings: Settings, stop: threading.Event, open_read_side: OpenReadSide
+) -> None:
     """Serve the app until SIGTERM/SIGINT or `stop` is set; logs the bound address."""
-    serve(create_app(settings), "queries", settings.queries_host, settings.queries_port, stop)
+    app = create_app(settings, open_read_side)
+    serve(app, "queries", settings.queries_host, settings.queries_port, stop)

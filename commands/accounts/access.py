@@ -1,25 +1,23 @@
 """What the commands service's HTTP routes work with, opened once per app and shared.
 
-`open_access(settings)` opens the accounts store, the password hasher, the token issuer
-and the rate limiter; `create_app` keeps the result on `app.state.access`. Routes reach
-it with `access_of(request)` and find the caller with `authenticated(request)`.
+The composition root (`parley.wiring.open_access`) opens the accounts store, the
+password hasher, the token issuer and the rate limiter; `create_app` keeps the result
+on `app.state.access`. Routes reach it with `access_of(request)` and find the caller
+with `authenticated(request)`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from uuid import UUID
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from starlette.concurrency import run_in_threadpool
+from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
-from commands.accounts.application import Accounts, open_accounts
-from commands.ratelimit import RateLimiter, buckets_from_settings
+from commands.accounts.application import Accounts
+from commands.ratelimit import RateLimiter
 from domain.account_errors import InvalidToken
 from infra.auth import Identity, Passwords, Tokens
 from infra.settings import Settings
@@ -49,27 +47,6 @@ class Access:
     async def announce_account_change(self, user_id: UUID, change: str) -> None:
         message = json.dumps({"user_id": str(user_id), "change": change})
         await self.redis.publish(account_channel(user_id), message)
-
-
-@asynccontextmanager
-async def open_access(settings: Settings) -> AsyncIterator[Access]:
-    """Open everything the routes need; close it on the way out."""
-    accounts = await run_in_threadpool(open_accounts, settings)
-    # A blocking pool: a burst (hundreds of sockets closing at once) waits for a
-    # connection instead of failing with MaxConnectionsError.
-    redis = Redis(
-        connection_pool=BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=settings.redis_max_connections, timeout=10
-        )
-    )
-    try:
-        passwords = await run_in_threadpool(Passwords, settings)
-        tokens = Tokens(settings, redis)
-        limiter = RateLimiter(redis, buckets_from_settings(settings))
-        yield Access(settings, accounts, passwords, tokens, limiter, redis)
-    finally:
-        await redis.aclose()
-        accounts.close()
 
 
 def access_of(conn: HTTPConnection) -> Access:

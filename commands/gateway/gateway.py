@@ -95,6 +95,17 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+@dataclass(frozen=True)
+class GatewayAdapters:
+    """What a gateway works with besides `Access`, built by the composition root: its id
+    (its reply channel and its key in the registry), the command bus replying on that
+    channel, and a PostgreSQL pool (closed) for sync and last seen. `start` opens them."""
+
+    gateway_id: str
+    bus: CommandBus
+    pool: AsyncConnectionPool
+
+
 @dataclass(eq=False, slots=True)
 class Connection:
     """One live WebSocket: who it is, and the frames waiting to be written to it.
@@ -202,13 +213,13 @@ def _credentials(scope: MutableMapping[str, Any]) -> tuple[str | None, str]:
 class Gateway:
     """One gateway process's connections and its links to Kafka, Redis and the read model."""
 
-    def __init__(self, settings: Settings, access: Access) -> None:
+    def __init__(self, settings: Settings, access: Access, adapters: GatewayAdapters) -> None:
         self.settings = settings
         self.access = access
-        self.id = f"gw-{uuid.uuid4().hex[:12]}"
+        self.id = adapters.gateway_id
         self.redis: Redis = access.redis
-        self.bus = CommandBus(settings, reply_to=self.id)
-        self.pool = AsyncConnectionPool(settings.pg_conninfo, min_size=1, max_size=8, open=False)
+        self.bus = adapters.bus
+        self.pool = adapters.pool
         self.connections: dict[str, Connection] = {}
         self.by_user: dict[UUID, set[Connection]] = defaultdict(set)
         self._tasks: list[asyncio.Task[None]] = []

@@ -293,34 +293,22 @@ def _await_partitions(consumer: KafkaConsumer, topic: str, stop: threading.Event
         waited += 0.5
 
 
-def run_processor(
-    settings: Settings, stop: threading.Event, ready: threading.Event | None = None
+def consume_commands(
+    settings: Settings,
+    processor: CommandProcessor,
+    consumer: KafkaConsumer,
+    stop: threading.Event,
+    ready: threading.Event | None = None,
 ) -> None:
-    """Consume commands until `stop` is set; the processor's main loop."""
-    from infra.event_store import open_store
-    from infra.leases import LeasedSnowflake, WorkerLease
+    """Decide what `consumer` polls from the commands topic until `stop` is set.
 
-    client = redis.Redis.from_url(settings.redis_url)
-    lease = WorkerLease(client, ttl_ms=settings.snowflake_lease_ttl_ms)
-    lease.acquire()
-    lease.start_renewing()
-    store = open_store(settings)
-    processor = CommandProcessor(settings, store, LeasedSnowflake(lease), client)
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.processor_group_id,
-        client_id=f"parley-processor-{lease.worker_id}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=settings.processor_batch_max,
-        fetch_max_wait_ms=50,
-        session_timeout_ms=10_000,
-        heartbeat_interval_ms=1_000,
-    )
+    The processor and the consumer (and what they hold: the store, the id lease, the
+    reply channel) are built and closed by the composition root (`parley.wiring`).
+    """
     topic = settings.topic(COMMANDS)
     consumer.subscribe([topic], listener=_Rebalance(processor))
     _await_partitions(consumer, topic, stop)
-    log.info("event=processor_started worker_id=%d topic=%s", lease.worker_id, topic)
+    log.info("event=processor_started topic=%s", topic)
     committed = 0.0
     try:
         while not stop.is_set():
@@ -347,9 +335,6 @@ def run_processor(
                 committed = time.monotonic()
     finally:
         consumer.close(autocommit=False)
-        lease.release()
-        store.close()
-        client.close()
         log.info("event=processor_stopped decided=%d", processor.decided_total)
 
 

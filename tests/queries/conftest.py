@@ -27,6 +27,7 @@ from commands.command import CommandType, Outcome
 from domain.visibility import LastSeenPrivacy
 from infra.routing import last_seen_key, presence_key
 from infra.settings import Settings
+from parley.wiring import open_read_side
 from projections.schema import migrate
 from queries.service import create_app
 from tests.queries.world import (
@@ -144,7 +145,7 @@ def query_settings(topics: Settings) -> Settings:
 @pytest.fixture(scope="package")
 async def client(query_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the queries app, in process (its lifespan run)."""
-    app = create_app(query_settings)
+    app = create_app(query_settings, open_read_side)
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),

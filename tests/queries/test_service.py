@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from infra.auth import SESSION_KEY, Tokens
 from infra.settings import Settings
+from parley.wiring import open_read_side
 from queries.resources import APPLICATION_NAME
 from queries.service import create_app
 from tests.queries.conftest import World
@@ -30,7 +31,7 @@ async def test_health_and_readiness(client: httpx.AsyncClient, world: World) -> 
 async def test_readiness_fails_when_the_projections_lag_too_far(
     query_settings: Settings, world: World
 ) -> None:
-    app = create_app(query_settings.replace(queries_ready_max_lag=-1))
+    app = create_app(query_settings.replace(queries_ready_max_lag=-1), open_read_side)
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
@@ -105,7 +106,7 @@ async def test_a_restarted_database_costs_no_failed_request(
 
 
 async def test_an_unreachable_database_answers_503(query_settings: Settings, world: World) -> None:
-    app = create_app(query_settings)
+    app = create_app(query_settings, open_read_side)
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),

@@ -1,0 +1,151 @@
+"""The adapters each service runs with, built here and handed in (the composition root).
+
+A service module takes what it works with (stores, pools, clients, the command bus) and
+never opens them itself, so a test can hand it in-memory adapters or real ones. Here
+they are opened on the settings' servers, given to the service, and closed after it:
+
+- the processor: the event store, its snowflake worker-id lease and the Redis client
+  its replies go out on, and the Kafka consumer of the commands topic;
+- the commands service: the accounts store, password hasher, tokens and rate limits
+  (`Access`), and the gateway's command bus and PostgreSQL pool;
+- the queries service: its PostgreSQL pool, Redis and the token checker (`ReadSide`).
+
+The relay and the Faust workers open their connections in `streams/` still: they have
+one adapter each and no test that would hand them another.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+import redis
+from kafka import KafkaConsumer
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import BlockingConnectionPool, Redis
+from starlette.concurrency import run_in_threadpool
+
+from commands.accounts.access import Access
+from commands.accounts.application import open_accounts
+from commands.gateway.bus import CommandBus
+from commands.gateway.gateway import GatewayAdapters
+from commands.processor.processor import CommandProcessor, consume_commands
+from commands.ratelimit import RateLimiter, buckets_from_settings
+from commands.service import run_commands_service
+from infra.auth import Passwords, Tokens
+from infra.event_store import open_store
+from infra.leases import LeasedSnowflake, WorkerLease
+from infra.settings import Settings
+from projections.directory import DIRECTORY_DDL
+from queries.resources import APPLICATION_NAME, POOL_WAIT_S, ReadSide
+from queries.service import run_queries_service
+
+log = logging.getLogger("parley.wiring")
+
+
+def run_processor(
+    settings: Settings, stop: threading.Event, ready: threading.Event | None = None
+) -> None:
+    """The command processor on the settings' servers until `stop` is set."""
+    client = redis.Redis.from_url(settings.redis_url)
+    lease = WorkerLease(client, ttl_ms=settings.snowflake_lease_ttl_ms)
+    lease.acquire()
+    lease.start_renewing()
+    store = open_store(settings)
+    try:
+        processor = CommandProcessor(settings, store, LeasedSnowflake(lease), client)
+        consumer = KafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=settings.processor_group_id,
+            client_id=f"parley-processor-{lease.worker_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=settings.processor_batch_max,
+            fetch_max_wait_ms=50,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+        )
+        log.info("event=processor_wired worker_id=%d", lease.worker_id)
+        consume_commands(settings, processor, consumer, stop, ready)
+    finally:
+        lease.release()
+        store.close()
+        client.close()
+
+
+def run_commands(settings: Settings, stop: threading.Event) -> None:
+    """The commands service (accounts routes and the gateway) until `stop` is set."""
+    run_commands_service(settings, stop, open_access, gateway_adapters)
+
+
+def run_queries(settings: Settings, stop: threading.Event) -> None:
+    """The queries service until `stop` is set."""
+    run_queries_service(settings, stop, open_read_side)
+
+
+@asynccontextmanager
+async def open_access(settings: Settings) -> AsyncIterator[Access]:
+    """The accounts store, passwords, tokens and rate limits; closed on the way out."""
+    accounts = await run_in_threadpool(open_accounts, settings)
+    # A blocking pool: a burst (hundreds of sockets closing at once) waits for a
+    # connection instead of failing with MaxConnectionsError.
+    client = Redis(
+        connection_pool=BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=settings.redis_max_connections, timeout=10
+        )
+    )
+    try:
+        passwords = await run_in_threadpool(Passwords, settings)
+        tokens = Tokens(settings, client)
+        limiter = RateLimiter(client, buckets_from_settings(settings))
+        yield Access(settings, accounts, passwords, tokens, limiter, client)
+    finally:
+        await client.aclose()
+        accounts.close()
+
+
+def gateway_adapters(settings: Settings) -> GatewayAdapters:
+    """A new gateway's id, its command bus (replies on its own channel) and its pool.
+
+    Opened and closed by the gateway's `start` and `stop`, with the app's lifespan.
+    """
+    gateway_id = f"gw-{uuid.uuid4().hex[:12]}"
+    return GatewayAdapters(
+        gateway_id=gateway_id,
+        bus=CommandBus(settings, reply_to=gateway_id),
+        pool=AsyncConnectionPool(settings.pg_conninfo, min_size=1, max_size=8, open=False),
+    )
+
+
+@asynccontextmanager
+async def open_read_side(settings: Settings) -> AsyncIterator[ReadSide]:
+    """The queries service's pool, Redis and token checker; closed on the way out."""
+    conn = await psycopg.AsyncConnection.connect(settings.pg_conninfo)
+    async with conn, conn.transaction():  # the table may not exist before any account
+        for statement in DIRECTORY_DDL:
+            await conn.execute(statement)
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+        settings.pg_conninfo,
+        min_size=1,
+        max_size=settings.queries_pool_size,
+        kwargs={
+            "autocommit": True,
+            "application_name": APPLICATION_NAME,
+            "options": f"-c statement_timeout={settings.queries_statement_timeout_ms}",
+        },
+        open=False,
+        name="queries",
+        timeout=POOL_WAIT_S,
+    )
+    await pool.open()
+    client = Redis.from_url(settings.redis_url)
+    try:
+        yield ReadSide(settings, pool, client, Tokens(settings, client))
+    finally:
+        await client.aclose()
+        await pool.close()
