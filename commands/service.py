@@ -15,10 +15,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -29,10 +28,9 @@ from commands.accounts.me_routes import me_routes
 from commands.gateway.gateway import Gateway, GatewayAdapters
 from commands.gateway.wsprotocol import LeanWebSocketProtocol
 from commands.web_client import web_client_routes
-from domain.errors import DomainError
 from infra.http import serve
 from infra.settings import Settings
-from infra.web import AccessLog, domain_error, error_response, http_error
+from infra.web import AccessLog, error_handlers, error_response
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +45,17 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-async def internal_error(request: Request, exc: Exception) -> Response:
-    """Anything unexpected: logged by type only, answered without details."""
-    log.error("event=internal_error path=%s error=%s", request.url.path, type(exc).__name__)
-    return error_response("internal", "internal error", 500)
+STATUS_BY_CODE = {
+    "invalid_credentials": 401,
+    "invalid_token": 401,
+    "token_expired": 401,
+    "unknown_user": 404,
+    "username_taken": 409,
+    "phone_taken": 409,
+    "too_large": 413,
+    "rate_limited": 429,
+}
+"""HTTP status of each error code of the accounts routes; any other `DomainError` is a 400."""
 
 
 OpenAccess = Callable[[Settings], AbstractAsyncContextManager[Access]]
@@ -89,12 +94,8 @@ def create_app(
             *me_routes(),
             *web_client_routes(settings),
         ],
-        middleware=[Middleware(AccessLog)],
-        exception_handlers={
-            DomainError: domain_error,
-            HTTPException: http_error,
-            Exception: internal_error,
-        },
+        middleware=[Middleware(AccessLog, logger="commands.http")],
+        exception_handlers=error_handlers(STATUS_BY_CODE, log),
         lifespan=lifespan,
     )
 

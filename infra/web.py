@@ -1,5 +1,8 @@
-"""JSON over HTTP for the commands service: bodies read with a size limit, typed errors
-answered as `{"error": {"code", "message"}}` with their HTTP status, one log line a request.
+"""JSON over HTTP for both services: typed errors answered as `{"error": {"code",
+"message"}}` with their HTTP status, one log line a request, bodies read with a limit.
+
+Each service passes its own map of error code to status (`error_handlers`); everything
+else (the JSON shape, the headers, the log lines) is the same for both.
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from uuid import UUID
 
@@ -19,19 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from domain.account_errors import RateLimited
 from domain.errors import DomainError, TooLarge
 
-log = logging.getLogger("commands.http")
-
-STATUS_BY_CODE = {
-    "invalid_credentials": 401,
-    "invalid_token": 401,
-    "token_expired": 401,
-    "unknown_user": 404,
-    "username_taken": 409,
-    "phone_taken": 409,
-    "too_large": 413,
-    "rate_limited": 429,
-}
-"""HTTP status of each error code; any other `DomainError` is a 400."""
+Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
 class BadRequest(DomainError):
@@ -45,20 +37,44 @@ def error_response(code: str, message: str, status: int, **headers: str) -> JSON
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
 
-async def domain_error(request: Request, exc: Exception) -> Response:
-    """The answer to a typed error a user caused."""
-    assert isinstance(exc, DomainError)
-    headers = {}
-    if isinstance(exc, RateLimited):
-        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
-    return error_response(exc.code, exc.message, STATUS_BY_CODE.get(exc.code, 400), **headers)
+def error_handlers(
+    status_by_code: Mapping[str, int],
+    log: logging.Logger,
+    *,
+    more: Mapping[type[Exception], Handler] | None = None,
+) -> dict[Any, Handler]:
+    """A service's exception handlers: typed errors (`DomainError`, any other is a 400),
+    Starlette's own (unknown route, wrong method), `more` of the service's, and anything
+    unexpected (logged by type only, answered 500 without details)."""
 
+    async def domain_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, DomainError)
+        status = status_by_code.get(exc.code, 400)
+        headers: dict[str, str] = {}
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        elif status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        elif status == 425:
+            headers["Retry-After"] = "1"
+        return error_response(exc.code, exc.message, status, **headers)
 
-async def http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own errors (unknown route, wrong method) in the same JSON shape."""
-    assert isinstance(exc, HTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed"}
-    return error_response(codes.get(exc.status_code, "http_error"), exc.detail, exc.status_code)
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        code = codes.get(exc.status_code, "http_error")
+        return error_response(code, exc.detail, exc.status_code, **(exc.headers or {}))
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.error("event=internal_error path=%s error=%s", request.url.path, type(exc).__name__)
+        return error_response("internal", "internal error", 500)
+
+    return {
+        DomainError: domain_error,
+        HTTPException: http_error,
+        **(more or {}),
+        Exception: internal_error,
+    }
 
 
 async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
@@ -116,10 +132,18 @@ def uuid_field(body: dict[str, Any], name: str) -> UUID:
 
 
 class AccessLog:
-    """One structured line per HTTP request: method, path, status, time, user if known."""
+    """One structured line per HTTP request, never a body or a query string.
 
-    def __init__(self, app: ASGIApp) -> None:
+    `event=http_request method=GET path=/v1/me status=200 ms=1.4 user_id=<uuid>`; with
+    `by_route`, the route template instead of the path (ids stay out of it; the user id
+    is logged on its own) and the read source and wait the queries service reports:
+    `route=/v1/chats/{chat_id}/messages ... source=cache waited_ms=-`.
+    """
+
+    def __init__(self, app: ASGIApp, logger: str = "parley.http", by_route: bool = False) -> None:
         self.app = app
+        self.log = logging.getLogger(logger)
+        self.by_route = by_route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -127,22 +151,41 @@ class AccessLog:
             return
         started = time.perf_counter()
         status = 500
+        source = "-"
 
         async def send_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, source
             if message["type"] == "http.response.start":
                 status = message["status"]
+                for name, value in message.get("headers", []):
+                    if name == b"x-parley-read-source":
+                        source = value.decode()
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
         finally:
-            user_id = scope.get("state", {}).get("user_id", "-")
-            log.info(
-                "event=http_request method=%s path=%s status=%d ms=%.1f user_id=%s",
-                scope["method"],
-                scope["path"],
-                status,
-                (time.perf_counter() - started) * 1000,
-                user_id,
-            )
+            ms = (time.perf_counter() - started) * 1000
+            state = scope.get("state", {})
+            user_id = state.get("user_id", "-")
+            if self.by_route:
+                self.log.info(
+                    "event=http_request method=%s route=%s status=%d ms=%.1f user_id=%s "
+                    "source=%s waited_ms=%s",
+                    scope["method"],
+                    getattr(scope.get("route"), "path", "-"),
+                    status,
+                    ms,
+                    user_id,
+                    source,
+                    state.get("waited_ms", "-"),
+                )
+            else:
+                self.log.info(
+                    "event=http_request method=%s path=%s status=%d ms=%.1f user_id=%s",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    ms,
+                    user_id,
+                )

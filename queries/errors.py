@@ -12,7 +12,6 @@ import psycopg
 from psycopg_pool import PoolTimeout
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -75,28 +74,6 @@ class NotSender(DomainError):
     default_message = "only the sender of a message sees its receipts"
 
 
-async def domain_error(request: Request, exc: Exception) -> Response:
-    """The answer to a typed error the caller caused."""
-    assert isinstance(exc, DomainError)
-    status = STATUS_BY_CODE.get(exc.code, 400)
-    headers: dict[str, str] = {}
-    if status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    elif status == 425:
-        headers["Retry-After"] = "1"
-    return error_response(exc.code, exc.message, status, **headers)
-
-
-async def http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own errors (unknown route, wrong method), same shape, headers kept."""
-    assert isinstance(exc, HTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed"}
-    response = error_response(codes.get(exc.status_code, "http_error"), exc.detail, exc.status_code)
-    for name, value in (exc.headers or {}).items():
-        response.headers[name] = value
-    return response
-
-
 BACKEND_ERRORS: tuple[type[Exception], ...] = (
     psycopg.OperationalError,
     PoolTimeout,
@@ -112,9 +89,3 @@ async def backend_unavailable(request: Request, exc: Exception) -> Response:
     return error_response(
         "unavailable", "the read model cannot be reached; retry", 503, **{"Retry-After": "1"}
     )
-
-
-async def internal_error(request: Request, exc: Exception) -> Response:
-    """Anything unexpected: logged by type only, answered without details."""
-    log.error("event=internal_error path=%s error=%s", request.url.path, type(exc).__name__)
-    return error_response("internal", "internal error", 500)

@@ -17,21 +17,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from domain.errors import DomainError
 from infra.http import serve
 from infra.settings import Settings
-from queries.access_log import AccessLog
-from queries.errors import (
-    BACKEND_ERRORS,
-    backend_unavailable,
-    domain_error,
-    http_error,
-    internal_error,
-)
+from infra.web import AccessLog, error_handlers
+from queries.errors import BACKEND_ERRORS, STATUS_BY_CODE, backend_unavailable
 from queries.health import LagGauge
 from queries.resources import ReadSide
 from queries.routes import routes
@@ -58,7 +50,7 @@ def create_app(settings: Settings, open_read_side: OpenReadSide) -> Starlette:
     return Starlette(
         routes=routes(),
         middleware=[
-            Middleware(AccessLog),
+            Middleware(AccessLog, logger="parley.queries.http", by_route=True),
             # The web client is served by the commands service: another origin reads here.
             Middleware(
                 CORSMiddleware,
@@ -67,12 +59,9 @@ def create_app(settings: Settings, open_read_side: OpenReadSide) -> Starlette:
                 allow_headers=["Authorization", "X-Parley-Position"],
             ),
         ],
-        exception_handlers={
-            DomainError: domain_error,
-            HTTPException: http_error,
-            **dict.fromkeys(BACKEND_ERRORS, backend_unavailable),
-            Exception: internal_error,
-        },
+        exception_handlers=error_handlers(
+            STATUS_BY_CODE, log, more=dict.fromkeys(BACKEND_ERRORS, backend_unavailable)
+        ),
         lifespan=lifespan,
     )
 
