@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from psycopg import AsyncConnection, sql
 
 from infra.lua import Lua, execute
+from projections.message_view import message_view
 from projections.projector import RECEIPT_EVENTS, Record
 from projections.schema import LIVE_SCHEMA
 
@@ -96,18 +97,10 @@ def checkpoint_key(prefix: str = PREFIX) -> str:
 
 def message_json(chat_id: UUID, p: dict[str, Any], sent_at: str) -> bytes:
     """A message as the recent cache and the query API show it."""
-    return orjson.dumps(
-        {
-            "chat_id": str(chat_id),
-            "seq": p["seq"],
-            "message_id": str(p["message_id"]),
-            "sender": p["sender"],
-            "kind": p["kind"],
-            "body": p["body"],
-            "media": p["media"],
-            "sent_at": sent_at,
-        }
+    view = message_view(
+        chat_id, p["seq"], p["message_id"], p["sender"], p["kind"], p["body"], p["media"], sent_at
     )
+    return orjson.dumps(view)
 
 
 def members_query(

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from projections.cache import recent_key
+from projections.message_view import message_view
 from projections.schema import LIVE_SCHEMA
 
 log = logging.getLogger("parley.queries")
@@ -41,31 +42,25 @@ def iso(moment: datetime) -> str:
 def message_from_row(chat_id: UUID, row: Sequence[Any]) -> Message:
     """A message from `(seq, message_id, sender, kind, body, media, sent_at)`."""
     seq, message_id, sender, kind, body, media, sent_at = row
-    return {
-        "chat_id": str(chat_id),
-        "seq": seq,
-        "message_id": str(message_id),
-        "sender": str(sender),
-        "kind": kind,
-        "body": base64.b64encode(body).decode("ascii"),
-        "media": media,
-        "sent_at": iso(sent_at),
-    }
+    body_text = base64.b64encode(body).decode("ascii")
+    return message_view(chat_id, seq, message_id, sender, kind, body_text, media, iso(sent_at))
 
 
 def message_from_cache(raw: bytes) -> Message:
     """A message from its JSON in the recent cache (`projections.cache.message_json`)."""
-    cached = orjson.loads(raw)
-    return {
-        "chat_id": cached["chat_id"],
-        "seq": cached["seq"],
-        "message_id": str(cached["message_id"]),
-        "sender": cached["sender"],
-        "kind": cached["kind"],
-        "body": base64.b64encode(base64.b64decode(cached["body"])).decode("ascii"),
-        "media": cached["media"],
-        "sent_at": iso(datetime.fromisoformat(cached["sent_at"])),
-    }
+    c = orjson.loads(raw)
+    body_text = base64.b64encode(base64.b64decode(c["body"])).decode("ascii")
+    sent_at = iso(datetime.fromisoformat(c["sent_at"]))
+    return message_view(
+        c["chat_id"],
+        c["seq"],
+        c["message_id"],
+        c["sender"],
+        c["kind"],
+        body_text,
+        c["media"],
+        sent_at,
+    )
 
 
 def pick_cached(raw_members: Sequence[bytes], seqs: Sequence[int]) -> list[Message] | None:

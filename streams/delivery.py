@@ -19,10 +19,10 @@ from uuid import UUID
 
 from psycopg import sql
 
-from commands.gateway.protocol import hidden_message
 from infra.log_envelope import Envelope
 from infra.routing import Item
 from projections.directory import DIRECTORY_SCHEMA
+from projections.message_view import hidden_frame, message_frame, message_view
 from projections.projector import RECEIPT_EVENTS, Record
 from projections.schema import LIVE_SCHEMA
 
@@ -42,18 +42,17 @@ CHAT_EVENTS = frozenset(
 
 def _message(e: Any) -> dict[str, Any]:
     p = e.payload
-    return {
-        "type": "message",
-        "chat_id": str(e.chat_id),
-        "seq": p["seq"],
-        "message_id": str(p["message_id"]),
-        "sender": p["sender"],
-        "local_id": p["local_id"],
-        "kind": p["kind"],
-        "body": p["body"],
-        "media": p["media"],
-        "sent_at": e.timestamp.isoformat(),
-    }
+    view = message_view(
+        e.chat_id,
+        p["seq"],
+        p["message_id"],
+        p["sender"],
+        p["kind"],
+        p["body"],
+        p["media"],
+        e.timestamp.isoformat(),
+    )
+    return message_frame(view, p["local_id"])
 
 
 def _receipt_frame(e: Any) -> dict[str, Any]:
@@ -147,7 +146,7 @@ class Delivery:
             items.append((shown, _message(e), (sender, p["device_id"])))
             if hidden:
                 at = e.timestamp.isoformat()
-                items.append((hidden, hidden_message(e.chat_id, seq, p["message_id"], at), None))
+                items.append((hidden, hidden_frame(e.chat_id, seq, p["message_id"], at), None))
         for e in self.others:
             p = e.payload
             if e.type in RECEIPT_EVENTS:

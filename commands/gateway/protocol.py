@@ -165,21 +165,3 @@ def dump(frame: dict[str, Any]) -> str:
 
 def error_frame(code: str, message: str, request_id: str = "", **extra: Any) -> dict[str, Any]:
     return {"type": "error", "id": request_id, "code": code, "message": message, **extra}
-
-
-def hidden_message(chat_id: object, seq: int, message_id: object, sent_at: str) -> dict[str, Any]:
-    """A message from a user its recipient blocked: the seq is theirs to hold (seqs are
-    gapless), the sender and the content are not."""
-    return {
-        "type": "message",
-        "chat_id": str(chat_id),
-        "seq": seq,
-        "message_id": str(message_id),
-        "hidden": True,
-        "sender": None,
-        "local_id": None,
-        "kind": None,
-        "body": None,
-        "media": None,
-        "sent_at": sent_at,
-    }

@@ -16,29 +16,22 @@ from uuid import UUID
 
 from psycopg import AsyncConnection, sql
 
-from commands.gateway.protocol import hidden_message
 from projections.directory import DIRECTORY_SCHEMA
+from projections.message_view import hidden_frame, message_frame, message_view
 from projections.schema import LIVE_SCHEMA
 
 PAGE_SIZE = 100
 
 
-def message_frame(row: tuple[Any, ...]) -> dict[str, Any]:
+def row_frame(row: tuple[Any, ...]) -> dict[str, Any]:
     chat_id, seq, message_id, sender, local_id, kind, body, media, sent_at, blocked = row
     if blocked:  # its sender is blocked by the one syncing
-        return hidden_message(chat_id, seq, message_id, sent_at.isoformat())
-    return {
-        "type": "message",
-        "chat_id": str(chat_id),
-        "seq": seq,
-        "message_id": str(message_id),
-        "sender": str(sender),
-        "local_id": local_id,
-        "kind": kind,
-        "body": base64.b64encode(body).decode("ascii"),
-        "media": media,
-        "sent_at": sent_at.isoformat(),
-    }
+        return hidden_frame(chat_id, seq, message_id, sent_at.isoformat())
+    body_text = base64.b64encode(body).decode("ascii")
+    view = message_view(
+        chat_id, seq, message_id, sender, kind, body_text, media, sent_at.isoformat()
+    )
+    return message_frame(view, local_id)
 
 
 _BLOCKED_EITHER_WAY = sql.SQL(
@@ -148,7 +141,7 @@ async def missed_messages(
                 rows = await cur.fetchall()
             if not rows:
                 break
-            page.extend(message_frame(row) for row in rows)
+            page.extend(row_frame(row) for row in rows)
             after = rows[-1][1]
             if len(page) >= page_size:
                 yield page

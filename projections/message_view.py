@@ -1,0 +1,59 @@
+"""A message as every reader sees it: one shape, built here only.
+
+The query API's message, the recent cache's JSON (`projections.cache`) and, with
+`message_frame`, the WebSocket `message` frame (sync, live delivery) are the same
+fields: chat, seq, message id, sender, kind, body (base64), media, sent_at. A message
+whose sender its reader blocked keeps its seq and id (seqs are gapless) and nothing else
+(`hidden_frame`). Callers give the body as base64 text and the time as ISO 8601 text,
+each as their source holds them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def message_view(
+    chat_id: object,
+    seq: int,
+    message_id: object,
+    sender: object,
+    kind: str,
+    body: str,
+    media: Any,
+    sent_at: str,
+) -> dict[str, Any]:
+    """The message: what the query API answers and the recent cache holds."""
+    return {
+        "chat_id": str(chat_id),
+        "seq": seq,
+        "message_id": str(message_id),
+        "sender": str(sender),
+        "kind": kind,
+        "body": body,
+        "media": media,
+        "sent_at": sent_at,
+    }
+
+
+def message_frame(view: dict[str, Any], local_id: str | None) -> dict[str, Any]:
+    """The WebSocket `message` frame of a message view, with the sender's local id."""
+    return {"type": "message", **view, "local_id": local_id}
+
+
+def hidden_frame(chat_id: object, seq: int, message_id: object, sent_at: str) -> dict[str, Any]:
+    """A message from a user its recipient blocked: the seq is theirs to hold (seqs are
+    gapless), the sender and the content are not."""
+    return {
+        "type": "message",
+        "chat_id": str(chat_id),
+        "seq": seq,
+        "message_id": str(message_id),
+        "hidden": True,
+        "sender": None,
+        "local_id": None,
+        "kind": None,
+        "body": None,
+        "media": None,
+        "sent_at": sent_at,
+    }
