@@ -26,6 +26,7 @@ from typing import Any
 from infra.scratch import delete_topics, drop_database, fresh_database
 from infra.settings import Settings
 from infra.topics import EVENTS, ensure_topics
+from projections.schema import migrate
 
 CHATS = 200
 PER_COMMIT = 10
@@ -42,6 +43,7 @@ def run(
         relay_name="bench",
     )
     fresh_database(settings, bench.pg_db)
+    migrate(bench)
     ensure_topics(bench)
     try:
         raw = _raw_producer(bench, events, rate, seconds)

@@ -90,7 +90,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     configure_logging(args.service)
     if args.service == "workers":
-        from streams.workers import run_workers
+        from parley.wiring import run_workers
 
         tune_gc(settings.gc_gen0_threshold)
         run_workers(settings)  # Faust handles SIGTERM/SIGINT itself
@@ -102,7 +102,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.service == "processor":
         from parley.wiring import run_processor as run
     elif args.service == "relay":
-        from streams.relay import run_relay as run
+        from parley.wiring import run_relay as run
     elif args.service == "commands":
         from parley.wiring import run_commands as run
     else:
@@ -116,9 +116,11 @@ def _relay(args: argparse.Namespace, settings: Settings) -> int:
     import psycopg
     from eventsourcing.persistence import PersistenceError
 
+    from projections.schema import migrate
     from streams.relay import relay_status
 
     try:
+        migrate(settings)
         status = relay_status(settings)
     except (psycopg.Error, PersistenceError) as exc:
         print(f"parley relay: error: PostgreSQL: {exc}".rstrip(), file=sys.stderr)

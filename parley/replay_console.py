@@ -74,11 +74,13 @@ class BarProgress:
 
 def replay_command(args: argparse.Namespace, settings: Settings) -> int:
     from projections.replay.errors import ReplayError
+    from projections.schema import migrate
 
     if args.events_topic:
         settings = settings.replace(events_topic=args.events_topic)
     console = Console(stderr=True)
     try:
+        migrate(settings)
         if args.action == "list":
             return _list(settings)
         if args.action == "republish":

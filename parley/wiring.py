@@ -11,7 +11,8 @@ they are opened on the settings' servers, given to the service, and closed after
 - the queries service: its PostgreSQL pool, Redis and the token checker (`ReadSide`).
 
 The relay and the Faust workers open their connections in `streams/` still: they have
-one adapter each and no test that would hand them another.
+one adapter each and no test that would hand them another. Before any service starts,
+`migrate` creates the tables it needs (the one place that creates tables).
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ from infra.auth import Passwords, Tokens
 from infra.event_store import open_store
 from infra.leases import LeasedSnowflake, WorkerLease
 from infra.settings import Settings
-from projections.directory import DIRECTORY_DDL
+from projections.schema import migrate
 from queries.resources import APPLICATION_NAME, POOL_WAIT_S, ReadSide
 from queries.service import run_queries_service
+from streams import relay, workers
 
 log = logging.getLogger("parley.wiring")
 
@@ -52,6 +54,7 @@ def run_processor(
     settings: Settings, stop: threading.Event, ready: threading.Event | None = None
 ) -> None:
     """The command processor on the settings' servers until `stop` is set."""
+    migrate(settings)
     client = redis.Redis.from_url(settings.redis_url)
     lease = WorkerLease(client, ttl_ms=settings.snowflake_lease_ttl_ms)
     lease.acquire()
@@ -80,12 +83,26 @@ def run_processor(
 
 def run_commands(settings: Settings, stop: threading.Event) -> None:
     """The commands service (accounts routes and the gateway) until `stop` is set."""
+    migrate(settings)
     run_commands_service(settings, stop, open_access, gateway_adapters)
 
 
 def run_queries(settings: Settings, stop: threading.Event) -> None:
     """The queries service until `stop` is set."""
+    migrate(settings)
     run_queries_service(settings, stop, open_read_side)
+
+
+def run_relay(settings: Settings, stop: threading.Event) -> None:
+    """The relay from the event store to Kafka until `stop` is set."""
+    migrate(settings)
+    relay.run_relay(settings, stop)
+
+
+def run_workers(settings: Settings) -> None:
+    """The Faust workers until they are stopped (Faust handles SIGTERM and SIGINT)."""
+    migrate(settings)
+    workers.run_workers(settings)
 
 
 @asynccontextmanager
@@ -125,10 +142,6 @@ def gateway_adapters(settings: Settings) -> GatewayAdapters:
 @asynccontextmanager
 async def open_read_side(settings: Settings) -> AsyncIterator[ReadSide]:
     """The queries service's pool, Redis and token checker; closed on the way out."""
-    conn = await psycopg.AsyncConnection.connect(settings.pg_conninfo)
-    async with conn, conn.transaction():  # the table may not exist before any account
-        for statement in DIRECTORY_DDL:
-            await conn.execute(statement)
     pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
         settings.pg_conninfo,
         min_size=1,

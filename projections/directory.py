@@ -54,12 +54,6 @@ class Cursor(Protocol):
     def execute(self, query: Any, params: Any = ..., /) -> Any: ...
 
 
-def ensure_directory(cur: Cursor) -> None:
-    """Create the schema and table if missing (run inside a transaction)."""
-    for statement in DIRECTORY_DDL:
-        cur.execute(statement)
-
-
 def record_user(cur: Cursor, user: User) -> None:
     """Upsert the user's row unless a newer version is there already."""
     cur.execute(

@@ -1,4 +1,10 @@
-"""The read-model tables (SQLAlchemy Core) and their migrations.
+"""The read-model tables (SQLAlchemy Core), and the one migrator of Parley's tables.
+
+`migrate(settings)` creates every table Parley keeps in PostgreSQL besides the event
+stores (which the eventsourcing library creates): the read model in `read`, and
+`OWN_TABLES`, the tables written outside the projections (the user directory, last seen,
+the relay's position, replay runs). The composition root runs it before any service
+starts (`parley up`, `parley serve`); nothing else creates tables at start-up.
 
 Every projection lives in one PostgreSQL schema (`read` when live); a rebuild fills a
 shadow schema with the same tables side by side and swaps names in one transaction.
@@ -27,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from infra.settings import Settings
+from projections.directory import DIRECTORY_DDL
 
 LIVE_SCHEMA = "read"
 
@@ -155,6 +162,29 @@ MIGRATIONS: list[tuple[int, str]] = [
 ]
 
 
+LAST_SEEN_DDL = (
+    "CREATE TABLE IF NOT EXISTS last_seen (user_id uuid PRIMARY KEY, at timestamptz NOT NULL)"
+)
+"""When each user's last connection closed (the gateways write it; Redis holds the live value)."""
+RELAY_POSITION_DDL = (
+    "CREATE TABLE IF NOT EXISTS relay_position ("
+    " name text PRIMARY KEY,"
+    " position bigint NOT NULL,"
+    " updated_at timestamptz NOT NULL DEFAULT now())"
+)
+"""The last position each relay published (`streams.relay`)."""
+REBUILDS_DDL = (
+    "CREATE TABLE IF NOT EXISTS read.rebuilds ("
+    " run_id text PRIMARY KEY, projections text[] NOT NULL, state text NOT NULL,"
+    " started_at timestamptz NOT NULL DEFAULT now(),"
+    " updated_at timestamptz NOT NULL DEFAULT now(), finished_at timestamptz,"
+    " events bigint NOT NULL DEFAULT 0, outcome text, host text, pid int)"
+)
+"""`parley replay rebuild`'s runs (`projections.replay.listing`)."""
+OWN_TABLES = (*DIRECTORY_DDL, LAST_SEEN_DDL, RELAY_POSITION_DDL, REBUILDS_DDL)
+"""Created with the live schema, each `IF NOT EXISTS`: tables no projection rebuilds."""
+
+
 def sqlalchemy_url(settings: Settings) -> str:
     return (
         f"postgresql+psycopg://{settings.pg_user}:{settings.pg_password}"
@@ -189,6 +219,9 @@ def migrate(settings: Settings, schema: str = LIVE_SCHEMA) -> int:
                     text(f'INSERT INTO "{schema}".schema_version (version, note) VALUES (:v, :n)'),
                     {"v": version, "n": note},
                 )
+            if schema == LIVE_SCHEMA:
+                for statement in OWN_TABLES:
+                    conn.exec_driver_sql(statement)
         return MIGRATIONS[-1][0]
     finally:
         engine.dispose()

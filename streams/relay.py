@@ -41,13 +41,6 @@ STANDBY_RETRY_S = 1.0
 KAFKA_WAIT_LOG_S = 5.0
 MAX_BACKOFF_S = 5.0
 
-POSITION_TABLE = """
-CREATE TABLE IF NOT EXISTS relay_position (
-    name text PRIMARY KEY,
-    position bigint NOT NULL,
-    updated_at timestamptz NOT NULL DEFAULT now()
-)
-"""
 # Only forwards: a relay that lost its lock without noticing cannot move the position back.
 RECORD_POSITION = """
 INSERT INTO relay_position (name, position, updated_at) VALUES (%s, %s, now())
@@ -310,7 +303,6 @@ def run_relay(
             relay: Relay | None = None
             try:
                 with psycopg.connect(settings.pg_conninfo, autocommit=True) as conn:
-                    ensure_position_table(conn)
                     if not _hold_lock(conn, settings.relay_name, stop):
                         return
                     relay = Relay(settings, store, conn, on_published)
@@ -359,13 +351,6 @@ def _hold_lock(conn: psycopg.Connection[Any], name: str, stop: threading.Event) 
     return False
 
 
-def ensure_position_table(conn: psycopg.Connection[Any]) -> None:
-    """Create `relay_position` if missing (serialised: concurrent CREATEs can collide)."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('parley.relay:ddl', 0))")
-        conn.execute(POSITION_TABLE)
-
-
 def read_position(conn: psycopg.Connection[Any], name: str) -> int:
     """The last position the relay `name` recorded; 0 before its first batch."""
     row = conn.execute("SELECT position FROM relay_position WHERE name = %s", (name,)).fetchone()
@@ -375,7 +360,6 @@ def read_position(conn: psycopg.Connection[Any], name: str) -> int:
 def relay_status(settings: Settings) -> RelayStatus:
     """The store's head position, the relay's recorded position and when it was recorded."""
     with psycopg.connect(settings.pg_conninfo, autocommit=True, connect_timeout=5) as conn:
-        ensure_position_table(conn)
         row = conn.execute(
             "SELECT position, updated_at FROM relay_position WHERE name = %s",
             (settings.relay_name,),

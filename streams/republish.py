@@ -28,7 +28,7 @@ from infra.log_envelope import encode_event
 from infra.settings import Settings
 from infra.topics import EVENTS, topic_specs
 from projections.replay.errors import TopicExists
-from streams.relay import RECORD_POSITION, Publisher, ensure_position_table
+from streams.relay import RECORD_POSITION, Publisher
 
 log = logging.getLogger("parley.replay")
 
@@ -88,7 +88,6 @@ def republish(
         publisher.close()
         store.close()
     with psycopg.connect(settings.pg_conninfo, autocommit=True) as conn:
-        ensure_position_table(conn)
         conn.execute(RECORD_POSITION, (name, position))
     summary = RepublishSummary(
         to_topic, partitions, published, position, name, time.monotonic() - started

@@ -31,10 +31,9 @@ from infra.settings import Settings
 from infra.topics import EVENTS
 from projections.bulk import BulkProjector
 from projections.cache import members_by_chat, members_query, plan_cache, queue_cache, unread_query
-from projections.directory import ensure_directory
 from projections.projector import Projector, Record, expire_inbox
 from projections.replay.locks import WORKER_LOCK, WORKER_UNLOCK
-from projections.schema import LIVE_SCHEMA, migrate
+from projections.schema import LIVE_SCHEMA
 from projections.upcasting import upcast_envelope
 from streams.delivery import Delivery
 
@@ -332,11 +331,7 @@ async def _end_batch(conn: psycopg.AsyncConnection[Any]) -> None:
 
 
 def run_workers(settings: Settings) -> None:
-    """Migrate the read model, then run the Faust worker until it is stopped."""
-    migrate(settings)
-    # Delivery reads who blocked whom from the user directory (written by the accounts).
-    with psycopg.connect(settings.pg_conninfo) as conn, conn.cursor() as cur:
-        ensure_directory(cur)
+    """Run the Faust worker until it is stopped (the tables exist: `migrate`)."""
     app = create_app(settings)
     worker = faust.Worker(app, loglevel="info", quiet=True)
     worker.execute_from_commandline()

@@ -17,6 +17,7 @@ import redis
 from infra.scratch import delete_topics, fresh_database, redis_db
 from infra.settings import Settings, load_settings
 from infra.stack import stack_up
+from projections.schema import migrate
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +41,7 @@ def settings(base_settings: Settings) -> Iterator[Settings]:
         workers_app_id=f"test-{run_id}-workers",
     )
     fresh_database(base_settings, test.pg_db)
+    migrate(test)  # the tables, as the composition root creates them before any service
     redis.Redis.from_url(test.redis_url).flushdb()
     os.environ.update(
         {

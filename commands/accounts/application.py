@@ -38,7 +38,7 @@ from domain.user import User, clean_display_name
 from domain.visibility import Privacy
 from infra.event_store import store_env
 from infra.settings import Settings
-from projections.directory import ensure_directory, record_user
+from projections.directory import record_user
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +163,7 @@ def open_accounts(settings: Settings) -> Accounts:
     Without an aggregate cache: several commands service processes change the same users,
     so each change starts from the stored state.
     """
-    accounts = Accounts(env=store_env(settings, AGGREGATE_CACHE_MAXSIZE=""))
-    with datastore_of(accounts).transaction(commit=True) as cur:
-        ensure_directory(cur)
-    return accounts
+    return Accounts(env=store_env(settings, AGGREGATE_CACHE_MAXSIZE=""))
 
 
 def datastore_of(accounts: Accounts) -> PostgresDatastore:

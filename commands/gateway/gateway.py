@@ -235,7 +235,6 @@ class Gateway:
 
     async def start(self) -> None:
         await self.pool.open()
-        await self._create_last_seen_table()
         await self.bus.start()
         await self.redis.set(gateway_key(self.id), "1", ex=GATEWAY_TTL_S)
         pubsub = self.redis.pubsub()
@@ -716,18 +715,6 @@ class Gateway:
         except Exception as exc:
             log.warning("event=presence_cleanup_failed error=%s", type(exc).__name__)
         await self._persist_last_seen({c.user_id for c in connections})
-
-    async def _create_last_seen_table(self) -> None:
-        """Once per gateway, not per disconnect: gateways starting together may race to
-        create it, and the loser's error only means it exists."""
-        try:
-            async with self.pool.connection() as conn:
-                await conn.execute(
-                    "CREATE TABLE IF NOT EXISTS last_seen (user_id uuid PRIMARY KEY, "
-                    "at timestamptz NOT NULL)"
-                )
-        except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
-            pass
 
     async def _persist_last_seen(self, users: set[UUID]) -> None:
         """On disconnect, last seen goes to PostgreSQL too (Redis holds the live value)."""

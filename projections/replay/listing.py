@@ -28,14 +28,6 @@ from projections.status import projection_lag
 PROJECTIONS = (*ORDER, "cache")
 """Everything `parley replay rebuild` can rebuild: the four tables' projections and Redis."""
 
-REBUILDS_DDL = (
-    "CREATE TABLE IF NOT EXISTS read.rebuilds ("
-    " run_id text PRIMARY KEY, projections text[] NOT NULL, state text NOT NULL,"
-    " started_at timestamptz NOT NULL DEFAULT now(),"
-    " updated_at timestamptz NOT NULL DEFAULT now(), finished_at timestamptz,"
-    " events bigint NOT NULL DEFAULT 0, outcome text, host text, pid int)"
-)
-
 
 class RebuildState(StrEnum):
     BUILDING = "building"  # reading the log into the shadow
@@ -45,12 +37,6 @@ class RebuildState(StrEnum):
     DONE = "done"
     DRY_RUN = "dry_run"  # built and compared, not swapped
     FAILED = "failed"
-
-
-def ensure_table(conn: psycopg.Connection[Any]) -> None:
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('parley.replay:ddl', 0))")
-        conn.execute(REBUILDS_DDL)
 
 
 def record_start(conn: psycopg.Connection[Any], run_id: str, projections: list[str]) -> None:

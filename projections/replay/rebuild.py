@@ -46,7 +46,6 @@ from projections.replay.errors import PartialRebuild, SwapFailed, UnknownProject
 from projections.replay.listing import (
     PROJECTIONS,
     RebuildState,
-    ensure_table,
     record_outcome,
     record_start,
     record_state,
@@ -142,7 +141,6 @@ async def rebuild(
     redis = aioredis.Redis.from_url(settings.redis_url)
     control = psycopg.connect(settings.pg_conninfo, autocommit=True)
     try:
-        ensure_table(control)
         try_rebuild_locks(control, targets)
         try:
             hold_run(control, run_id)

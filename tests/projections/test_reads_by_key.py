@@ -35,7 +35,7 @@ from infra.scratch import drop_database, fresh_database
 from infra.settings import Settings
 from projections.bulk import INDEX_PROBES, BulkProjector
 from projections.cache import unread_query
-from projections.directory import DIRECTORY_SCHEMA, ensure_directory
+from projections.directory import DIRECTORY_SCHEMA
 from projections.schema import LIVE_SCHEMA, migrate
 from queries.receipts import _RECEIPTS
 from streams.delivery import Delivery
@@ -104,9 +104,7 @@ def filled(settings: Settings) -> Iterator[tuple[Settings, list[uuid.UUID]]]:
         )
         chats.insert(0, group)
         # Every member is a user of the directory; one in a hundred blocked someone, and
-        # so did three of the group's members.
-        with conn.cursor() as cur:
-            ensure_directory(cur)
+        # so did three of the group's members (the directory exists: `migrate`).
         conn.execute(
             sql.SQL(
                 "INSERT INTO {d}.users (user_id, username, display_name, last_seen_privacy, "

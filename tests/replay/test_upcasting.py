@@ -33,6 +33,7 @@ from infra.settings import Settings
 from projections.fold import ReadModel
 from projections.projector import ORDER
 from projections.replay.rebuild import RebuildOptions, rebuild
+from projections.schema import migrate
 from projections.upcasting import upcast_envelope
 from streams.republish import create_topic, republish
 from streams.workers import decode_batch
@@ -52,7 +53,9 @@ def scratch(topics: Settings) -> Iterator[Settings]:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield topics.replace(pg_db=name, topic_prefix=f"{topics.topic_prefix}upcast-")
+    own = topics.replace(pg_db=name, topic_prefix=f"{topics.topic_prefix}upcast-")
+    migrate(own)
+    yield own
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -11,6 +11,7 @@ import pytest
 from infra.event_store import ChatStore, open_store
 from infra.settings import Settings
 from infra.topics import ensure_topics
+from projections.schema import migrate
 
 BATCH_MAX = 500
 
@@ -28,6 +29,7 @@ def relay_settings(topics: Settings) -> Iterator[Settings]:
     admin = topics.replace(pg_db="postgres").pg_conninfo
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{own.pg_db}"')
+    migrate(own)
     ensure_topics(own)
     try:
         yield own
