@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from commands import handlers
+from commands.processor import handlers
 from commands.command import Command, CommandType
 from commands.processor.processor import CommandProcessor
 from domain.ids import Snowflake
