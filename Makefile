@@ -47,5 +47,5 @@ test: $(STAMP) browser-deps
 lint: $(STAMP)
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
-	@$(BIN)/mypy domain commands infra streams projections queries parley bench
+	@$(BIN)/mypy domain commands infra streams projections queries parley bench client tests
 	@$(BIN)/lint-imports --no-logo

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from commands.processor import handlers
 from commands.command import Command, CommandType
+from commands.processor import handlers
 from commands.processor.processor import CommandProcessor
 from domain.ids import Snowflake
 from infra.event_store import open_store

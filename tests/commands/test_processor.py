@@ -12,6 +12,7 @@ import pytest
 
 from commands.command import Command, CommandType, Outcome
 from commands.gateway.bus import CommandBus
+from domain.chat import Chat
 from domain.ids import direct_chat_id
 from infra.event_store import chat_position
 from infra.settings import Settings
@@ -80,7 +81,7 @@ def test_concurrent_senders_in_one_group_get_gapless_seqs(
     # gives the same chat as the events.
     assert store.snapshots is not None
     assert list(store.snapshots.get(chat_id, desc=True, limit=1))
-    loaded = store.repository.get(chat_id)
+    loaded: Chat = store.repository.get(chat_id)
     assert (loaded.last_seq, len(loaded.sent)) == (20 * per_sender, 20 * per_sender)
     by_local = {e.local_id: (str(e.message_id), e.seq) for e in events}
     assert by_local == {

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from typing import Any
 
 import orjson
@@ -123,4 +122,4 @@ def test_a_live_gateway_answers_every_random_frame(stack: Stack) -> None:
         await a.close()
 
     asyncio.run(scenario())
-    assert examples and uuid.UUID  # the strategy produced frames
+    assert examples  # the strategy produced frames

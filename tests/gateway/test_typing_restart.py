@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from functools import partial
 
-from client import register_and_login
+from client import ChatClient, register_and_login
 from client.chat import _post
 from tests.gateway.conftest import Stack
 
@@ -48,10 +49,10 @@ def test_typing_is_not_shown_between_users_when_either_blocked_the_other(stack: 
             chat = await c.create_group("three", [alice.user_id, bob.user_id])
             await c.send_text("hello", chat_id=chat)  # once both hold it, the group is projected
             for client in (a, b):
-                await client.wait_until(lambda cl=client: 1 in cl.chats[chat].messages)
+                await client.wait_until(partial(_holds, client, chat))
             for typist, sees, blind in ((a, c, b), (b, c, a)):
                 await typist.typing(chat, "start")
-                await sees.wait_until(lambda s=sees, t=typist: t.user_id in s.typists[chat])
+                await sees.wait_until(partial(_sees_typing, sees, typist, chat))
                 # Frames reach one connection in order: had the typing frame been pushed
                 # to the blocked side, it would be there before the answer to this ping.
                 await blind.request({"type": "ping"})
@@ -93,3 +94,11 @@ def test_typing_in_a_chat_the_gateway_just_refused_works_once_the_chat_exists(
             await b.close()
 
     asyncio.run(scenario())
+
+
+def _holds(client: ChatClient, chat: str) -> bool:
+    return 1 in client.chats[chat].messages
+
+
+def _sees_typing(client: ChatClient, typist: ChatClient, chat: str) -> bool:
+    return typist.user_id in client.typists[chat]

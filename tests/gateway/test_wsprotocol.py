@@ -23,6 +23,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.frames import Frame
 from websockets.http11 import Request
+from websockets.typing import Origin
 
 from commands.gateway.wsprotocol import LeanWebSocketProtocol
 from infra.http import serve
@@ -127,7 +128,7 @@ def _released(ref: weakref.ref[Request]) -> bool:
 
 def test_echoes_in_order_and_lets_the_handshake_go(server: str) -> None:
     async def scenario() -> None:
-        async with websockets.connect(server + "/echo", origin="http://Example.test") as ws:
+        async with websockets.connect(server + "/echo", origin=Origin("http://Example.test")) as ws:
             hello = json.loads(await ws.recv())
             # The app saw the headers before accepting; after, the scope holds none.
             assert hello == {"origin": "http://Example.test", "headers": 0}
@@ -175,7 +176,7 @@ def test_a_slow_reader_pauses_the_writer_and_gets_everything_in_order(server: st
             while Recording.pauses == pauses_before and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             assert Recording.pauses > pauses_before, "the server never paused writing"
-            return [int.from_bytes((await ws.recv())[:4], "big") for _ in range(FLOOD_FRAMES)]
+            return [int.from_bytes(_raw(await ws.recv())[:4], "big") for _ in range(FLOOD_FRAMES)]
 
     assert asyncio.run(scenario()) == list(range(FLOOD_FRAMES))
 
@@ -189,3 +190,9 @@ def test_a_refused_handshake_answers_403_and_keeps_nothing(server: str) -> None:
 
     assert asyncio.run(scenario()) == 403
     assert _released(Recording.requests[-1])
+
+
+def _raw(frame: str | bytes) -> bytes:
+    """A frame the server sent as bytes (the flood is binary)."""
+    assert isinstance(frame, bytes)
+    return frame

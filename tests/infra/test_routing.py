@@ -30,7 +30,7 @@ async def _published(client: aioredis.Redis, channels: list[str], send: Any) -> 
                 break  # everything published by `send` has arrived: one round trip
             continue
         got[message["channel"].decode()] = orjson.loads(message["data"])
-    await pubsub.aclose()
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
     return got
 
 
@@ -46,7 +46,7 @@ async def test_a_batch_reaches_each_gateway_once_with_only_its_online_users(
     message = {"type": "message", "chat_id": "x", "seq": 1, "body": 'quote " and \\ é'}
     receipt = {"type": "receipt", "chat_id": "x", "user_id": a, "delivered_up_to": 1}
     chat = {"type": "chat", "chat_id": "x", "event": "GroupRenamed"}
-    items = [
+    items: list[tuple[list[str], dict[str, Any], tuple[str, str] | None]] = [
         ([a, b, offline], message, (a, "phone")),
         ([b], receipt, None),
         ([offline], {"type": "typing"}, None),

@@ -57,7 +57,7 @@ def store_envelopes(settings: Settings) -> list[Envelope]:
     """Every event in the store, as the relay publishes it."""
     store = fresh_store(settings)
     try:
-        out = []
+        out: list[Any] = []
         start = 1
         while True:
             batch = store.recorder.select_notifications(start=start, limit=1000)
@@ -190,7 +190,7 @@ def test_a_scripted_conversation_is_projected_exactly(
     assert sorted(k[2] for k in model.inbox if k[0] == bob) == []  # delivered up to 2
 
     cache = redis.Redis.from_url(topics.redis_url)
-    recent = cache.zrange(recent_key(group), 0, -1, withscores=True)
+    recent: list[tuple[bytes, float]] = cache.zrange(recent_key(group), 0, -1, withscores=True)  # type: ignore[assignment]
     assert [int(score) for _, score in recent] == [1, 2, 3, 4]
     assert [orjson.loads(m)["seq"] for m, _ in recent] == [1, 2, 3, 4]
     assert cache.hget(unread_key(bob), str(direct)) == b"1"

@@ -136,7 +136,7 @@ def buffers(conn: psycopg.Connection[Any], query: sql.Composable, params: list[A
     pages = 0
     for mode in ("force_custom_plan", "force_generic_plan"):
         conn.execute(sql.SQL("SET LOCAL plan_cache_mode = {}").format(sql.Literal(mode)))
-        conn.execute(sql.SQL("PREPARE probe AS ") + sql.SQL(prepared))  # type: ignore[arg-type]
+        conn.execute(sql.SQL("PREPARE probe AS ") + sql.SQL(prepared))
         args = sql.SQL(", ").join(sql.Literal(p) for p in params)
         row = client.execute(
             sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE probe(") + args + sql.SQL(")")

@@ -23,7 +23,7 @@ app = faust.App(
 topic = app.topic(os.environ["PROBE_TOPIC"], value_serializer="raw", key_serializer="raw")
 
 
-@app.agent(topic)
+@app.agent(topic)  # type: ignore[arg-type]
 async def copy_to_redis(stream: AsyncIterator[bytes]) -> None:
     client = aioredis.Redis.from_url(settings.redis_url)
     async for value in stream:

@@ -52,7 +52,7 @@ def test_faust_worker_processes_a_record(settings: Settings, tmp_path: Path) -> 
         producer.send(topic, key=b"k", value=b"first").get(timeout=10)
         producer.close()
         deadline = time.monotonic() + 60
-        got: list[bytes] = []
+        got: list[bytes | str] = []
         while time.monotonic() < deadline and worker.poll() is None:
             got = client.lrange(f"probe:{probe}", 0, -1)
             if got:
