@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 BROWSER := tests/browser
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: up down test lint venv status browser-deps
+.PHONY: up down test test-unit lint venv status browser-deps
 
 $(STAMP): pyproject.toml
 	@echo "parley: creating the virtualenv and installing Parley with its pinned dependencies"
@@ -43,6 +43,13 @@ $(BROWSER)/node_modules/.installed: $(BROWSER)/package-lock.json
 test: $(STAMP) browser-deps
 	@$(BIN)/parley stack up
 	@$(BIN)/python -m pytest
+
+# The fast tier: the domain, the handlers and processor on in-memory stores, the bulk
+# planner, the frame parser, pure projection code. No server: every address points at a
+# closed port, so a test that reaches for one fails instead of passing by luck.
+test-unit: $(STAMP)
+	@PARLEY_MANAGED_SERVICES="" PARLEY_KAFKA_BOOTSTRAP=127.0.0.1:9 PARLEY_PG_PORT=9 \
+	  PARLEY_REDIS_URL=redis://127.0.0.1:9/0 $(BIN)/python -m pytest -m unit -q -p no:cacheprovider
 
 lint: $(STAMP)
 	@$(BIN)/ruff check .

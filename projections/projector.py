@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -368,14 +369,15 @@ class Projector:
 
 
 async def expire_inbox(
-    conn: AsyncConnection[Any], ttl_days: float, schema: str = LIVE_SCHEMA
+    conn: AsyncConnection[Any], ttl_days: float, now: datetime, schema: str = LIVE_SCHEMA
 ) -> int:
-    """Drop inbox rows older than the TTL (the seed's 30 days); return how many."""
+    """Drop inbox rows older than the TTL (the seed's 30 days) at `now`; return how many.
+
+    The caller's clock decides `now` (the workers': the wall clock), so a test can move it.
+    """
     async with conn.cursor() as cur:
         await cur.execute(
-            sql.SQL(
-                "DELETE FROM {s}.inbox WHERE created_at < now() - make_interval(secs => %s)"
-            ).format(s=sql.Identifier(schema)),
-            (ttl_days * 86400,),
+            sql.SQL("DELETE FROM {s}.inbox WHERE created_at < %s").format(s=sql.Identifier(schema)),
+            (now - timedelta(days=ttl_days),),
         )
         return cur.rowcount

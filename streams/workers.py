@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.timer(interval=settings.inbox_expiry_interval_s)  # type: ignore[untyped-decorator]
     async def expire() -> None:
         async with await _connect(settings) as conn:
-            removed = await expire_inbox(conn, settings.inbox_ttl_days)
+            removed = await expire_inbox(conn, settings.inbox_ttl_days, datetime.now(UTC))
         if removed:
             log.info("event=inbox_expired rows=%d", removed)
 

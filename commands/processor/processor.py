@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import psycopg
@@ -79,11 +79,27 @@ class BatchChats:
         self.touched[chat.id] = chat
 
 
+class ReplyPipeline(Protocol):
+    def publish(self, channel: str, message: bytes) -> Any: ...
+
+    def execute(self) -> Any: ...
+
+
+class Replies(Protocol):
+    """Where outcomes are published: Redis pub/sub (`redis.Redis`), or a test's list."""
+
+    def pipeline(self, transaction: bool = ...) -> ReplyPipeline: ...
+
+
 class CommandProcessor:
-    """Decides and stores batches of commands; see the module docstring."""
+    """Decides and stores batches of commands; see the module docstring.
+
+    It works with what it is handed (`parley.wiring` builds them): the event store (on
+    PostgreSQL, or in memory), the id generator and where replies go.
+    """
 
     def __init__(
-        self, settings: Settings, store: ChatStore, ids: IdGenerator, replies: redis.Redis
+        self, settings: Settings, store: ChatStore, ids: IdGenerator, replies: Replies
     ) -> None:
         self.settings = settings
         self.store = store

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -346,7 +346,9 @@ class _Run:
     async def _expire_inbox(self) -> None:
         assert self.conn is not None
         if "inbox" in self.pg_targets:
-            await expire_inbox(self.conn, self.settings.inbox_ttl_days, self.shadow)
+            await expire_inbox(
+                self.conn, self.settings.inbox_ttl_days, datetime.now(UTC), self.shadow
+            )
             await self.conn.commit()
 
     # Verify

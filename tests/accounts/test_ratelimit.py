@@ -144,6 +144,7 @@ class Clock:
         return self.now
 
 
+@pytest.mark.unit
 @hypothesis_settings(max_examples=300, deadline=None)
 @given(
     burst=st.integers(1, 20),

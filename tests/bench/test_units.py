@@ -6,9 +6,13 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from bench.ledger import Ledger, body_text
 from bench.results import compare
 from bench.stats import percentile, ratio, summary
+
+pytestmark = pytest.mark.unit
 
 
 def test_percentiles_are_nearest_rank() -> None:

@@ -25,6 +25,8 @@ from domain import (
     direct_chat_id,
 )
 
+pytestmark = pytest.mark.unit
+
 ALICE, BOB, CAROL, DAVE = (UUID(int=n) for n in range(1, 5))
 PHOTO = MediaRef(media_id="m-1", mime_type="image/png", size=10, sha256="0" * 64)
 

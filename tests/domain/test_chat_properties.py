@@ -28,6 +28,8 @@ from domain import (
     SendResult,
 )
 
+pytestmark = pytest.mark.unit
+
 USERS = [UUID(int=n) for n in range(1, 7)]
 CREATOR = USERS[0]
 MAX_MEMBERS = 4

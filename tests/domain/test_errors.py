@@ -3,6 +3,8 @@ import pytest
 import domain
 from domain import DomainError
 
+pytestmark = pytest.mark.unit
+
 ERROR_CODES = {
     domain.NotMember: "not_member",
     domain.NotAdmin: "not_admin",

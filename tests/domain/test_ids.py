@@ -15,6 +15,8 @@ from domain.ids import (
     snowflake_parts,
 )
 
+pytestmark = pytest.mark.unit
+
 NOW = EPOCH_MS + 1_000_000
 
 

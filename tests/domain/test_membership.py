@@ -1,4 +1,8 @@
+import pytest
+
 from domain.membership import joined, left, was_member
+
+pytestmark = pytest.mark.unit
 
 
 def test_intervals_record_which_seqs_a_member_received() -> None:

@@ -3,6 +3,8 @@ import pytest
 from domain.errors import InvalidBody, TooLarge
 from domain.messages import MAX_BODY_BYTES, MediaRef, MessageKind, validate_message
 
+pytestmark = pytest.mark.unit
+
 SHA = "ab" * 32
 PHOTO = MediaRef(media_id="m-1", mime_type="image/jpeg", size=2048, sha256=SHA)
 

@@ -16,6 +16,8 @@ from domain.handles import HandleClaim, HandleKind, claim_id, normalise_phone, n
 from domain.user import MAX_DEVICES, User, validate_password
 from domain.visibility import LastSeenPrivacy, Privacy
 
+pytestmark = pytest.mark.unit
+
 ALICE, BOB = UUID(int=1), UUID(int=2)
 
 

@@ -3,6 +3,7 @@
 import itertools
 from uuid import UUID
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,6 +17,8 @@ from domain.visibility import (
     can_send_direct,
     is_delivered,
 )
+
+pytestmark = pytest.mark.unit
 
 A, B = UUID(int=1), UUID(int=2)
 OTHERS = [UUID(int=n) for n in range(3, 8)]

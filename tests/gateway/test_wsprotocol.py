@@ -28,6 +28,8 @@ from websockets.typing import Origin
 from commands.gateway.wsprotocol import LeanWebSocketProtocol
 from infra.http import serve
 
+pytestmark = pytest.mark.unit
+
 MAX_FRAME = 64 * 1024
 FLOOD_FRAMES = 400  # x 64 KiB: far beyond the transport's write buffer high-water mark
 

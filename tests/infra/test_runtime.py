@@ -10,6 +10,8 @@ import pytest
 from infra.runtime import tune_gc
 from infra.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def restored_gc() -> Iterator[None]:

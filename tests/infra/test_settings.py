@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from infra.settings import load_settings
+
+pytestmark = pytest.mark.unit
 
 
 def test_allowed_origins_follow_the_commands_service_unless_listed() -> None:

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import httpx
+import pytest
 from starlette.routing import Route
 
 from queries.openapi import DOCUMENT, ERROR_CODES
@@ -33,6 +34,7 @@ def _params(operation: dict[str, Any]) -> list[dict[str, Any]]:
     return [_resolve(p["$ref"]) if "$ref" in p else p for p in operation.get("parameters", [])]
 
 
+@pytest.mark.unit
 def test_every_route_is_documented_and_nothing_else() -> None:
     app_routes = {
         route.path: sorted((route.methods or set()) - {"HEAD"})
@@ -43,6 +45,7 @@ def test_every_route_is_documented_and_nothing_else() -> None:
     assert app_routes == documented
 
 
+@pytest.mark.unit
 def test_path_parameters_match_the_routes() -> None:
     for path, operations in DOCUMENT["paths"].items():
         in_path = set(re.findall(r"{(\w+)}", path))
@@ -54,12 +57,14 @@ def test_path_parameters_match_the_routes() -> None:
                 assert {"400", "401", "404", "425", "500"} <= set(operation["responses"]), path
 
 
+@pytest.mark.unit
 def test_query_parameters_match_what_the_routes_accept() -> None:
     for path, known in QUERY_PARAMETERS.items():
         operation = DOCUMENT["paths"][path]["get"]
         assert {p["name"] for p in _params(operation) if p["in"] == "query"} == set(known), path
 
 
+@pytest.mark.unit
 def test_every_reference_resolves_and_every_component_is_used() -> None:
     refs = set(_refs(DOCUMENT))
     for ref in refs:
@@ -69,6 +74,7 @@ def test_every_reference_resolves_and_every_component_is_used() -> None:
             assert f"#/components/{kind}/{name}" in refs, (kind, name)
 
 
+@pytest.mark.unit
 def test_error_codes_in_the_code_are_in_the_document() -> None:
     import queries.errors as errors
 

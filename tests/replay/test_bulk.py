@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from infra.settings import Settings
-from projections.bulk import BulkProjector, steps
+from projections.bulk import BulkProjector, Run, steps
 from projections.fold import ReadModel
 from projections.projector import Projector, Record
 from projections.schema import metadata, migrate
@@ -84,6 +84,33 @@ def test_bulk_and_per_event_projectors_give_the_same_tables(
     assert comparable(bulk) == comparable(oracle)
 
 
+@pytest.mark.unit
+def test_events_other_than_messages_and_receipts_fall_back_to_the_per_event_handlers() -> None:
+    """A membership change or rename ends a run and is applied on its own, in log order,
+    by the `Projector`'s per-event handler; the messages around it stay in bulk runs."""
+    from domain.chat import Chat
+    from tests.projections.model import user
+
+    group = Chat.create_group(uuid.uuid4(), "g", user(0), [user(1)])
+    group.send(user(0), "d", "l1", "text", b"x", None, 1, 0)
+    group.mark_delivered(user(1), 1)
+    group.add_member(user(2), by=user(0))
+    group.send(user(2), "d", "l2", "text", b"x", None, 2, 0)
+    group.rename("h", by=user(0))
+    envs = envelopes(list(group.collect_events()))
+    planned = list(steps([(e, ("chats", "receipts")) for e in envs]))
+    shapes = [[e.type for e in s.of("chats")] if isinstance(s, Run) else s[0].type for s in planned]
+    assert shapes == [
+        "GroupCreated",
+        ["MessageSent", "MessagesDelivered"],
+        "MemberAdded",
+        ["MessageSent"],
+        "GroupRenamed",
+    ]
+    assert [e for s in planned for e in (s.of("chats") if isinstance(s, Run) else [s[0]])] == envs
+
+
+@pytest.mark.unit
 def test_a_send_whose_seq_a_receipt_already_covered_starts_a_new_run() -> None:
     from domain.chat import Chat
     from tests.projections.model import user

@@ -146,6 +146,7 @@ def test_an_old_envelope_in_the_log_is_upcast_by_the_replay(
     assert model["receipts"][(chat.id, 1, admin)].status == "SENT"
 
 
+@pytest.mark.unit
 def test_the_live_workers_read_an_old_envelope_at_the_current_version(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
