@@ -1,4 +1,8 @@
-"""The chat aggregate: one 1:1 or group conversation, its members, messages and receipts."""
+"""The chat aggregate: one 1:1 or group conversation, its members, messages and receipts.
+
+Over 400 lines on purpose: one aggregate, its events and the rule of each command;
+the eventsourcing library reads an aggregate and its events as one class.
+"""
 
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, replace

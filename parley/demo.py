@@ -10,6 +10,8 @@ APIs, except that the group's 18 extra members get their sessions issued directl
 Exit status: 0 when every step did what it says (a step whose tool is not in this tree,
 like `parley replay`, is reported SKIPPED and does not fail the run); 1 when a step did
 not; 2 when the stack does not answer.
+
+Over 400 lines on purpose: a script of five steps told in order, each with its checks.
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ Correctness: the bulk SQL reproduces the effects of the `Projector`'s message an
 handlers. tests/replay/test_bulk.py proves it: both projectors, on random histories from
 the real domain, give the same tables, equal to the fold's. A change to one projector
 that the other does not follow fails that test.
+
+Over 400 lines on purpose: the set-based SQL of four projections, each beside the
+others as `projector.py`'s handlers are, so the two read side by side.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Written once, next to the routes, and kept honest by tests: every route of the app is
 documented with its parameters (`tests/queries/test_openapi.py`), and schemathesis
 checks real answers against these schemas (`tests/queries/test_schemathesis.py`).
+
+Over 400 lines on purpose: one document (data, not logic), kept whole so that it
+reads as the specification it is.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ One run (docs/replay.md has the why of each step):
    snapshot of both sides, resume, compare; `--dry-run` stops here;
 4. catch up to the log end until close, pause the workers, apply the last records,
    swap the tables (one transaction) and the cache keys, resume; drop the old copies.
+
+Over 400 lines on purpose: one procedure (build, catch up, verify, swap) whose steps
+share the run's state and are read in order.
 """
 
 from __future__ import annotations
