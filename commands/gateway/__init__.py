@@ -1,5 +1,7 @@
 """The gateway process's side of the commands service: WebSocket connections.
 
-The connection and its read/write loops, frame parsing and dispatch, typing, fan-out of
-pushes, presence, sync from the read model, and the command bus to the processors.
+`gateway` (the connections' lifecycle, read and write loops, dispatch, fan-out of what
+is routed here, presence), `connection` (one connection's state), `typing_indicator`,
+`protocol` (client frames), `wsprotocol` (the lean WebSocket transport), `sync` (from the
+read model), `bus` and `outbox` (commands to the processors over Kafka).
 """

@@ -12,6 +12,8 @@ upgrade, registers the connection in Redis (presence), and from then on:
 A user error is an `error` frame; the connection stays up. A connection whose send
 queue overflows (a client that does not read) is closed with 1013, so that one slow
 client cannot hold memory or stall the others.
+
+A connection's state is `connection.Connection`; typing frames are `typing_indicator`'s.
 """
 
 from __future__ import annotations
@@ -20,12 +22,9 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import Iterable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
 from uuid import UUID
 
 import orjson
@@ -37,6 +36,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from commands.accounts.access import Access
 from commands.command import Command, CommandType, Outcome
 from commands.gateway.bus import CommandBus
+from commands.gateway.connection import Connection, credentials, now_ms
 from commands.gateway.protocol import (
     COMMAND_FRAMES,
     ClientFrame,
@@ -47,8 +47,8 @@ from commands.gateway.protocol import (
     new_chat_id,
     parse_frame,
 )
-from commands.gateway.sync import blocked_either_way, chat_summaries, missed_messages
-from commands.gateway.wsprotocol import Flag, Mailbox
+from commands.gateway.sync import chat_summaries, missed_messages
+from commands.gateway.typing_indicator import Typing
 from commands.ratelimit import Limit, LocalBuckets, SharedBuckets, buckets_from_settings
 from domain.errors import DomainError
 from domain.ids import direct_chat_id
@@ -60,10 +60,8 @@ from infra.routing import (
     gateway_key,
     last_seen_key,
     presence_key,
-    route,
 )
 from infra.settings import Settings
-from projections.schema import LIVE_SCHEMA
 
 log = logging.getLogger("parley.gateway")
 
@@ -78,21 +76,8 @@ GROUP_FRAMES = frozenset(
         "demote_admin",
     }
 )
-TYPING_DEBOUNCE_S = 2.0
-MAX_IN_FLIGHT = 256
-"""Commands of one connection awaiting their outcome; beyond it, its reads wait."""
-MAX_ACKED_CHATS = 1024
-"""Chats whose acknowledgements a connection remembers, to spare it its own receipts."""
 RATE_FLUSH_S = 0.1
 USER_LIMITS = (Limit.SEND_PER_USER, Limit.GROUP_CHANGE_PER_USER)
-MEMBERSHIP_CACHE_S = 10.0
-"""How long the gateway trusts a chat's members for typing. A membership change pushed
-through this gateway (a `chat` frame: every member and the one removed get it) drops
-the entry at once; the TTL bounds what a dropped push leaves behind."""
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
@@ -104,110 +89,6 @@ class GatewayAdapters:
     gateway_id: str
     bus: CommandBus
     pool: AsyncConnectionPool
-
-
-@dataclass(eq=False, slots=True)
-class Connection:
-    """One live WebSocket: who it is, and the frames waiting to be written to it.
-
-    Kept small: a gateway holds tens of thousands. Frames wait in a `Mailbox` (a list,
-    and a future only while the writer waits), ended by None once the connection closes.
-    """
-
-    ws: WebSocket
-    identity: Identity
-    queue_size: int
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
-    frames: Mailbox = field(default_factory=Mailbox)
-    in_flight: int = 0  # commands sent, outcome not yet answered
-    room: Flag = field(default_factory=Flag)  # clear while in_flight is at MAX_IN_FLIGHT
-    typing_sent: dict[tuple[UUID, str], float] = field(default_factory=dict)
-    # chat id (text) -> [delivered, read] up to which this connection acknowledged:
-    # its own receipts that tell it no more are not pushed back to it (None until the
-    # first acknowledgement; idle connections stay small).
-    acked: dict[str, list[int]] | None = None
-    closing: bool = False
-    close_code: int = 1000
-
-    @property
-    def user_id(self) -> UUID:
-        return self.identity.user_id
-
-    def push(self, frame: dict[str, Any] | str) -> None:
-        """Queue a frame for this connection; a full queue closes it (1013)."""
-        if self.closing:
-            return
-        if self.frames.qsize() >= self.queue_size:
-            log.warning("event=slow_consumer_closed connection=%s user=%s", self.id, self.user_id)
-            self.frames.clear()  # it does not read: what is queued would never be read
-            self.close(1013)
-            return
-        self.frames.put_nowait(frame if isinstance(frame, str) else dump(frame))
-
-    def acknowledged(self, chat_id: str, read: bool, up_to: int) -> None:
-        """Note a `delivered` or `read` this connection sent (reading implies delivery)."""
-        if self.acked is None or len(self.acked) >= MAX_ACKED_CHATS:
-            self.acked = {}  # beyond the bound, forget: a receipt too many, nothing worse
-        marks = self.acked.setdefault(chat_id, [0, 0])
-        marks[0] = max(marks[0], up_to)
-        if read:
-            marks[1] = max(marks[1], up_to)
-
-    def knows(self, receipt: dict[str, Any]) -> bool:
-        """Whether `receipt`, about this connection's own user, tells it nothing new: it
-        moves no cursor past what this connection itself acknowledged."""
-        marks = self.acked.get(receipt["chat_id"]) if self.acked is not None else None
-        if marks is None:
-            return False
-        read = receipt.get("read_up_to")
-        return bool(receipt["delivered_up_to"] <= marks[0] and (read is None or read <= marks[1]))
-
-    def close(self, code: int) -> None:
-        """Close after writing what is queued."""
-        if not self.closing:
-            self.closing = True
-            self.close_code = code
-            self.frames.put_nowait(None)
-
-    async def next_frame(self) -> str | None:
-        """The next frame to write; None once closing and nothing is left."""
-        frame: str | None = await self.frames.get()
-        return frame
-
-    async def admit_command(self) -> None:
-        """Wait while MAX_IN_FLIGHT commands of this connection await their outcome."""
-        while self.in_flight >= MAX_IN_FLIGHT:
-            self.room.clear()
-            await self.room.wait()
-        self.in_flight += 1
-
-    def command_done(self) -> None:
-        self.in_flight -= 1
-        self.room.set()
-
-
-def _credentials(scope: MutableMapping[str, Any]) -> tuple[str | None, str]:
-    """The handshake's Origin and access token (query parameter, else bearer header).
-
-    Read from the raw scope: Starlette's `headers` and `query_params` would stay cached
-    on the socket for its whole life. Names are compared lower-cased: uvicorn's sans-I/O
-    protocol passes them on as the client spelled them.
-    """
-    origin: str | None = None
-    authorization: str | None = None
-    for raw_name, value in scope["headers"]:  # the first of each, as Starlette's Headers
-        name = raw_name.lower()
-        if name == b"origin" and origin is None:
-            origin = value.decode("latin-1")
-        elif name == b"authorization" and authorization is None:
-            authorization = value.decode("latin-1")
-    token = ""
-    for key, value in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True):
-        if key == "access_token":
-            token = value
-    if not token and authorization and authorization.lower().startswith("bearer "):
-        token = authorization[7:].strip()
-    return origin, token
 
 
 class Gateway:
@@ -223,7 +104,7 @@ class Gateway:
         self.connections: dict[str, Connection] = {}
         self.by_user: dict[UUID, set[Connection]] = defaultdict(set)
         self._tasks: list[asyncio.Task[None]] = []
-        self._members: dict[UUID, tuple[float, frozenset[UUID]]] = {}
+        self.typing = Typing(self.pool, self.redis)
         # Rate limits are decided here, with no round trip: a connection's buckets live
         # only here; a user's are reconciled with Redis in the background (every
         # RATE_FLUSH_S), so they hold across reconnects and gateways.
@@ -309,7 +190,7 @@ class Gateway:
 
     async def _admit(self, ws: WebSocket) -> Identity | None:
         """Check origin and token before the upgrade; refusing answers HTTP 403."""
-        origin, token = _credentials(ws.scope)
+        origin, token = credentials(ws.scope)
         allowed = set(self.settings.allowed_origins)
         if origin is not None and "*" not in allowed and origin not in allowed:
             log.info("event=refused reason=origin origin=%s", origin[:100])
@@ -387,7 +268,7 @@ class Gateway:
             connection.push({"type": "pong", "id": frame.request_id, "at": now_ms()})
             await self.redis.set(last_seen_key(connection.user_id), now_ms())
         elif frame.type == "typing":
-            await self._typing(connection, frame)
+            await self.typing.handle(connection, frame)
         elif frame.type == "sync":
             await self._sync(connection, frame)
         elif frame.type == "presence":
@@ -517,61 +398,6 @@ class Gateway:
                 }
             )
 
-    async def _typing(self, connection: Connection, frame: ClientFrame) -> None:
-        chat_id = frame.uuid("chat_id")
-        assert chat_id is not None
-        state = frame.fields.get("state", "start")
-        if state not in ("start", "stop"):
-            raise ProtocolError("bad_frame", "`state` is start or stop", frame.request_id)
-        members = await self._members_of(chat_id)
-        if connection.user_id not in members:  # a new chat or member: the cache may be behind
-            members = await self._members_of(chat_id, fresh=True)
-        if connection.user_id not in members:
-            raise ProtocolError("unknown_chat", "no such chat", frame.request_id)
-        key = (chat_id, state)
-        last = connection.typing_sent.get(key, 0.0)
-        if state == "start" and time.monotonic() - last < TYPING_DEBOUNCE_S:
-            return  # debounced: the others already see this user typing
-        connection.typing_sent[key] = time.monotonic()
-        if state == "stop":
-            connection.typing_sent.pop((chat_id, "start"), None)  # the next start is news
-        hidden = await self._blocked_either_way(connection.user_id, members)
-        others = [m for m in members if m != connection.user_id and m not in hidden]
-        await route(
-            self.redis,
-            others,
-            {
-                "type": "typing",
-                "chat_id": str(chat_id),
-                "user_id": str(connection.user_id),
-                "state": state,
-            },
-        )
-
-    async def _blocked_either_way(self, user: UUID, others: Iterable[UUID]) -> set[UUID]:
-        """Those of `others` whom `user` blocked or who blocked `user`: they are not
-        shown each other typing (`domain.visibility.can_see_typing`)."""
-        async with self.pool.connection() as conn:
-            return await blocked_either_way(conn, user, others)
-
-    async def _members_of(self, chat_id: UUID, fresh: bool = False) -> frozenset[UUID]:
-        """The chat's active members, cached for MEMBERSHIP_CACHE_S (or read `fresh`)."""
-        cached = self._members.get(chat_id)
-        if not fresh and cached is not None and time.monotonic() - cached[0] < MEMBERSHIP_CACHE_S:
-            return cached[1]
-        async with self.pool.connection() as conn, conn.cursor() as cur:
-            await cur.execute(
-                psycopg.sql.SQL(
-                    "SELECT user_id FROM {s}.members WHERE chat_id = %s AND active"
-                ).format(s=psycopg.sql.Identifier(LIVE_SCHEMA)),
-                (chat_id,),
-            )
-            members = frozenset(row[0] for row in await cur.fetchall())
-        if len(self._members) > 10_000:
-            self._members.clear()
-        self._members[chat_id] = (time.monotonic(), members)
-        return members
-
     async def _sync(self, connection: Connection, frame: ClientFrame) -> None:
         raw = frame.fields.get("cursors", {})
         if not isinstance(raw, dict) or len(raw) > 10_000:
@@ -656,7 +482,7 @@ class Gateway:
             kind = frame.get("type")
             if kind == "chat":  # membership may have changed: read it again
                 with contextlib.suppress(KeyError, ValueError, TypeError):
-                    self._members.pop(UUID(frame["chat_id"]), None)
+                    self.typing.forget(UUID(frame["chat_id"]))
             text = dump(frame)
             skip_user, skip_device = item.get("except") or (None, None)
             # A receipt about the reader goes to the reader's other devices, not to the

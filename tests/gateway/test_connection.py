@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from typing import Any
 
-from commands.gateway.gateway import MAX_ACKED_CHATS, MAX_IN_FLIGHT, Connection
+from commands.gateway.connection import MAX_ACKED_CHATS, MAX_IN_FLIGHT, Connection
 from infra.auth import Identity
 
 
