@@ -25,6 +25,7 @@ from starlette.websockets import WebSocket
 from commands.accounts.access import Access, access_of
 from commands.accounts.auth_routes import auth_routes
 from commands.accounts.me_routes import me_routes
+from commands.accounts.push_routes import push_routes
 from commands.gateway.gateway import Gateway, GatewayAdapters
 from commands.gateway.wsprotocol import LeanWebSocketProtocol
 from commands.web_client import web_client_routes
@@ -92,6 +93,7 @@ def create_app(
             WebSocketRoute("/ws", websocket),
             *auth_routes(),
             *me_routes(),
+            *push_routes(),
             *web_client_routes(settings),
         ],
         middleware=[Middleware(AccessLog, logger="commands.http")],

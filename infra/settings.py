@@ -118,6 +118,36 @@ class Settings:
     queries_ready_max_lag: int = 10_000
     queries_statement_timeout_ms: int = 5_000
 
+    # Push notifications (docs/push.md): the notifier and its providers, each off until
+    # configured (Web Push by its VAPID subject, FCM by its service-account file, APNs by
+    # its .p8 key).
+    push_grace_s: float = 3.0  # a message not delivered within this gets a push
+    push_max_age_s: float = 3600.0  # older messages never get one (bounds a replay)
+    push_poll_s: float = 0.2
+    push_batch_max: int = 200
+    push_max_tries: int = 5  # then the notification goes to the dead-letter topic
+    push_backoff_s: float = 1.0  # doubled each try, up to push_backoff_max_s
+    push_backoff_max_s: float = 300.0
+    push_ttl_s: int = 24 * 3600  # how long a provider keeps an undelivered push
+    push_record_days: float = 7.0  # the record of what was sent, kept this long
+    push_timeout_s: float = 10.0
+    # Pushes in flight at once. A notifier killed mid-batch may send these again after its
+    # restart (the provider took them, the record had not been written yet); each
+    # provider's collapse key makes such a copy replace the notification it repeats.
+    push_concurrency: int = 32
+    notifier_group: str = ""  # empty: <topic prefix>parley-notifier
+    webpush_subject: str = ""  # e.g. mailto:ops@example.com; empty: Web Push off
+    webpush_vapid_key: str = ""  # a PEM file; empty: <state_dir>/push/vapid.pem, made once
+    fcm_service_account: str = ""  # the JSON key file; empty: FCM off
+    fcm_base_url: str = "https://fcm.googleapis.com"
+    fcm_token_url: str = ""  # empty: the service account's token_uri
+    apns_key_path: str = ""  # the .p8 key; empty: APNs off
+    apns_key_id: str = ""
+    apns_team_id: str = ""
+    apns_topic: str = ""  # the app's bundle id
+    apns_base_url: str = "https://api.push.apple.com"
+    apns_ca_file: str = ""  # a CA bundle to trust instead of the system's (tests)
+
     # `parley bench` (docs/performance.md): the Redis database of its private services,
     # flushed at the start of each run, and the ejabberd peer's loopback ports.
     bench_redis_db: int = 14
@@ -172,6 +202,11 @@ class Settings:
     def workers_group_id(self) -> str:
         """The Faust app id (its consumer group), likewise one per set of topics."""
         return self.workers_app_id or self.topic("parley-workers")
+
+    @property
+    def notifier_group_id(self) -> str:
+        """The notifier's consumer group, one per set of topics."""
+        return self.notifier_group or self.topic("parley-notifier")
 
     def topic(self, name: str) -> str:
         """The full Kafka topic name for one of Parley's logical topics."""

@@ -12,6 +12,7 @@ from infra.settings import Settings
 
 EVENTS = "parley.events"
 COMMANDS = "parley.commands"
+PUSH_DEAD = "parley.push.dead"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             settings.topic(COMMANDS),
             settings.commands_partitions,
             {**durable, "cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000)},
+        ),
+        # Push notifications that failed every try (docs/push.md), kept a month.
+        TopicSpec(
+            settings.topic(PUSH_DEAD),
+            1,
+            {**durable, "cleanup.policy": "delete", "retention.ms": str(30 * 24 * 3600 * 1000)},
         ),
     ]
 

@@ -105,6 +105,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         from parley.wiring import run_relay as run
     elif args.service == "commands":
         from parley.wiring import run_commands as run
+    elif args.service == "notifier":
+        from parley.wiring import run_notifier as run
     else:
         from parley.wiring import run_queries as run
     tune_gc(settings.gc_gen0_threshold)  # once the service's modules are loaded
@@ -187,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=_bench)
 
     serve = sub.add_parser("serve", help="run one of Parley's services in the foreground")
-    serve.add_argument("service", choices=["processor", "relay", "workers", "commands", "queries"])
+    serve.add_argument(
+        "service", choices=["processor", "relay", "workers", "notifier", "commands", "queries"]
+    )
     serve.set_defaults(run=_serve)
 
     relay = sub.add_parser("relay", help="the relay from the event store to Kafka")

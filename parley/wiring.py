@@ -8,7 +8,8 @@ they are opened on the settings' servers, given to the service, and closed after
   its replies go out on, and the Kafka consumer of the commands topic;
 - the commands service: the accounts store, password hasher, tokens and rate limits
   (`Access`), and the gateway's command bus and PostgreSQL pool;
-- the queries service: its PostgreSQL pool, Redis and the token checker (`ReadSide`).
+- the queries service: its PostgreSQL pool, Redis and the token checker (`ReadSide`);
+- the notifier: the push providers the settings configure (`push_providers`).
 
 The relay and the Faust workers open their connections in `streams/` still: they have
 one adapter each and no test that would hand them another. Before any service starts,
@@ -17,6 +18,7 @@ one adapter each and no test that would hand them another. Before any service st
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import uuid
@@ -24,6 +26,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import psycopg
 import redis
 from kafka import KafkaConsumer
@@ -41,11 +44,15 @@ from commands.service import run_commands_service
 from infra.auth import Passwords, Tokens
 from infra.event_store import open_store
 from infra.leases import LeasedSnowflake, WorkerLease
+from infra.push.apns import Apns
+from infra.push.fcm import Fcm
+from infra.push.provider import Provider
+from infra.push.webpush import WebPush
 from infra.settings import Settings
 from projections.schema import migrate
 from queries.resources import APPLICATION_NAME, POOL_WAIT_S, ReadSide
 from queries.service import run_queries_service
-from streams import relay, workers
+from streams import notifier, relay, workers
 
 log = logging.getLogger("parley.wiring")
 
@@ -97,6 +104,29 @@ def run_relay(settings: Settings, stop: threading.Event) -> None:
     """The relay from the event store to Kafka until `stop` is set."""
     migrate(settings)
     relay.run_relay(settings, stop)
+
+
+def run_notifier(settings: Settings, stop: threading.Event) -> None:
+    """The push notifier with the providers the settings configure, until `stop` is set."""
+    migrate(settings)
+
+    async def main() -> None:
+        async with httpx.AsyncClient(timeout=settings.push_timeout_s) as client:
+            await notifier.run(settings, stop, push_providers(settings, client))
+
+    asyncio.run(main())
+
+
+def push_providers(settings: Settings, client: httpx.AsyncClient) -> dict[str, Provider]:
+    """Each provider whose settings are given (docs/push.md); the others stay off."""
+    providers: dict[str, Provider] = {}
+    if settings.webpush_subject:
+        providers["webpush"] = WebPush(settings, client)
+    if settings.fcm_service_account:
+        providers["fcm"] = Fcm(settings, client)
+    if settings.apns_key_path:
+        providers["apns"] = Apns(settings)
+    return providers
 
 
 def run_workers(settings: Settings) -> None:

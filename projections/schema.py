@@ -34,6 +34,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from infra.settings import Settings
 from projections.directory import DIRECTORY_DDL
+from projections.push_store import PUSH_DDL
 
 LIVE_SCHEMA = "read"
 
@@ -181,7 +182,7 @@ REBUILDS_DDL = (
     " events bigint NOT NULL DEFAULT 0, outcome text, host text, pid int)"
 )
 """`parley replay rebuild`'s runs (`projections.replay.listing`)."""
-OWN_TABLES = (*DIRECTORY_DDL, LAST_SEEN_DDL, RELAY_POSITION_DDL, REBUILDS_DDL)
+OWN_TABLES = (*DIRECTORY_DDL, LAST_SEEN_DDL, RELAY_POSITION_DDL, REBUILDS_DDL, *PUSH_DDL)
 """Created with the live schema, each `IF NOT EXISTS`: tables no projection rebuilds."""
 
 

@@ -11,10 +11,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from commands.accounts.access import access_of, client_address
+from commands.accounts.push_routes import forget_device_targets
 from commands.ratelimit import Limit
 from domain.account_errors import InvalidCredentials
 from domain.handles import normalise_phone, normalise_username
 from domain.user import User, clean_device, clean_display_name, validate_password
+from infra.auth import TokenType
 from infra.web import BadRequest, bool_field, optional_text, read_json, text_field
 
 log = logging.getLogger(__name__)
@@ -87,8 +89,13 @@ async def refresh(request: Request) -> JSONResponse:
 async def logout(request: Request) -> JSONResponse:
     access = access_of(request)
     body = await read_json(request, access.settings.max_request_bytes)
-    ended = await access.tokens.logout(
-        text_field(body, "refresh_token"), bool_field(body, "all_devices", False)
+    refresh_token = text_field(body, "refresh_token")
+    all_devices = bool_field(body, "all_devices", False)
+    identity = access.tokens.decode(refresh_token, TokenType.REFRESH)
+    ended = await access.tokens.logout(refresh_token, all_devices)
+    # A logged-out device gets no more pushes (docs/push.md).
+    await forget_device_targets(
+        access.settings, identity.user_id, None if all_devices else identity.device_id
     )
     return JSONResponse({"ended_sessions": len(ended)})
 

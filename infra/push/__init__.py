@@ -1,0 +1,1 @@
+"""Push providers (Web Push, FCM, APNs) behind one small interface (`provider.py`)."""
