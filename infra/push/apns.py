@@ -5,6 +5,7 @@ refuses older ones, and newer than every 20 minutes is "too many").
 
 from __future__ import annotations
 
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,9 @@ class Apns:
         self._team_id = settings.apns_team_id
         self._topic = settings.apns_topic
         self._ttl_s = settings.push_ttl_s
-        verify: str | bool = settings.apns_ca_file or True
+        verify: ssl.SSLContext | bool = True
+        if settings.apns_ca_file:
+            verify = ssl.create_default_context(cafile=settings.apns_ca_file)
         self._client = httpx.AsyncClient(
             http2=True,
             verify=verify,

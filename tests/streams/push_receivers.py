@@ -6,6 +6,8 @@
   than Parley's; the browser's side of each subscription is made here.
 - `FcmReceiver`: an OAuth2 token endpoint that verifies the service account's RS256
   assertion, and the FCM v1 `messages:send` endpoint that checks the access token.
+- `ApnsReceiver`: APNs over HTTP/2 with TLS (a self-signed certificate made here) that
+  verifies the ES256 provider token.
 
 Each answers 201/200 unless a test scripted other answers for a device (`answer`):
 404, 410, 429 with Retry-After, 5xx. What arrived is kept per device, and so is what
@@ -14,19 +16,30 @@ a device would show: the last notification of each collapse key.
 
 from __future__ import annotations
 
+import asyncio
+import datetime
+import ipaddress
 import secrets
+import socket
+import ssl
 import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import h2.config
+import h2.connection
+import h2.events
 import http_ece
 import jwt
 import orjson
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -88,8 +101,6 @@ class Receiver:
         )
         thread.start()
         deadline = time.monotonic() + 10
-        import socket
-
         while time.monotonic() < deadline:
             with socket.socket() as probe:
                 if probe.connect_ex(("127.0.0.1", self.port)) == 0:
@@ -153,8 +164,6 @@ class WebPushReceiver(Receiver):
             return Response(status_code=400)
         scripted = self._next_answer(device)
         if self.delay_s:
-            import asyncio
-
             await asyncio.sleep(self.delay_s)
         if scripted is not None:
             status, headers = scripted
@@ -260,3 +269,146 @@ class FcmReceiver(Receiver):
             Arrival(device, message["data"], collapse, time.monotonic(), dict(request.headers))
         )
         return JSONResponse({"name": f"projects/{self.project}/messages/{secrets.token_hex(8)}"})
+
+
+class ApnsReceiver:
+    """APNs over HTTP/2 and TLS (a certificate made here, for 127.0.0.1): checks the
+    provider token (ES256 under the team's key, `kid` and `iss` as configured, at most an
+    hour old), the topic and the push type, then answers like APNs."""
+
+    def __init__(self, home: Path, team_id: str = "TEAM123456", key_id: str = "KEY1234567") -> None:
+        self.team_id, self.key_id, self.topic = team_id, key_id, "org.parley.app"
+        self.port = free_port()
+        key = ec.generate_private_key(ec.SECP256R1())
+        self.public_key = key.public_key()
+        self.key_path = home / "apns.p8"
+        self.key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        self.cert_path, tls_key_path = home / "apns-cert.pem", home / "apns-key.pem"
+        _self_signed(self.cert_path, tls_key_path)
+        self.arrivals: dict[str, list[Arrival]] = defaultdict(list)
+        self.rejected: list[str] = []
+        self.scripted: dict[str, deque[int]] = defaultdict(deque)
+        self.protocols: set[str] = set()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_path, tls_key_path)
+        context.set_alpn_protocols(["h2"])
+        self._loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(self._connection, "127.0.0.1", self.port, ssl=context)
+            )
+            started.set()
+            self._loop.run_forever()
+
+        threading.Thread(target=run, daemon=True).start()
+        assert started.wait(10), "the APNs receiver did not start"
+
+    @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def answer(self, device: str, status: int) -> None:
+        self.scripted[device].append(status)
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ssl_object = writer.get_extra_info("ssl_object")
+        self.protocols.add(ssl_object.selected_alpn_protocol() or "http/1.1")
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        headers: dict[int, dict[str, str]] = {}
+        bodies: dict[int, bytes] = defaultdict(bytes)
+        while data := await reader.read(65536):
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    headers[event.stream_id] = {_text(k): _text(v) for k, v in event.headers or []}
+                elif isinstance(event, h2.events.DataReceived):
+                    bodies[event.stream_id] += event.data or b""
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    stream = event.stream_id
+                    status, body = self._answer(headers.pop(stream), bodies.pop(stream, b""))
+                    conn.send_headers(stream, [(":status", str(status)), ("apns-id", "x")])
+                    conn.send_data(stream, body, end_stream=True)
+            writer.write(conn.data_to_send())
+            await writer.drain()
+        writer.close()
+
+    def _answer(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        try:
+            claims = jwt.decode(
+                token, self.public_key, algorithms=["ES256"], options={"verify_exp": False}
+            )
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError as exc:
+            self.rejected.append(f"token: {exc!r}")
+            return 403, b'{"reason":"InvalidProviderToken"}'
+        if scheme != "bearer" or kid != self.key_id or claims.get("iss") != self.team_id:
+            self.rejected.append("token: kid or iss")
+            return 403, b'{"reason":"InvalidProviderToken"}'
+        if time.time() - claims["iat"] > 3600:
+            return 403, b'{"reason":"ExpiredProviderToken"}'
+        if headers.get("apns-topic") != self.topic or headers.get("apns-push-type") != "alert":
+            self.rejected.append("topic or push type")
+            return 400, b'{"reason":"TopicDisallowed"}'
+        device = headers[":path"].removeprefix("/3/device/")
+        queue = self.scripted[device]
+        if queue:
+            status = queue.popleft()
+            reason = {410: "Unregistered", 429: "TooManyRequests"}.get(
+                status, "InternalServerError"
+            )
+            return status, orjson.dumps({"reason": reason, "timestamp": int(time.time() * 1000)})
+        payload = orjson.loads(body)
+        self.arrivals[device].append(
+            Arrival(device, payload, headers.get("apns-collapse-id", ""), time.monotonic(), headers)
+        )
+        return 200, b""
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _self_signed(cert_path: Path, key_path: Path) -> None:
+    """A certificate for 127.0.0.1 and its key, each as PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )

@@ -16,14 +16,14 @@ import psycopg
 import pytest
 from kafka import KafkaConsumer
 
-from client.chat import Account, ChatClient, _post, register_and_login
+from client.chat import Account, ChatClient, CommandFailed, _post, register_and_login
 from infra.settings import Settings
 from infra.topics import PUSH_DEAD
 from projections.schema import migrate
 from streams.push_status import push_status
 from tests.fullstack import REGISTRATION_LIMITS, FullStack, full_stack
 from tests.services import Service
-from tests.streams.push_receivers import FcmReceiver, WebPushReceiver
+from tests.streams.push_receivers import ApnsReceiver, FcmReceiver, WebPushReceiver
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +36,7 @@ class PushStack:
     stack: FullStack
     webpush: WebPushReceiver
     fcm: FcmReceiver
+    apns: ApnsReceiver
     notifier: Service
     settings: Settings  # the notifier's
 
@@ -48,7 +49,7 @@ class PushStack:
 def push(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushStack]:
     migrate(topics)
     logs = tmp_path_factory.mktemp("push-stack")
-    webpush, fcm = WebPushReceiver(), FcmReceiver()
+    webpush, fcm, apns = WebPushReceiver(), FcmReceiver(), ApnsReceiver(logs)
     account_file = logs / "fcm-service-account.json"
     account_file.write_text(json.dumps(fcm.service_account))
     env = {
@@ -57,6 +58,12 @@ def push(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "PARLEY_WEBPUSH_VAPID_KEY": str(logs / "vapid.pem"),
         "PARLEY_FCM_SERVICE_ACCOUNT": str(account_file),
         "PARLEY_FCM_BASE_URL": fcm.origin,
+        "PARLEY_APNS_KEY_PATH": str(apns.key_path),
+        "PARLEY_APNS_KEY_ID": apns.key_id,
+        "PARLEY_APNS_TEAM_ID": apns.team_id,
+        "PARLEY_APNS_TOPIC": apns.topic,
+        "PARLEY_APNS_BASE_URL": apns.base_url,
+        "PARLEY_APNS_CA_FILE": str(apns.cert_path),
         "PARLEY_PUSH_GRACE_S": str(GRACE_S),
         "PARLEY_PUSH_BACKOFF_S": "0.2",
         "PARLEY_PUSH_MAX_TRIES": str(MAX_TRIES),
@@ -70,11 +77,12 @@ def push(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             settings = topics.replace(
                 push_grace_s=GRACE_S, push_max_tries=MAX_TRIES, webpush_subject="mailto:x"
             )
-            yield PushStack(stack, webpush, fcm, notifier, settings)
+            yield PushStack(stack, webpush, fcm, apns, notifier, settings)
         finally:
             notifier.stop()
             webpush.stop()
             fcm.stop()
+            apns.stop()
 
 
 def user(push: PushStack, name: str, device: str = "phone") -> Account:
@@ -316,6 +324,47 @@ async def test_fcm_pushes_with_a_service_account_token_and_forgets_unregistered_
     assert arrival.collapse == to_bob.chat_id.replace("-", "")
     assert push.fcm.rejected == [] and push.fcm.tokens_issued >= 1
     assert target_count(push, carol) == 0 and target_count(push, bob) == 1
+
+
+async def test_apns_pushes_over_http2_with_a_provider_token_and_forgets_a_410_token(
+    push: PushStack,
+) -> None:
+    alice, bob, carol = user(push, "alice"), user(push, "bob"), user(push, "carol")
+    bob_token, carol_token = uuid.uuid4().hex * 2, uuid.uuid4().hex * 2
+    for account, token in ((bob, bob_token), (carol, carol_token)):
+        answer = _post(
+            push.base, "/v1/me/push", {"provider": "apns", "token": token}, account.access_token
+        )
+        assert answer["registered"] == "apns"
+    push.apns.answer(carol_token, 410)
+    sender = await connected(push, alice)
+    try:
+        to_bob = await sender.send_text("over apns", to=bob.user_id)
+        last = await sender.send_text("over apns too", to=carol.user_id)
+        await settle(push, to_bob.chat_id, to_bob.seq)
+        await settle(push, last.chat_id, last.seq)
+    finally:
+        await sender.close()
+    assert push.apns.protocols == {"h2"} and push.apns.rejected == []
+    (arrival,) = push.apns.arrivals[bob_token]
+    assert arrival.payload["aps"]["thread-id"] == to_bob.chat_id
+    assert arrival.payload["aps"]["alert"]["body"] == "1 new message"  # no preview allowed
+    assert arrival.collapse == to_bob.chat_id.replace("-", "")
+    assert target_count(push, carol) == 0 and target_count(push, bob) == 1
+
+
+async def test_registrations_are_checked_and_typed(push: PushStack) -> None:
+    bob = user(push, "bob")
+    bad = [
+        ({"provider": "carrier-pigeon", "token": "x"}, "bad_request"),
+        ({"provider": "webpush", "subscription": {"endpoint": "ftp://x", "keys": {}}}, None),
+        ({"provider": "apns", "token": "not hex!"}, "bad_request"),
+    ]
+    for body, code in bad:
+        with pytest.raises(CommandFailed) as failed:
+            _post(push.base, "/v1/me/push", body, bob.access_token)
+        assert failed.value.code == (code or "bad_request")
+    assert target_count(push, bob) == 0
 
 
 async def test_logout_removes_the_devices_push_target(push: PushStack) -> None:
