@@ -206,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_replay_parser(sub)  # parley replay list|rebuild|republish (docs/replay.md)
 
+    from parley.push_console import add_parser as add_push_parser
+
+    add_push_parser(sub)  # parley push status|test (docs/push.md)
+
     demo = sub.add_parser("demo", help="a scripted tour of the running stack, with a transcript")
     demo.set_defaults(run=_demo)
     return parser

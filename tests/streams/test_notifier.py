@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -355,15 +358,17 @@ async def test_apns_pushes_over_http2_with_a_provider_token_and_forgets_a_410_to
 
 async def test_registrations_are_checked_and_typed(push: PushStack) -> None:
     bob = user(push, "bob")
-    bad = [
-        ({"provider": "carrier-pigeon", "token": "x"}, "bad_request"),
-        ({"provider": "webpush", "subscription": {"endpoint": "ftp://x", "keys": {}}}, None),
-        ({"provider": "apns", "token": "not hex!"}, "bad_request"),
+    bad: list[dict[str, Any]] = [
+        {"provider": "carrier-pigeon", "token": "x"},
+        {"provider": "webpush", "subscription": {"endpoint": "ftp://x", "keys": {}}},
+        {"provider": "webpush", "subscription": push.webpush.subscribe("x") | {"keys": {}}},
+        {"provider": "apns", "token": "not hex!"},
+        {"provider": "fcm"},
     ]
-    for body, code in bad:
+    for body in bad:
         with pytest.raises(CommandFailed) as failed:
             _post(push.base, "/v1/me/push", body, bob.access_token)
-        assert failed.value.code == (code or "bad_request")
+        assert failed.value.code == "bad_request", body
     assert target_count(push, bob) == 0
 
 
@@ -406,3 +411,30 @@ async def test_a_notifier_killed_mid_batch_misses_none_and_repeats_at_most_its_i
     assert all(len(push.webpush.shown(d)) == 1 for d in devices)  # none missed, one shown
     # What was in flight when it died may go again, nothing else: at most 2 (concurrency).
     assert len(devices) <= received <= len(devices) + 2
+
+
+def test_parley_push_test_and_status(push: PushStack) -> None:
+    bob = user(push, "bob")
+    device = webpush_device(push, bob)
+    env = {**os.environ, **push.stack.env}
+
+    def parley(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "parley.cli", "push", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    sent = parley("test", bob.device_id, "--user", bob.username)
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.startswith("webpush: sent (HTTP 201)")
+    (arrival,) = push.webpush.arrivals[device]
+    assert arrival.payload["type"] == "test"
+    missing = parley("test", "no-such-device", "--user", bob.username)
+    assert missing.returncode == 1 and "has no push target" in missing.stderr
+    status = parley("status")
+    assert status.returncode == 0, status.stderr
+    webpush_row = next(line for line in status.stdout.splitlines() if line.startswith("webpush"))
+    assert int(webpush_row.split()[1]) >= 1  # registered devices
