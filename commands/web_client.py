@@ -38,16 +38,24 @@ class _Revalidated(StaticFiles):
 
 
 def web_client_routes(settings: Settings) -> list[BaseRoute]:
-    """`/` (the page), `/web/config.json` and `/web/*` (its modules and styles)."""
+    """`/` (the page), `/sw.js` (its service worker), `/web/config.json` and `/web/*`
+    (its modules and styles)."""
 
     async def index(request: Request) -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def service_worker(request: Request) -> FileResponse:
+        # At the root, so that its scope is the whole app (docs/push.md).
+        return FileResponse(
+            STATIC / "sw.js", media_type="text/javascript", headers={"Cache-Control": "no-cache"}
+        )
 
     async def config(request: Request) -> JSONResponse:
         return JSONResponse({"queries_url": queries_url(settings)})
 
     return [
         Route("/", index, methods=["GET", "HEAD"]),
+        Route("/sw.js", service_worker, methods=["GET"]),
         Route("/web/config.json", config, methods=["GET"]),
         Mount("/web", _Revalidated(directory=STATIC), name="web"),
     ]

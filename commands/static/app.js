@@ -4,6 +4,7 @@
 import { loadConfig, Session } from "./api.js";
 import { clear } from "./dom.js";
 import { loginView } from "./login.js";
+import { enablePush, renewPush } from "./push.js";
 import { Messenger } from "./messenger.js";
 import { MainView } from "./views.js";
 
@@ -32,11 +33,13 @@ function start(session) {
       await session.logout();
       showLogin();
     },
+    onNotifications: async () => view.notice(await enablePush(session)),
   });
   clear(root, view.root);
   window.parley = { messenger, view }; // for the browser test and for curious people
   messenger.start();
   view.render();
+  renewPush(session);
 }
 
 const saved = Session.restore();

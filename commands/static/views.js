@@ -43,9 +43,10 @@ function avatar(id, name, kind) {
 }
 
 export class MainView {
-  constructor(messenger, { onLogout }) {
+  constructor(messenger, { onLogout, onNotifications }) {
     this.m = messenger;
     this.onLogout = onLogout;
+    this.onNotifications = onNotifications;
     this.scheduled = false;
     this.chatList = h("ul", { class: "chat-list", id: "chat-list" });
     this.connection = h("span", { class: "connection", id: "connection-state" });
@@ -84,6 +85,7 @@ export class MainView {
             { class: "me-actions" },
             h("button", { id: "new-chat", onclick: () => this._newChatDialog() }, "New chat"),
             h("button", { id: "new-group", onclick: () => this._newGroupDialog() }, "New group"),
+            h("button", { id: "notifications", class: "quiet", onclick: () => this.onNotifications() }, "Notify me"),
             h("button", { id: "logout", class: "quiet", onclick: () => this.onLogout() }, "Log out"),
           ),
           h(
