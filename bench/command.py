@@ -1,8 +1,9 @@
 """`parley bench SCENARIO`: the one way into every benchmark; run, print, write JSON.
 
 Scenarios: `processor` (write path), `relay`, `projection` (the live workers), `queries`
-(the HTTP query API), `replay` (rebuild speed), and over WebSockets end to end `oneone`,
-`group`, `connections`, `ramp`, `baselines`; `compare` sets two result files side by side.
+(the HTTP query API), `replay` (rebuild speed), `push` (the notifier), and over
+WebSockets end to end `oneone`, `group`, `connections`, `ramp`, `baselines`; `compare`
+sets two result files side by side.
 Every run writes `bench/results/<scenario>-<time>.json` (machine, versions, commit,
 parameters, figures); `ramp` also draws `<same name>.png`. Scenarios measure private
 copies of Parley's services on the shared Kafka, PostgreSQL and Redis (`--stack own`,
@@ -27,7 +28,7 @@ from infra.settings import Settings
 if TYPE_CHECKING:
     from bench.targets import Target
 
-COMPONENTS = ("processor", "relay", "projection", "queries", "replay")
+COMPONENTS = ("processor", "relay", "projection", "queries", "replay", "push")
 """One part of Parley measured on its own, each against private databases and topics."""
 END_TO_END = ("oneone", "group", "connections", "ramp", "baselines")
 SCENARIOS = (*COMPONENTS, *END_TO_END, "compare")
@@ -45,7 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="processor, relay: sends (20,000); projection: events (60,000); replay (100,000)",
     )
-    parser.add_argument("--rate", type=int, default=1_000, help="messages/s for latency")
+    parser.add_argument(
+        "--rate", type=int, default=None, help="messages/s for latency (push: 100, else 1,000)"
+    )
+    parser.add_argument("--pushes", type=int, default=2_000, help="push: the throughput burst")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--out", default="bench/results")
     parser.add_argument(
@@ -88,6 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     """Run one scenario from the parsed arguments; 0 on success."""
+    if args.rate is None:
+        args.rate = 100 if args.scenario == "push" else 1_000
     if args.scenario == "compare":
         from bench.results import compare
 
@@ -152,6 +158,11 @@ def _component(args: argparse.Namespace, settings: Settings) -> dict[str, Any] |
         from bench.queries import run as run_queries
 
         return run_queries(settings, seconds=args.seconds, concurrency=args.concurrency)
+    if args.scenario == "push":
+        from bench.push import run as run_push
+
+        workdir = Path(settings.state_dir) / "bench" / f"push-{uuid.uuid4().hex[:6]}"
+        return run_push(settings, workdir, _say, args.rate, args.seconds, args.pushes)
     from bench.replay import run as run_replay
 
     return run_replay(settings, events=events)

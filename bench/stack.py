@@ -30,6 +30,7 @@ READY = {
     "relay": r"event=relay_active",
     "workers": r"Worker ready",
     "commands": r"event=commands_listening",
+    "notifier": r"event=notifier_ready",
 }
 
 
@@ -99,10 +100,12 @@ def private_resources(settings: Settings) -> Iterator[Settings]:
 
 
 @contextmanager
-def started(bench: Settings, workdir: Path, names: list[str]) -> Iterator[Services]:
+def started(
+    bench: Settings, workdir: Path, names: list[str], extra_env: dict[str, str] | None = None
+) -> Iterator[Services]:
     """`parley serve NAME` for each name on `bench`'s resources, until the block ends."""
     workdir.mkdir(parents=True, exist_ok=True)
-    env = environment(bench)
+    env = {**environment(bench), **(extra_env or {})}
     with ExitStack() as stack:
         pids = {
             name: stack.enter_context(_service(name, env, workdir / f"{name}.log"))

@@ -8,7 +8,6 @@ import sys
 from typing import Any
 from uuid import UUID
 
-import httpx
 import psycopg
 
 from infra.push.provider import Notification, Outcome
@@ -50,7 +49,7 @@ def _test(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _send_test(settings: Settings, user: str, device: str) -> int:
-    from parley.wiring import push_providers
+    from parley.wiring import push_http, push_providers
 
     async with await psycopg.AsyncConnection.connect(settings.pg_conninfo, autocommit=True) as conn:
         user_id = await _user_id(conn, user)
@@ -62,7 +61,7 @@ async def _send_test(settings: Settings, user: str, device: str) -> int:
             print(f"parley push: device {device!r} of {user} has no push target", file=sys.stderr)
             return 1
         provider_name, target = found
-        async with httpx.AsyncClient(timeout=settings.push_timeout_s) as client:
+        async with push_http(settings) as client:
             providers = push_providers(settings, client)
             provider = providers.get(provider_name)
             if provider is None:

@@ -122,19 +122,13 @@ async def dispatch(settings: Settings, stop: asyncio.Event, sender: Sender) -> N
             log.info("event=notifier_standby")
             await _wait(stop, 1.0)
         log.info("event=notifier_ready")
-        slots = asyncio.Semaphore(settings.push_concurrency)
         trimmed = 0.0
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             await fan_out(conn, settings)
             groups = await due_groups(conn, settings.push_batch_max)
-
-            async def one(group: Any) -> None:
-                async with slots:
-                    await sender.send(conn, group)
-
             if groups:
-                await asyncio.gather(*(one(g) for g in groups))
+                await sender.send(conn, groups)
             if loop.time() - trimmed > TRIM_EVERY_S:
                 await _trim(conn, settings)
                 trimmed = loop.time()

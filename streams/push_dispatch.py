@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import aiohttp
 import httpx
 import psycopg
 
@@ -80,22 +81,28 @@ GROUP BY n.user_id, n.device_id, n.chat_id, n.provider
 ORDER BY min(n.next_at) LIMIT %s
 """
 
-GROUP_CONTEXT = f"""
-SELECT
-  (SELECT m.delivered_up_to FROM {R}.members m WHERE m.chat_id = %(chat)s AND m.user_id = %(user)s),
-  (SELECT t.target FROM {P}.targets t WHERE t.user_id = %(user)s AND t.device_id = %(device)s
-     AND t.provider = %(provider)s),
-  (SELECT t.updated_at FROM {P}.targets t WHERE t.user_id = %(user)s AND t.device_id = %(device)s),
-  (SELECT u.display_name FROM {D}.users u WHERE u.user_id = %(sender)s),
-  (SELECT pf.previews FROM {P}.prefs pf WHERE pf.user_id = %(user)s),
-  (SELECT msg.body FROM {R}.messages msg WHERE msg.chat_id = %(chat)s AND msg.seq = %(seq)s
-     AND msg.kind = 'text')
+BATCH_CONTEXT = f"""
+SELECT g.i, coalesce(m.delivered_up_to, 0), t.target, t.updated_at, u.display_name,
+  coalesce(pf.previews, false), msg.body,
+  (SELECT count(*) FROM {P}.notifications n WHERE n.user_id = g.user_id
+     AND n.device_id = g.device_id AND n.chat_id = g.chat_id AND n.state IN ('due', 'sent')
+     AND n.seq > coalesce(m.delivered_up_to, 0))
+FROM unnest(%s::int[], %s::uuid[], %s::text[], %s::uuid[], %s::text[], %s::uuid[], %s::bigint[])
+  AS g(i, user_id, device_id, chat_id, provider, sender, seq)
+LEFT JOIN {R}.members m ON m.chat_id = g.chat_id AND m.user_id = g.user_id
+LEFT JOIN {P}.targets t ON t.user_id = g.user_id AND t.device_id = g.device_id
+  AND t.provider = g.provider
+LEFT JOIN {D}.users u ON u.user_id = g.sender
+LEFT JOIN {P}.prefs pf ON pf.user_id = g.user_id
+LEFT JOIN {R}.messages msg ON msg.chat_id = g.chat_id AND msg.seq = g.seq AND msg.kind = 'text'
 """
 
-COUNT_UNDELIVERED = f"""
-SELECT count(*) FROM {P}.notifications n
-WHERE n.user_id = %(user)s AND n.device_id = %(device)s AND n.chat_id = %(chat)s
-  AND n.state IN ('due', 'sent') AND n.seq > %(delivered)s
+MARK = f"""
+UPDATE {P}.notifications n SET state = v.state, tries = n.tries + 1,
+  last_error = nullif(v.error, ''), sent_at = CASE WHEN v.state = 'sent' THEN now() END
+FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::text[])
+  AS v(event_id, user_id, device_id, state, error)
+WHERE n.event_id = v.event_id AND n.user_id = v.user_id AND n.device_id = v.device_id
 """
 
 DeadLetter = Callable[[dict[str, Any]], Awaitable[None]]
@@ -138,8 +145,22 @@ async def due_groups(conn: psycopg.AsyncConnection[Any], limit: int) -> list[Gro
     return [Group(*row) for row in await cur.fetchall()]
 
 
+@dataclass(frozen=True)
+class Planned:
+    """A group about to be sent: its notification, and the target as it was read."""
+
+    group: Group
+    note: Notification
+    target: dict[str, Any]
+    target_at: datetime
+
+
 class Sender:
-    """Sends due groups through the providers and records each outcome."""
+    """Sends due groups through the providers and records each outcome.
+
+    A batch costs one query for what its pushes say, then per `push_concurrency` groups:
+    their sends at once, and one UPDATE recording them. What a killed notifier had sent
+    but not recorded is at most that many pushes."""
 
     def __init__(
         self,
@@ -150,98 +171,83 @@ class Sender:
         self.settings = settings
         self.providers = providers
         self.dead_letter = dead_letter
-        self.counts: dict[tuple[str, str], int] = {}  # (provider, outcome) -> pushes
 
-    async def send(self, conn: psycopg.AsyncConnection[Any], group: Group) -> Outcome | None:
-        """One group: skipped (None) when delivered meanwhile or the target is gone."""
-        cur = await conn.execute(
-            GROUP_CONTEXT,
-            {
-                "chat": group.chat_id,
-                "user": group.user_id,
-                "device": group.device_id,
-                "provider": group.provider,
-                "sender": group.sender,
-                "seq": group.seq,
-            },
-        )
-        row = await cur.fetchone()
-        assert row is not None
-        delivered, target, target_at, sender_name, previews, body = row
-        delivered = delivered or 0
-        if delivered >= group.seq:
-            await self._mark(conn, group, "skipped")
-            return None
-        provider = self.providers.get(group.provider)
-        if target is None or provider is None:
-            await self._mark(conn, group, "gone" if target is None else "failed", "provider off")
-            return None
-        cur = await conn.execute(
-            COUNT_UNDELIVERED,
-            {
-                "user": group.user_id,
-                "device": group.device_id,
-                "chat": group.chat_id,
-                "delivered": delivered,
-            },
-        )
-        counted = await cur.fetchone()
-        preview = None
-        if previews and body is not None:
-            preview = bytes(body).decode("utf-8", "replace")[:PREVIEW_CHARS]
-        note = Notification(
-            chat_id=str(group.chat_id),
-            sender_name=sender_name or "Someone",
-            count=int(counted[0]) if counted else len(group.event_ids),
-            preview=preview,
-        )
-        result = await self._attempt(provider, target, note)
-        await self._record(conn, group, result, target_at)
-        return result.outcome
+    async def send(self, conn: psycopg.AsyncConnection[Any], groups: list[Group]) -> None:
+        planned, settled = await self._plan(conn, groups)
+        await self._mark(conn, settled)
+        step = max(1, self.settings.push_concurrency)
+        for start in range(0, len(planned), step):
+            chunk = planned[start : start + step]
+            results = await asyncio.gather(*(self._attempt(p) for p in chunk))
+            done = []
+            for plan, result in zip(chunk, results, strict=True):
+                _log(plan.group, result)
+                if result.outcome is Outcome.RETRY:
+                    await self._retry(conn, plan.group, result)
+                    continue
+                if result.outcome is Outcome.GONE:
+                    # Only the target that failed: a device that registered again keeps
+                    # its new one.
+                    await conn.execute(
+                        f"DELETE FROM {P}.targets WHERE user_id = %s AND device_id = %s "
+                        "AND updated_at = %s",
+                        (plan.group.user_id, plan.group.device_id, plan.target_at),
+                    )
+                done.append((plan.group, result.outcome.value, result.detail))
+            await self._mark(conn, done)
 
-    async def _attempt(self, provider: Provider, target: Any, note: Notification) -> Result:
+    async def _plan(
+        self, conn: psycopg.AsyncConnection[Any], groups: list[Group]
+    ) -> tuple[list[Planned], list[tuple[Group, str, str]]]:
+        """The pushes to send, and the groups settled without one (delivered meanwhile:
+        skipped; no target any more: gone; provider off: failed)."""
+        cur = await conn.execute(
+            BATCH_CONTEXT,
+            [
+                list(range(len(groups))),
+                [g.user_id for g in groups],
+                [g.device_id for g in groups],
+                [g.chat_id for g in groups],
+                [g.provider for g in groups],
+                [g.sender for g in groups],
+                [g.seq for g in groups],
+            ],
+        )
+        planned: list[Planned] = []
+        settled: list[tuple[Group, str, str]] = []
+        for i, delivered, target, target_at, name, previews, body, count in await cur.fetchall():
+            group = groups[i]
+            if delivered >= group.seq:
+                settled.append((group, "skipped", ""))
+            elif target is None:
+                settled.append((group, "gone", "no target"))
+            elif group.provider not in self.providers:
+                settled.append((group, "failed", "provider off"))
+            else:
+                preview = None
+                if previews and body is not None:
+                    preview = bytes(body).decode("utf-8", "replace")[:PREVIEW_CHARS]
+                note = Notification(
+                    str(group.chat_id), name or "Someone", max(1, int(count)), preview
+                )
+                planned.append(Planned(group, note, target, target_at))
+        return planned, settled
+
+    async def _attempt(self, plan: Planned) -> Result:
+        provider = self.providers[plan.group.provider]
         try:
             return await asyncio.wait_for(
-                provider.send(target, note), timeout=self.settings.push_timeout_s
+                provider.send(plan.target, plan.note), timeout=self.settings.push_timeout_s
             )
-        except (TimeoutError, OSError, httpx.TransportError) as exc:
+        except (TimeoutError, OSError, aiohttp.ClientError, httpx.TransportError) as exc:
             return Result(Outcome.RETRY, 0, None, type(exc).__name__)
 
-    async def _record(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        group: Group,
-        result: Result,
-        target_at: datetime | None,
+    async def _retry(
+        self, conn: psycopg.AsyncConnection[Any], group: Group, result: Result
     ) -> None:
-        name = f"{group.provider}"
-        self.counts[(name, result.outcome.value)] = (
-            self.counts.get((name, result.outcome.value), 0) + 1
-        )
-        log.info(
-            "event=push provider=%s outcome=%s status=%d user=%s device=%s chat=%s messages=%d",
-            group.provider,
-            result.outcome.value,
-            result.status,
-            group.user_id,
-            group.device_id,
-            group.chat_id,
-            len(group.event_ids),
-        )
-        if result.outcome is Outcome.SENT:
-            await self._mark(conn, group, "sent")
-        elif result.outcome is Outcome.GONE:
-            # Only the target that failed: a device that registered again keeps its new one.
-            await conn.execute(
-                f"DELETE FROM {P}.targets WHERE user_id = %s AND device_id = %s "
-                "AND updated_at = %s",
-                (group.user_id, group.device_id, target_at),
-            )
-            await self._mark(conn, group, "gone", result.detail)
-        elif result.outcome is Outcome.FAILED:
-            await self._mark(conn, group, "failed", result.detail)
-        elif group.tries + 1 >= self.settings.push_max_tries:
-            await self._mark(conn, group, "dead", result.detail)
+        """Again after Retry-After or the backoff; dead-lettered after the last try."""
+        if group.tries + 1 >= self.settings.push_max_tries:
+            await self._mark(conn, [(group, "dead", f"{result.status} {result.detail}")])
             await self.dead_letter(
                 {
                     "user_id": str(group.user_id),
@@ -254,25 +260,39 @@ class Sender:
                     "error": result.detail,
                 }
             )
-        else:
-            backoff = min(
-                self.settings.push_backoff_s * 2**group.tries, self.settings.push_backoff_max_s
-            )
-            wait = max(backoff, result.retry_after_s or 0.0)
-            await conn.execute(
-                f"UPDATE {P}.notifications SET tries = tries + 1, last_error = %(error)s, "
-                "next_at = now() + make_interval(secs => %(wait)s) "
-                "WHERE event_id = ANY(%(ids)s) AND user_id = %(user)s AND device_id = %(device)s",
-                {**group.key, "error": f"{result.status} {result.detail}"[:200], "wait": wait},
-            )
+            return
+        backoff = min(
+            self.settings.push_backoff_s * 2**group.tries, self.settings.push_backoff_max_s
+        )
+        wait = max(backoff, result.retry_after_s or 0.0)
+        await conn.execute(
+            f"UPDATE {P}.notifications SET tries = tries + 1, last_error = %(error)s, "
+            "next_at = now() + make_interval(secs => %(wait)s) "
+            "WHERE event_id = ANY(%(ids)s) AND user_id = %(user)s AND device_id = %(device)s",
+            {**group.key, "error": f"{result.status} {result.detail}"[:200], "wait": wait},
+        )
 
     async def _mark(
-        self, conn: psycopg.AsyncConnection[Any], group: Group, state: str, error: str = ""
+        self, conn: psycopg.AsyncConnection[Any], outcomes: list[tuple[Group, str, str]]
     ) -> None:
-        await conn.execute(
-            f"UPDATE {P}.notifications SET state = %(state)s, tries = tries + 1, "
-            "last_error = nullif(%(error)s, ''), "
-            "sent_at = CASE WHEN %(state)s = 'sent' THEN now() END "
-            "WHERE event_id = ANY(%(ids)s) AND user_id = %(user)s AND device_id = %(device)s",
-            {**group.key, "state": state, "error": error[:200]},
-        )
+        """Record final states: every notification of each group, in one statement."""
+        rows = [
+            (event_id, g.user_id, g.device_id, state, error[:200])
+            for g, state, error in outcomes
+            for event_id in g.event_ids
+        ]
+        if rows:
+            await conn.execute(MARK, [list(column) for column in zip(*rows, strict=True)])
+
+
+def _log(group: Group, result: Result) -> None:
+    log.info(
+        "event=push provider=%s outcome=%s status=%d user=%s device=%s chat=%s messages=%d",
+        group.provider,
+        result.outcome.value,
+        result.status,
+        group.user_id,
+        group.device_id,
+        group.chat_id,
+        len(group.event_ids),
+    )

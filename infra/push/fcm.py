@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import jwt
 
 from infra.push.provider import Notification, Outcome, Result, result_of
@@ -28,7 +28,7 @@ class Fcm:
 
     name = "fcm"
 
-    def __init__(self, settings: Settings, client: httpx.AsyncClient) -> None:
+    def __init__(self, settings: Settings, client: aiohttp.ClientSession) -> None:
         account = json.loads(Path(settings.fcm_service_account).read_text())
         self._email: str = account["client_email"]
         self._key: str = account["private_key"]
@@ -54,19 +54,14 @@ class Fcm:
             "exp": int(now) + TOKEN_LIFETIME_S,
         }
         assertion = jwt.encode(claims, self._key, algorithm="RS256")
-        response = await self._client.post(
-            self._token_url,
-            data={
-                "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
-                "assertion": assertion,
-            },
-        )
-        if response.status_code != 200:
-            failed = result_of(response.status_code, response.headers, "token endpoint")
-            if failed.outcome is Outcome.GONE:  # the endpoint, not the device, is missing
-                return Result(Outcome.RETRY, failed.status, None, "token endpoint")
-            return failed
-        answer = response.json()
+        form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion}
+        async with self._client.post(self._token_url, data=form) as response:
+            if response.status != 200:
+                failed = result_of(response.status, response.headers, "token endpoint")
+                if failed.outcome is Outcome.GONE:  # the endpoint, not the device, is missing
+                    return Result(Outcome.RETRY, failed.status, None, "token endpoint")
+                return failed
+            answer = await response.json()
         self._access = (answer["access_token"], now + float(answer.get("expires_in", 3600)))
         return self._access[0]
 
@@ -88,16 +83,15 @@ class Fcm:
                 },
             }
         }
-        response = await self._client.post(
-            self._send_url, json=message, headers={"Authorization": f"Bearer {access}"}
-        )
-        if response.status_code == 401:
-            self._access = ("", 0.0)  # revoked or expired early: a new one next try
-            return Result(Outcome.RETRY, 401, None, "access token refused")
-        detail = response.text[:200]
-        if response.status_code == 400 and "UNREGISTERED" in detail:
-            return Result(Outcome.GONE, 400, detail=detail)
-        return result_of(response.status_code, response.headers, detail)
+        headers = {"Authorization": f"Bearer {access}"}
+        async with self._client.post(self._send_url, json=message, headers=headers) as response:
+            if response.status == 401:
+                self._access = ("", 0.0)  # revoked or expired early: a new one next try
+                return Result(Outcome.RETRY, 401, None, "access token refused")
+            detail = (await response.text(errors="replace"))[:200]
+            if response.status == 400 and "UNREGISTERED" in detail:
+                return Result(Outcome.GONE, 400, detail=detail)
+            return result_of(response.status, response.headers, detail)
 
     async def close(self) -> None:
         return None

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 import jwt
 import orjson
 from cryptography.hazmat.primitives import serialization
@@ -100,7 +100,7 @@ class WebPush:
 
     name = "webpush"
 
-    def __init__(self, settings: Settings, client: httpx.AsyncClient) -> None:
+    def __init__(self, settings: Settings, client: aiohttp.ClientSession) -> None:
         self._key = load_vapid_key(settings)
         self._public = b64url(raw_public_key(self._key.public_key()))
         self._subject = settings.webpush_subject
@@ -142,8 +142,9 @@ class WebPush:
             "Content-Type": "application/octet-stream",
             "Authorization": self._vapid(endpoint),
         }
-        response = await self._client.post(endpoint, content=body, headers=headers)
-        return result_of(response.status_code, response.headers, response.text[:200])
+        async with self._client.post(endpoint, data=body, headers=headers) as response:
+            detail = (await response.text(errors="replace"))[:200]
+            return result_of(response.status, response.headers, detail)
 
     async def close(self) -> None:
         return None
