@@ -378,7 +378,7 @@ def relay_status(settings: Settings) -> RelayStatus:
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:
-    """The relay's KafkaProducer settings (also what `bench.relay` compares with)."""
+    """The relay's KafkaProducer settings (also what `bench.relay_throughput` compares with)."""
     return {
         "bootstrap_servers": settings.kafka_bootstrap,
         "client_id": f"parley-relay-{settings.relay_name}",
