@@ -31,6 +31,7 @@ from commands.handlers import HANDLERS, Context, IdGenerator, Limits
 from commands.store import SNAPSHOT_INTERVAL, ChatStore, chat_position
 from domain.chat import Chat
 from domain.errors import DomainError
+from infra.retry import Backoff
 from infra.settings import Settings
 from infra.topics import COMMANDS
 
@@ -316,6 +317,11 @@ def run_processor(
         fetch_max_wait_ms=50,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
+        # After a broker restart, kafka-python waits up to 30 s between attempts by
+        # default (doubling from 50 ms): the processor then came back up to half a
+        # minute after the broker. At most 1 s, as the relay's producer.
+        reconnect_backoff_ms=50,
+        reconnect_backoff_max_ms=1_000,
     )
     topic = settings.topic(COMMANDS)
     consumer.subscribe([topic], listener=_Rebalance(processor))
@@ -357,7 +363,7 @@ def _process_until_stored(
     processor: CommandProcessor, batch: list[tuple[int, bytes]], stop: threading.Event
 ) -> None:
     """Retry a batch while the database is unreachable; offsets wait until it is stored."""
-    delay = 0.1
+    backoff = Backoff()
     while True:
         try:
             processor.process(batch)
@@ -366,8 +372,9 @@ def _process_until_stored(
             if isinstance(exc, IntegrityError):
                 raise
             log.warning(
-                "event=store_unavailable retry_in=%.1fs error=%s", delay, type(exc).__name__
+                "event=store_unavailable retry_in=%.1fs error=%s",
+                backoff.delay,
+                type(exc).__name__,
             )
-            if stop.wait(delay):
+            if stop.wait(backoff.next()):
                 raise
-            delay = min(delay * 2, 5.0)
