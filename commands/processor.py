@@ -25,6 +25,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, OperationalError, PersistenceError
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
 
 from commands.envelope import BadCommand, Command, Outcome, peek_reply, reply_channel
 from commands.handlers import HANDLERS, Context, IdGenerator, Limits
@@ -328,16 +329,20 @@ def run_processor(
     _await_partitions(consumer, topic, stop)
     log.info("event=processor_started worker_id=%d topic=%s", lease.worker_id, topic)
     committed = 0.0
+    backoff = Backoff()
     try:
         while not stop.is_set():
-            polled = consumer.poll(timeout_ms=200)
+            polled = _poll(consumer, stop, backoff, timeout_ms=200)
             if ready is not None and consumer.assignment():
                 ready.set()
             if not polled:
                 continue
             total = sum(len(v) for v in polled.values())
             if total < settings.processor_batch_max and settings.processor_linger_ms > 0:
-                more = consumer.poll(
+                more = _poll(
+                    consumer,
+                    stop,
+                    backoff,
                     timeout_ms=settings.processor_linger_ms,
                     max_records=settings.processor_batch_max - total,
                 )
@@ -357,6 +362,24 @@ def run_processor(
         store.close()
         client.close()
         log.info("event=processor_stopped decided=%d", processor.decided_total)
+
+
+def _poll(
+    consumer: KafkaConsumer, stop: threading.Event, backoff: Backoff, **options: Any
+) -> dict[TopicPartition, list[Any]]:
+    """One poll; nothing if the broker is away. kafka-python raises from `poll` when it
+    cannot find the group's coordinator (a broker restart did it): that ended the
+    processor, which then stayed down. The consumer rejoins by itself at a later poll."""
+    try:
+        polled: dict[TopicPartition, list[Any]] = consumer.poll(**options)
+    except KafkaError as exc:
+        log.warning(
+            "event=kafka_unavailable retry_in=%.1fs error=%s", backoff.delay, type(exc).__name__
+        )
+        stop.wait(backoff.next())
+        return {}
+    backoff.reset()
+    return polled
 
 
 def _process_until_stored(
