@@ -269,8 +269,8 @@ class Gateway:
     async def _check_connection(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Checked at each checkout (an empty query): after a PostgreSQL restart every
         pooled connection is dead. The pool waits longer after each dead one it meets
-        (1 s, then 2 s, ...: eight of them cost a `sync` more than a minute), so the
-        first one found has the pool check all the others at once."""
+        (1 s, then 2 s, 4 s, ...: a `sync` after a restart outlasted a client's 10 s
+        timeout), so the first one found has the pool check all the others at once."""
         try:
             await AsyncConnectionPool.check_connection(conn)
         except psycopg.Error:

@@ -1,8 +1,9 @@
 """The Redis projections heal themselves after Redis lost writes, with no rebuild asked for.
 
-What a Redis restart leaves is staged on the shared server without killing it: cache keys
-and the cache checkpoints gone (as writes of the last second before a SIGKILL are), and
-the run id the cache was last known good under no longer Redis's own. The live workers
+What a Redis restart leaves is staged on the shared server without killing it: the cache
+keys of a conversation gone and the checkpoints back where they were before it (as the
+writes of the last second before a SIGKILL are), and the run id the cache was last known
+good under no longer Redis's own. The live workers
 notice within a second or two and re-apply the log from the checkpoints Redis kept.
 tests/stack/test_server_kills.py does it with a real SIGKILL where the stack is ours.
 """
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
 from infra.settings import Settings
-from projections.cache import PREFIX, checkpoint_key, recent_key
+from projections.cache import chats_key, checkpoint_key, recent_key, unread_key
 from projections.cache_heal import run_key
-from tests.replay.conftest import cache_dump, chatter, conversation, settle
+from tests.replay.conftest import cache_dump, conversation, settle
 from tests.services import Service
 
 
@@ -36,18 +38,23 @@ def until(condition: Callable[[], bool], deadline_s: float, what: str) -> None:
 def test_a_cache_that_lost_writes_heals_after_a_redis_restart(
     topics: Settings, pipeline: dict[str, Service]
 ) -> None:
-    chats = conversation(topics)
-    chatter(topics, pairs=4, messages=3)
-    settle(topics)
-    undisturbed = cache_dump(topics)
     workers = pipeline["workers"]
     client = redis.Redis.from_url(topics.redis_url)
     try:
         until(lambda: known_good(client), 30, "the workers never checked Redis's run id")
+        kept: Any = client.hgetall(checkpoint_key())
+        chats = conversation(topics)
+        settle(topics)
+        undisturbed = cache_dump(topics)
         offset = len(workers.text())
-        lost = [recent_key(chats["group"]), checkpoint_key()]
-        lost += [k.decode() for k in client.scan_iter(match=f"{PREFIX}user:*:unread")]
+
+        # What a restart leaves: the batches since `kept` lost, their checkpoints too.
+        lost = [recent_key(chats["direct"]), recent_key(chats["group"])]
+        lost += [unread_key(chats["bob"]), chats_key(chats["bob"])]
         client.delete(*lost)
+        client.delete(checkpoint_key())
+        if kept:
+            client.hset(checkpoint_key(), mapping=kept)
         client.set(run_key(), "a-run-before-the-restart")
         assert cache_dump(topics) != undisturbed
 
