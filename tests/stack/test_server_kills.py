@@ -23,6 +23,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -46,7 +47,14 @@ DELAYED_S = 1.0
 
 
 @pytest.fixture(scope="module")
-def stack(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FullStack]:
+def stack(
+    topics: Settings, base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FullStack]:
+    if not any(s.managed and s.pid() is not None for s in services(base_settings)):
+        pytest.skip(  # before starting anything for tests that would all skip
+            f"no server here is run by this checkout's stack (under {base_settings.state_dir}):"
+            " a kill test never kills a server it did not start"
+        )
     with full_stack(topics, tmp_path_factory.mktemp("kills")) as running:
         yield running
 
@@ -54,12 +62,23 @@ def stack(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def managed(base_settings: Settings, name: str) -> LocalService:
     """The stack service `name`, if this checkout's stack runs it; else skip."""
     service = next(s for s in services(base_settings) if s.name == name)
-    if not service.managed or service.pid() is None:
+    pid = service.pid() if service.managed else None
+    if pid is None or not runs(pid, service.command()[0]):
         pytest.skip(
-            f"{name} at {service.address} is not run by this checkout's stack (no live pid "
-            f"in {service.pidfile}): a kill test never kills a server it did not start"
+            f"{name} at {service.address} is not run by this checkout's stack (no live "
+            f"{name} with the pid in {service.pidfile}): a kill test never kills a server "
+            "it did not start"
         )
     return service
+
+
+def runs(pid: int, program: str) -> bool:
+    """Whether `pid` runs `program` (a pid file outlives its process; the pid may be reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return os.path.basename(program).encode() in cmdline
 
 
 @dataclass
