@@ -31,6 +31,7 @@ import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from commands.accounts.access import Access
@@ -53,6 +54,7 @@ from commands.ratelimit import Limit, LocalBuckets, SharedBuckets, buckets_from_
 from domain.errors import DomainError
 from domain.ids import direct_chat_id
 from infra.auth import Identity
+from infra.health import Health
 from infra.routing import (
     GATEWAY_TTL_S,
     PRESENCE_TTL_S,
@@ -62,6 +64,7 @@ from infra.routing import (
     presence_key,
 )
 from infra.settings import Settings
+from infra.subscriber import Subscription
 
 log = logging.getLogger("parley.gateway")
 
@@ -83,10 +86,12 @@ USER_LIMITS = (Limit.SEND_PER_USER, Limit.GROUP_CHANGE_PER_USER)
 @dataclass(frozen=True)
 class GatewayAdapters:
     """What a gateway works with besides `Access`, built by the composition root: its id
-    (its reply channel and its key in the registry), the command bus replying on that
-    channel, and a PostgreSQL pool (closed) for sync and last seen. `start` opens them."""
+    (its reply channel and its key in the registry), what it reports as down (`/readyz`),
+    the command bus replying on that channel, and a PostgreSQL pool (closed) for sync and
+    last seen. `start` opens them."""
 
     gateway_id: str
+    health: Health
     bus: CommandBus
     pool: AsyncConnectionPool
 
@@ -99,6 +104,7 @@ class Gateway:
         self.access = access
         self.id = adapters.gateway_id
         self.redis: Redis = access.redis
+        self.health = adapters.health
         self.bus = adapters.bus
         self.pool = adapters.pool
         self.connections: dict[str, Connection] = {}
@@ -111,6 +117,15 @@ class Gateway:
         buckets = buckets_from_settings(settings)
         self.connection_limits = LocalBuckets(buckets)
         self.user_limits = SharedBuckets(self.redis, buckets)
+        self._routes = Subscription(
+            settings.redis_url,
+            self.health,
+            "delivery_listener",
+            self._routed,
+            channels=[deliver_channel(self.id)],
+            patterns=["parley:logout:*"],
+            on_subscribed=self._register_again,
+        )
 
     # Lifecycle
 
@@ -118,11 +133,8 @@ class Gateway:
         await self.pool.open()
         await self.bus.start()
         await self.redis.set(gateway_key(self.id), "1", ex=GATEWAY_TTL_S)
-        pubsub = self.redis.pubsub()
-        await pubsub.subscribe(deliver_channel(self.id))
-        await pubsub.psubscribe("parley:logout:*")
+        await self._routes.start()
         self._tasks = [
-            asyncio.create_task(self._listen(pubsub), name="gateway-listen"),
             asyncio.create_task(self._heartbeat(), name="gateway-heartbeat"),
             asyncio.create_task(self._flush_limits(), name="gateway-rate-flush"),
         ]
@@ -131,6 +143,7 @@ class Gateway:
     async def stop(self) -> None:
         for connection in list(self.connections.values()):
             connection.close(1001)
+        await self._routes.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -243,6 +256,17 @@ class Gateway:
                 request_id = frame.request_id if frame is not None else ""
                 connection.push(
                     error_frame(exc.code, exc.message or exc.code, request_id, **_retry_after(exc))
+                )
+            except (psycopg.OperationalError, RedisError) as exc:  # a server is away
+                log.warning(
+                    "event=frame_unavailable connection=%s type=%s error=%s",
+                    connection.id,
+                    frame.type if frame else "?",
+                    type(exc).__name__,
+                )
+                request_id = frame.request_id if frame is not None else ""
+                connection.push(
+                    error_frame("unavailable", "a server is away; retry shortly", request_id)
                 )
             except Exception as exc:  # a bug must not take the connection down with it
                 log.exception(
@@ -455,20 +479,31 @@ class Gateway:
 
     # Routing in, presence out
 
-    async def _listen(self, pubsub: Any) -> None:
-        while True:
-            try:
-                async for message in pubsub.listen():
-                    kind = message.get("type")
-                    if kind == "message":
-                        self._deliver(message["data"])
-                    elif kind == "pmessage":
-                        self._logout(message["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep listening: a dropped push is recovered by sync
-                log.warning("event=listen_failed error=%s", type(exc).__name__)
-                await asyncio.sleep(0.5)
+    def _routed(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "pmessage":
+            self._logout(message["data"])
+        else:
+            self._deliver(message["data"])
+
+    async def _register_again(self) -> None:
+        """After Redis came back (it may have lost the last second of writes, or all of
+        them): this gateway's lease and its users' presence, written again at once, so
+        the workers route pushes here before the next heartbeat would."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(gateway_key(self.id), "1", ex=GATEWAY_TTL_S)
+        self._queue_presence(pipe)
+        await pipe.execute()
+        log.info("event=gateway_registered_again gateway=%s users=%d", self.id, len(self.by_user))
+
+    def _queue_presence(self, pipe: Any) -> None:
+        stamp = now_ms()
+        for user, connections in list(self.by_user.items()):
+            if not connections:
+                continue
+            key = presence_key(user)
+            pipe.hset(key, mapping={c.id: self.id for c in connections})
+            pipe.expire(key, PRESENCE_TTL_S)
+            pipe.set(last_seen_key(user), stamp)
 
     def _deliver(self, raw: bytes) -> None:
         try:
@@ -572,17 +607,11 @@ class Gateway:
                 pipe.set(gateway_key(self.id), "1", ex=GATEWAY_TTL_S)
                 if time.monotonic() - last_presence >= presence_every - 0.5:
                     last_presence = time.monotonic()
-                    stamp = now_ms()
-                    for user, connections in list(self.by_user.items()):
-                        if not connections:
-                            continue
-                        key = presence_key(user)
-                        pipe.hset(key, mapping={c.id: self.id for c in connections})
-                        pipe.expire(key, PRESENCE_TTL_S)
-                        pipe.set(last_seen_key(user), stamp)
+                    self._queue_presence(pipe)
                 await pipe.execute()
+                self.health.up("heartbeat")
             except Exception as exc:
-                log.warning("event=heartbeat_failed error=%s", type(exc).__name__)
+                self.health.down("heartbeat", exc)
 
 
 def _retry_after(exc: DomainError) -> dict[str, Any]:
