@@ -1,4 +1,4 @@
-"""`parley bench SCENARIO`: every benchmark, measured on this machine (`bench.command`).
+"""`parley bench SCENARIO`: every benchmark, measured on this machine (`bench.runner`).
 
 The components (`processor`, `relay`, `projection`, `queries`, `replay`) each measure
 one part against private databases and topics. The end-to-end scenarios (`oneone`,

@@ -59,6 +59,20 @@ STATUS_BY_CODE = {
 """HTTP status of each error code of the accounts routes; any other `DomainError` is a 400."""
 
 
+async def readyz(request: Request) -> JSONResponse:
+    """Ready to take commands: Redis answers and nothing this process listens with is down
+    (its reply and delivery subscriptions, its heartbeat). 503 names what is degraded."""
+    degraded = dict(request.app.state.gateway.health.degraded)
+    try:
+        await access_of(request).redis.ping()
+    except Exception as exc:  # any failure to reach Redis makes the service unready
+        degraded["redis"] = type(exc).__name__
+    if degraded:
+        log.warning("event=not_ready degraded=%s", ",".join(sorted(degraded)))
+        return JSONResponse({"ready": False, "degraded": degraded}, status_code=503)
+    return JSONResponse({"ready": True, "degraded": {}})
+
+
 OpenAccess = Callable[[Settings], AbstractAsyncContextManager[Access]]
 """Opens what the accounts routes work with (`parley.wiring.open_access`, or a test's)."""
 NewGatewayAdapters = Callable[[Settings], GatewayAdapters]
@@ -90,6 +104,7 @@ def create_app(
     return Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
             WebSocketRoute("/ws", websocket),
             *auth_routes(),
             *me_routes(),

@@ -16,12 +16,13 @@ from typing import Any
 from uuid import UUID
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from domain.account_errors import RateLimited
+from domain.account_errors import InvalidToken, RateLimited
 from domain.errors import DomainError, TooLarge
+from infra.auth import Identity, Tokens
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
@@ -189,3 +190,17 @@ class AccessLog:
                     ms,
                     user_id,
                 )
+
+
+async def authenticated_caller(conn: HTTPConnection, tokens: Tokens) -> Identity:
+    """The caller of a request or WebSocket carrying `Authorization: Bearer <access token>`,
+    checked with `tokens`; their id is kept for the access log.
+
+    Raises `invalid_token` (missing, malformed, forged or logged out) or `token_expired`.
+    """
+    scheme, _, token = conn.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidToken("send 'Authorization: Bearer <access token>'")
+    identity = await tokens.authenticate(token.strip())
+    conn.state.user_id = str(identity.user_id)
+    return identity

@@ -136,7 +136,7 @@ def _relay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from bench.command import run_bench
+    from bench.runner import run_bench
 
     return run_bench(args, settings)
 
@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     topics.set_defaults(run=_topics)
 
     bench = sub.add_parser("bench", help="measure a part of Parley (docs/performance.md)")
-    from bench.command import add_arguments
+    from bench.runner import add_arguments
 
     add_arguments(bench)
     bench.set_defaults(run=_bench)

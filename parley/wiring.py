@@ -32,6 +32,8 @@ import redis
 from kafka import KafkaConsumer
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from starlette.concurrency import run_in_threadpool
 
 from commands.accounts.access import Access
@@ -43,7 +45,9 @@ from commands.ratelimit import RateLimiter, buckets_from_settings
 from commands.service import run_commands_service
 from infra.auth import Passwords, Tokens
 from infra.event_store import open_store
+from infra.health import Health
 from infra.leases import LeasedSnowflake, WorkerLease
+from infra.pg_pool import checked_pool
 from infra.push.apns import Apns
 from infra.push.fcm import Fcm
 from infra.push.provider import Provider
@@ -79,6 +83,11 @@ def run_processor(
             fetch_max_wait_ms=50,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
+            # After a broker restart, kafka-python waits up to 30 s between attempts by
+            # default (doubling from 50 ms): the processor then came back up to half a
+            # minute after the broker. At most 1 s, as the relay's producer.
+            reconnect_backoff_ms=50,
+            reconnect_backoff_max_ms=1_000,
         )
         log.info("event=processor_wired worker_id=%d", lease.worker_id)
         consume_commands(settings, processor, consumer, stop, ready)
@@ -150,10 +159,17 @@ async def open_access(settings: Settings) -> AsyncIterator[Access]:
     """The accounts store, passwords, tokens and rate limits; closed on the way out."""
     accounts = await run_in_threadpool(open_accounts, settings)
     # A blocking pool: a burst (hundreds of sockets closing at once) waits for a
-    # connection instead of failing with MaxConnectionsError.
+    # connection instead of failing with MaxConnectionsError. A pool handed to a client
+    # brings its own retry policy, none by default: after a Redis restart every pooled
+    # connection then failed its next command once (`/v1/auth/refresh` answered 500).
+    # This is the policy redis-py gives the clients it builds from a URL: a broken
+    # connection is dropped and the command sent again on a new one.
     client = Redis(
         connection_pool=BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=settings.redis_max_connections, timeout=10
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            timeout=10,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=1), 10),
         )
     )
     try:
@@ -172,10 +188,12 @@ def gateway_adapters(settings: Settings) -> GatewayAdapters:
     Opened and closed by the gateway's `start` and `stop`, with the app's lifespan.
     """
     gateway_id = f"gw-{uuid.uuid4().hex[:12]}"
+    health = Health()
     return GatewayAdapters(
         gateway_id=gateway_id,
-        bus=CommandBus(settings, reply_to=gateway_id),
-        pool=AsyncConnectionPool(settings.pg_conninfo, min_size=1, max_size=8, open=False),
+        health=health,
+        bus=CommandBus(settings, reply_to=gateway_id, health=health),
+        pool=checked_pool(settings.pg_conninfo, min_size=1, max_size=8),
     )
 
 

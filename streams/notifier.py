@@ -21,16 +21,18 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from infra.log_envelope import EnvelopeError, decode_envelope
 from infra.push.provider import Provider
+from infra.retry import Backoff
 from infra.settings import Settings
 from infra.topics import EVENTS, PUSH_DEAD
 from projections.push_store import PUSH_SCHEMA
@@ -138,6 +140,22 @@ async def dispatch(settings: Settings, stop: asyncio.Event, sender: Sender) -> N
         await conn.close()
 
 
+async def _resilient(name: str, loop: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+    """Run `loop` until `stop`, starting it again (new connections) after PostgreSQL or
+    Kafka went away: what it had not committed it does again, harmlessly (the keys)."""
+    backoff = Backoff()
+    while not stop.is_set():
+        try:
+            await loop()
+            return
+        except (psycopg.OperationalError, KafkaError, OSError) as exc:
+            wait = backoff.next()
+            log.warning(
+                "event=notifier_retry loop=%s in=%.1fs error=%s", name, wait, type(exc).__name__
+            )
+            await _wait(stop, wait)
+
+
 async def _trim(conn: psycopg.AsyncConnection[Any], settings: Settings) -> None:
     cur = await conn.execute(
         f"DELETE FROM {PUSH_SCHEMA}.notifications WHERE state <> 'due' "
@@ -170,10 +188,11 @@ async def run(settings: Settings, stop: threading.Event, providers: dict[str, Pr
         target=lambda: (stop.wait(), loop.call_soon_threadsafe(stopping.set)), daemon=True
     ).start()
     log.info("event=notifier_started providers=%s", ",".join(sorted(providers)) or "none")
+    sender = Sender(settings, providers, dead_letter)
     try:
         await asyncio.gather(
-            consume(settings, stopping),
-            dispatch(settings, stopping, Sender(settings, providers, dead_letter)),
+            _resilient("consumer", lambda: consume(settings, stopping), stopping),
+            _resilient("dispatcher", lambda: dispatch(settings, stopping, sender), stopping),
         )
     finally:
         stop.set()

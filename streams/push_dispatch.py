@@ -32,6 +32,7 @@ import httpx
 import psycopg
 
 from infra.push.provider import Notification, Outcome, Provider, Result
+from infra.retry import Backoff
 from infra.settings import Settings
 from projections.directory import DIRECTORY_SCHEMA
 from projections.push_store import PUSH_SCHEMA
@@ -261,10 +262,8 @@ class Sender:
                 }
             )
             return
-        backoff = min(
-            self.settings.push_backoff_s * 2**group.tries, self.settings.push_backoff_max_s
-        )
-        wait = max(backoff, result.retry_after_s or 0.0)
+        backoff = Backoff(self.settings.push_backoff_s, self.settings.push_backoff_max_s)
+        wait = max(backoff.after(group.tries + 1), result.retry_after_s or 0.0)
         await conn.execute(
             f"UPDATE {P}.notifications SET tries = tries + 1, last_error = %(error)s, "
             "next_at = now() + make_interval(secs => %(wait)s) "

@@ -32,6 +32,7 @@ from psycopg import sql
 
 from infra.event_store import ChatStore, max_position, open_store
 from infra.log_envelope import encode_event
+from infra.retry import Backoff
 from infra.settings import Settings
 from infra.topics import EVENTS
 
@@ -90,7 +91,7 @@ class Publisher:
 
     def publish(self, records: Sequence[tuple[bytes, bytes]], stop: threading.Event) -> None:
         """Return once Kafka acknowledged every record; retry with backoff until then."""
-        backoff = 0.1
+        backoff = Backoff(cap_s=MAX_BACKOFF_S)
         while True:
             try:
                 self._publish_once(records, stop)
@@ -102,15 +103,14 @@ class Publisher:
                     len(records),
                     type(exc).__name__,
                     str(exc)[:200],
-                    backoff,
+                    backoff.delay,
                 )
-            if stop.wait(backoff):
+            if stop.wait(backoff.next()):
                 raise Stopped()
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     def connect(self, stop: threading.Event) -> Any:
         """The producer, created (and the topic's metadata fetched) if need be."""
-        backoff = 0.1
+        backoff = Backoff(cap_s=MAX_BACKOFF_S)
         while self._producer is None:
             try:
                 producer = KafkaProducer(**producer_config(self.settings))
@@ -118,7 +118,7 @@ class Publisher:
                 log.warning(
                     "event=relay_kafka_unavailable error=%s retry_in=%.1fs",
                     type(exc).__name__,
-                    backoff,
+                    backoff.delay,
                 )
             else:
                 try:
@@ -131,11 +131,10 @@ class Publisher:
                         "event=relay_topic_unavailable topic=%s error=%s retry_in=%.1fs",
                         self.topic,
                         type(exc).__name__,
-                        backoff,
+                        backoff.delay,
                     )
-            if stop.wait(backoff):
+            if stop.wait(backoff.next()):
                 raise Stopped()
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
         return self._producer
 
     def close(self, force: bool = False) -> None:
@@ -299,7 +298,7 @@ def run_relay(
     if not isinstance(store.recorder, PostgresApplicationRecorder):
         store.close()
         raise RuntimeError("the relay needs the PostgreSQL event store (LISTEN/NOTIFY)")
-    backoff = 0.1
+    backoff = Backoff(cap_s=MAX_BACKOFF_S)
     published, position = 0, 0
     try:
         while not stop.is_set():
@@ -314,16 +313,15 @@ def run_relay(
                 return
             except Exception as exc:
                 if relay is not None and relay.published:
-                    backoff = 0.1  # it worked for a while: a new failure, not the same one
+                    backoff.reset()  # it worked for a while: a new failure, not the same one
                 log.warning(
                     "event=relay_error error=%s detail=%r retry_in=%.1fs",
                     type(exc).__name__,
                     str(exc)[:200],
-                    backoff,
+                    backoff.delay,
                 )
-                if stop.wait(backoff):
+                if stop.wait(backoff.next()):
                     return
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
             finally:
                 if relay is not None:
                     published += relay.published
@@ -378,7 +376,7 @@ def relay_status(settings: Settings) -> RelayStatus:
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:
-    """The relay's KafkaProducer settings (also what `bench.relay` compares with)."""
+    """The relay's KafkaProducer settings (also what `bench.relay_throughput` compares with)."""
     return {
         "bootstrap_servers": settings.kafka_bootstrap,
         "client_id": f"parley-relay-{settings.relay_name}",

@@ -18,9 +18,9 @@ from starlette.requests import HTTPConnection
 
 from commands.accounts.application import Accounts
 from commands.ratelimit import RateLimiter
-from domain.account_errors import InvalidToken
 from infra.auth import Identity, Passwords, Tokens
 from infra.settings import Settings
+from infra.web import authenticated_caller
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +61,5 @@ def client_address(conn: HTTPConnection) -> str:
 
 
 async def authenticated(conn: HTTPConnection) -> Identity:
-    """The caller of a request or WebSocket carrying `Authorization: Bearer <access token>`."""
-    scheme, _, token = conn.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise InvalidToken("send 'Authorization: Bearer <access token>'")
-    identity = await access_of(conn).tokens.authenticate(token.strip())
-    conn.state.user_id = str(identity.user_id)
-    return identity
+    """The caller of a request (`infra.web.authenticated_caller`)."""
+    return await authenticated_caller(conn, access_of(conn).tokens)

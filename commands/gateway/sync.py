@@ -9,13 +9,17 @@ removed member gets only what was sent while they were in the group.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection, sql
+from psycopg_pool import AsyncConnectionPool
 
+from commands.gateway.connection import Connection
+from commands.gateway.protocol import ClientFrame, ProtocolError
 from projections.directory import DIRECTORY_SCHEMA
 from projections.message_view import hidden_frame, message_frame, message_view
 from projections.schema import LIVE_SCHEMA
@@ -148,3 +152,32 @@ async def missed_messages(
                 page = []
     if page:
         yield page
+
+
+async def answer_sync(
+    pool: AsyncConnectionPool, connection: Connection, frame: ClientFrame
+) -> None:
+    """Answer a `sync` frame: `sync_chats`, then `sync_page`s, then `sync_done`."""
+    raw = frame.fields.get("cursors", {})
+    if not isinstance(raw, dict) or len(raw) > 10_000:
+        raise ProtocolError("bad_frame", "`cursors` maps chat ids to seqs", frame.request_id)
+    cursors: dict[UUID, int] = {}
+    for chat, seq in raw.items():
+        try:
+            chat_id = UUID(chat)
+        except ValueError:
+            raise ProtocolError(
+                "bad_frame", "`cursors` keys are chat ids", frame.request_id
+            ) from None
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise ProtocolError("bad_frame", "`cursors` values are seqs", frame.request_id)
+        cursors[chat_id] = seq
+    async with pool.connection() as conn:
+        chats = await chat_summaries(conn, connection.user_id)
+        connection.push({"type": "sync_chats", "id": frame.request_id, "chats": chats})
+        pages = 0
+        async for page in missed_messages(conn, connection.user_id, cursors, chats):
+            pages += 1
+            connection.push({"type": "sync_page", "id": frame.request_id, "messages": page})
+            await asyncio.sleep(0)
+    connection.push({"type": "sync_done", "id": frame.request_id, "pages": pages})

@@ -25,12 +25,14 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, OperationalError, PersistenceError
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
 
 from commands.command import BadCommand, Command, Outcome, peek_reply, reply_channel
 from commands.processor.handlers import HANDLERS, Context, IdGenerator, Limits
 from domain.chat import Chat
 from domain.errors import DomainError
 from infra.event_store import SNAPSHOT_INTERVAL, ChatStore, chat_position
+from infra.retry import Backoff
 from infra.settings import Settings
 from infra.topics import COMMANDS
 
@@ -326,16 +328,20 @@ def consume_commands(
     _await_partitions(consumer, topic, stop)
     log.info("event=processor_started topic=%s", topic)
     committed = 0.0
+    backoff = Backoff()
     try:
         while not stop.is_set():
-            polled = consumer.poll(timeout_ms=200)
+            polled = _poll(consumer, stop, backoff, timeout_ms=200)
             if ready is not None and consumer.assignment():
                 ready.set()
             if not polled:
                 continue
             total = sum(len(v) for v in polled.values())
             if total < settings.processor_batch_max and settings.processor_linger_ms > 0:
-                more = consumer.poll(
+                more = _poll(
+                    consumer,
+                    stop,
+                    backoff,
                     timeout_ms=settings.processor_linger_ms,
                     max_records=settings.processor_batch_max - total,
                 )
@@ -354,11 +360,29 @@ def consume_commands(
         log.info("event=processor_stopped decided=%d", processor.decided_total)
 
 
+def _poll(
+    consumer: KafkaConsumer, stop: threading.Event, backoff: Backoff, **options: Any
+) -> dict[TopicPartition, list[Any]]:
+    """One poll; nothing if the broker is away. kafka-python raises from `poll` when it
+    cannot find the group's coordinator (a broker restart did it): that ended the
+    processor, which then stayed down. The consumer rejoins by itself at a later poll."""
+    try:
+        polled: dict[TopicPartition, list[Any]] = consumer.poll(**options)
+    except KafkaError as exc:
+        log.warning(
+            "event=kafka_unavailable retry_in=%.1fs error=%s", backoff.delay, type(exc).__name__
+        )
+        stop.wait(backoff.next())
+        return {}
+    backoff.reset()
+    return polled
+
+
 def _process_until_stored(
     processor: CommandProcessor, batch: list[tuple[int, bytes]], stop: threading.Event
 ) -> None:
     """Retry a batch while the database is unreachable; offsets wait until it is stored."""
-    delay = 0.1
+    backoff = Backoff()
     while True:
         try:
             processor.process(batch)
@@ -367,8 +391,9 @@ def _process_until_stored(
             if isinstance(exc, IntegrityError):
                 raise
             log.warning(
-                "event=store_unavailable retry_in=%.1fs error=%s", delay, type(exc).__name__
+                "event=store_unavailable retry_in=%.1fs error=%s",
+                backoff.delay,
+                type(exc).__name__,
             )
-            if stop.wait(delay):
+            if stop.wait(backoff.next()):
                 raise
-            delay = min(delay * 2, 5.0)

@@ -73,7 +73,7 @@ def test_compare_prints_only_what_differs(tmp_path: Path) -> None:
 
 
 def test_projection_latency_is_read_from_the_first_checkpoint_covering_an_offset() -> None:
-    from bench.projection import Seen, _covers
+    from bench.live_projections import Seen, _covers
 
     seen = Seen.__new__(Seen)
     seen.steps = {0: [(4, 10.0), (9, 10.5), (20, 11.0)]}
@@ -95,7 +95,7 @@ def test_projection_latency_is_read_from_the_first_checkpoint_covering_an_offset
 def test_the_latency_poller_is_waited_for_until_it_saw_the_last_offset_itself() -> None:
     """The phase once stopped its poller as soon as a read of its own saw the end covered,
     before the poller had polled again: the last offsets had no time ("never projected")."""
-    from bench.projection import Seen
+    from bench.live_projections import Seen
 
     class Checkpoints:
         def __init__(self) -> None:

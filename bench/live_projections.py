@@ -4,7 +4,7 @@
 group and Redis database: `bench.stack.private_resources`) on the running stack:
 
 - **backlog**, twice: `events` envelopes of 1:1 traffic, then of group traffic (groups
-  of `group_sizes` members), made by the real domain (`bench.replay.traffic`:
+  of `group_sizes` members), made by the real domain (`bench.replay_speed.traffic`:
   sends, each followed by delivery and read receipts of up to three members), are
   written to the topic first; then a workers process starts and drains them. Events/s
   and inbox rows/s (one row per message and recipient, the seed's write fan-out) are
@@ -37,7 +37,7 @@ import psycopg
 from psycopg import sql
 
 from bench.procfs import cpu_seconds
-from bench.replay import traffic
+from bench.replay_speed import traffic
 from bench.stack import private_resources, started
 from bench.stats import summary
 from infra.settings import ROOT, Settings

@@ -136,15 +136,15 @@ def _component(args: argparse.Namespace, settings: Settings) -> dict[str, Any] |
     """Run one of `COMPONENTS`; None (after saying why) when its options are wrong."""
     events = args.messages or DEFAULT_EVENTS.get(args.scenario, 0)
     if args.scenario == "processor":
-        from bench.processor import run as run_processor
+        from bench.processor_throughput import run as run_processor
 
         return run_processor(settings, messages=events, rate=args.rate, seconds=args.seconds)
     if args.scenario == "relay":
-        from bench.relay import run as run_relay
+        from bench.relay_throughput import run as run_relay
 
         return run_relay(settings, events=events, rate=args.rate, seconds=args.seconds)
     if args.scenario == "projection":
-        from bench.projection import run as run_projection
+        from bench.live_projections import run as run_projection
 
         phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
         unknown = set(phases) - {"oneone", "group", "latency"}
@@ -155,15 +155,15 @@ def _component(args: argparse.Namespace, settings: Settings) -> dict[str, Any] |
             settings, phases=phases, events=events, rate=args.rate, seconds=args.seconds
         )
     if args.scenario == "queries":
-        from bench.queries import run as run_queries
+        from bench.query_load import run as run_queries
 
         return run_queries(settings, seconds=args.seconds, concurrency=args.concurrency)
     if args.scenario == "push":
-        from bench.push import run as run_push
+        from bench.push_notifications import run as run_push
 
         workdir = Path(settings.state_dir) / "bench" / f"push-{uuid.uuid4().hex[:6]}"
         return run_push(settings, workdir, _say, args.rate, args.seconds, args.pushes)
-    from bench.replay import run as run_replay
+    from bench.replay_speed import run as run_replay
 
     return run_replay(settings, events=events)
 
