@@ -92,6 +92,16 @@ def register_and_login(
     )
 
 
+def lookup_user(
+    base: str, token: str, username: str | None = None, phone: str | None = None
+) -> dict[str, str]:
+    """The user with exactly this username or phone number: `user_id`, `username`,
+    `display_name` (`POST /v1/users/lookup`); `CommandFailed` `unknown_user` if none."""
+    body = {"username": username} if username is not None else {"phone": phone}
+    found = _post(base, "/v1/users/lookup", body, token=token)
+    return {key: str(found[key]) for key in ("user_id", "username", "display_name")}
+
+
 @dataclass
 class ChatState:
     messages: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -190,7 +200,12 @@ class ChatClient:
         if to is not None:
             frame["to"] = to
         self._unacked[frame["id"]] = frame
-        answer = await self.request(dict(frame))
+        try:
+            answer = await self.request(dict(frame))
+        except CommandFailed as exc:
+            if exc.code not in ("timeout", "unavailable"):  # refused: a resend would be too
+                self._unacked.pop(frame["id"], None)
+            raise
         self._unacked.pop(frame["id"], None)
         # The server does not push our own message back to this device: the ack says
         # where it stands in the chat, so it is held from here on.

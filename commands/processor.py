@@ -28,6 +28,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from commands.envelope import BadCommand, Command, Outcome, peek_reply, reply_channel
 from commands.handlers import HANDLERS, Context, IdGenerator, Limits
+from commands.people import DirectoryPeople, open_people
 from commands.store import SNAPSHOT_INTERVAL, ChatStore, chat_position
 from domain.chat import Chat
 from domain.errors import DomainError
@@ -83,12 +84,18 @@ class CommandProcessor:
     """Decides and stores batches of commands; see the module docstring."""
 
     def __init__(
-        self, settings: Settings, store: ChatStore, ids: IdGenerator, replies: redis.Redis
+        self,
+        settings: Settings,
+        store: ChatStore,
+        ids: IdGenerator,
+        replies: redis.Redis,
+        people: DirectoryPeople,
     ) -> None:
         self.settings = settings
         self.store = store
         self.ids = ids
         self.replies = replies
+        self.people = people
         self.limits = Limits(settings.max_body_bytes, settings.max_group_members)
         self.owned: dict[int, set[UUID]] = defaultdict(set)  # partition -> cached chats
         self.last_position: dict[UUID, int] = {}
@@ -103,6 +110,7 @@ class CommandProcessor:
         conflicts = 0
         while conflicts <= MAX_CONFLICT_RETRIES:
             chats = BatchChats(self.store)
+            self.people.new_batch()
             try:
                 decided = [self._decide(chats, partition, raw) for partition, raw in batch]
             except _Redo:
@@ -142,7 +150,7 @@ class CommandProcessor:
         if decided.command_id in self.poisoned:
             decided.error = ("internal", "the command could not be decided")
             return decided
-        ctx = Context(chats, self.ids, self.limits)
+        ctx = Context(chats, self.ids, self.limits, self.people)
         before = chats.touched.get(command.chat_id)
         pending_before = len(before.pending_events) if before is not None else 0
         try:
@@ -305,7 +313,9 @@ def run_processor(
     lease.acquire()
     lease.start_renewing()
     store = open_store(settings)
-    processor = CommandProcessor(settings, store, LeasedSnowflake(lease), client)
+    processor = CommandProcessor(
+        settings, store, LeasedSnowflake(lease), client, open_people(store)
+    )
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=settings.processor_group_id,

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from client import Account, ChatClient
 from commands.auth import Tokens
+from commands.directory import enrol_stand_ins
 from infra.settings import Settings
 from tests.services import Service, running
 
@@ -38,6 +39,7 @@ class Stack:
     def account(self, name: str = "") -> Account:
         """A logged-in user without the cost of argon2: a session issued directly."""
         user_id = uuid.uuid4()
+        enrol_stand_ins(self.settings.pg_conninfo, [user_id])
 
         async def issue() -> Account:
             redis = aioredis.Redis.from_url(self.settings.redis_url)
