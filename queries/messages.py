@@ -53,6 +53,23 @@ def message_from_row(chat_id: UUID, row: Sequence[Any]) -> Message:
     }
 
 
+def hidden(message: Message) -> Message:
+    """A message from a user the reader blocked, as the reader is shown it: its seq (seqs
+    are gapless), id and time, but neither sender nor content (the WebSocket's `hidden`
+    message, `commands.protocol.hidden_message`)."""
+    return {
+        "chat_id": message["chat_id"],
+        "seq": message["seq"],
+        "message_id": message["message_id"],
+        "hidden": True,
+        "sender": None,
+        "kind": None,
+        "body": None,
+        "media": None,
+        "sent_at": message["sent_at"],
+    }
+
+
 def message_from_cache(raw: bytes) -> Message:
     """A message from its JSON in the recent cache (`projections.cache.message_json`)."""
     cached = orjson.loads(raw)
