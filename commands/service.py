@@ -25,6 +25,7 @@ from starlette.websockets import WebSocket
 from commands.access import access_of, open_access
 from commands.auth_routes import auth_routes
 from commands.gateway import Gateway
+from commands.lookup import lookup_routes
 from commands.me_routes import me_routes
 from commands.web import AccessLog, domain_error, error_response, http_error
 from commands.web_client import web_client_routes
@@ -78,6 +79,7 @@ def create_app(settings: Settings) -> Starlette:
             WebSocketRoute("/ws", websocket),
             *auth_routes(),
             *me_routes(),
+            *lookup_routes(),
             *web_client_routes(settings),
         ],
         middleware=[Middleware(AccessLog)],

@@ -96,6 +96,8 @@ class Settings:
     rate_login_address_per_s: float = 0.5
     rate_register_address_burst: int = 10
     rate_register_address_per_s: float = 0.02
+    rate_lookup_user_burst: int = 20
+    rate_lookup_user_per_s: float = 0.1
 
     # The Faust workers and the projections.
     workers_app_id: str = ""  # empty: <topic prefix>parley-workers
