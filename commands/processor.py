@@ -28,7 +28,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from commands.envelope import BadCommand, Command, Outcome, peek_reply, reply_channel
 from commands.handlers import HANDLERS, Context, IdGenerator, Limits
-from commands.people import DirectoryPeople, open_people
+from commands.people import DirectoryPeople, asked_of_people, open_people
 from commands.store import SNAPSHOT_INTERVAL, ChatStore, chat_position
 from domain.chat import Chat
 from domain.errors import DomainError
@@ -110,7 +110,7 @@ class CommandProcessor:
         conflicts = 0
         while conflicts <= MAX_CONFLICT_RETRIES:
             chats = BatchChats(self.store)
-            self.people.new_batch()
+            self.people.prepare(*asked_of_people(raw for _, raw in batch))
             try:
                 decided = [self._decide(chats, partition, raw) for partition, raw in batch]
             except _Redo:
@@ -314,7 +314,7 @@ def run_processor(
     lease.start_renewing()
     store = open_store(settings)
     processor = CommandProcessor(
-        settings, store, LeasedSnowflake(lease), client, open_people(store)
+        settings, store, LeasedSnowflake(lease), client, open_people(settings.pg_conninfo)
     )
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
@@ -359,6 +359,7 @@ def run_processor(
         consumer.close(autocommit=False)
         lease.release()
         store.close()
+        processor.people.close()
         client.close()
         log.info("event=processor_stopped decided=%d", processor.decided_total)
 
