@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from commands.directory import DIRECTORY_SCHEMA, ensure_directory
-from commands.envelope import BadCommand, Command, CommandType
+from commands.envelope import Command, CommandType
 
 MAX_KNOWN = 100_000
 """Users remembered as existing; beyond it the memory starts again (a query each, no more)."""
@@ -123,16 +123,12 @@ class DirectoryPeople:
         return blocked
 
 
-def asked_of_people(raws: Iterable[bytes]) -> tuple[list[UUID], list[UUID]]:
+def asked_of_people(commands: Iterable[Command]) -> tuple[list[UUID], list[UUID]]:
     """What a batch's commands will ask of `People`: (the senders, whose blocks decide
     their sends; the users they write `to`, who must exist)."""
     senders: list[UUID] = []
     named: list[UUID] = []
-    for raw in raws:
-        try:
-            command = Command.decode(raw)
-        except BadCommand:
-            continue  # answered when decided
+    for command in commands:
         if command.type in (CommandType.SEND, CommandType.OPEN_DIRECT):
             senders.append(command.actor)
             with contextlib.suppress(ValueError):

@@ -106,13 +106,14 @@ class CommandProcessor:
 
     def process(self, records: Iterable[tuple[int, bytes]]) -> list[Outcome]:
         """Decide and store one batch of (partition, raw command); return the outcomes."""
-        batch = list(records)
+        batch = [(partition, raw, _decoded(raw)) for partition, raw in records]
+        commands = [command for _, _, command in batch if isinstance(command, Command)]
         conflicts = 0
         while conflicts <= MAX_CONFLICT_RETRIES:
             chats = BatchChats(self.store)
-            self.people.prepare(*asked_of_people(raw for _, raw in batch))
+            self.people.prepare(*asked_of_people(commands))
             try:
-                decided = [self._decide(chats, partition, raw) for partition, raw in batch]
+                decided = [self._decide(chats, p, raw, command) for p, raw, command in batch]
             except _Redo:
                 self._evict(chats.touched)
                 continue
@@ -134,12 +135,12 @@ class CommandProcessor:
             return outcomes
         raise RuntimeError(f"batch still conflicts after {MAX_CONFLICT_RETRIES} retries")
 
-    def _decide(self, chats: BatchChats, partition: int, raw: bytes) -> Decided:
-        try:
-            command = Command.decode(raw)
-        except BadCommand as exc:
+    def _decide(
+        self, chats: BatchChats, partition: int, raw: bytes, command: Command | BadCommand
+    ) -> Decided:
+        if isinstance(command, BadCommand):
             command_id, reply_to, request_id = peek_reply(raw)
-            return Decided(command_id, request_id, reply_to, "", error=(exc.code, str(exc)))
+            return Decided(command_id, request_id, reply_to, "", error=(command.code, str(command)))
         decided = Decided(
             str(command.command_id),
             command.request_id,
@@ -261,6 +262,14 @@ class CommandProcessor:
             self._evict(chats)
             for chat_id in chats:
                 self.last_position.pop(chat_id, None)
+
+
+def _decoded(raw: bytes) -> Command | BadCommand:
+    """The command, or why it cannot be read (answered when the batch is decided)."""
+    try:
+        return Command.decode(raw)
+    except BadCommand as exc:
+        return exc
 
 
 class _Redo(Exception):
