@@ -79,13 +79,16 @@ def register_and_login(
     phone: str | None = None,
 ) -> Account:
     """Register (if new) and log in; `base` is the commands service, e.g. http://127.0.0.1:18080."""
-    # Random, not derived from the username: seven digits of a hash collided now and then
-    # in a database holding a few thousand test users (the loser's registration failed).
+    # Random, not derived from the username: seven digits of a hash can collide among
+    # the thousands of users a test database holds.
     phone = phone or "+1555" + str(uuid.uuid4().int % 10**10).zfill(10)
-    with contextlib.suppress(CommandFailed):
+    try:
         _post(
             base, "/v1/auth/register", {"username": username, "phone": phone, "password": password}
         )
+    except CommandFailed as exc:
+        if exc.code != "username_taken":  # taken: registered before, so log in
+            raise
     pair = _post(
         base, "/v1/auth/login", {"username": username, "password": password, "device_id": device_id}
     )

@@ -23,6 +23,14 @@ GENEROUS_LIMITS = {
     for name, value in ((f"{kind}_BURST", "100000"), (f"{kind}_PER_S", "100000"))
 }
 
+REGISTRATION_LIMITS = {
+    f"PARLEY_RATE_{limit}_{knob}": "100000"
+    for limit in ("REGISTER_ADDRESS", "LOGIN_ADDRESS", "LOGIN_ACCOUNT")
+    for knob in ("BURST", "PER_S")
+}
+"""Limits that let a test register and log in as many users as it likes: the stack of a
+package serves many tests from one address, and Redis is not emptied between them."""
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -62,7 +70,7 @@ class Stack:
 @pytest.fixture(scope="package")
 def stack(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     port = _free_port()
-    env = {"PARLEY_COMMANDS_PORT": str(port), **GENEROUS_LIMITS}
+    env = {"PARLEY_COMMANDS_PORT": str(port), **GENEROUS_LIMITS, **REGISTRATION_LIMITS}
     settings = topics.replace(commands_port=port)
     logs = tmp_path_factory.mktemp("stack")
     with (
