@@ -72,7 +72,8 @@ class Settings:
     commands_host: str = "127.0.0.1"
     commands_port: int = 18080
     max_request_bytes: int = 16 * 1024
-    jwt_secret: str = "parley-dev-only-jwt-secret-set-PARLEY_JWT_SECRET-in-production"
+    # Empty: a random secret made at first start, `<state_dir>/secrets/jwt_secret` (0600).
+    jwt_secret: str = ""
     jwt_issuer: str = "parley"
     jwt_audience: str = "parley-clients"
     jwt_leeway_s: int = 5
