@@ -26,13 +26,26 @@ ONE_REGISTRATION = {
 }
 
 
+def forget_loopback(settings: Settings) -> None:
+    """Empty loopback's registration bucket: other tests register from 127.0.0.1 too."""
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        client.delete(_key(Limit.REGISTER_PER_ADDRESS, "127.0.0.1"))
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def commands(topics: Settings, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     port = free_port()
     env = {**ONE_REGISTRATION, "PARLEY_COMMANDS_PORT": str(port), **request.param}
-    with running("commands", tmp_path / "commands.log", env) as service:
-        service.wait_for_log(r"event=commands_listening")
-        yield f"http://127.0.0.1:{port}"
+    forget_loopback(topics)
+    try:
+        with running("commands", tmp_path / "commands.log", env) as service:
+            service.wait_for_log(r"event=commands_listening")
+            yield f"http://127.0.0.1:{port}"
+    finally:
+        forget_loopback(topics)
 
 
 def register_from(base: str, forwarded_for: str) -> int:
@@ -47,10 +60,7 @@ def fresh_address() -> str:
 
 
 @pytest.mark.parametrize("commands", [{}], indirect=True)
-def test_by_default_no_client_chooses_its_address(commands: str, topics: Settings) -> None:
-    client = redis.Redis.from_url(topics.redis_url)
-    client.delete(_key(Limit.REGISTER_PER_ADDRESS, "127.0.0.1"))  # earlier tests' loopback
-    client.close()
+def test_by_default_no_client_chooses_its_address(commands: str) -> None:
     # Every request comes from 127.0.0.1, whatever X-Forwarded-For claims.
     assert [register_from(commands, fresh_address()) for _ in range(3)] == [400, 429, 429]
 
