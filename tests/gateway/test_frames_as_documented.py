@@ -139,7 +139,7 @@ def test_a_text_frame_that_is_not_utf8_closes_1007_with_one_short_log_line(
     written = log.text()[before:]
     assert written.count("event=ws_bad_utf8") == 3
     assert "Traceback" not in written and "Invalid UTF-8" not in written
-    assert " ERROR " not in written
+    assert "level=ERROR" not in written
 
 
 def test_hello_says_heartbeat_as_a_whole_number(stack: Stack) -> None:
