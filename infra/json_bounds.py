@@ -26,9 +26,23 @@ def loads_bounded(raw: str | bytes | bytearray, max_depth: int = MAX_JSON_DEPTH)
     """The value of a JSON document; `ValueError` if it is not JSON (UTF-8) and
     `JsonTooDeep` if it nests deeper than `max_depth`."""
     value = orjson.loads(raw)  # orjson.JSONDecodeError is a ValueError
-    if isinstance(value, (dict, list)):
+    if isinstance(value, (dict, list)) and _openings(raw) > max_depth:
         _check_depth(value, max_depth)
     return value
+
+
+def _openings(raw: str | bytes | bytearray) -> int:
+    """How many `{` and `[` the text holds: a bound on its depth, counted at C speed.
+
+    Nearly every frame has fewer than `MAX_JSON_DEPTH`, so the walk is skipped. Measured
+    here (two busy cores, best of 7): a `send` frame parses in 1.4 us, is counted in
+    1.3 us and would be walked in 2.6 us; a `sync` frame of 1,000 cursors (45 KB) parses
+    in 296 us, is counted in 101 us and would be walked in 334 us. Brackets inside
+    strings only raise the count (then the walk decides).
+    """
+    if isinstance(raw, str):
+        return raw.count("{") + raw.count("[")
+    return raw.count(b"{") + raw.count(b"[")
 
 
 def _check_depth(value: dict[str, Any] | list[Any], max_depth: int) -> None:
