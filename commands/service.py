@@ -135,6 +135,7 @@ def run_commands_service(settings: Settings, stop: threading.Event) -> None:
         settings.commands_host,
         settings.commands_port,
         stop,
+        trusted_proxies=settings.trusted_proxies,
         ws=LeanWebSocketProtocol,
         ws_max_size=settings.ws_max_frame_bytes,  # beyond it: close 1009
         ws_per_message_deflate=False,
