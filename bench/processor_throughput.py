@@ -25,6 +25,8 @@ from commands.gateway.bus import CommandBus
 from domain.ids import direct_chat_id
 from infra.settings import ROOT, Settings
 from infra.topics import ensure_topics
+from projections.directory import enrol_stand_ins
+from projections.schema import migrate
 
 
 def _send(
@@ -109,6 +111,7 @@ async def _scenarios(
     await bus.start()
     try:
         pairs = [(uuid.uuid4(), uuid.uuid4()) for _ in range(200)]
+        enrol_stand_ins(settings.pg_conninfo, [user for pair in pairs for user in pair])
         warm = [_send(direct_chat_id(a, b), a, "warm", bus.reply_to, to=b) for a, b in pairs]
         await _throughput(bus, warm, 200)
         many = [
@@ -155,6 +158,7 @@ def run(
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{bench.pg_db}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{bench.pg_db}"')
+    migrate(bench)
     ensure_topics(bench)
     env = {**os.environ, "PARLEY_PG_DB": bench.pg_db, "PARLEY_TOPIC_PREFIX": bench.topic_prefix}
     log = Path(settings.state_dir) / "bench" / f"processor-{run_id}.log"

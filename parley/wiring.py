@@ -4,8 +4,8 @@ A service module takes what it works with (stores, pools, clients, the command b
 never opens them itself, so a test can hand it in-memory adapters or real ones. Here
 they are opened on the settings' servers, given to the service, and closed after it:
 
-- the processor: the event store, its snowflake worker-id lease and the Redis client
-  its replies go out on, and the Kafka consumer of the commands topic;
+- the processor: the event store, its snowflake worker-id lease, the Redis client its
+  replies go out on, what it knows of users (the directory), and the Kafka consumer;
 - the commands service: the accounts store, password hasher, tokens and rate limits
   (`Access`), and the gateway's command bus and PostgreSQL pool;
 - the queries service: its PostgreSQL pool, Redis and the token checker (`ReadSide`);
@@ -40,6 +40,7 @@ from commands.accounts.access import Access
 from commands.accounts.application import open_accounts
 from commands.gateway.bus import CommandBus
 from commands.gateway.gateway import GatewayAdapters
+from commands.processor.people import open_people
 from commands.processor.processor import CommandProcessor, consume_commands
 from commands.ratelimit import RateLimiter, buckets_from_settings
 from commands.service import run_commands_service
@@ -71,8 +72,9 @@ def run_processor(
     lease.acquire()
     lease.start_renewing()
     store = open_store(settings)
+    people = open_people(settings.pg_conninfo)
     try:
-        processor = CommandProcessor(settings, store, LeasedSnowflake(lease), client)
+        processor = CommandProcessor(settings, store, LeasedSnowflake(lease), client, people)
         consumer = KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=settings.processor_group_id,
@@ -94,6 +96,7 @@ def run_processor(
     finally:
         lease.release()
         store.close()
+        people.close()
         client.close()
 
 

@@ -24,7 +24,8 @@ from infra.settings import Settings
 from infra.topics import PUSH_DEAD
 from projections.schema import migrate
 from streams.push_status import push_status
-from tests.fullstack import REGISTRATION_LIMITS, FullStack, full_stack
+from tests.fullstack import FullStack, full_stack
+from tests.gateway.conftest import REGISTRATION_LIMITS
 from tests.services import Service
 from tests.streams.push_receivers import ApnsReceiver, FcmReceiver, WebPushReceiver
 
