@@ -90,7 +90,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     configure_logging(args.service)
     if args.service in ("commands", "queries"):  # both sign or check tokens
-        from commands.auth import signing_secret
+        from infra.auth import signing_secret
 
         try:
             signing_secret(settings)
