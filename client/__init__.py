@@ -8,5 +8,14 @@ same local id (the server answers a resend with the original message).
 """
 
 from client.chat import Account, Ack, ChatClient, CommandFailed, register_and_login
+from client.media import fetch_media, upload_media
 
-__all__ = ["Account", "Ack", "ChatClient", "CommandFailed", "register_and_login"]
+__all__ = [
+    "Account",
+    "Ack",
+    "ChatClient",
+    "CommandFailed",
+    "fetch_media",
+    "register_and_login",
+    "upload_media",
+]

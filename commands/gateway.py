@@ -38,6 +38,7 @@ from commands.access import Access
 from commands.auth import Identity
 from commands.bus import CommandBus
 from commands.envelope import Command, CommandType, Outcome
+from commands.media import confirmed_media
 from commands.protocol import (
     COMMAND_FRAMES,
     ClientFrame,
@@ -399,6 +400,10 @@ class Gateway:
             allowed = True
         if not allowed:
             return
+        if frame.type == "send" and "media" in args:
+            # Only the sender's own confirmed upload; the stored reference replaces theirs.
+            async with self.pool.connection() as conn:
+                args["media"] = await confirmed_media(conn, actor, args["media"])
         if frame.type == "create_group":
             chat_id = new_chat_id(frame)
         elif frame.type == "send" and frame.fields.get("to") is not None:

@@ -8,11 +8,14 @@ gateway) can be added to the app and share it. `run_commands_service` serves it 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -26,11 +29,14 @@ from commands.access import access_of, open_access
 from commands.auth_routes import auth_routes
 from commands.gateway import Gateway
 from commands.me_routes import me_routes
+from commands.media import MediaUploads
+from commands.media_routes import media_routes
 from commands.web import AccessLog, domain_error, error_response, http_error
 from commands.web_client import web_client_routes
 from commands.wsprotocol import LeanWebSocketProtocol
 from domain.errors import DomainError
 from infra.http import serve
+from infra.objectstore import ObjectStore
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,20 +58,38 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     return error_response("internal", "internal error", 500)
 
 
+@asynccontextmanager
+async def open_media(settings: Settings) -> AsyncIterator[MediaUploads]:
+    """The upload flow with its own small pool and the object store."""
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        settings.pg_conninfo, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}
+    )
+    await pool.open()
+    try:
+        media = MediaUploads(settings, ObjectStore(settings), pool)
+        await media.create_table()
+        yield media
+    finally:
+        await pool.close()
+
+
 def create_app(settings: Settings) -> Starlette:
     """The commands service's app for these settings."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_access(settings) as access:
+        async with open_access(settings) as access, open_media(settings) as media:
             app.state.access = access
+            app.state.media = media
             gateway = Gateway(settings, access)
             await gateway.start()
             app.state.gateway = gateway
+            collector = asyncio.create_task(media.collect_forever())
             log.info("event=commands_app_started")
             try:
                 yield
             finally:
+                collector.cancel()
                 await gateway.stop()
         log.info("event=commands_app_stopped")
 
@@ -78,6 +102,7 @@ def create_app(settings: Settings) -> Starlette:
             WebSocketRoute("/ws", websocket),
             *auth_routes(),
             *me_routes(),
+            *media_routes(),
             *web_client_routes(settings),
         ],
         middleware=[Middleware(AccessLog)],

@@ -30,6 +30,17 @@ STATUS_BY_CODE = {
     "phone_taken": 409,
     "too_large": 413,
     "rate_limited": 429,
+    "bad_upload": 400,
+    "unknown_media": 404,
+    "media_not_uploaded": 409,
+    "media_not_confirmed": 409,
+    "media_too_large": 413,
+    "media_type_not_allowed": 415,
+    "size_mismatch": 422,
+    "hash_mismatch": 422,
+    "type_mismatch": 422,
+    "media_bomb": 422,
+    "media_unreadable": 422,
 }
 """HTTP status of each error code; any other `DomainError` is a 400."""
 

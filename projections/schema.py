@@ -101,6 +101,11 @@ messages = Table(
     Column("media", JSONB),
     Column("sent_at", DateTime(timezone=True), nullable=False),
 )
+# A media download is allowed to whoever sees a message of the chat that carries it.
+MESSAGES_BY_MEDIA = (
+    "CREATE INDEX IF NOT EXISTS messages_by_media ON {schema}.messages "
+    "(chat_id, (media->>'media_id')) WHERE media IS NOT NULL"
+)
 
 receipts = Table(
     "receipts",
@@ -152,6 +157,7 @@ PROJECTION_TABLES: dict[str, list[Table]] = {
 
 MIGRATIONS: list[tuple[int, str]] = [
     (1, "read model v1: chats, members, history, messages, receipts, counts, unread, inbox"),
+    (2, "messages found by chat and media id"),
 ]
 
 
@@ -185,6 +191,8 @@ def migrate(settings: Settings, schema: str = LIVE_SCHEMA) -> int:
                     continue
                 if version == 1:
                     metadata.create_all(conn.execution_options(schema_translate_map={None: schema}))
+                if version == 2:
+                    conn.execute(text(MESSAGES_BY_MEDIA.format(schema=f'"{schema}"')))
                 conn.execute(
                     text(f'INSERT INTO "{schema}".schema_version (version, note) VALUES (:v, :n)'),
                     {"v": version, "n": note},

@@ -1,4 +1,5 @@
-"""What the queries service reads with, opened once per app: PostgreSQL, Redis, tokens.
+"""What the queries service reads with, opened once per app: PostgreSQL, Redis, tokens
+and the object store's URL signer.
 
 `open_read_side(settings)` opens a pool of autocommit PostgreSQL connections (each with
 a statement timeout), a Redis client and the token checker; `create_app` keeps them on
@@ -20,6 +21,7 @@ from starlette.requests import HTTPConnection
 
 from commands.auth import Tokens
 from commands.directory import DIRECTORY_DDL
+from infra.objectstore import ObjectStore
 from infra.settings import Settings
 
 log = logging.getLogger("parley.queries")
@@ -38,6 +40,7 @@ class ReadSide:
     pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]
     redis: Redis
     tokens: Tokens
+    objects: ObjectStore  # signs media download URLs; no bytes pass through here
 
 
 @asynccontextmanager
@@ -63,7 +66,7 @@ async def open_read_side(settings: Settings) -> AsyncIterator[ReadSide]:
     await pool.open()
     redis = Redis.from_url(settings.redis_url)
     try:
-        yield ReadSide(settings, pool, redis, Tokens(settings, redis))
+        yield ReadSide(settings, pool, redis, Tokens(settings, redis), ObjectStore(settings))
     finally:
         await redis.aclose()
         await pool.close()

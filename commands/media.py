@@ -1,0 +1,229 @@
+"""Media uploads on the commands service: request, confirm, attach to a send, collect.
+
+A client asks for an upload (kind, size, MIME type, sha256) and gets a presigned PUT;
+after the PUT it confirms, and the object is probed in a separate process
+(`infra.media_probe`): size, sha256 and the type its bytes show must match what was
+declared, and an image gets its dimensions and a WebP thumbnail. Only a confirmed
+upload can be sent, and only by its owner; the gateway swaps the client's `media` for
+the stored reference (`confirmed_media`). A failed confirm deletes the object and the
+row; unconfirmed uploads are deleted after `media_gc_grace_s` (`MediaUploads.collect`).
+
+The uploads live in `media.uploads`, their own schema: they are state of the commands
+service, not a projection of the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+from uuid import UUID
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from domain.media import (
+    MediaError,
+    MediaKind,
+    MediaLimits,
+    MediaNotConfirmed,
+    MediaNotUploaded,
+    SizeMismatch,
+    UnknownMedia,
+    UploadRequest,
+    check_stored,
+    is_media_id,
+    new_media_id,
+    object_key,
+    plan_upload,
+    upload_key,
+)
+from domain.messages import MediaRef
+from infra.media_probe import probe
+from infra.objectstore import ObjectStore
+from infra.settings import Settings
+
+log = logging.getLogger("parley.media")
+
+MEDIA_DDL = (
+    "SELECT pg_advisory_xact_lock(hashtext('parley:media-ddl'))",
+    "CREATE SCHEMA IF NOT EXISTS media",
+    "CREATE TABLE IF NOT EXISTS media.uploads ("
+    " media_id text PRIMARY KEY,"
+    " owner uuid NOT NULL,"
+    " kind text NOT NULL,"
+    " mime_type text NOT NULL,"
+    " size bigint NOT NULL,"
+    " sha256 text NOT NULL,"
+    " confirmed boolean NOT NULL DEFAULT false,"
+    " width int, height int, thumbnail text,"
+    " created_at timestamptz NOT NULL DEFAULT now())",
+    "CREATE INDEX IF NOT EXISTS uploads_unconfirmed_by_age ON media.uploads (created_at) "
+    "WHERE NOT confirmed",
+)
+
+_COLUMNS = "media_id, kind, mime_type, size, sha256, confirmed, width, height, thumbnail"
+
+
+def limits_from_settings(settings: Settings) -> MediaLimits:
+    return MediaLimits(
+        image=settings.media_max_image_bytes,
+        video=settings.media_max_video_bytes,
+        audio=settings.media_max_audio_bytes,
+        document=settings.media_max_document_bytes,
+    )
+
+
+def _ref(row: tuple[Any, ...]) -> MediaRef:
+    media_id, kind, mime_type, size, sha256, _, width, height, thumbnail = row
+    return MediaRef(media_id, mime_type, size, sha256, kind, width, height, thumbnail)
+
+
+async def _owned(conn: AsyncConnection[Any], owner: UUID, media_id: object) -> tuple[Any, ...]:
+    """The owner's upload row; `unknown_media` for anyone else's or none at all."""
+    if not is_media_id(media_id):
+        raise UnknownMedia()
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM media.uploads WHERE media_id = %s AND owner = %s",
+        (media_id, owner),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise UnknownMedia()
+    return tuple(row)
+
+
+async def confirmed_media(conn: AsyncConnection[Any], owner: UUID, media: object) -> dict[str, Any]:
+    """The stored reference of a confirmed upload of `owner`, for a `send` to carry."""
+    media_id = media.get("media_id") if isinstance(media, dict) else None
+    row = await _owned(conn, owner, media_id)
+    if not row[5]:
+        raise MediaNotConfirmed()
+    return _ref(row).to_dict()
+
+
+class MediaUploads:
+    """The upload flow of one commands process: its pool, its store, its limits."""
+
+    def __init__(
+        self, settings: Settings, store: ObjectStore, pool: AsyncConnectionPool[Any]
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.pool = pool
+        self.limits = limits_from_settings(settings)
+        self._probes = asyncio.Semaphore(settings.media_probe_concurrency)
+
+    async def create_table(self) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            for statement in MEDIA_DDL:
+                await conn.execute(statement)
+
+    async def request(self, owner: UUID, declared: dict[str, Any]) -> dict[str, Any]:
+        """Record a requested upload and sign its PUT URL."""
+        upload = plan_upload(
+            declared.get("kind"),
+            declared.get("size"),
+            declared.get("mime_type"),
+            declared.get("sha256"),
+            self.limits,
+        )
+        media_id = new_media_id()
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO media.uploads (media_id, owner, kind, mime_type, size, sha256) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                (media_id, owner, upload.kind.value, upload.mime_type, upload.size, upload.sha256),
+            )
+        ttl = self.settings.media_upload_url_ttl_s
+        log.info("event=media_requested media_id=%s owner=%s kind=%s", media_id, owner, upload.kind)
+        return {
+            "media_id": media_id,
+            "upload_url": self.store.presign_put(upload_key(media_id), ttl),
+            "method": "PUT",
+            "headers": {"Content-Type": upload.mime_type},
+            "expires_in_s": ttl,
+        }
+
+    async def confirm(self, owner: UUID, media_id: str) -> dict[str, Any]:
+        """Check the uploaded object and make the upload sendable; its reference."""
+        async with self.pool.connection() as conn:
+            row = await _owned(conn, owner, media_id)
+        if row[5]:
+            return _ref(row).to_dict()
+        upload = UploadRequest(MediaKind(row[1]), row[3], row[2], row[4])
+        head = await self.store.head(upload_key(media_id))
+        if head is None:
+            raise MediaNotUploaded()
+        key = object_key(media_id)
+        try:
+            if head.size != upload.size:
+                raise SizeMismatch(f"declared {upload.size} bytes, stored {head.size}")
+            started = time.perf_counter()
+            await self.store.copy(upload_key(media_id), key)
+            async with self._probes:
+                probed = await probe(
+                    self.store.presign_get(key, self.settings.media_probe_timeout_s + 60),
+                    upload.size,
+                    max_pixels=self.settings.media_max_pixels,
+                    thumbnail_px=self.settings.media_thumbnail_px,
+                    memory_mib=self.settings.media_probe_memory_mib,
+                    cpu_s=self.settings.media_probe_cpu_s,
+                    timeout_s=self.settings.media_probe_timeout_s,
+                )
+            check_stored(upload, probed.size, probed.sha256, probed.sniffed)
+        except MediaError as exc:
+            await self._forget(media_id)
+            log.info("event=media_refused media_id=%s owner=%s code=%s", media_id, owner, exc.code)
+            raise
+        await self.store.delete(upload_key(media_id))
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE media.uploads SET confirmed = true, width = %s, height = %s, "
+                f"thumbnail = %s WHERE media_id = %s RETURNING {_COLUMNS}",
+                (probed.width, probed.height, probed.thumbnail, media_id),
+            )
+            updated = await cur.fetchone()
+        if updated is None:  # collected while it was probed
+            raise UnknownMedia()
+        log.info(
+            "event=media_confirmed media_id=%s owner=%s probe_ms=%.1f",
+            media_id,
+            owner,
+            1000 * (time.perf_counter() - started),
+        )
+        return _ref(tuple(updated)).to_dict()
+
+    async def collect(self, grace_s: float) -> int:
+        """Delete the uploads left unconfirmed for longer than `grace_s`; how many."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT media_id FROM media.uploads WHERE NOT confirmed "
+                "AND created_at < now() - make_interval(secs => %s) ORDER BY created_at "
+                "LIMIT 1000",
+                (grace_s,),
+            )
+            stale = [row[0] for row in await cur.fetchall()]
+        for media_id in stale:
+            await self._forget(media_id)
+        if stale:
+            log.info("event=media_collected unconfirmed=%d", len(stale))
+        return len(stale)
+
+    async def collect_forever(self) -> None:
+        """`collect` every `media_gc_interval_s`; a failed round is logged and retried."""
+        while True:
+            await asyncio.sleep(self.settings.media_gc_interval_s)
+            try:
+                await self.collect(self.settings.media_gc_grace_s)
+            except Exception as exc:  # the store or database away: the next round retries
+                log.warning("event=media_collect_failed error=%s", type(exc).__name__)
+
+    async def _forget(self, media_id: str) -> None:
+        await self.store.delete(upload_key(media_id))
+        await self.store.delete(object_key(media_id))
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "DELETE FROM media.uploads WHERE media_id = %s AND NOT confirmed", (media_id,)
+            )

@@ -1,0 +1,80 @@
+"""The whole stack with the object store, for the media tests (docs/media.md).
+
+Download URLs live a few seconds here (so their expiry can be watched), unconfirmed
+uploads are collected after a few seconds, and a user may ask for five uploads at once.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis.asyncio as aioredis
+from PIL import Image
+
+from client import Account, ChatClient
+from commands.auth import Tokens
+from infra.objectstore import ObjectStore
+from infra.settings import Settings
+from tests.fullstack import FullStack, full_stack
+
+DOWNLOAD_TTL_S = 3
+GC_GRACE_S = 8
+UPLOAD_BURST = 5
+
+
+@dataclass
+class MediaStack:
+    stack: FullStack
+    objects: ObjectStore
+
+    @property
+    def base(self) -> str:
+        return self.stack.base
+
+    @property
+    def queries(self) -> str:
+        assert self.stack.queries is not None
+        return self.stack.queries
+
+    async def account(self) -> Account:
+        """A logged-in user, the session issued directly (no password hashing)."""
+        user_id = uuid.uuid4()
+        redis = aioredis.Redis.from_url(self.stack.settings.redis_url)
+        try:
+            pair = await Tokens(self.stack.settings, redis).issue(user_id, "d1")
+        finally:
+            await redis.aclose()
+        return Account(str(user_id), str(user_id)[:8], "d1", pair.access_token, "")
+
+    async def client(self, account: Account) -> ChatClient:
+        chat = ChatClient(self.base, account)
+        await chat.connect()
+        return chat
+
+
+@pytest.fixture(scope="package")
+def media_stack(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaStack]:
+    env = {
+        "PARLEY_MEDIA_DOWNLOAD_URL_TTL_S": str(DOWNLOAD_TTL_S),
+        "PARLEY_MEDIA_GC_GRACE_S": str(GC_GRACE_S),
+        "PARLEY_MEDIA_GC_INTERVAL_S": "0.5",
+        "PARLEY_RATE_MEDIA_UPLOAD_USER_BURST": str(UPLOAD_BURST),
+        "PARLEY_RATE_MEDIA_UPLOAD_USER_PER_S": "0.01",
+    }
+    with full_stack(topics, tmp_path_factory.mktemp("media"), **env) as stack:
+        yield MediaStack(stack, ObjectStore(topics))
+
+
+def photo(width: int = 800, height: int = 600, exif_make: str = "ParleyCam") -> bytes:
+    """A JPEG with a gradient and an EXIF camera make (and GPS block) in it."""
+    image = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+    exif = Image.Exif()
+    exif[0x010F] = exif_make
+    exif[0x8825] = {1: "N", 2: (59.0, 20.0, 0.0)}  # GPS: where it was taken
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85, exif=exif)
+    return out.getvalue()
