@@ -91,6 +91,7 @@ class ObjectStoreService(LocalService):
             "-master.volumeSizeLimitMB=1024",
             "-volume.max=0",
             "-volume.preStopSeconds=0",
+            "-master.electionTimeout=1s",  # one master: a restart elects itself at once
             *ports,
         ]
 
