@@ -166,6 +166,7 @@ class MediaUploads:
                 probed = await probe(
                     self.store.presign_get(key, self.settings.media_probe_timeout_s + 60),
                     upload.size,
+                    image=upload.kind is MediaKind.IMAGE,
                     max_pixels=self.settings.media_max_pixels,
                     thumbnail_px=self.settings.media_thumbnail_px,
                     memory_mib=self.settings.media_probe_memory_mib,
@@ -173,6 +174,8 @@ class MediaUploads:
                     timeout_s=self.settings.media_probe_timeout_s,
                 )
             check_stored(upload, probed.size, probed.sha256, probed.sniffed)
+            if probed.image_error is not None:
+                raise probed.image_error
         except MediaError as exc:
             await self._forget(media_id)
             log.info("event=media_refused media_id=%s owner=%s code=%s", media_id, owner, exc.code)

@@ -43,6 +43,7 @@ def private(settings: Settings) -> Iterator[Settings]:
         redis_url=f"redis://127.0.0.1:{_spare_port()}/0",
         pg_port=_spare_port(),
         health_deadline_s=30.0,
+        managed_services="redis,postgres",  # whatever the environment leaves external
     )
     yield private
     for service in (Redis(private), Postgres(private)):
