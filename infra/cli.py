@@ -141,7 +141,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     import time
     from pathlib import Path
 
-    if args.scenario not in ("processor", "relay", "projection"):
+    if args.scenario not in ("processor", "relay", "projection", "media"):
         from infra.bench.command import run_bench
 
         return run_bench(args, settings)
@@ -161,6 +161,10 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         figures = run_projection(
             settings, phases=phases, events=events, rate=args.rate, seconds=args.seconds
         )
+    elif args.scenario == "media":
+        from infra.bench_media import run as run_media
+
+        figures = run_media(settings, Path(args.out) / "media-logs")
     else:
         from infra.bench_relay import run as run_relay
 
@@ -230,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure a part of Parley on the running stack")
     from infra.bench.command import SCENARIOS, add_arguments
 
-    bench.add_argument("scenario", choices=["processor", "relay", "projection", *SCENARIOS])
+    bench.add_argument(
+        "scenario", choices=["processor", "relay", "projection", "media", *SCENARIOS]
+    )
     bench.add_argument(
         "--messages", type=int, default=MESSAGES, help="processor: sends; projection: events"
     )
