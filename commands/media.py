@@ -57,13 +57,15 @@ MEDIA_DDL = (
     " size bigint NOT NULL,"
     " sha256 text NOT NULL,"
     " confirmed boolean NOT NULL DEFAULT false,"
-    " width int, height int, thumbnail text,"
+    " width int, height int, thumbnail text, duration_ms bigint,"
     " created_at timestamptz NOT NULL DEFAULT now())",
     "CREATE INDEX IF NOT EXISTS uploads_unconfirmed_by_age ON media.uploads (created_at) "
     "WHERE NOT confirmed",
 )
 
-_COLUMNS = "media_id, kind, mime_type, size, sha256, confirmed, width, height, thumbnail"
+_COLUMNS = (
+    "media_id, kind, mime_type, size, sha256, confirmed, width, height, thumbnail, duration_ms"
+)
 
 
 def limits_from_settings(settings: Settings) -> MediaLimits:
@@ -76,8 +78,8 @@ def limits_from_settings(settings: Settings) -> MediaLimits:
 
 
 def _ref(row: tuple[Any, ...]) -> MediaRef:
-    media_id, kind, mime_type, size, sha256, _, width, height, thumbnail = row
-    return MediaRef(media_id, mime_type, size, sha256, kind, width, height, thumbnail)
+    media_id, kind, mime_type, size, sha256, _, width, height, thumbnail, duration_ms = row
+    return MediaRef(media_id, mime_type, size, sha256, kind, width, height, thumbnail, duration_ms)
 
 
 async def _owned(conn: AsyncConnection[Any], owner: UUID, media_id: object) -> tuple[Any, ...]:
@@ -166,8 +168,9 @@ class MediaUploads:
                 probed = await probe(
                     self.store.presign_get(key, self.settings.media_probe_timeout_s + 60),
                     upload.size,
-                    image=upload.kind is MediaKind.IMAGE,
+                    kind=upload.kind,
                     max_pixels=self.settings.media_max_pixels,
+                    max_duration_s=self.settings.media_max_duration_s,
                     thumbnail_px=self.settings.media_thumbnail_px,
                     memory_mib=self.settings.media_probe_memory_mib,
                     cpu_s=self.settings.media_probe_cpu_s,
@@ -184,8 +187,8 @@ class MediaUploads:
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "UPDATE media.uploads SET confirmed = true, width = %s, height = %s, "
-                f"thumbnail = %s WHERE media_id = %s RETURNING {_COLUMNS}",
-                (probed.width, probed.height, probed.thumbnail, media_id),
+                f"thumbnail = %s, duration_ms = %s WHERE media_id = %s RETURNING {_COLUMNS}",
+                (probed.width, probed.height, probed.thumbnail, probed.duration_ms, media_id),
             )
             updated = await cur.fetchone()
         if updated is None:  # collected while it was probed

@@ -40,6 +40,7 @@ STATUS_BY_CODE = {
     "hash_mismatch": 422,
     "type_mismatch": 422,
     "media_bomb": 422,
+    "media_too_long": 422,
     "media_unreadable": 422,
 }
 """HTTP status of each error code; any other `DomainError` is a 400."""

@@ -103,6 +103,11 @@ class MediaBomb(MediaError):
     default_message = "the image has more pixels than allowed"
 
 
+class MediaTooLong(MediaError):
+    code = "media_too_long"
+    default_message = "the video or sound lasts longer than allowed"
+
+
 class MediaUnreadable(MediaError):
     code = "media_unreadable"
     default_message = "the file could not be decoded as its type"

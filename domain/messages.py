@@ -31,7 +31,8 @@ class MediaRef:
     """A reference to an uploaded media blob; the blob itself is stored elsewhere.
 
     The optional fields describe a confirmed upload (docs/media.md): its kind, an image's
-    dimensions and its WebP thumbnail. Older events lack them; they read as None.
+    or video's dimensions and WebP thumbnail (a video's poster frame), a video's or
+    sound's duration. Older events lack them; they read as None.
     """
 
     media_id: str
@@ -42,6 +43,7 @@ class MediaRef:
     width: int | None = None
     height: int | None = None
     thumbnail: str | None = None
+    duration_ms: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.media_id, str) or not 0 < len(self.media_id) <= MAX_MEDIA_ID_CHARS:
@@ -55,9 +57,9 @@ class MediaRef:
         object.__setattr__(self, "sha256", self.sha256.lower())
         if self.kind is not None and not (isinstance(self.kind, str) and 0 < len(self.kind) <= 16):
             raise InvalidBody("media kind must be a short string")
-        for side in (self.width, self.height):
+        for side in (self.width, self.height, self.duration_ms):
             if side is not None and (isinstance(side, bool) or not isinstance(side, int)):
-                raise InvalidBody("media dimensions must be integers")
+                raise InvalidBody("media dimensions and durations must be integers")
         if self.thumbnail is not None and not (
             isinstance(self.thumbnail, str) and len(self.thumbnail) <= MAX_THUMBNAIL_CHARS
         ):
@@ -71,7 +73,7 @@ class MediaRef:
             "size": self.size,
             "sha256": self.sha256,
         }
-        for name in ("kind", "width", "height", "thumbnail"):
+        for name in ("kind", "width", "height", "thumbnail", "duration_ms"):
             value = getattr(self, name)
             if value is not None:
                 plain[name] = value
@@ -90,6 +92,7 @@ class MediaRef:
                 width=data.get("width"),
                 height=data.get("height"),
                 thumbnail=data.get("thumbnail"),
+                duration_ms=data.get("duration_ms"),
             )
         except KeyError as missing:
             raise InvalidBody(f"media ref lacks {missing}") from None

@@ -1,9 +1,9 @@
 """The media probe: one uploaded object read in a separate, limited process.
 
-Untrusted bytes are hashed and (for images) decoded there, never in a service:
-`probe(...)` runs `infra/probe_child.py` as a script (`python -I`, standard library and
-Pillow only), hands it a presigned GET URL and the limits on its standard input, and
-reads one JSON line back. The child caps its own address space
+Untrusted bytes are hashed and (images, video, sound) decoded there, never in a
+service: `probe(...)` runs `infra/probe_child.py` as a script (`python -I`, standard
+library, Pillow and PyAV only), hands it a presigned GET URL and the limits on its
+standard input, and reads one JSON line back. The child caps its own address space
 (`media_probe_memory_mib`) and CPU time (`media_probe_cpu_s`) before it touches the
 bytes and refuses images of more than `media_max_pixels` pixels before decoding them;
 the parent kills it after `media_probe_timeout_s`. The parent sniffs the type from the
@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from domain.media import MediaBomb, MediaError, MediaUnreadable, sniff
+from domain.media import MediaBomb, MediaError, MediaKind, MediaTooLong, MediaUnreadable, sniff
 from domain.messages import MAX_THUMBNAIL_CHARS
 
 CHILD = Path(__file__).resolve().parent / "probe_child.py"
 IMAGE_ERRORS: dict[str, type[MediaError]] = {
     MediaBomb.code: MediaBomb,
     MediaUnreadable.code: MediaUnreadable,
+    MediaTooLong.code: MediaTooLong,
 }
 
 
@@ -39,7 +40,8 @@ class Probed:
     sniffed: str | None
     width: int | None = None
     height: int | None = None
-    thumbnail: str | None = None  # base64 WebP
+    thumbnail: str | None = None  # base64 WebP: an image's, or a video's poster frame
+    duration_ms: int | None = None  # video and sound
     image_error: MediaError | None = None  # the image did not decode into a thumbnail
 
 
@@ -47,20 +49,24 @@ async def probe(
     url: str,
     max_bytes: int,
     *,
-    image: bool,
+    kind: MediaKind,
     max_pixels: int,
+    max_duration_s: float,
     thumbnail_px: int,
     memory_mib: int,
     cpu_s: int,
     timeout_s: float,
 ) -> Probed:
-    """Probe the object behind `url` in a child process (`image`: decode it and make a
-    thumbnail); raise `media_unreadable` if the child fails or runs out of time."""
+    """Probe the object behind `url` in a child process (an image, video or sound is
+    decoded too); raise `media_unreadable` if the child fails or runs out of time."""
     job = {
         "url": url,
         "max_bytes": max_bytes,
-        "image": image,
+        "image": kind is MediaKind.IMAGE,
+        "video": kind is MediaKind.VIDEO,
+        "audio": kind is MediaKind.AUDIO,
         "max_pixels": max_pixels,
+        "max_duration_s": max_duration_s,
         "thumbnail_px": thumbnail_px,
         "max_thumbnail_chars": MAX_THUMBNAIL_CHARS,
         "memory_mib": memory_mib,
@@ -98,5 +104,6 @@ async def probe(
         answer.get("width"),
         answer.get("height"),
         answer.get("thumbnail"),
+        answer.get("duration_ms"),
         image_error,
     )

@@ -3,10 +3,11 @@
 `python -I infra/probe_child.py` reads one JSON job on standard input (a presigned GET
 URL and limits), caps its own address space and CPU time before it reads a byte, and
 writes one JSON line: the object's size, sha256 and first 64 bytes (hex), and, when the
-job asks for an image, its dimensions and a WebP thumbnail, or an `image_error`. It
-imports only the standard library and Pillow (never Parley's packages): it starts in
-a fraction of the time, and the parent (`infra.media_probe`) applies Parley's rules to
-what it reports.
+job says so, an image's dimensions and WebP thumbnail, a video's dimensions, duration
+and poster frame, or a sound's duration; or an `image_error`. It imports only the
+standard library, Pillow and (for video and sound) PyAV, never Parley's packages: it
+starts in a fraction of the time, and the parent (`infra.media_probe`) applies
+Parley's rules to what it reports.
 """
 
 import base64
@@ -69,12 +70,50 @@ def thumbnail(data: bytes, job: dict[str, Any]) -> dict[str, Any]:
         return {"image_error": "media_bomb", "message": str(exc) or "too much memory"}
     except (OSError, ValueError, SyntaxError) as exc:
         return {"image_error": "media_unreadable", "message": type(exc).__name__}
+    return {"width": width, "height": height, **webp(small, job)}
+
+
+def timed(url: str, job: dict[str, Any]) -> dict[str, Any]:
+    """A video's or sound's duration (ms), and a video's size and poster frame (WebP),
+    read by FFmpeg (PyAV) from the object's URL."""
+    import av
+
+    try:
+        with av.open(url, timeout=20) as container:
+            duration_ms = None
+            if container.duration is not None:
+                duration_ms = int(container.duration * 1000 // av.time_base)
+            if duration_ms is not None and duration_ms > job["max_duration_s"] * 1000:
+                return {"image_error": "media_too_long", "message": f"{duration_ms} ms"}
+            found: dict[str, Any] = {"duration_ms": duration_ms}
+            if not job["video"]:
+                return found
+            if not container.streams.video:
+                return {"image_error": "media_unreadable", "message": "no video stream"}
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            if width * height > job["max_pixels"]:
+                return {"image_error": "media_bomb", "message": f"{width}x{height} pixels"}
+            for frame in container.decode(stream):
+                # A fresh RGB image: nothing of the file's metadata comes with it.
+                poster = frame.to_image()  # type: ignore[no-untyped-call]
+                poster.thumbnail((job["thumbnail_px"], job["thumbnail_px"]))
+                return {**found, "width": width, "height": height, **webp(poster, job)}
+    except MemoryError:
+        return {"image_error": "media_bomb", "message": "more memory than allowed"}
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        return {"image_error": "media_unreadable", "message": type(exc).__name__}
+    return {"image_error": "media_unreadable", "message": "no frame"}
+
+
+def webp(small: Any, job: dict[str, Any]) -> dict[str, Any]:
+    """A small PIL image as base64 WebP, its quality lowered until it fits."""
     for quality in (60, 40, 20):
         out = io.BytesIO()
         small.save(out, "WEBP", quality=quality)
         encoded = base64.b64encode(out.getvalue()).decode("ascii")
         if len(encoded) <= job["max_thumbnail_chars"]:
-            return {"width": width, "height": height, "thumbnail": encoded}
+            return {"thumbnail": encoded}
     return {"image_error": "media_unreadable", "message": "no thumbnail small enough"}
 
 
@@ -84,8 +123,11 @@ def main() -> None:
     try:
         size, sha256, head, data = read(job["url"], job["max_bytes"], job["image"])
         answer = {"size": size, "sha256": sha256, "head": head.hex()}
-        if job["image"] and size <= job["max_bytes"]:
-            answer.update(thumbnail(bytes(data), job))
+        if size <= job["max_bytes"]:
+            if job["image"]:
+                answer.update(thumbnail(bytes(data), job))
+            elif job["video"] or job["audio"]:
+                answer.update(timed(job["url"], job))
     except MemoryError:
         answer = {"error": "media_bomb", "message": "more memory than allowed"}
     except OSError as exc:

@@ -115,6 +115,7 @@ class Settings:
     media_upload_url_ttl_s: int = 600
     media_download_url_ttl_s: int = 300
     media_max_pixels: int = 40_000_000  # beyond it an image is refused as a bomb
+    media_max_duration_s: float = 3 * 3600.0  # a longer video or sound is refused
     media_thumbnail_px: int = 160
     media_probe_memory_mib: int = 1024
     media_probe_cpu_s: int = 20

@@ -104,7 +104,7 @@ SCHEMAS: dict[str, Any] = {
                 "size": COUNT,
                 "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
             },
-            "A confirmed upload (docs/media.md); the last four fields when known.",
+            "A confirmed upload (docs/media.md); the last five fields when known.",
         ),
         "properties": {
             "media_id": {"type": "string"},
@@ -115,6 +115,7 @@ SCHEMAS: dict[str, Any] = {
             "width": COUNT,
             "height": COUNT,
             "thumbnail": {"type": "string", "contentEncoding": "base64"},
+            "duration_ms": COUNT,
         },
     },
     "MediaDownload": _object(

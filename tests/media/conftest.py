@@ -1,7 +1,8 @@
 """The whole stack with the object store, for the media tests (docs/media.md).
 
 Download URLs live a few seconds here (so their expiry can be watched), unconfirmed
-uploads are collected after a few seconds, and a user may ask for five uploads at once.
+uploads are collected after a few seconds, a user may ask for five uploads at once, and
+a video or sound may last a minute.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tests.fullstack import FullStack, full_stack
 DOWNLOAD_TTL_S = 3
 GC_GRACE_S = 8
 UPLOAD_BURST = 5
+MAX_DURATION_S = 60
 
 
 @dataclass
@@ -64,6 +66,7 @@ def media_stack(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
         "PARLEY_MEDIA_GC_INTERVAL_S": "0.5",
         "PARLEY_RATE_MEDIA_UPLOAD_USER_BURST": str(UPLOAD_BURST),
         "PARLEY_RATE_MEDIA_UPLOAD_USER_PER_S": "0.01",
+        "PARLEY_MEDIA_MAX_DURATION_S": str(MAX_DURATION_S),
     }
     with full_stack(topics, tmp_path_factory.mktemp("media"), **env) as stack:
         yield MediaStack(stack, ObjectStore(topics))
@@ -77,4 +80,41 @@ def photo(width: int = 800, height: int = 600, exif_make: str = "ParleyCam") -> 
     exif[0x8825] = {1: "N", 2: (59.0, 20.0, 0.0)}  # GPS: where it was taken
     out = io.BytesIO()
     image.save(out, "JPEG", quality=85, exif=exif)
+    return out.getvalue()
+
+
+def video(seconds: float = 2.0, width: int = 320, height: int = 240) -> bytes:
+    """An MP4 (MPEG-4 part 2, made with PyAV's own FFmpeg): a grey ramp, 10 frames a second."""
+    import av
+    import numpy as np
+
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(int(seconds * 10)):
+            pixels = np.full((height, width, 3), (i * 12) % 256, dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return out.getvalue()
+
+
+def voice_note(seconds: float) -> bytes:
+    """An Ogg Opus voice note of silence, 48 kHz mono."""
+    import av
+    import numpy as np
+
+    out = io.BytesIO()
+    with av.open(out, "w", format="ogg") as container:
+        stream = container.add_stream("libopus", rate=48000, layout="mono")
+        samples = np.zeros((1, int(seconds * 48000)), dtype=np.int16)
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate, frame.pts = 48000, 0
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
     return out.getvalue()

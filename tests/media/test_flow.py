@@ -15,7 +15,7 @@ from PIL import Image
 from client import CommandFailed, fetch_media, upload_media
 from client.media import download_url
 from domain.media import object_key, upload_key
-from tests.media.conftest import DOWNLOAD_TTL_S, MediaStack, photo
+from tests.media.conftest import DOWNLOAD_TTL_S, MediaStack, photo, video, voice_note
 
 
 async def test_a_photo_arrives_with_its_thumbnail_and_downloads(media_stack: MediaStack) -> None:
@@ -122,3 +122,33 @@ async def _when_projected(read: object) -> dict[str, object]:
             if exc.code not in ("unknown_media", "unknown_chat") or time.monotonic() > deadline:
                 raise
         await asyncio.sleep(0.1)
+
+
+async def test_a_video_gets_a_poster_frame_and_its_duration(media_stack: MediaStack) -> None:
+    alice, bob = await media_stack.account(), await media_stack.account()
+    clip = video(seconds=2.0, width=320, height=240)
+    media = await asyncio.to_thread(
+        upload_media, media_stack.base, alice, clip, "video/mp4", "video"
+    )
+    assert (media["kind"], media["width"], media["height"]) == ("video", 320, 240)
+    assert 1900 <= media["duration_ms"] <= 2100
+    poster = Image.open(io.BytesIO(base64.b64decode(media["thumbnail"])))
+    assert poster.format == "WEBP" and poster.size == (160, 120) and not poster.getexif()
+    sender, receiver = await media_stack.client(alice), await media_stack.client(bob)
+    try:
+        ack = await sender.send_media(media, to=bob.user_id)
+        await receiver.wait_until(lambda: ack.seq in receiver.chats[ack.chat_id].messages)
+        assert receiver.chats[ack.chat_id].messages[ack.seq]["media"] == media
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+async def test_a_voice_note_gets_its_duration(media_stack: MediaStack) -> None:
+    alice = await media_stack.account()
+    note = voice_note(seconds=3.0)
+    media = await asyncio.to_thread(
+        upload_media, media_stack.base, alice, note, "audio/ogg", "audio"
+    )
+    assert media["kind"] == "audio" and 2900 <= media["duration_ms"] <= 3100
+    assert "thumbnail" not in media and "width" not in media

@@ -15,7 +15,14 @@ from PIL import Image
 from client import Account, CommandFailed
 from client.media import confirm_upload, put_object, request_upload, upload_media
 from domain.media import object_key, upload_key
-from tests.media.conftest import GC_GRACE_S, UPLOAD_BURST, MediaStack, photo
+from tests.media.conftest import (
+    GC_GRACE_S,
+    MAX_DURATION_S,
+    UPLOAD_BURST,
+    MediaStack,
+    photo,
+    voice_note,
+)
 
 
 async def _ask(stack: MediaStack, account: Account, **body: Any) -> httpx.Response:
@@ -83,6 +90,18 @@ async def test_a_decompression_bomb_is_refused(media_stack: MediaStack) -> None:
     bomb = _png(10_000, 10_000, mode="1")  # 100 Mpixels in a few kilobytes
     assert len(bomb) < 100_000
     await _refused_on_confirm(media_stack, bomb, {}, "media_bomb")
+
+
+async def test_a_sound_longer_than_allowed_is_refused(media_stack: MediaStack) -> None:
+    long_note = voice_note(seconds=MAX_DURATION_S + 5)
+    declared = {"mime_type": "audio/ogg", "kind": "audio"}
+    await _refused_on_confirm(media_stack, long_note, declared, "media_too_long")
+
+
+async def test_a_broken_video_is_refused(media_stack: MediaStack) -> None:
+    broken = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8  # MP4's magic, then noise
+    declared = {"mime_type": "video/mp4", "kind": "video"}
+    await _refused_on_confirm(media_stack, broken, declared, "media_unreadable")
 
 
 async def test_a_broken_image_is_refused(media_stack: MediaStack) -> None:
