@@ -88,6 +88,9 @@ class ObjectStoreService(LocalService):
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             f"-s3.config={self.home / 's3.json'}",
+            # Its local sockets beside its data, not in /tmp (the gRPC ones have no flag).
+            f"-filer.localSocket={self.home / 'filer.sock'}",
+            f"-s3.localSocket={self.home / 's3.sock'}",
             "-master.volumeSizeLimitMB=1024",
             "-volume.max=0",
             "-volume.preStopSeconds=0",
