@@ -6,7 +6,8 @@ after the PUT it confirms, and the object is probed in a separate process
 declared, and an image gets its dimensions and a WebP thumbnail. Only a confirmed
 upload can be sent, and only by its owner; the gateway swaps the client's `media` for
 the stored reference (`confirmed_media`). A failed confirm deletes the object and the
-row; unconfirmed uploads are deleted after `media_gc_grace_s` (`MediaUploads.collect`).
+row; unconfirmed uploads are deleted after `media_gc_grace_s`, and confirmed ones that
+no send took after `media_unsent_grace_s` (`MediaUploads.collect`).
 
 The uploads live in `media.uploads`, their own schema: they are state of the commands
 service, not a projection of the log.
@@ -57,10 +58,10 @@ MEDIA_DDL = (
     " size bigint NOT NULL,"
     " sha256 text NOT NULL,"
     " confirmed boolean NOT NULL DEFAULT false,"
+    " sent boolean NOT NULL DEFAULT false,"
     " width int, height int, thumbnail text, duration_ms bigint,"
     " created_at timestamptz NOT NULL DEFAULT now())",
-    "CREATE INDEX IF NOT EXISTS uploads_unconfirmed_by_age ON media.uploads (created_at) "
-    "WHERE NOT confirmed",
+    "CREATE INDEX IF NOT EXISTS uploads_unsent_by_age ON media.uploads (created_at) WHERE NOT sent",
 )
 
 _COLUMNS = (
@@ -97,12 +98,22 @@ async def _owned(conn: AsyncConnection[Any], owner: UUID, media_id: object) -> t
 
 
 async def confirmed_media(conn: AsyncConnection[Any], owner: UUID, media: object) -> dict[str, Any]:
-    """The stored reference of a confirmed upload of `owner`, for a `send` to carry."""
+    """The stored reference of a confirmed upload of `owner`, for a `send` to carry; it is
+    marked sent in the same statement, so the collector cannot take it from under the send."""
     media_id = media.get("media_id") if isinstance(media, dict) else None
-    row = await _owned(conn, owner, media_id)
+    if not is_media_id(media_id):
+        raise UnknownMedia()
+    cur = await conn.execute(
+        "UPDATE media.uploads SET sent = sent OR confirmed WHERE media_id = %s AND owner = %s "
+        f"RETURNING {_COLUMNS}",
+        (media_id, owner),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise UnknownMedia()
     if not row[5]:
         raise MediaNotConfirmed()
-    return _ref(row).to_dict()
+    return _ref(tuple(row)).to_dict()
 
 
 class MediaUploads:
@@ -201,35 +212,46 @@ class MediaUploads:
         )
         return _ref(tuple(updated)).to_dict()
 
-    async def collect(self, grace_s: float) -> int:
-        """Delete the uploads left unconfirmed for longer than `grace_s`; how many."""
+    async def collect(self, grace_s: float, unsent_grace_s: float) -> int:
+        """Delete the uploads left unconfirmed for longer than `grace_s`, and the confirmed
+        ones no send took within `unsent_grace_s`; how many."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT media_id FROM media.uploads WHERE NOT confirmed "
-                "AND created_at < now() - make_interval(secs => %s) ORDER BY created_at "
-                "LIMIT 1000",
-                (grace_s,),
+                "SELECT media_id, confirmed FROM media.uploads WHERE NOT sent "
+                "AND created_at < now() - make_interval(secs => "
+                "CASE WHEN confirmed THEN %s ELSE %s END) ORDER BY created_at LIMIT 1000",
+                (unsent_grace_s, grace_s),
             )
-            stale = [row[0] for row in await cur.fetchall()]
-        for media_id in stale:
-            await self._forget(media_id)
-        if stale:
-            log.info("event=media_collected unconfirmed=%d", len(stale))
-        return len(stale)
+            stale = [(row[0], row[1]) for row in await cur.fetchall()]
+        gone = [
+            media_id for media_id, confirmed in stale if await self._forget(media_id, confirmed)
+        ]
+        if gone:
+            log.info("event=media_collected uploads=%d", len(gone))
+        return len(gone)
 
     async def collect_forever(self) -> None:
         """`collect` every `media_gc_interval_s`; a failed round is logged and retried."""
         while True:
             await asyncio.sleep(self.settings.media_gc_interval_s)
             try:
-                await self.collect(self.settings.media_gc_grace_s)
+                await self.collect(
+                    self.settings.media_gc_grace_s, self.settings.media_unsent_grace_s
+                )
             except Exception as exc:  # the store or database away: the next round retries
                 log.warning("event=media_collect_failed error=%s", type(exc).__name__)
 
-    async def _forget(self, media_id: str) -> None:
-        await self.store.delete(upload_key(media_id))
-        await self.store.delete(object_key(media_id))
+    async def _forget(self, media_id: str, confirmed: bool = False) -> bool:
+        """Delete an upload never sent, row first (a send marks it sent atomically), then
+        its objects; whether it was still there to delete."""
         async with self.pool.connection() as conn:
-            await conn.execute(
-                "DELETE FROM media.uploads WHERE media_id = %s AND NOT confirmed", (media_id,)
+            cur = await conn.execute(
+                "DELETE FROM media.uploads WHERE media_id = %s AND confirmed = %s AND NOT sent "
+                "RETURNING media_id",
+                (media_id, confirmed),
             )
+            gone = await cur.fetchone() is not None
+        if gone:
+            await self.store.delete(upload_key(media_id))
+            await self.store.delete(object_key(media_id))
+        return gone

@@ -122,6 +122,7 @@ class Settings:
     media_probe_timeout_s: float = 30.0
     media_probe_concurrency: int = 2
     media_gc_grace_s: float = 3600.0
+    media_unsent_grace_s: float = 24 * 3600.0
     media_gc_interval_s: float = 300.0
 
     # The Faust workers and the projections.

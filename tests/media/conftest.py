@@ -1,8 +1,8 @@
 """The whole stack with the object store, for the media tests (docs/media.md).
 
 Download URLs live a few seconds here (so their expiry can be watched), unconfirmed
-uploads are collected after a few seconds, a user may ask for five uploads at once, and
-a video or sound may last a minute.
+uploads are collected after a few seconds (confirmed ones never sent after 20 s), a
+user may ask for five uploads at once, and a video or sound may last a minute.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from tests.fullstack import FullStack, full_stack
 
 DOWNLOAD_TTL_S = 3
 GC_GRACE_S = 8
+UNSENT_GRACE_S = 20
 UPLOAD_BURST = 5
 MAX_DURATION_S = 60
 
@@ -64,6 +65,7 @@ def media_stack(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
         "PARLEY_MEDIA_DOWNLOAD_URL_TTL_S": str(DOWNLOAD_TTL_S),
         "PARLEY_MEDIA_GC_GRACE_S": str(GC_GRACE_S),
         "PARLEY_MEDIA_GC_INTERVAL_S": "0.5",
+        "PARLEY_MEDIA_UNSENT_GRACE_S": str(UNSENT_GRACE_S),
         "PARLEY_RATE_MEDIA_UPLOAD_USER_BURST": str(UPLOAD_BURST),
         "PARLEY_RATE_MEDIA_UPLOAD_USER_PER_S": "0.01",
         "PARLEY_MEDIA_MAX_DURATION_S": str(MAX_DURATION_S),

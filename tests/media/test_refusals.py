@@ -18,6 +18,7 @@ from domain.media import object_key, upload_key
 from tests.media.conftest import (
     GC_GRACE_S,
     MAX_DURATION_S,
+    UNSENT_GRACE_S,
     UPLOAD_BURST,
     MediaStack,
     photo,
@@ -230,3 +231,27 @@ async def test_an_upload_never_confirmed_is_collected(media_stack: MediaStack) -
     with pytest.raises(CommandFailed) as refused:
         await asyncio.to_thread(confirm_upload, media_stack.base, owner, upload["media_id"])
     assert refused.value.code == "unknown_media"
+
+
+async def test_a_confirmed_upload_never_sent_is_collected(media_stack: MediaStack) -> None:
+    owner, peer = await media_stack.account(), await media_stack.account()
+    kept = await asyncio.to_thread(
+        upload_media, media_stack.base, owner, photo(16, 16), "image/jpeg"
+    )
+    dropped = await asyncio.to_thread(
+        upload_media, media_stack.base, owner, photo(20, 20), "image/jpeg"
+    )
+    client = await media_stack.client(owner)
+    try:
+        await client.send_media(kept, to=peer.user_id)
+        key = object_key(dropped["media_id"])
+        deadline = time.monotonic() + UNSENT_GRACE_S + 30
+        while await media_stack.objects.head(key) is not None:
+            assert time.monotonic() < deadline, "the unsent upload was not collected"
+            await asyncio.sleep(0.25)
+        with pytest.raises(CommandFailed) as refused:
+            await client.send_media(dropped, to=peer.user_id)
+        assert refused.value.code == "unknown_media"
+    finally:
+        await client.close()
+    assert await media_stack.objects.head(object_key(kept["media_id"])) is not None
