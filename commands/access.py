@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
@@ -56,10 +58,17 @@ async def open_access(settings: Settings) -> AsyncIterator[Access]:
     """Open everything the routes need; close it on the way out."""
     accounts = await run_in_threadpool(open_accounts, settings)
     # A blocking pool: a burst (hundreds of sockets closing at once) waits for a
-    # connection instead of failing with MaxConnectionsError.
+    # connection instead of failing with MaxConnectionsError. A pool handed to a client
+    # brings its own retry policy, none by default: after a Redis restart every pooled
+    # connection then failed its next command once (`/v1/auth/refresh` answered 500).
+    # This is the policy redis-py gives the clients it builds from a URL: a broken
+    # connection is dropped and the command sent again on a new one.
     redis = Redis(
         connection_pool=BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=settings.redis_max_connections, timeout=10
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            timeout=10,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=1), 10),
         )
     )
     try:

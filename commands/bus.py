@@ -2,25 +2,28 @@
 
 Each gateway has its own reply channel (Redis pub/sub ``parley:replies:<id>``) that it
 subscribes to before sending anything; the processor publishes each command's outcome
-there. A lost reply is not a lost message: the client resends with the same local id
-and gets the same answer. A quiet command (`fire`) is answered only if it failed.
+there. The subscription outlives a Redis restart (`infra.subscriber`): while it is away
+the bus reports `reply_listener` down in the process's `Health` (and `/readyz`). A lost
+reply is not a lost message: the client resends with the same local id and gets the same
+answer. A quiet command (`fire`) is answered only if it failed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
-from commands.envelope import Command, Outcome, reply_channel
+from commands.envelope import Command, CommandType, Outcome, reply_channel
 from commands.outbox import Outbox
+from infra.health import Health
 from infra.settings import Settings
+from infra.subscriber import Subscription
 from infra.topics import COMMANDS
 
 log = logging.getLogger("parley.bus")
@@ -32,23 +35,31 @@ MAX_QUIET = 100_000
 class CommandBus:
     """Submit commands and await their outcomes, correlated by command id."""
 
-    def __init__(self, settings: Settings, reply_to: str) -> None:
+    def __init__(self, settings: Settings, reply_to: str, health: Health | None = None) -> None:
         self.settings = settings
         self.reply_to = reply_to
+        self.health = health or Health()
         self.topic = settings.topic(COMMANDS)
         self._pending: dict[str, asyncio.Future[Outcome]] = {}
+        # Sends awaiting their outcome: command id -> (key, command), to ask again for
+        # answers published while the reply channel was away (`_ask_again`).
+        self._sends: dict[str, tuple[bytes, bytes]] = {}
         # Quiet commands: command id -> (when to forget it, what to do if it failed).
         self._quiet: OrderedDict[str, tuple[float, Callable[[Outcome], None]]] = OrderedDict()
         self._producer: AIOKafkaProducer | None = None
-        self._redis: aioredis.Redis | None = None
-        self._listener: asyncio.Task[None] | None = None
+        self._listener: Subscription | None = None
         self._outbox: Outbox | None = None
 
     async def start(self) -> None:
-        self._redis = aioredis.Redis.from_url(self.settings.redis_url)
-        pubsub = self._redis.pubsub()
-        await pubsub.subscribe(reply_channel(self.reply_to))
-        self._listener = asyncio.create_task(self._listen(pubsub), name="reply-listener")
+        self._listener = Subscription(
+            self.settings.redis_url,
+            self.health,
+            "reply_listener",
+            self._reply,
+            channels=[reply_channel(self.reply_to)],
+            on_subscribed=self._ask_again,
+        )
+        await self._listener.start()
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             acks="all",
@@ -64,11 +75,7 @@ class CommandBus:
         if self._producer is not None:
             await self._producer.stop()
         if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-        if self._redis is not None:
-            await self._redis.aclose()
+            await self._listener.stop()
         for future in self._pending.values():
             if not future.done():
                 future.cancel()
@@ -87,7 +94,10 @@ class CommandBus:
         key = str(command.command_id)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
-        delivery = self._outbox.append(command.key, command.encode())
+        encoded = command.encode()
+        if command.type == CommandType.SEND:
+            self._sends[key] = (command.key, encoded)
+        delivery = self._outbox.append(command.key, encoded)
         wait = self.settings.command_timeout_s if timeout_s is None else timeout_s
 
         async def outcome() -> Outcome:
@@ -96,6 +106,7 @@ class CommandBus:
                 return await asyncio.wait_for(future, wait)
             finally:
                 self._pending.pop(key, None)
+                self._sends.pop(key, None)
 
         return outcome()
 
@@ -132,19 +143,31 @@ class CommandBus:
 
         delivery.add_done_callback(sent)
 
-    async def _listen(self, pubsub: aioredis.client.PubSub) -> None:
-        async for message in pubsub.listen():
-            if message.get("type") != "message":
-                continue
-            try:
-                outcome = Outcome.decode(message["data"])
-            except (ValueError, KeyError) as exc:
-                log.warning("event=bad_reply error=%s", type(exc).__name__)
-                continue
-            future = self._pending.get(outcome.command_id)
-            if future is not None and not future.done():
-                future.set_result(outcome)
-                continue
-            quiet = self._quiet.pop(outcome.command_id, None)
-            if quiet is not None and not outcome.ok:
-                quiet[1](outcome)
+    async def _ask_again(self) -> None:
+        """The reply channel is back after Redis went away: the answers to the sends
+        still waiting may have been published meanwhile, to no one. Send them again:
+        a send is idempotent (same sender, device and local id: the same message, seq
+        and answer, marked `duplicate`), so each gets its answer now rather than the
+        client's resend after a timeout."""
+        assert self._outbox is not None
+        waiting = [
+            self._sends[k] for k, f in self._pending.items() if k in self._sends and not f.done()
+        ]
+        for key, encoded in waiting:
+            self._outbox.append(key, encoded)
+        if waiting:
+            log.info("event=sends_asked_again count=%d", len(waiting))
+
+    def _reply(self, message: dict[str, Any]) -> None:
+        try:
+            outcome = Outcome.decode(message["data"])
+        except (ValueError, KeyError) as exc:
+            log.warning("event=bad_reply error=%s", type(exc).__name__)
+            return
+        future = self._pending.get(outcome.command_id)
+        if future is not None and not future.done():
+            future.set_result(outcome)
+            return
+        quiet = self._quiet.pop(outcome.command_id, None)
+        if quiet is not None and not outcome.ok:
+            quiet[1](outcome)

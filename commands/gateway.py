@@ -32,6 +32,7 @@ import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from commands.access import Access
@@ -54,6 +55,7 @@ from commands.sync import blocked_either_way, chat_summaries, missed_messages
 from commands.wsprotocol import Flag, Mailbox
 from domain.errors import DomainError
 from domain.ids import direct_chat_id
+from infra.health import Health
 from infra.routing import (
     GATEWAY_TTL_S,
     PRESENCE_TTL_S,
@@ -64,6 +66,7 @@ from infra.routing import (
     route,
 )
 from infra.settings import Settings
+from infra.subscriber import Subscription
 from projections.schema import LIVE_SCHEMA
 
 log = logging.getLogger("parley.gateway")
@@ -208,8 +211,12 @@ class Gateway:
         self.access = access
         self.id = f"gw-{uuid.uuid4().hex[:12]}"
         self.redis: Redis = access.redis
-        self.bus = CommandBus(settings, reply_to=self.id)
-        self.pool = AsyncConnectionPool(settings.pg_conninfo, min_size=1, max_size=8, open=False)
+        self.health = Health()
+        self.bus = CommandBus(settings, reply_to=self.id, health=self.health)
+        self.pool = AsyncConnectionPool(
+            settings.pg_conninfo, min_size=1, max_size=8, open=False, check=self._check_connection
+        )
+        self._pool_check: asyncio.Task[None] | None = None
         self.connections: dict[str, Connection] = {}
         self.by_user: dict[UUID, set[Connection]] = defaultdict(set)
         self._tasks: list[asyncio.Task[None]] = []
@@ -220,6 +227,15 @@ class Gateway:
         buckets = buckets_from_settings(settings)
         self.connection_limits = LocalBuckets(buckets)
         self.user_limits = SharedBuckets(self.redis, buckets)
+        self._routes = Subscription(
+            settings.redis_url,
+            self.health,
+            "delivery_listener",
+            self._routed,
+            channels=[deliver_channel(self.id)],
+            patterns=["parley:logout:*"],
+            on_subscribed=self._register_again,
+        )
 
     # Lifecycle
 
@@ -228,11 +244,8 @@ class Gateway:
         await self._create_last_seen_table()
         await self.bus.start()
         await self.redis.set(gateway_key(self.id), "1", ex=GATEWAY_TTL_S)
-        pubsub = self.redis.pubsub()
-        await pubsub.subscribe(deliver_channel(self.id))
-        await pubsub.psubscribe("parley:logout:*")
+        await self._routes.start()
         self._tasks = [
-            asyncio.create_task(self._listen(pubsub), name="gateway-listen"),
             asyncio.create_task(self._heartbeat(), name="gateway-heartbeat"),
             asyncio.create_task(self._flush_limits(), name="gateway-rate-flush"),
         ]
@@ -241,6 +254,7 @@ class Gateway:
     async def stop(self) -> None:
         for connection in list(self.connections.values()):
             connection.close(1001)
+        await self._routes.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -252,6 +266,18 @@ class Gateway:
         await self.bus.stop()
         await self.pool.close()
         log.info("event=gateway_stopped gateway=%s", self.id)
+
+    async def _check_connection(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Checked at each checkout (an empty query): after a PostgreSQL restart every
+        pooled connection is dead. The pool waits longer after each dead one it meets
+        (1 s, then 2 s, 4 s, ...: a `sync` after a restart outlasted a client's 10 s
+        timeout), so the first one found has the pool check all the others at once."""
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except psycopg.Error:
+            if self._pool_check is None or self._pool_check.done():
+                self._pool_check = asyncio.create_task(self.pool.check(), name="pool-check")
+            raise
 
     # One WebSocket
 
@@ -353,6 +379,17 @@ class Gateway:
                 request_id = frame.request_id if frame is not None else ""
                 connection.push(
                     error_frame(exc.code, exc.message or exc.code, request_id, **_retry_after(exc))
+                )
+            except (psycopg.OperationalError, RedisError) as exc:  # a server is away
+                log.warning(
+                    "event=frame_unavailable connection=%s type=%s error=%s",
+                    connection.id,
+                    frame.type if frame else "?",
+                    type(exc).__name__,
+                )
+                request_id = frame.request_id if frame is not None else ""
+                connection.push(
+                    error_frame("unavailable", "a server is away; retry shortly", request_id)
                 )
             except Exception as exc:  # a bug must not take the connection down with it
                 log.exception(
@@ -624,20 +661,31 @@ class Gateway:
 
     # Routing in, presence out
 
-    async def _listen(self, pubsub: Any) -> None:
-        while True:
-            try:
-                async for message in pubsub.listen():
-                    kind = message.get("type")
-                    if kind == "message":
-                        self._deliver(message["data"])
-                    elif kind == "pmessage":
-                        self._logout(message["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep listening: a dropped push is recovered by sync
-                log.warning("event=listen_failed error=%s", type(exc).__name__)
-                await asyncio.sleep(0.5)
+    def _routed(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "pmessage":
+            self._logout(message["data"])
+        else:
+            self._deliver(message["data"])
+
+    async def _register_again(self) -> None:
+        """After Redis came back (it may have lost the last second of writes, or all of
+        them): this gateway's lease and its users' presence, written again at once, so
+        the workers route pushes here before the next heartbeat would."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(gateway_key(self.id), "1", ex=GATEWAY_TTL_S)
+        self._queue_presence(pipe)
+        await pipe.execute()
+        log.info("event=gateway_registered_again gateway=%s users=%d", self.id, len(self.by_user))
+
+    def _queue_presence(self, pipe: Any) -> None:
+        stamp = now_ms()
+        for user, connections in list(self.by_user.items()):
+            if not connections:
+                continue
+            key = presence_key(user)
+            pipe.hset(key, mapping={c.id: self.id for c in connections})
+            pipe.expire(key, PRESENCE_TTL_S)
+            pipe.set(last_seen_key(user), stamp)
 
     def _deliver(self, raw: bytes) -> None:
         try:
@@ -753,17 +801,11 @@ class Gateway:
                 pipe.set(gateway_key(self.id), "1", ex=GATEWAY_TTL_S)
                 if time.monotonic() - last_presence >= presence_every - 0.5:
                     last_presence = time.monotonic()
-                    stamp = now_ms()
-                    for user, connections in list(self.by_user.items()):
-                        if not connections:
-                            continue
-                        key = presence_key(user)
-                        pipe.hset(key, mapping={c.id: self.id for c in connections})
-                        pipe.expire(key, PRESENCE_TTL_S)
-                        pipe.set(last_seen_key(user), stamp)
+                    self._queue_presence(pipe)
                 await pipe.execute()
+                self.health.up("heartbeat")
             except Exception as exc:
-                log.warning("event=heartbeat_failed error=%s", type(exc).__name__)
+                self.health.down("heartbeat", exc)
 
 
 def _retry_after(exc: DomainError) -> dict[str, Any]:

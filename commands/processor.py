@@ -25,12 +25,14 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, OperationalError, PersistenceError
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
 
 from commands.envelope import BadCommand, Command, Outcome, peek_reply, reply_channel
 from commands.handlers import HANDLERS, Context, IdGenerator, Limits
 from commands.store import SNAPSHOT_INTERVAL, ChatStore, chat_position
 from domain.chat import Chat
 from domain.errors import DomainError
+from infra.retry import Backoff
 from infra.settings import Settings
 from infra.topics import COMMANDS
 
@@ -316,22 +318,31 @@ def run_processor(
         fetch_max_wait_ms=50,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
+        # After a broker restart, kafka-python waits up to 30 s between attempts by
+        # default (doubling from 50 ms): the processor then came back up to half a
+        # minute after the broker. At most 1 s, as the relay's producer.
+        reconnect_backoff_ms=50,
+        reconnect_backoff_max_ms=1_000,
     )
     topic = settings.topic(COMMANDS)
     consumer.subscribe([topic], listener=_Rebalance(processor))
     _await_partitions(consumer, topic, stop)
     log.info("event=processor_started worker_id=%d topic=%s", lease.worker_id, topic)
     committed = 0.0
+    backoff = Backoff()
     try:
         while not stop.is_set():
-            polled = consumer.poll(timeout_ms=200)
+            polled = _poll(consumer, stop, backoff, timeout_ms=200)
             if ready is not None and consumer.assignment():
                 ready.set()
             if not polled:
                 continue
             total = sum(len(v) for v in polled.values())
             if total < settings.processor_batch_max and settings.processor_linger_ms > 0:
-                more = consumer.poll(
+                more = _poll(
+                    consumer,
+                    stop,
+                    backoff,
                     timeout_ms=settings.processor_linger_ms,
                     max_records=settings.processor_batch_max - total,
                 )
@@ -353,11 +364,29 @@ def run_processor(
         log.info("event=processor_stopped decided=%d", processor.decided_total)
 
 
+def _poll(
+    consumer: KafkaConsumer, stop: threading.Event, backoff: Backoff, **options: Any
+) -> dict[TopicPartition, list[Any]]:
+    """One poll; nothing if the broker is away. kafka-python raises from `poll` when it
+    cannot find the group's coordinator (a broker restart did it): that ended the
+    processor, which then stayed down. The consumer rejoins by itself at a later poll."""
+    try:
+        polled: dict[TopicPartition, list[Any]] = consumer.poll(**options)
+    except KafkaError as exc:
+        log.warning(
+            "event=kafka_unavailable retry_in=%.1fs error=%s", backoff.delay, type(exc).__name__
+        )
+        stop.wait(backoff.next())
+        return {}
+    backoff.reset()
+    return polled
+
+
 def _process_until_stored(
     processor: CommandProcessor, batch: list[tuple[int, bytes]], stop: threading.Event
 ) -> None:
     """Retry a batch while the database is unreachable; offsets wait until it is stored."""
-    delay = 0.1
+    backoff = Backoff()
     while True:
         try:
             processor.process(batch)
@@ -366,8 +395,9 @@ def _process_until_stored(
             if isinstance(exc, IntegrityError):
                 raise
             log.warning(
-                "event=store_unavailable retry_in=%.1fs error=%s", delay, type(exc).__name__
+                "event=store_unavailable retry_in=%.1fs error=%s",
+                backoff.delay,
+                type(exc).__name__,
             )
-            if stop.wait(delay):
+            if stop.wait(backoff.next()):
                 raise
-            delay = min(delay * 2, 5.0)

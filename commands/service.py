@@ -52,6 +52,20 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+async def readyz(request: Request) -> JSONResponse:
+    """Ready to take commands: Redis answers and nothing this process listens with is down
+    (its reply and delivery subscriptions, its heartbeat). 503 names what is degraded."""
+    degraded = dict(request.app.state.gateway.health.degraded)
+    try:
+        await access_of(request).redis.ping()
+    except Exception as exc:  # any failure to reach Redis makes the service unready
+        degraded["redis"] = type(exc).__name__
+    if degraded:
+        log.warning("event=not_ready degraded=%s", ",".join(sorted(degraded)))
+        return JSONResponse({"ready": False, "degraded": degraded}, status_code=503)
+    return JSONResponse({"ready": True, "degraded": {}})
+
+
 async def internal_error(request: Request, exc: Exception) -> Response:
     """Anything unexpected: logged by type only, answered without details."""
     log.error("event=internal_error path=%s error=%s", request.url.path, type(exc).__name__)
@@ -99,6 +113,7 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
             WebSocketRoute("/ws", websocket),
             *auth_routes(),
             *me_routes(),

@@ -244,12 +244,16 @@ async def apply_cache(
     schema: str = LIVE_SCHEMA,
     prefix: str = PREFIX,
     recent_clock: dict[UUID, float] | None = None,
+    move_checkpoints: bool = True,
 ) -> None:
     """Bring the Redis projections up to date with a batch PostgreSQL already holds,
     reading the members and unread counts it needs on `conn` (`plan_cache` says what
     `recent_clock` is for). The live workers queue the same writes in their own
-    pipeline instead (`streams/workers.py`)."""
+    pipeline instead (`streams/workers.py`). A heal, behind the live batches, leaves
+    the checkpoints where they are (`move_checkpoints=False`)."""
     plan = plan_cache(records, prefix, recent_clock)
+    if not move_checkpoints:
+        plan.offsets.clear()
     members: dict[UUID, list[str]] = {}
     unread_rows: list[tuple[UUID, UUID, int]] = []
     async with conn.cursor() as cur:

@@ -28,6 +28,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 from psycopg import sql
 
 from commands.store import ChatStore, max_position, open_store
+from infra.retry import Backoff
 from infra.settings import Settings
 from infra.topics import EVENTS
 from streams.envelope import encode_event
@@ -94,7 +95,7 @@ class Publisher:
 
     def publish(self, records: Sequence[tuple[bytes, bytes]], stop: threading.Event) -> None:
         """Return once Kafka acknowledged every record; retry with backoff until then."""
-        backoff = 0.1
+        backoff = Backoff(cap_s=MAX_BACKOFF_S)
         while True:
             try:
                 self._publish_once(records, stop)
@@ -106,15 +107,14 @@ class Publisher:
                     len(records),
                     type(exc).__name__,
                     str(exc)[:200],
-                    backoff,
+                    backoff.delay,
                 )
-            if stop.wait(backoff):
+            if stop.wait(backoff.next()):
                 raise Stopped()
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     def connect(self, stop: threading.Event) -> Any:
         """The producer, created (and the topic's metadata fetched) if need be."""
-        backoff = 0.1
+        backoff = Backoff(cap_s=MAX_BACKOFF_S)
         while self._producer is None:
             try:
                 producer = KafkaProducer(**producer_config(self.settings))
@@ -122,7 +122,7 @@ class Publisher:
                 log.warning(
                     "event=relay_kafka_unavailable error=%s retry_in=%.1fs",
                     type(exc).__name__,
-                    backoff,
+                    backoff.delay,
                 )
             else:
                 try:
@@ -135,11 +135,10 @@ class Publisher:
                         "event=relay_topic_unavailable topic=%s error=%s retry_in=%.1fs",
                         self.topic,
                         type(exc).__name__,
-                        backoff,
+                        backoff.delay,
                     )
-            if stop.wait(backoff):
+            if stop.wait(backoff.next()):
                 raise Stopped()
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
         return self._producer
 
     def close(self, force: bool = False) -> None:
@@ -303,7 +302,7 @@ def run_relay(
     if not isinstance(store.recorder, PostgresApplicationRecorder):
         store.close()
         raise RuntimeError("the relay needs the PostgreSQL event store (LISTEN/NOTIFY)")
-    backoff = 0.1
+    backoff = Backoff(cap_s=MAX_BACKOFF_S)
     published, position = 0, 0
     try:
         while not stop.is_set():
@@ -319,16 +318,15 @@ def run_relay(
                 return
             except Exception as exc:
                 if relay is not None and relay.published:
-                    backoff = 0.1  # it worked for a while: a new failure, not the same one
+                    backoff.reset()  # it worked for a while: a new failure, not the same one
                 log.warning(
                     "event=relay_error error=%s detail=%r retry_in=%.1fs",
                     type(exc).__name__,
                     str(exc)[:200],
-                    backoff,
+                    backoff.delay,
                 )
-                if stop.wait(backoff):
+                if stop.wait(backoff.next()):
                     return
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
             finally:
                 if relay is not None:
                     published += relay.published

@@ -26,11 +26,13 @@ from psycopg.pq import TransactionStatus
 
 from commands.directory import ensure_directory
 from infra.lua import execute
+from infra.retry import Backoff
 from infra.routing import queue_route
 from infra.settings import Settings
 from infra.topics import EVENTS
 from projections.bulk import BulkProjector
 from projections.cache import members_by_chat, members_query, plan_cache, queue_cache, unread_query
+from projections.cache_heal import CHECK_EVERY_S, CacheWatch
 from projections.locks import WORKER_LOCK, WORKER_UNLOCK
 from projections.projector import Projector, Record, expire_inbox
 from projections.schema import LIVE_SCHEMA, migrate
@@ -116,6 +118,14 @@ def create_app(settings: Settings) -> faust.App:
         finally:
             await conn.close()
             await redis.aclose()
+
+    # Redis restarted (and may have lost its last second of writes): heal the cache.
+    watch_redis = aioredis.Redis.from_url(settings.redis_url)
+    watch = CacheWatch(settings, watch_redis)
+
+    @app.timer(interval=CHECK_EVERY_S)  # type: ignore[untyped-decorator]
+    async def watch_cache() -> None:
+        await watch.check()
 
     @app.timer(interval=settings.inbox_expiry_interval_s)  # type: ignore[untyped-decorator]
     async def expire() -> None:
@@ -236,7 +246,7 @@ async def _apply_until_done(
 
     A retry applies the whole batch again: what PostgreSQL committed is skipped by its
     checkpoints, and the Redis writes and pushes are computed from the records again."""
-    delay = 0.1
+    backoff = Backoff()
     while True:
         try:
             if conn.closed:
@@ -246,9 +256,10 @@ async def _apply_until_done(
                 log.debug("event=projected records=%d applied=%d", len(records), applied)
             return conn
         except (psycopg.OperationalError, aioredis.RedisError, OSError) as exc:
-            log.warning("event=projection_retry in=%.1fs error=%s", delay, type(exc).__name__)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            log.warning(
+                "event=projection_retry in=%.1fs error=%s", backoff.delay, type(exc).__name__
+            )
+            await asyncio.sleep(backoff.next())
 
 
 async def apply_live(
