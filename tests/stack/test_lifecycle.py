@@ -7,6 +7,7 @@ on spare ports, so the shared stack the other tests use is never disturbed.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -128,10 +129,10 @@ def test_status_command_reports_the_shared_stack(settings: Settings) -> None:
 
 
 def _spare_port_run(length: int) -> int:
-    """A port with the `length` ports above it free too (the object store's ports)."""
-    for _ in range(50):
-        base = _spare_port()
-        if base + length < 65535 and all(_free(base + i) for i in range(length + 1)):
+    """A port with the `length` ports above it free too (the object store's ports), below
+    the kernel's ephemeral range, which a load test's client sockets may fill."""
+    for base in random.sample(range(20_000, 32_000, length + 1), 200):
+        if all(_free(base + i) for i in range(length + 1)):
             return base
     raise AssertionError("no run of free ports")
 
