@@ -7,7 +7,14 @@ from the receipt cursors, and unacknowledged sends to resend after a reconnect w
 same local id (the server answers a resend with the original message).
 """
 
-from client.chat import Account, Ack, ChatClient, CommandFailed, register_and_login
+from client.chat import (
+    Account,
+    Ack,
+    ChatClient,
+    CommandFailed,
+    lookup_user,
+    register_and_login,
+)
 from client.media import fetch_media, upload_media
 
 __all__ = [
@@ -16,6 +23,7 @@ __all__ = [
     "ChatClient",
     "CommandFailed",
     "fetch_media",
+    "lookup_user",
     "register_and_login",
     "upload_media",
 ]

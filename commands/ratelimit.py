@@ -48,6 +48,7 @@ class Limit(StrEnum):
     LOGIN_PER_ADDRESS = "login_address"
     REGISTER_PER_ADDRESS = "register_address"
     MEDIA_UPLOAD_PER_USER = "media_upload_user"
+    LOOKUP_PER_USER = "lookup_user"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from starlette.websockets import WebSocket
 from commands.access import access_of, open_access
 from commands.auth_routes import auth_routes
 from commands.gateway import Gateway
+from commands.lookup import lookup_routes
 from commands.me_routes import me_routes
 from commands.media import MediaUploads
 from commands.media_routes import media_routes
@@ -118,6 +119,7 @@ def create_app(settings: Settings) -> Starlette:
             *auth_routes(),
             *me_routes(),
             *media_routes(),
+            *lookup_routes(),
             *web_client_routes(settings),
         ],
         middleware=[Middleware(AccessLog)],
@@ -158,6 +160,7 @@ def run_commands_service(settings: Settings, stop: threading.Event) -> None:
         settings.commands_host,
         settings.commands_port,
         stop,
+        trusted_proxies=settings.trusted_proxies,
         ws=LeanWebSocketProtocol,
         ws_max_size=settings.ws_max_frame_bytes,  # beyond it: close 1009
         ws_per_message_deflate=False,

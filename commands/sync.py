@@ -4,7 +4,10 @@ A client syncs with its per-chat cursors (the highest seq it holds of each chat)
 chat it names no cursor for, the cursor is the user's `delivered_up_to` there: every
 message never delivered to the user (the inbox) is always sent. Chats come newest
 activity first, messages in seq order within a chat, at most `page_size` a page. A
-removed member gets only what was sent while they were in the group.
+removed member gets only what was sent while they were in the group. The pages of a
+chat stop at the `last_seq` its summary gave: a message stored after the summary was
+read comes as a live push (the connection is registered before it syncs), so a sync
+never sends a seq beyond the `last_seq` it announced.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from psycopg import AsyncConnection, sql
 
 from commands.directory import DIRECTORY_SCHEMA
 from commands.protocol import hidden_message
+from infra.timestamps import utc_iso
 from projections.schema import LIVE_SCHEMA
 
 PAGE_SIZE = 100
@@ -26,7 +30,7 @@ PAGE_SIZE = 100
 def message_frame(row: tuple[Any, ...]) -> dict[str, Any]:
     chat_id, seq, message_id, sender, local_id, kind, body, media, sent_at, blocked = row
     if blocked:  # its sender is blocked by the one syncing
-        return hidden_message(chat_id, seq, message_id, sent_at.isoformat())
+        return hidden_message(chat_id, seq, message_id, utc_iso(sent_at))
     return {
         "type": "message",
         "chat_id": str(chat_id),
@@ -37,7 +41,7 @@ def message_frame(row: tuple[Any, ...]) -> dict[str, Any]:
         "kind": kind,
         "body": base64.b64encode(body).decode("ascii"),
         "media": media,
-        "sent_at": sent_at.isoformat(),
+        "sent_at": utc_iso(sent_at),
     }
 
 
@@ -132,7 +136,8 @@ async def missed_messages(
                         "m.body, m.media, m.sent_at, m.sender = ANY(coalesce((SELECT b.blocks "
                         "FROM {d}.users b WHERE b.user_id = %(user)s), '{{}}'::uuid[])) "
                         "FROM {s}.messages m "
-                        "WHERE m.chat_id = %(chat)s AND m.seq > %(after)s AND EXISTS ("
+                        "WHERE m.chat_id = %(chat)s AND m.seq > %(after)s AND m.seq <= %(last)s "
+                        "AND EXISTS ("
                         "  SELECT 1 FROM {s}.membership_history h WHERE h.chat_id = m.chat_id "
                         "  AND h.user_id = %(user)s AND m.seq > h.joined_after_seq "
                         "  AND (h.left_at_seq IS NULL OR m.seq <= h.left_at_seq)) "
@@ -141,6 +146,7 @@ async def missed_messages(
                     {
                         "chat": chat_id,
                         "after": after,
+                        "last": chat["last_seq"],
                         "user": user_id,
                         "limit": page_size - len(page),
                     },

@@ -4,7 +4,6 @@ answered as `{"error": {"code", "message"}}` with their HTTP status, one log lin
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -18,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.account_errors import RateLimited
 from domain.errors import DomainError, TooLarge
+from infra.json_bounds import MAX_JSON_DEPTH, JsonTooDeep, loads_bounded
 
 log = logging.getLogger("commands.http")
 
@@ -83,9 +83,17 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
         body.extend(chunk)
         if len(body) > max_bytes:
             raise TooLarge(f"a request body has at most {max_bytes} bytes")
+    return parse_json_object(bytes(body))
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """A request body as a JSON object; `bad_request` if it is not one (not JSON, not
+    UTF-8, nested deeper than `MAX_JSON_DEPTH`, or not an object)."""
     try:
-        value = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        value = loads_bounded(body)
+    except JsonTooDeep:
+        raise BadRequest(f"the body nests at most {MAX_JSON_DEPTH} levels") from None
+    except ValueError:
         raise BadRequest("the body must be JSON") from None
     if not isinstance(value, dict):
         raise BadRequest("the body must be a JSON object")

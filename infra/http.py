@@ -3,6 +3,11 @@
 Shared by the commands and queries services: binds before uvicorn starts (port 0 picks
 a free one), logs `event=<name>_listening` with the real address once serving, and
 stops cleanly on SIGTERM/SIGINT (uvicorn's) or when `stop` is set.
+
+A client's address is the socket's peer. `X-Forwarded-For` (and `-Proto`) is believed
+only from the proxies listed in `trusted_proxies` (`PARLEY_TRUSTED_PROXIES`: addresses
+or networks, comma-separated); by default from none, since anyone can send the header
+and the per-address rate limits would then be per whatever the client wrote.
 """
 
 from __future__ import annotations
@@ -18,7 +23,13 @@ log = logging.getLogger("parley.http")
 
 
 def serve(
-    app: Any, name: str, host: str, port: int, stop: threading.Event, **uvicorn_options: Any
+    app: Any,
+    name: str,
+    host: str,
+    port: int,
+    stop: threading.Event,
+    trusted_proxies: str = "",
+    **uvicorn_options: Any,
 ) -> None:
     """Run `app` on host:port until stopped; `uvicorn_options` go to `uvicorn.Config`."""
     for logger in ("uvicorn", "uvicorn.error", "uvicorn.access"):
@@ -28,8 +39,15 @@ def serve(
     sock.bind((host, port))
     sock.listen(2048)
     bound_host, bound_port = sock.getsockname()[:2]
+    proxies = [p.strip() for p in trusted_proxies.split(",") if p.strip()]
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="on", **uvicorn_options
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
+        **uvicorn_options,
     )
     server = uvicorn.Server(config)
 

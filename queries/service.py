@@ -74,4 +74,11 @@ def create_app(settings: Settings) -> Starlette:
 
 def run_queries_service(settings: Settings, stop: threading.Event) -> None:
     """Serve the app until SIGTERM/SIGINT or `stop` is set; logs the bound address."""
-    serve(create_app(settings), "queries", settings.queries_host, settings.queries_port, stop)
+    serve(
+        create_app(settings),
+        "queries",
+        settings.queries_host,
+        settings.queries_port,
+        stop,
+        trusted_proxies=settings.trusted_proxies,
+    )

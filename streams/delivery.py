@@ -22,6 +22,7 @@ from psycopg import sql
 from commands.directory import DIRECTORY_SCHEMA
 from commands.protocol import hidden_message
 from infra.routing import Item
+from infra.timestamps import utc_iso
 from projections.projector import RECEIPT_EVENTS, Record
 from projections.schema import LIVE_SCHEMA
 from streams.envelope import Envelope
@@ -52,7 +53,7 @@ def _message(e: Any) -> dict[str, Any]:
         "kind": p["kind"],
         "body": p["body"],
         "media": p["media"],
-        "sent_at": e.timestamp.isoformat(),
+        "sent_at": utc_iso(e.timestamp),
     }
 
 
@@ -146,7 +147,7 @@ class Delivery:
                 (hidden if sender in blocks.get(user, ()) else shown).append(user)
             items.append((shown, _message(e), (sender, p["device_id"])))
             if hidden:
-                at = e.timestamp.isoformat()
+                at = utc_iso(e.timestamp)
                 items.append((hidden, hidden_message(e.chat_id, seq, p["message_id"], at), None))
         for e in self.others:
             p = e.payload

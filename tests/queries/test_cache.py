@@ -12,6 +12,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from commands.accounts import open_accounts
+from commands.directory import enrol_stand_ins
 from domain.ids import direct_chat_id
 from infra.settings import Settings
 from projections.cache import chats_key, recent_key
@@ -97,6 +98,7 @@ async def test_pages_of_a_long_list_are_the_same_warm_and_cold(
     finally:
         accounts.close()
     peers = [uuid.uuid4() for _ in range(40)]
+    enrol_stand_ins(topics.pg_conninfo, peers)
     groups = [uuid.uuid4(), uuid.uuid4()]
 
     def script(r: str) -> list[object]:
