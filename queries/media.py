@@ -16,9 +16,9 @@ from starlette.responses import Response
 
 from commands.auth import Identity
 from domain.media import UnknownMedia, is_media_id, object_key
+from infra.timestamps import utc_iso
 from projections.schema import LIVE_SCHEMA
 from queries.membership import load_membership
-from queries.messages import iso
 from queries.params import chat_id_param
 from queries.position import read_your_writes
 from queries.resources import read_side_of
@@ -51,6 +51,6 @@ async def media_download(request: Request, identity: Identity) -> Response:
             "mime_type": media["mime_type"],
             "size": media["size"],
             "url": read_side.objects.presign_get(object_key(media_id), ttl),
-            "expires_at": iso(datetime.now(UTC) + timedelta(seconds=ttl)),
+            "expires_at": utc_iso(datetime.now(UTC) + timedelta(seconds=ttl)),
         }
     )
