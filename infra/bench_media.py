@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 from client import Account, ChatClient
 from client.media import confirm_upload, download_url, put_object, request_upload, upload_media
 from commands.auth import Tokens
+from commands.directory import enrol_stand_ins
 from infra.bench.servers import free_port, spawned
 from infra.bench.stack import environment, private_resources
 from infra.objectstore import ObjectStore
@@ -96,6 +97,7 @@ def media_services(settings: Settings, workdir: Path) -> Iterator[tuple[Settings
 
 async def _account(bench: Settings) -> Account:
     user_id = uuid.uuid4()
+    await asyncio.to_thread(enrol_stand_ins, bench.pg_conninfo, [user_id])
     redis = aioredis.Redis.from_url(bench.redis_url)
     try:
         pair = await Tokens(bench, redis).issue(user_id, "d1")

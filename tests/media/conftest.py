@@ -7,6 +7,7 @@ user may ask for five uploads at once, and a video or sound may last a minute.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from PIL import Image
 
 from client import Account, ChatClient
 from commands.auth import Tokens
+from commands.directory import enrol_stand_ins
 from infra.objectstore import ObjectStore
 from infra.settings import Settings
 from tests.fullstack import FullStack, full_stack
@@ -44,8 +46,10 @@ class MediaStack:
         return self.stack.queries
 
     async def account(self) -> Account:
-        """A logged-in user, the session issued directly (no password hashing)."""
+        """A user in the directory, logged in with a session issued directly (no password
+        hashing)."""
         user_id = uuid.uuid4()
+        await asyncio.to_thread(enrol_stand_ins, self.stack.settings.pg_conninfo, [user_id])
         redis = aioredis.Redis.from_url(self.stack.settings.redis_url)
         try:
             pair = await Tokens(self.stack.settings, redis).issue(user_id, "d1")
