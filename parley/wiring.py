@@ -40,8 +40,9 @@ from commands.accounts.application import open_accounts
 from commands.gateway.bus import CommandBus
 from commands.gateway.gateway import GatewayAdapters
 from commands.media.uploads import MediaUploads
+from commands.processor.consumer import consume_commands
 from commands.processor.people import open_people
-from commands.processor.processor import CommandProcessor, consume_commands
+from commands.processor.processor import CommandProcessor
 from commands.ratelimit import RateLimiter, buckets_from_settings
 from commands.service import run_commands_service
 from infra.auth import Passwords, Tokens
