@@ -24,7 +24,7 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
         statuses = stack_status(settings)
         for st in statuses:
             pid = f"pid {st.pid}" if st.pid else "-"
-            print(f"{st.service:<9} {st.state:<11} {st.address:<22} {pid:<10} {st.log}")
+            print(f"{st.service:<11} {st.state:<11} {st.address:<22} {pid:<10} {st.log}")
         if args.action == "status":
             bad = {State.UNHEALTHY, State.UNREACHABLE, State.STOPPED}
             return 3 if any(st.state in bad for st in statuses) else 0
