@@ -36,7 +36,10 @@ log = logging.getLogger(__name__)
 
 
 async def healthz(request: Request) -> JSONResponse:
-    """Alive, and Redis answers (PostgreSQL is checked by the first request that needs it)."""
+    """Alive, not draining, and Redis answers (PostgreSQL is checked by the first request
+    that needs it). The balancer routes to a gateway only while this answers 200."""
+    if not request.app.state.gateway.checked():
+        return error_response("draining", "this gateway is shutting down", 503)
     try:
         await access_of(request).redis.ping()
     except Exception as exc:  # any failure to reach Redis makes the service unready
@@ -142,12 +145,18 @@ def run_commands_service(
     gateway_adapters: NewGatewayAdapters,
 ) -> None:
     """Serve the app until SIGTERM/SIGINT or `stop` is set; logs the bound address."""
+    app = create_app(settings, open_access, gateway_adapters)
+
+    async def drain() -> None:
+        await app.state.gateway.drain()
+
     serve(
-        DirectWebSocket(create_app(settings, open_access, gateway_adapters)),
+        DirectWebSocket(app),
         "commands",
         settings.commands_host,
         settings.commands_port,
         stop,
+        drain,
         ws=LeanWebSocketProtocol,
         ws_max_size=settings.ws_max_frame_bytes,  # beyond it: close 1009
         ws_per_message_deflate=False,

@@ -2,23 +2,71 @@
 
 Shared by the commands and queries services: binds before uvicorn starts (port 0 picks
 a free one), logs `event=<name>_listening` with the real address once serving, and
-stops cleanly on SIGTERM/SIGINT (uvicorn's) or when `stop` is set.
+stops cleanly on SIGTERM/SIGINT (uvicorn's) or when `stop` is set. A service with a
+`drain` (the gateway) runs it on the first SIGTERM/SIGINT before uvicorn stops; a
+second signal stops at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
+from collections.abc import Awaitable, Callable
+from types import FrameType
 from typing import Any
 
 import uvicorn
 
 log = logging.getLogger("parley.http")
 
+Drain = Callable[[], Awaitable[None]]
+"""What a service does between SIGTERM and stopping (bounded by the service itself)."""
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, running `drain` on the first exit signal before it stops."""
+
+    def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
+        super().__init__(config)
+        self._drain = drain
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        loop = self._loop
+        if self._draining or self.should_exit or loop is None:
+            super().handle_exit(sig, frame)  # a second signal, or not serving yet
+            return
+        self._captured_signals.append(sig)
+        self._draining = True
+        loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        self._tasks.append(asyncio.create_task(self._drain_then_exit(), name="drain"))
+
+    async def _drain_then_exit(self) -> None:
+        try:
+            await self._drain()
+        except Exception:  # a failed drain must not keep the process up
+            log.exception("event=drain_failed")
+        self.should_exit = True
+
 
 def serve(
-    app: Any, name: str, host: str, port: int, stop: threading.Event, **uvicorn_options: Any
+    app: Any,
+    name: str,
+    host: str,
+    port: int,
+    stop: threading.Event,
+    drain: Drain | None = None,
+    **uvicorn_options: Any,
 ) -> None:
     """Run `app` on host:port until stopped; `uvicorn_options` go to `uvicorn.Config`."""
     for logger in ("uvicorn", "uvicorn.error", "uvicorn.access"):
@@ -31,7 +79,7 @@ def serve(
     config = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="on", **uvicorn_options
     )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(config) if drain is None else DrainingServer(config, drain)
 
     def watch() -> None:
         while not server.started and not stop.wait(0.05):
