@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 
 from infra.auth import Tokens
 from infra.settings import ROOT, Settings
+from projections.directory import enrol_stand_ins
 
 SAMPLE_KEYS = (
     "ack_ms",
@@ -40,6 +41,7 @@ async def _issue(settings: Settings, count: int, device: str) -> list[list[str]]
     try:
         for start in range(0, count, 50):
             users = [uuid.uuid4() for _ in range(min(50, count - start))]
+            await asyncio.to_thread(enrol_stand_ins, settings.pg_conninfo, users)
             pairs = await asyncio.gather(*(tokens.issue(u, device) for u in users))
             out.extend([str(u), device, p.access_token] for u, p in zip(users, pairs, strict=True))
     finally:

@@ -25,6 +25,7 @@ from commands.gateway.bus import CommandBus
 from domain.ids import direct_chat_id
 from infra.settings import ROOT, Settings
 from infra.topics import ensure_topics
+from projections.directory import enrol_stand_ins
 
 
 def _send(
@@ -109,6 +110,7 @@ async def _scenarios(
     await bus.start()
     try:
         pairs = [(uuid.uuid4(), uuid.uuid4()) for _ in range(200)]
+        enrol_stand_ins(settings.pg_conninfo, [user for pair in pairs for user in pair])
         warm = [_send(direct_chat_id(a, b), a, "warm", bus.reply_to, to=b) for a, b in pairs]
         await _throughput(bus, warm, 200)
         many = [

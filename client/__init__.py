@@ -7,6 +7,13 @@ from the receipt cursors, and unacknowledged sends to resend after a reconnect w
 same local id (the server answers a resend with the original message).
 """
 
-from client.chat import Account, Ack, ChatClient, CommandFailed, register_and_login
+from client.chat import (
+    Account,
+    Ack,
+    ChatClient,
+    CommandFailed,
+    lookup_user,
+    register_and_login,
+)
 
-__all__ = ["Account", "Ack", "ChatClient", "CommandFailed", "register_and_login"]
+__all__ = ["Account", "Ack", "ChatClient", "CommandFailed", "lookup_user", "register_and_login"]

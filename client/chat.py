@@ -79,17 +79,32 @@ def register_and_login(
     phone: str | None = None,
 ) -> Account:
     """Register (if new) and log in; `base` is the commands service, e.g. http://127.0.0.1:18080."""
-    phone = phone or "+1555" + str(abs(hash(username)) % 10**7).zfill(7)
-    with contextlib.suppress(CommandFailed):
+    # Random, not derived from the username: seven digits of a hash can collide among
+    # the thousands of users a test database holds.
+    phone = phone or "+1555" + str(uuid.uuid4().int % 10**10).zfill(10)
+    try:
         _post(
             base, "/v1/auth/register", {"username": username, "phone": phone, "password": password}
         )
+    except CommandFailed as exc:
+        if exc.code != "username_taken":  # taken: registered before, so log in
+            raise
     pair = _post(
         base, "/v1/auth/login", {"username": username, "password": password, "device_id": device_id}
     )
     return Account(
         pair["user_id"], username, device_id, pair["access_token"], pair["refresh_token"]
     )
+
+
+def lookup_user(
+    base: str, token: str, username: str | None = None, phone: str | None = None
+) -> dict[str, str]:
+    """The user with exactly this username or phone number: `user_id`, `username`,
+    `display_name` (`POST /v1/users/lookup`); `CommandFailed` `unknown_user` if none."""
+    body = {"username": username} if username is not None else {"phone": phone}
+    found = _post(base, "/v1/users/lookup", body, token=token)
+    return {key: str(found[key]) for key in ("user_id", "username", "display_name")}
 
 
 @dataclass
@@ -190,7 +205,12 @@ class ChatClient:
         if to is not None:
             frame["to"] = to
         self._unacked[frame["id"]] = frame
-        answer = await self.request(dict(frame))
+        try:
+            answer = await self.request(dict(frame))
+        except CommandFailed as exc:
+            if exc.code not in ("timeout", "unavailable"):  # refused: a resend would be too
+                self._unacked.pop(frame["id"], None)
+            raise
         self._unacked.pop(frame["id"], None)
         # The server does not push our own message back to this device: the ack says
         # where it stands in the chat, so it is held from here on.

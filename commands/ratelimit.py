@@ -47,6 +47,7 @@ class Limit(StrEnum):
     LOGIN_PER_ACCOUNT = "login_account"
     LOGIN_PER_ADDRESS = "login_address"
     REGISTER_PER_ADDRESS = "register_address"
+    LOOKUP_PER_USER = "lookup_user"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket
 
 from commands.accounts.access import Access, access_of
 from commands.accounts.auth_routes import auth_routes
+from commands.accounts.lookup import lookup_routes
 from commands.accounts.me_routes import me_routes
 from commands.gateway.gateway import Gateway, GatewayAdapters
 from commands.gateway.wsprotocol import LeanWebSocketProtocol
@@ -110,6 +111,7 @@ def create_app(
             WebSocketRoute("/ws", websocket),
             *auth_routes(),
             *me_routes(),
+            *lookup_routes(),
             *web_client_routes(settings),
         ],
         middleware=[Middleware(AccessLog, logger="commands.http")],
@@ -157,6 +159,7 @@ def run_commands_service(
         settings.commands_port,
         stop,
         drain,
+        trusted_proxies=settings.trusted_proxies,
         ws=LeanWebSocketProtocol,
         ws_max_size=settings.ws_max_frame_bytes,  # beyond it: close 1009
         ws_per_message_deflate=False,

@@ -14,6 +14,7 @@ from domain.chat import (
     SendResult,
 )
 from domain.errors import (
+    Blocked,
     DomainError,
     GroupFull,
     InvalidBody,
@@ -38,6 +39,7 @@ __all__ = [
     "MAX_GROUP_MEMBERS",
     "MAX_GROUP_NAME_CHARS",
     "SEND_MEMORY",
+    "Blocked",
     "Chat",
     "ChatKind",
     "DomainError",

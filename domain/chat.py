@@ -14,6 +14,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.domain import Snapshot as AggregateSnapshot
 
 from domain.errors import (
+    Blocked,
     GroupFull,
     InvalidBody,
     InvalidGroup,
@@ -328,12 +329,20 @@ class Chat(Aggregate):
         message_id: int,
         sent_at_ms: int,
         max_body: int = MAX_BODY_BYTES,
+        sender_blocked_peer: bool = False,
     ) -> SendResult:
-        """Append a message with the next seq; a resend returns the original, adding nothing."""
+        """Append a message with the next seq; a resend returns the original, adding nothing.
+
+        `sender_blocked_peer`: the sender blocked the other user of this 1:1 chat, so
+        they may not write in it until they unblock (`blocked`); a resend of a message
+        stored before the block still answers the original.
+        """
         original = self._sent.get((sender, device_id), {}).get(local_id)
         if original is not None:
             return SendResult(message_id=original[0], seq=original[1], duplicate=True)
         self._require_member(sender)
+        if sender_blocked_peer and self.kind == ChatKind.DIRECT:
+            raise Blocked()
         for label, value in (("device_id", device_id), ("local_id", local_id)):
             if not 0 < len(value) <= MAX_CLIENT_ID_CHARS:
                 raise InvalidBody(f"{label} must be 1..{MAX_CLIENT_ID_CHARS} characters")
@@ -412,6 +421,12 @@ class Chat(Aggregate):
             for (sender, device_id), by_local_id in self._sent.items()
             for local_id, sent in by_local_id.items()
         }
+
+    def peer_of(self, user_id: UUID) -> UUID | None:
+        """In a 1:1 chat, the other of its two users; None in a group."""
+        if self.kind != ChatKind.DIRECT:
+            return None
+        return next((other for other in self._member_since if other != user_id), None)
 
     def was_member_at(self, user_id: UUID, seq: int) -> bool:
         """Whether the user belonged to the chat when message `seq` was sent."""

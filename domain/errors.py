@@ -21,6 +21,13 @@ class NotMember(DomainError):
     default_message = "not a member of this chat"
 
 
+class Blocked(DomainError):
+    """The sender blocked the other user of this 1:1 chat: unblock them to write."""
+
+    code = "blocked"
+    default_message = "you blocked this user; unblock them to send them messages"
+
+
 class NotAdmin(DomainError):
     """Only a group admin may do this."""
 

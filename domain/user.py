@@ -71,10 +71,16 @@ def clean_about(raw: str) -> str:
     return _clean_text(raw, "the about text", MAX_ABOUT_CHARS, allow_empty=True)
 
 
-def clean_device(device_id: str, name: str) -> tuple[str, str]:
-    """A device id (1-128 of `A-Za-z0-9_.:-`) and its trimmed name (1-64 characters)."""
+def check_device_id(device_id: str) -> str:
+    """A device id: 1-128 of `A-Za-z0-9_.:-`, else `invalid_device`."""
     if not _DEVICE_ID.fullmatch(device_id):
         raise InvalidDevice(f"a device id has 1-{MAX_CLIENT_ID_CHARS} of A-Z a-z 0-9 _ . : -")
+    return device_id
+
+
+def clean_device(device_id: str, name: str) -> tuple[str, str]:
+    """A device id (`check_device_id`) and its trimmed name (1-64 characters)."""
+    check_device_id(device_id)
     try:
         clean_name = _clean_text(name, "a device name", MAX_DEVICE_NAME_CHARS, allow_empty=False)
     except InvalidProfile as exc:
@@ -287,7 +293,9 @@ class User(Aggregate):
         return True
 
     def remove_device(self, device_id: str) -> bool:
-        if device_id not in self._devices:
+        """Remove a device; False if it is not this account's (an id no device could
+        have is `invalid_device`)."""
+        if check_device_id(device_id) not in self._devices:
             return False
         self.trigger_event(self.DeviceRemoved, device_id=device_id)
         return True

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -33,6 +33,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from redis.asyncio import Redis
 
 from domain.account_errors import InvalidToken, TokenExpired
+from infra.local_secret import local_secret
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,34 @@ ALGORITHM = "HS256"
 ALLOWED_ALGORITHMS = (ALGORITHM,)
 """The only algorithm a token may name; `none`, RS*/ES* and other HS* are refused."""
 MIN_SECRET_BYTES = 32
+DEVELOPMENT_JWT_SECRET = "parley-dev-only-jwt-secret-set-PARLEY_JWT_SECRET-in-production"
+"""A value published in Parley's repository: anyone could sign tokens with it, so it is
+refused (`signing_secret`)."""
 REQUIRED_CLAIMS = ("sub", "exp", "iat", "iss", "aud", "jti", "typ", "dev", "sid")
 SESSION_KEY = "parley:session:{session_id}"
 USER_SESSIONS_KEY = "parley:sessions:{user_id}"
 LOGOUT_CHANNEL = "parley:logout:{user_id}"
+
+
+def signing_secret(settings: Settings) -> str:
+    """The key tokens are signed and checked with: `PARLEY_JWT_SECRET` when set, else this
+    stack's own random key, made at first start under the state folder
+    (`infra.local_secret`), so every service of the stack shares it. A published or short
+    key is refused with a `ValueError` that says what to do."""
+    given = settings.jwt_secret
+    if not given:
+        return local_secret(settings.state_dir, "jwt_secret")
+    if given == DEVELOPMENT_JWT_SECRET:
+        msg = (
+            "PARLEY_JWT_SECRET is the development value published in Parley's repository, "
+            "so anyone could sign tokens with it: unset it (a random secret is then kept "
+            "under the state folder) or set a secret of your own"
+        )
+        raise ValueError(msg)
+    if len(given.encode()) < MIN_SECRET_BYTES:
+        msg = f"PARLEY_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes"
+        raise ValueError(msg)
+    return given
 
 
 def logout_channel(user_id: UUID) -> str:
@@ -123,12 +148,15 @@ class TokenPair:
         }
 
 
-# KEYS[1] = the session; ARGV = presented refresh token id, new id, ttl ms.
-# 1: rotated; 0: no such session (revoked or expired); -1: a rotated token was reused,
-# so the session is revoked.
+# KEYS[1] = the session; ARGV = presented refresh token id, new id, ttl ms, the token's
+# user and device. 1: rotated; 0: no such session (revoked or expired); -2: the session
+# is another user's or device's (a forged token; the session is left alone); -1: a
+# rotated token was reused, so the session is revoked.
 _ROTATE = """
-local current = redis.call('HGET', KEYS[1], 'refresh')
+local session = redis.call('HMGET', KEYS[1], 'refresh', 'user', 'device')
+local current = session[1]
 if not current then return 0 end
+if session[2] ~= ARGV[4] or session[3] ~= ARGV[5] then return -2 end
 if current ~= ARGV[1] then
   redis.call('DEL', KEYS[1])
   return -1
@@ -145,11 +173,7 @@ class Tokens:
     def __init__(
         self, settings: Settings, redis: Redis, clock: Callable[[], float] = time.time
     ) -> None:
-        if len(settings.jwt_secret.encode()) < MIN_SECRET_BYTES:
-            msg = f"PARLEY_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes"
-            raise ValueError(msg)
-        if settings.jwt_secret == _default("jwt_secret"):
-            log.warning("event=jwt_secret_default hint=set_PARLEY_JWT_SECRET_in_production")
+        self._secret = signing_secret(settings)
         self._settings = settings
         self._redis = redis
         self._clock = clock
@@ -160,14 +184,15 @@ class Tokens:
     def decode(self, token: str, expected: TokenType = TokenType.ACCESS) -> Identity:
         """Check a token's signature, algorithm, claims and kind, without I/O.
 
-        Raises `token_expired` past `exp`, `invalid_token` for anything else wrong.
+        Raises `token_expired` past `exp`, `invalid_token` for anything else wrong,
+        including a token that lives longer than its kind's lifetime (`exp - iat`).
         Does not see revocation: use `authenticate` for that.
         """
         s = self._settings
         try:
             claims = jwt.decode(
                 token,
-                s.jwt_secret,
+                self._secret,
                 algorithms=list(ALLOWED_ALGORITHMS),
                 audience=s.jwt_audience,
                 issuer=s.jwt_issuer,
@@ -180,6 +205,13 @@ class Tokens:
             raise InvalidToken(f"invalid token: {type(exc).__name__}") from None
         if claims["typ"] != expected.value:
             raise InvalidToken(f"a {expected.value} token is needed")
+        lifetime = s.access_token_ttl_s if expected is TokenType.ACCESS else s.refresh_token_ttl_s
+        try:
+            lived = int(claims["exp"]) - int(claims["iat"])
+        except (TypeError, ValueError):
+            raise InvalidToken() from None
+        if lived > lifetime + s.jwt_leeway_s:
+            raise InvalidToken("the token lives longer than its kind may")
         try:
             user_id = UUID(str(claims["sub"]))
         except ValueError:
@@ -190,11 +222,34 @@ class Tokens:
         return Identity(user_id, device_id, session_id, token_id, int(claims["exp"]))
 
     async def authenticate(self, access_token: str) -> Identity:
-        """The identity of a valid access token whose session has not been logged out."""
+        """The identity of a valid access token whose session has not been logged out and
+        belongs to the token's user and device."""
         identity = self.decode(access_token, TokenType.ACCESS)
-        if not await self._redis.exists(self._session_key(identity.session_id)):
-            raise InvalidToken("the session has ended; log in again")
+        await self._check_session(identity, required=True)
         return identity
+
+    async def _check_session(self, identity: Identity, required: bool) -> None:
+        """`invalid_token` unless the session the token names is its user's and device's
+        (a token naming someone else's session was forged); an ended session is refused
+        only when `required`."""
+        user, device = await self._redis.hmget(
+            self._session_key(identity.session_id), ["user", "device"]
+        )
+        if user is None:
+            if required:
+                raise InvalidToken("the session has ended; log in again")
+            return
+        if (
+            _text(user) != str(identity.user_id)
+            or device is None
+            or _text(device) != identity.device_id
+        ):
+            log.warning(
+                "event=token_session_mismatch user_id=%s sid=%s",
+                identity.user_id,
+                identity.session_id,
+            )
+            raise InvalidToken()
 
     # Issuing and rotating
 
@@ -224,7 +279,19 @@ class Tokens:
         new_id = uuid.uuid4().hex
         ttl_ms = self._settings.refresh_token_ttl_s * 1000
         key = self._session_key(identity.session_id)
-        outcome = int(await self._rotate(keys=[key], args=[identity.token_id, new_id, ttl_ms]))
+        outcome = int(
+            await self._rotate(
+                keys=[key],
+                args=[identity.token_id, new_id, ttl_ms, str(identity.user_id), identity.device_id],
+            )
+        )
+        if outcome == -2:
+            log.warning(
+                "event=token_session_mismatch user_id=%s sid=%s",
+                identity.user_id,
+                identity.session_id,
+            )
+            raise InvalidToken()
         if outcome == -1:
             log.warning(
                 "event=refresh_token_reused user_id=%s sid=%s",
@@ -249,6 +316,7 @@ class Tokens:
         error. Ending all needs the session's current refresh token.
         """
         identity = self.decode(refresh_token, TokenType.REFRESH)
+        await self._check_session(identity, required=all_devices)
         if all_devices:
             # Only the holder of a session's current refresh token may end every session.
             current = await self._redis.hget(self._session_key(identity.session_id), "refresh")
@@ -334,15 +402,11 @@ class Tokens:
             "dev": device_id,
             "sid": session_id,
         }
-        return jwt.encode(claims, self._settings.jwt_secret, algorithm=ALGORITHM)
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     @staticmethod
     def _session_key(session_id: str) -> str:
         return SESSION_KEY.format(session_id=session_id)
-
-
-def _default(name: str) -> Any:
-    return next(f.default for f in fields(Settings) if f.name == name)
 
 
 def _text(value: bytes | str) -> str:

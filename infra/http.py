@@ -5,6 +5,12 @@ a free one), logs `event=<name>_listening` with the real address once serving, a
 stops cleanly on SIGTERM/SIGINT (uvicorn's) or when `stop` is set. A service with a
 `drain` (the gateway) runs it on the first SIGTERM/SIGINT before uvicorn stops; a
 second signal stops at once.
+stops cleanly on SIGTERM/SIGINT (uvicorn's) or when `stop` is set.
+
+A client's address is the socket's peer. `X-Forwarded-For` (and `-Proto`) is believed
+only from the proxies listed in `trusted_proxies` (`PARLEY_TRUSTED_PROXIES`: addresses
+or networks, comma-separated); by default from none, since anyone can send the header
+and the per-address rate limits would then be per whatever the client wrote.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ def serve(
     port: int,
     stop: threading.Event,
     drain: Drain | None = None,
+    trusted_proxies: str = "",
     **uvicorn_options: Any,
 ) -> None:
     """Run `app` on host:port until stopped; `uvicorn_options` go to `uvicorn.Config`."""
@@ -76,8 +83,15 @@ def serve(
     sock.bind((host, port))
     sock.listen(2048)
     bound_host, bound_port = sock.getsockname()[:2]
+    proxies = [p.strip() for p in trusted_proxies.split(",") if p.strip()]
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="on", **uvicorn_options
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
+        **uvicorn_options,
     )
     server = uvicorn.Server(config) if drain is None else DrainingServer(config, drain)
 

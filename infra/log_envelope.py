@@ -12,12 +12,14 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid5
 
 import orjson
 from eventsourcing.domain import DomainEventProtocol
+
+from infra.timestamps import utc_iso
 
 ENVELOPE_VERSION = 1
 
@@ -76,7 +78,7 @@ def encode_event(event: DomainEventProtocol[UUID], position: int) -> tuple[bytes
         "aggregate_id": chat_id,
         "aggregate_version": event.originator_version,
         "position": position,
-        "timestamp": _utc_iso(fields["timestamp"]),
+        "timestamp": utc_iso(fields["timestamp"]),
         "payload": {k: v for k, v in fields.items() if k not in _NOT_PAYLOAD},
     }
     return str(chat_id).encode(), orjson.dumps(envelope, default=_json_default)
@@ -110,13 +112,6 @@ def decode_envelope(raw: bytes) -> Envelope:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise EnvelopeError(f"malformed envelope: {exc!r}") from exc
-
-
-def _utc_iso(moment: datetime) -> str:
-    """ISO-8601 in UTC with microseconds and a `Z`, e.g. 2025-01-31T12:00:00.123456Z."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _json_default(value: object) -> object:

@@ -72,7 +72,11 @@ class Settings:
     commands_host: str = "127.0.0.1"
     commands_port: int = 18080
     max_request_bytes: int = 16 * 1024
-    jwt_secret: str = "parley-dev-only-jwt-secret-set-PARLEY_JWT_SECRET-in-production"
+    # Proxies whose X-Forwarded-For both HTTP services believe (addresses or networks,
+    # comma-separated); empty: none, a client's address is its socket's peer.
+    trusted_proxies: str = ""
+    # Empty: a random secret made at first start, `<state_dir>/secrets/jwt_secret` (0600).
+    jwt_secret: str = ""
     jwt_issuer: str = "parley"
     jwt_audience: str = "parley-clients"
     jwt_leeway_s: int = 5
@@ -96,6 +100,8 @@ class Settings:
     rate_login_address_per_s: float = 0.5
     rate_register_address_burst: int = 10
     rate_register_address_per_s: float = 0.02
+    rate_lookup_user_burst: int = 20
+    rate_lookup_user_per_s: float = 0.1
 
     # The Faust workers and the projections.
     workers_app_id: str = ""  # empty: <topic prefix>parley-workers

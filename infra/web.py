@@ -7,7 +7,6 @@ else (the JSON shape, the headers, the log lines) is the same for both.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -23,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from domain.account_errors import InvalidToken, RateLimited
 from domain.errors import DomainError, TooLarge
 from infra.auth import Identity, Tokens
+from infra.json_bounds import MAX_JSON_DEPTH, JsonTooDeep, loads_bounded
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
@@ -88,9 +88,17 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
         body.extend(chunk)
         if len(body) > max_bytes:
             raise TooLarge(f"a request body has at most {max_bytes} bytes")
+    return parse_json_object(bytes(body))
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """A request body as a JSON object; `bad_request` if it is not one (not JSON, not
+    UTF-8, nested deeper than `MAX_JSON_DEPTH`, or not an object)."""
     try:
-        value = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        value = loads_bounded(body)
+    except JsonTooDeep:
+        raise BadRequest(f"the body nests at most {MAX_JSON_DEPTH} levels") from None
+    except ValueError:
         raise BadRequest("the body must be JSON") from None
     if not isinstance(value, dict):
         raise BadRequest("the body must be a JSON object")

@@ -95,6 +95,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from infra.runtime import tune_gc
 
     configure_logging(args.service)
+    if args.service in ("commands", "queries"):  # both sign or check tokens
+        from infra.auth import signing_secret
+
+        try:
+            signing_secret(settings)
+        except (ValueError, OSError) as exc:
+            print(f"parley: error: {exc}", file=sys.stderr)
+            return 2
     if args.service == "workers":
         from parley.wiring import run_workers
 

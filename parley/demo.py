@@ -197,7 +197,10 @@ class Demo:
 
             redis = aioredis.Redis.from_url(self.settings.redis_url)
             self._tokens = Tokens(self.settings, redis), redis
+        from projections.directory import enrol_stand_ins
+
         user_id = uuid.uuid4()
+        await asyncio.to_thread(enrol_stand_ins, self.settings.pg_conninfo, [user_id])
         pair = await self._tokens[0].issue(user_id, "demo")
         return Account(str(user_id), name, "demo", pair.access_token, pair.refresh_token)
 

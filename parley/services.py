@@ -86,10 +86,12 @@ class ParleyService(LocalService):
             return None
         # A gateway behind the balancer: its own port; browsers still come from the
         # balancer's address (the commands port), so that is the origin it accepts.
+        # Clients' addresses come in HAProxy's X-Forwarded-For: believed from it alone.
         return {
             **os.environ,
             "PARLEY_COMMANDS_PORT": str(self.port),
             "PARLEY_WS_ALLOWED_ORIGINS": ",".join(self.settings.allowed_origins),
+            "PARLEY_TRUSTED_PROXIES": self.settings.trusted_proxies or self.settings.commands_host,
         }
 
     def healthy(self) -> bool:

@@ -37,6 +37,7 @@ from commands.accounts.access import Access
 from commands.accounts.application import open_accounts
 from commands.gateway.bus import CommandBus
 from commands.gateway.gateway import GatewayAdapters
+from commands.processor.people import open_people
 from commands.processor.processor import CommandProcessor, consume_commands
 from commands.ratelimit import RateLimiter, buckets_from_settings
 from commands.service import run_commands_service
@@ -65,7 +66,9 @@ def run_processor(
     lease.start_renewing()
     store = open_store(settings)
     try:
-        processor = CommandProcessor(settings, store, LeasedSnowflake(lease), client)
+        processor = CommandProcessor(
+            settings, store, LeasedSnowflake(lease), client, open_people(settings.pg_conninfo)
+        )
         consumer = KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=settings.processor_group_id,
@@ -83,7 +86,10 @@ def run_processor(
             reconnect_backoff_max_ms=1_000,
         )
         log.info("event=processor_wired worker_id=%d", lease.worker_id)
-        consume_commands(settings, processor, consumer, stop, ready)
+        try:
+            consume_commands(settings, processor, consumer, stop, ready)
+        finally:
+            processor.people.close()
     finally:
         lease.release()
         store.close()

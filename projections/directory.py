@@ -14,8 +14,11 @@ rebuilt from the accounts store with `rebuild_directory`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 from uuid import UUID
+
+import psycopg
 
 from domain.user import User
 
@@ -69,6 +72,27 @@ def record_user(cur: Cursor, user: User) -> None:
             user.version,
         ),
     )
+
+
+_STAND_IN = (
+    f"INSERT INTO {DIRECTORY_SCHEMA}.users (user_id, username, display_name, last_seen_privacy, "
+    "version) VALUES (%s, %s, %s, 'EVERYONE', 0) ON CONFLICT (user_id) DO NOTHING"
+)
+
+
+def record_stand_ins(cur: Any, user_ids: Iterable[UUID]) -> None:
+    """Rows for user ids that have no account, so that the command processor knows they
+    exist (`commands.processor.people`): for benchmarks and tests that drive the processor
+    without the accounts service. Version 0, so a real account's row replaces it."""
+    cur.executemany(
+        _STAND_IN, [(user_id, f"u{user_id.hex[:31]}", user_id.hex[:8]) for user_id in user_ids]
+    )
+
+
+def enrol_stand_ins(conninfo: str, user_ids: Iterable[UUID]) -> None:
+    """`record_stand_ins` on a connection of its own (PostgreSQL conninfo)."""
+    with psycopg.connect(conninfo, autocommit=True) as conn, conn.cursor() as cur:
+        record_stand_ins(cur, user_ids)
 
 
 def rebuild_directory(accounts: Any, cur_factory: Any, batch: int = 500) -> int:

@@ -15,9 +15,9 @@ from starlette.responses import Response
 
 from domain.errors import UnknownChat
 from infra.auth import Identity
+from infra.timestamps import utc_iso
 from projections.schema import LIVE_SCHEMA
 from queries.membership import load_membership
-from queries.messages import iso
 from queries.params import chat_id_param
 from queries.position import read_your_writes
 from queries.resources import read_side_of
@@ -52,12 +52,12 @@ async def chat_info(request: Request, identity: Identity) -> Response:
         "kind": membership.kind,
         "name": name,
         "created_by": str(created_by),
-        "created_at": iso(created_at),
+        "created_at": utc_iso(created_at),
         "is_member": membership.active,
         "role": membership.role if membership.active else None,
         "last_seq": membership.last_visible,
         "members": [
-            {"user_id": str(user_id), "role": role, "joined_at": iso(joined_at)}
+            {"user_id": str(user_id), "role": role, "joined_at": utc_iso(joined_at)}
             for user_id, role, joined_at in members
         ],
     }

@@ -29,10 +29,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from infra.auth import Identity
+from infra.timestamps import utc_iso
 from projections.cache import chats_key
 from projections.schema import LIVE_SCHEMA
 from queries.errors import BadCursor, log
-from queries.messages import iso
 from queries.params import cursor_int, cursor_uuid, decode_cursor, encode_cursor, limit_query
 from queries.position import read_your_writes
 from queries.resources import ReadSide, read_side_of
@@ -183,7 +183,7 @@ def _chat(row: tuple[Any, ...]) -> dict[str, Any]:
             "seq": seq,
             "message_id": str(message_id),
             "sender": str(sender),
-            "sent_at": iso(sent_at),
+            "sent_at": utc_iso(sent_at),
         }
     return {
         "chat_id": str(chat_id),
@@ -193,7 +193,7 @@ def _chat(row: tuple[Any, ...]) -> dict[str, Any]:
         "is_member": active,
         "role": role if active else None,
         "last_message": last,
-        "last_activity_at": iso(activity),
+        "last_activity_at": utc_iso(activity),
         "unread": max(0, unread),
     }
 

@@ -4,7 +4,9 @@ Parameters: `after_seq` (read forwards: the oldest messages after it), `before_s
 (read backwards: the newest messages before it), both exclusive, `limit` (1-100, 50).
 With neither, the newest page. Messages are in ascending seq order; the answer's
 `before_seq` / `after_seq` are the cursors for the older / newer page (null: none).
-A removed member sees only the messages sent while they were a member.
+A removed member sees only the messages sent while they were a member. A message from
+a user the caller blocks is shown `hidden` (seq, id and time; no sender, no content),
+as the WebSocket shows it (`domain.visibility.is_delivered`).
 
 The cache is asked for the likely page while PostgreSQL checks the membership, so a
 page the cache holds costs one database round trip.
@@ -14,15 +16,24 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from uuid import UUID
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from infra.auth import Identity
 from queries.membership import load_membership, page_of
-from queries.messages import Message, cached_range, likely_page, pick_cached, stored_messages
+from queries.messages import (
+    Message,
+    cached_range,
+    hidden,
+    likely_page,
+    pick_cached,
+    stored_messages,
+)
 from queries.params import MAX_SEQ, chat_id_param, int_query, limit_query
 from queries.position import read_your_writes
+from queries.privacy import blocked_by
 from queries.resources import read_side_of
 from queries.responses import answer
 
@@ -38,6 +49,7 @@ async def history(request: Request, identity: Identity) -> Response:
     try:
         async with read_side.pool.connection() as conn:
             membership = await load_membership(conn, chat_id, identity.user_id)
+            blocked = await blocked_by(conn, identity.user_id)
     except BaseException:
         cached_task.cancel()
         raise
@@ -51,6 +63,11 @@ async def history(request: Request, identity: Identity) -> Response:
         source = "database"
         async with read_side.pool.connection() as conn:
             messages = await stored_messages(conn, chat_id, page.seqs)
+    if blocked:
+        messages = [
+            hidden(m) if m["sender"] is not None and UUID(m["sender"]) in blocked else m
+            for m in messages
+        ]
     body: dict[str, Any] = {
         "chat_id": str(chat_id),
         "messages": messages,

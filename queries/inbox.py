@@ -18,11 +18,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from infra.auth import Identity
+from infra.timestamps import utc_iso
 from projections.directory import DIRECTORY_SCHEMA
 from projections.schema import LIVE_SCHEMA
 from queries.chat_list import EPOCH, micros
 from queries.errors import BadCursor
-from queries.messages import iso, message_from_row
+from queries.messages import message_from_row
 from queries.params import (
     cursor_int,
     cursor_uuid,
@@ -72,7 +73,9 @@ async def inbox(request: Request, identity: Identity) -> Response:
         cur = await conn.execute(_QUERIES[parts is not None], params)
         rows = await cur.fetchall()
     page = rows[:limit]
-    messages = [{**message_from_row(row[0], row[1:8]), "queued_at": iso(row[8])} for row in page]
+    messages = [
+        {**message_from_row(row[0], row[1:8]), "queued_at": utc_iso(row[8])} for row in page
+    ]
     after = None
     if len(rows) > limit:
         last = page[-1]

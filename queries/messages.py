@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -20,6 +20,7 @@ from psycopg import AsyncConnection, sql
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from infra.timestamps import utc_iso
 from projections.cache import recent_key
 from projections.message_view import message_view
 from projections.schema import LIVE_SCHEMA
@@ -34,23 +35,35 @@ _BY_SEQ = sql.SQL(
 ).format(s=sql.Identifier(LIVE_SCHEMA))
 
 
-def iso(moment: datetime) -> str:
-    """A timestamp as the API writes it: UTC, microseconds, `Z`."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 def message_from_row(chat_id: UUID, row: Sequence[Any]) -> Message:
     """A message from `(seq, message_id, sender, kind, body, media, sent_at)`."""
     seq, message_id, sender, kind, body, media, sent_at = row
     body_text = base64.b64encode(body).decode("ascii")
-    return message_view(chat_id, seq, message_id, sender, kind, body_text, media, iso(sent_at))
+    return message_view(chat_id, seq, message_id, sender, kind, body_text, media, utc_iso(sent_at))
+
+
+def hidden(message: Message) -> Message:
+    """A message from a user the reader blocked, as the reader is shown it: its seq (seqs
+    are gapless), id and time, but neither sender nor content (the WebSocket's `hidden`
+    message, `projections.message_view.hidden_frame`)."""
+    return {
+        "chat_id": message["chat_id"],
+        "seq": message["seq"],
+        "message_id": message["message_id"],
+        "hidden": True,
+        "sender": None,
+        "kind": None,
+        "body": None,
+        "media": None,
+        "sent_at": message["sent_at"],
+    }
 
 
 def message_from_cache(raw: bytes) -> Message:
     """A message from its JSON in the recent cache (`projections.cache.message_json`)."""
     c = orjson.loads(raw)
     body_text = base64.b64encode(base64.b64decode(c["body"])).decode("ascii")
-    sent_at = iso(datetime.fromisoformat(c["sent_at"]))
+    sent_at = utc_iso(datetime.fromisoformat(c["sent_at"]))
     return message_view(
         c["chat_id"],
         c["seq"],

@@ -107,6 +107,20 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "Message": _object(_MESSAGE_FIELDS, "One message; `body` is the stored bytes in base64."),
+    "HiddenMessage": _object(
+        {
+            "chat_id": UUID,
+            "seq": SEQ,
+            "message_id": MESSAGE_ID,
+            "hidden": {"const": True},
+            "sender": {"type": "null"},
+            "kind": {"type": "null"},
+            "body": {"type": "null"},
+            "media": {"type": "null"},
+            "sent_at": TIMESTAMP,
+        },
+        "A message from a user the caller blocks: its seq, id and time only.",
+    ),
     "InboxMessage": _object(
         {**_MESSAGE_FIELDS, "queued_at": TIMESTAMP},
         "An undelivered message and when it entered the inbox.",
@@ -136,7 +150,10 @@ SCHEMAS: dict[str, Any] = {
     "History": _object(
         {
             "chat_id": UUID,
-            "messages": {"type": "array", "items": _schema("Message")},
+            "messages": {
+                "type": "array",
+                "items": {"oneOf": [_schema("Message"), _schema("HiddenMessage")]},
+            },
             "before_seq": {
                 "type": ["integer", "null"],
                 "description": "pass as `before_seq` for the older page; null: none",
@@ -226,6 +243,13 @@ SCHEMAS: dict[str, Any] = {
             },
             "online": {"type": ["boolean", "null"], "description": "null when not visible"},
         }
+    ),
+    "Contact": _object(
+        {"user_id": UUID, "username": {"type": "string"}, "display_name": {"type": "string"}}
+    ),
+    "Contacts": _object(
+        {"contacts": {"type": "array", "items": _schema("Contact")}},
+        "The caller's contacts, by display name.",
     ),
     "Health": _object({"status": {"const": "ok"}}),
     "Ready": _object(
@@ -433,6 +457,12 @@ PATHS: dict[str, Any] = {
         "A user's profile and, when visible to the caller, last seen and online status",
         ["UserId"],
         _ok("Profile", "the profile"),
+    ),
+    "/v1/contacts": _guarded(
+        "listContacts",
+        "The caller's contacts with their usernames and display names",
+        [],
+        _ok("Contacts", "the contacts"),
     ),
 }
 

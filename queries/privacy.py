@@ -30,6 +30,16 @@ _BLOCKS_BETWEEN = sql.SQL(
     "ELSE '{{}}'::uuid[] END FROM {d}.users WHERE user_id = ANY(%(others)s::uuid[])"
 ).format(d=sql.Identifier(DIRECTORY_SCHEMA))
 
+_BLOCKED_BY = sql.SQL("SELECT blocks FROM {d}.users WHERE user_id = %s").format(
+    d=sql.Identifier(DIRECTORY_SCHEMA)
+)
+
+
+async def blocked_by(conn: AsyncConnection[Any], user_id: UUID) -> frozenset[UUID]:
+    """The users `user_id` blocked."""
+    row = await (await conn.execute(_BLOCKED_BY, (user_id,))).fetchone()
+    return frozenset(row[0]) if row is not None else frozenset()
+
 
 async def privacy_of(conn: AsyncConnection[Any], user_ids: Iterable[UUID]) -> dict[UUID, Privacy]:
     """Each user's full `Privacy` (defaults for users without a directory row)."""

@@ -18,10 +18,10 @@ from starlette.responses import Response
 
 from domain.visibility import can_see_receipts
 from infra.auth import Identity
+from infra.timestamps import utc_iso
 from projections.schema import LIVE_SCHEMA
 from queries.errors import NotSender, UnknownMessage
 from queries.membership import load_membership
-from queries.messages import iso
 from queries.params import chat_id_param, seq_param
 from queries.position import read_your_writes
 from queries.privacy import blocks_between
@@ -51,8 +51,8 @@ def _receipt(row: tuple[Any, ...], shown: bool) -> dict[str, Any]:
     return {
         "user_id": str(recipient),
         "status": status,
-        "delivered_at": None if delivered_at is None else iso(delivered_at),
-        "read_at": None if read_at is None else iso(read_at),
+        "delivered_at": None if delivered_at is None else utc_iso(delivered_at),
+        "read_at": None if read_at is None else utc_iso(read_at),
     }
 
 

@@ -19,6 +19,7 @@ from infra.auth import Identity
 from queries.caller import caller_of
 from queries.chat_info import chat_info
 from queries.chat_list import chat_list
+from queries.contacts import contacts
 from queries.errors import BadParameter, log
 from queries.health import healthz, readyz
 from queries.history import history
@@ -37,6 +38,7 @@ QUERY_PARAMETERS: dict[str, tuple[str, ...]] = {
     "/v1/chats/{chat_id}/messages/{seq}/receipts": (),
     "/v1/inbox": ("limit", "after"),
     "/v1/users/{user_id}": (),
+    "/v1/contacts": (),
 }
 """The query parameters each guarded route knows; any other is `bad_parameter`."""
 
@@ -75,4 +77,5 @@ def routes() -> list[Route]:
         guarded("/v1/chats/{chat_id}/messages/{seq}/receipts", receipts),
         guarded("/v1/inbox", inbox),
         guarded("/v1/users/{user_id}", profile),
+        guarded("/v1/contacts", contacts),
     ]

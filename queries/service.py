@@ -70,5 +70,11 @@ def run_queries_service(
     settings: Settings, stop: threading.Event, open_read_side: OpenReadSide
 ) -> None:
     """Serve the app until SIGTERM/SIGINT or `stop` is set; logs the bound address."""
-    app = create_app(settings, open_read_side)
-    serve(app, "queries", settings.queries_host, settings.queries_port, stop)
+    serve(
+        create_app(settings, open_read_side),
+        "queries",
+        settings.queries_host,
+        settings.queries_port,
+        stop,
+        trusted_proxies=settings.trusted_proxies,
+    )

@@ -21,6 +21,7 @@ from psycopg import sql
 
 from infra.log_envelope import Envelope
 from infra.routing import Item
+from infra.timestamps import utc_iso
 from projections.directory import DIRECTORY_SCHEMA
 from projections.message_view import hidden_frame, message_frame, message_view
 from projections.projector import RECEIPT_EVENTS, Record
@@ -50,7 +51,7 @@ def _message(e: Any) -> dict[str, Any]:
         p["kind"],
         p["body"],
         p["media"],
-        e.timestamp.isoformat(),
+        utc_iso(e.timestamp),
     )
     return message_frame(view, p["local_id"])
 
@@ -145,7 +146,7 @@ class Delivery:
                 (hidden if sender in blocks.get(user, ()) else shown).append(user)
             items.append((shown, _message(e), (sender, p["device_id"])))
             if hidden:
-                at = e.timestamp.isoformat()
+                at = utc_iso(e.timestamp)
                 items.append((hidden, hidden_frame(e.chat_id, seq, p["message_id"], at), None))
         for e in self.others:
             p = e.payload

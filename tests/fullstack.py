@@ -19,13 +19,6 @@ from infra.settings import Settings
 from tests.gateway.conftest import GENEROUS_LIMITS
 from tests.services import Service, running
 
-REGISTRATION_LIMITS = {
-    f"PARLEY_RATE_{limit}_{knob}": "100000"
-    for limit in ("REGISTER_ADDRESS", "LOGIN_ADDRESS", "LOGIN_ACCOUNT")
-    for knob in ("BURST", "PER_S")
-}
-"""Limits that let a test register and log in as many users as it likes."""
-
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -56,7 +56,8 @@ def access_of(conn: HTTPConnection) -> Access:
 
 
 def client_address(conn: HTTPConnection) -> str:
-    """The caller's address (as uvicorn saw it, after trusted proxy headers)."""
+    """The caller's address: the socket's peer, or what a trusted proxy (`PARLEY_TRUSTED_PROXIES`)
+    put in `X-Forwarded-For`."""
     return conn.client.host if conn.client is not None else "unknown"
 
 

@@ -55,8 +55,10 @@ async def login(request: Request) -> JSONResponse:
         text_field(body, "device_id"), optional_text(body, "device_name") or DEFAULT_DEVICE_NAME
     )
     named = optional_text(body, "device_name") is not None
+    address = client_address(request)
+    # Per account *and* address: someone guessing from elsewhere cannot lock the owner out.
     await access.limiter.check(
-        {Limit.LOGIN_PER_ACCOUNT: handle, Limit.LOGIN_PER_ADDRESS: client_address(request)}
+        {Limit.LOGIN_PER_ACCOUNT: f"{handle} {address}", Limit.LOGIN_PER_ADDRESS: address}
     )
     user = await run_in_threadpool(_find_user, request, handle)
     stored_hash = user.password_hash if user is not None else None

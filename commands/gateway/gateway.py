@@ -213,6 +213,8 @@ class Gateway:
         self.connections[connection.id] = connection
         self.by_user[connection.user_id].add(connection)
         await self._mark_present(connection)
+        heartbeat = self.settings.ws_heartbeat_s
+        heartbeat_s = int(heartbeat) if heartbeat.is_integer() else heartbeat  # 20, not 20.0
         log.info(
             "event=connected connection=%s user=%s device=%s",
             connection.id,
@@ -226,7 +228,7 @@ class Gateway:
                 "device_id": identity.device_id,
                 "connection_id": connection.id,
                 "gateway_id": self.id,
-                "heartbeat_s": self.settings.ws_heartbeat_s,
+                "heartbeat_s": heartbeat_s,
                 "max_frame_bytes": self.settings.ws_max_frame_bytes,
             }
         )

@@ -16,6 +16,7 @@ from uuid import UUID
 import orjson
 
 from commands.command import CommandType
+from infra.json_bounds import MAX_JSON_DEPTH, JsonTooDeep, loads_bounded
 
 MAX_ID_CHARS = 64
 
@@ -81,8 +82,10 @@ class ClientFrame:
 def parse_frame(raw: str | bytes) -> ClientFrame:
     """Read one client frame; `ProtocolError` with a stable code if it is not one."""
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        data = loads_bounded(raw)
+    except JsonTooDeep:
+        raise ProtocolError("bad_json", f"a frame nests at most {MAX_JSON_DEPTH} levels") from None
+    except ValueError:
         raise ProtocolError("bad_json", "the frame is not valid JSON (UTF-8)") from None
     if not isinstance(data, dict):
         raise ProtocolError("bad_frame", "a frame is a JSON object")
@@ -109,9 +112,9 @@ def message_body(frame: ClientFrame) -> str:
     if not isinstance(body, str):
         raise ProtocolError("bad_frame", "`body` must be base64 text", frame.request_id)
     try:
-        base64.b64decode(body, validate=True)
-    except binascii.Error:
-        raise ProtocolError("bad_frame", "`body` is not valid base64", frame.request_id) from None
+        base64.b64decode(body.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error):  # not ASCII, or not base64
+        raise ProtocolError("invalid_body", "`body` is not base64", frame.request_id) from None
     return body
 
 

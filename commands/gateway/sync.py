@@ -4,7 +4,10 @@ A client syncs with its per-chat cursors (the highest seq it holds of each chat)
 chat it names no cursor for, the cursor is the user's `delivered_up_to` there: every
 message never delivered to the user (the inbox) is always sent. Chats come newest
 activity first, messages in seq order within a chat, at most `page_size` a page. A
-removed member gets only what was sent while they were in the group.
+removed member gets only what was sent while they were in the group. The pages of a
+chat stop at the `last_seq` its summary gave: a message stored after the summary was
+read comes as a live push (the connection is registered before it syncs), so a sync
+never sends a seq beyond the `last_seq` it announced.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from commands.gateway.connection import Connection
 from commands.gateway.protocol import ClientFrame, ProtocolError
+from infra.timestamps import utc_iso
 from projections.directory import DIRECTORY_SCHEMA
 from projections.message_view import hidden_frame, message_frame, message_view
 from projections.schema import LIVE_SCHEMA
@@ -30,11 +34,9 @@ PAGE_SIZE = 100
 def row_frame(row: tuple[Any, ...]) -> dict[str, Any]:
     chat_id, seq, message_id, sender, local_id, kind, body, media, sent_at, blocked = row
     if blocked:  # its sender is blocked by the one syncing
-        return hidden_frame(chat_id, seq, message_id, sent_at.isoformat())
+        return hidden_frame(chat_id, seq, message_id, utc_iso(sent_at))
     body_text = base64.b64encode(body).decode("ascii")
-    view = message_view(
-        chat_id, seq, message_id, sender, kind, body_text, media, sent_at.isoformat()
-    )
+    view = message_view(chat_id, seq, message_id, sender, kind, body_text, media, utc_iso(sent_at))
     return message_frame(view, local_id)
 
 
@@ -129,7 +131,8 @@ async def missed_messages(
                         "m.body, m.media, m.sent_at, m.sender = ANY(coalesce((SELECT b.blocks "
                         "FROM {d}.users b WHERE b.user_id = %(user)s), '{{}}'::uuid[])) "
                         "FROM {s}.messages m "
-                        "WHERE m.chat_id = %(chat)s AND m.seq > %(after)s AND EXISTS ("
+                        "WHERE m.chat_id = %(chat)s AND m.seq > %(after)s AND m.seq <= %(last)s "
+                        "AND EXISTS ("
                         "  SELECT 1 FROM {s}.membership_history h WHERE h.chat_id = m.chat_id "
                         "  AND h.user_id = %(user)s AND m.seq > h.joined_after_seq "
                         "  AND (h.left_at_seq IS NULL OR m.seq <= h.left_at_seq)) "
@@ -138,6 +141,7 @@ async def missed_messages(
                     {
                         "chat": chat_id,
                         "after": after,
+                        "last": chat["last_seq"],
                         "user": user_id,
                         "limit": page_size - len(page),
                     },

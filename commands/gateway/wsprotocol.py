@@ -13,6 +13,10 @@ it does:
   deques of 64 slots each), and the "transport writable" flag a bool and a future made
   only while writing is paused, instead of an `asyncio.Event` (one more deque).
 
+One thing it does differently: a text frame that is not UTF-8 closes the connection
+with 1007 as uvicorn does, but logs one INFO line (`event=ws_bad_utf8`) where uvicorn
+logs an ERROR with a traceback, which any client could repeat to fill the disk.
+
 uvicorn takes the class as its `ws` option (`commands/service.py`). The frames on the
 wire, the limits (close 1009 above `ws_max_size`), pings and closing are uvicorn's and
 `websockets`'; `tests/gateway/test_wsprotocol.py` holds them to that.
@@ -21,11 +25,14 @@ wire, the limits (close 1009 above `ws_max_size`), pings and closing are uvicorn
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 from websockets.protocol import Protocol
+
+log = logging.getLogger("parley.gateway")
 
 
 class Mailbox:
@@ -130,3 +137,22 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             self.let_go = True  # accepted or refused: nothing reads them again
             del self.response
             self.scope["headers"] = []
+
+    def send_receive_event_to_app(self) -> None:
+        """uvicorn's, with a short log line for a text frame that is not UTF-8."""
+        if self.curr_msg_data_type != "text" or self.close_sent:
+            super().send_receive_event_to_app()
+            return
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            log.info("event=ws_bad_utf8 client=%s", self.client[0] if self.client else "-")
+            self.conn.send_close(1007)
+            self.handle_parser_exception()
+            return
+        self.queue.put_nowait({"type": "websocket.receive", "text": text})
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from commands.command import BadCommand, Command, CommandType, decode_body
+from commands.processor.people import People
+from domain.account_errors import UnknownUser
 from domain.chat import Chat
 from domain.errors import UnknownChat
 from domain.ids import direct_chat_id
@@ -45,12 +47,16 @@ class Context:
     chats: Chats
     ids: IdGenerator
     limits: Limits
+    people: People
     clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
 
 
-def _require(ctx: Context, chat_id: UUID) -> Chat:
-    chat = ctx.chats.get(chat_id)
-    if chat is None:
+def _require(ctx: Context, command: Command) -> Chat:
+    """The chat the command names, if the actor is or was in it: a chat someone else's
+    answers like one that does not exist (`unknown_chat`), so that it is not confirmed;
+    a former member, who knows it exists, gets the chat's own `not_member`."""
+    chat = ctx.chats.get(command.chat_id)
+    if chat is None or command.actor not in chat.member_since:
         raise UnknownChat()
     return chat
 
@@ -84,13 +90,16 @@ def _direct(ctx: Context, command: Command) -> Chat:
         raise BadCommand("chat_id is not the direct chat of the actor and `to`")
     chat = ctx.chats.get(command.chat_id)
     if chat is None:
+        if not ctx.people.exists(peer):
+            raise UnknownUser("no user with this id")
         chat = Chat.open_direct(command.actor, peer, opened_by=command.actor)
         ctx.chats.add(chat)
     return chat
 
 
 def send(ctx: Context, command: Command) -> Result:
-    chat = _direct(ctx, command) if "to" in command.args else _require(ctx, command.chat_id)
+    chat = _direct(ctx, command) if "to" in command.args else _require(ctx, command)
+    peer = chat.peer_of(command.actor)
     media_arg = command.args.get("media")
     if media_arg is not None and not isinstance(media_arg, dict):
         raise BadCommand("media must be an object")
@@ -108,6 +117,7 @@ def send(ctx: Context, command: Command) -> Result:
         message_id=ctx.ids.next_id(),
         sent_at_ms=ctx.clock_ms(),
         max_body=ctx.limits.max_body_bytes,
+        sender_blocked_peer=peer is not None and ctx.people.has_blocked(command.actor, peer),
     )
     return {
         "local_id": command.args["local_id"],
@@ -118,14 +128,14 @@ def send(ctx: Context, command: Command) -> Result:
 
 
 def mark_delivered(ctx: Context, command: Command) -> Result:
-    chat = _require(ctx, command.chat_id)
+    chat = _require(ctx, command)
     up_to = _int_arg(command, "up_to")
     chat.mark_delivered(command.actor, up_to)
     return {"delivered_up_to": chat.delivered_up_to.get(command.actor, 0)}
 
 
 def mark_read(ctx: Context, command: Command) -> Result:
-    chat = _require(ctx, command.chat_id)
+    chat = _require(ctx, command)
     up_to = _int_arg(command, "up_to")
     chat.mark_read(command.actor, up_to)
     return {"read_up_to": chat.read_up_to.get(command.actor, 0)}
@@ -161,20 +171,13 @@ def create_group(ctx: Context, command: Command) -> Result:
     return {"chat_id": str(chat.id), "created": True}
 
 
-def _group(ctx: Context, command: Command) -> Chat:
-    chat = _require(ctx, command.chat_id)
-    if command.actor not in chat.member_since:
-        raise UnknownChat()  # never confirm that someone else's chat exists
-    return chat
-
-
 def rename_group(ctx: Context, command: Command) -> Result:
-    chat = _group(ctx, command)
+    chat = _require(ctx, command)
     return {"changed": chat.rename(_str_arg(command, "name"), by=command.actor)}
 
 
 def add_member(ctx: Context, command: Command) -> Result:
-    chat = _group(ctx, command)
+    chat = _require(ctx, command)
     changed = chat.add_member(
         _uuid_arg(command, "user_id"), by=command.actor, max_members=ctx.limits.max_group_members
     )
@@ -182,22 +185,22 @@ def add_member(ctx: Context, command: Command) -> Result:
 
 
 def remove_member(ctx: Context, command: Command) -> Result:
-    chat = _group(ctx, command)
+    chat = _require(ctx, command)
     return {"changed": chat.remove_member(_uuid_arg(command, "user_id"), by=command.actor)}
 
 
 def leave_group(ctx: Context, command: Command) -> Result:
-    chat = _group(ctx, command)
+    chat = _require(ctx, command)
     return {"changed": chat.leave(command.actor)}
 
 
 def promote_admin(ctx: Context, command: Command) -> Result:
-    chat = _group(ctx, command)
+    chat = _require(ctx, command)
     return {"changed": chat.promote(_uuid_arg(command, "user_id"), by=command.actor)}
 
 
 def demote_admin(ctx: Context, command: Command) -> Result:
-    chat = _group(ctx, command)
+    chat = _require(ctx, command)
     return {"changed": chat.demote(_uuid_arg(command, "user_id"), by=command.actor)}
 
 

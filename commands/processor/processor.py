@@ -29,6 +29,7 @@ from kafka.errors import KafkaError
 
 from commands.command import BadCommand, Command, Outcome, peek_reply, reply_channel
 from commands.processor.handlers import HANDLERS, Context, IdGenerator, Limits
+from commands.processor.people import BatchPeople, asked_of_people
 from domain.chat import Chat
 from domain.errors import DomainError
 from infra.event_store import SNAPSHOT_INTERVAL, ChatStore, chat_position
@@ -101,12 +102,18 @@ class CommandProcessor:
     """
 
     def __init__(
-        self, settings: Settings, store: ChatStore, ids: IdGenerator, replies: Replies
+        self,
+        settings: Settings,
+        store: ChatStore,
+        ids: IdGenerator,
+        replies: Replies,
+        people: BatchPeople,
     ) -> None:
         self.settings = settings
         self.store = store
         self.ids = ids
         self.replies = replies
+        self.people = people
         self.limits = Limits(settings.max_body_bytes, settings.max_group_members)
         self.owned: dict[int, set[UUID]] = defaultdict(set)  # partition -> cached chats
         self.last_position: dict[UUID, int] = {}
@@ -117,12 +124,14 @@ class CommandProcessor:
 
     def process(self, records: Iterable[tuple[int, bytes]]) -> list[Outcome]:
         """Decide and store one batch of (partition, raw command); return the outcomes."""
-        batch = list(records)
+        batch = [(partition, raw, _decoded(raw)) for partition, raw in records]
+        commands = [command for _, _, command in batch if isinstance(command, Command)]
         conflicts = 0
         while conflicts <= MAX_CONFLICT_RETRIES:
             chats = BatchChats(self.store)
+            self.people.prepare(*asked_of_people(commands))
             try:
-                decided = [self._decide(chats, partition, raw) for partition, raw in batch]
+                decided = [self._decide(chats, p, raw, command) for p, raw, command in batch]
             except _Redo:
                 self._evict(chats.touched)
                 continue
@@ -144,12 +153,12 @@ class CommandProcessor:
             return outcomes
         raise RuntimeError(f"batch still conflicts after {MAX_CONFLICT_RETRIES} retries")
 
-    def _decide(self, chats: BatchChats, partition: int, raw: bytes) -> Decided:
-        try:
-            command = Command.decode(raw)
-        except BadCommand as exc:
+    def _decide(
+        self, chats: BatchChats, partition: int, raw: bytes, command: Command | BadCommand
+    ) -> Decided:
+        if isinstance(command, BadCommand):
             command_id, reply_to, request_id = peek_reply(raw)
-            return Decided(command_id, request_id, reply_to, "", error=(exc.code, str(exc)))
+            return Decided(command_id, request_id, reply_to, "", error=(command.code, str(command)))
         decided = Decided(
             str(command.command_id),
             command.request_id,
@@ -160,7 +169,7 @@ class CommandProcessor:
         if decided.command_id in self.poisoned:
             decided.error = ("internal", "the command could not be decided")
             return decided
-        ctx = Context(chats, self.ids, self.limits)
+        ctx = Context(chats, self.ids, self.limits, self.people)
         before = chats.touched.get(command.chat_id)
         pending_before = len(before.pending_events) if before is not None else 0
         try:
@@ -271,6 +280,14 @@ class CommandProcessor:
             self._evict(chats)
             for chat_id in chats:
                 self.last_position.pop(chat_id, None)
+
+
+def _decoded(raw: bytes) -> Command | BadCommand:
+    """The command, or why it cannot be read (answered when the batch is decided)."""
+    try:
+        return Command.decode(raw)
+    except BadCommand as exc:
+        return exc
 
 
 class _Redo(Exception):

@@ -167,3 +167,54 @@ export class Profiles {
     }
   }
 }
+
+/**
+ * The user with exactly this username or phone number (`POST /v1/users/lookup`,
+ * docs/auth.md): {user_id, username, display_name}, or an ApiError (`unknown_user`,
+ * `invalid_username`, `invalid_phone`, `rate_limited`). A leading "@" is dropped; a
+ * handle starting with "+" or a digit is a phone number.
+ */
+export async function lookupUser(session, handle) {
+  const text = handle.trim().replace(/^@/, "");
+  const body = /^[+\d]/.test(text) ? { phone: text } : { username: text };
+  return postJson("/v1/users/lookup", body, await session.accessToken());
+}
+
+/** The user's contacts: listed by the query API, changed on the commands service. */
+export class Contacts {
+  constructor(session, queriesUrl, profiles, onChange) {
+    this.session = session;
+    this.queriesUrl = queriesUrl;
+    this.profiles = profiles; // told each contact's name
+    this.onChange = onChange;
+    this.list = []; // [{user_id, username, display_name}] by display name
+    this.loaded = false;
+  }
+
+  has(userId) {
+    return this.list.some((c) => c.user_id === userId);
+  }
+
+  async load() {
+    if (!this.queriesUrl) return;
+    try {
+      const token = await this.session.accessToken();
+      const response = await fetch(`${this.queriesUrl}/v1/contacts`, {
+        headers: { Authorization: `Bearer ${token}` },
+      });
+      if (!response.ok) return;
+      this.list = (await response.json()).contacts;
+      for (const contact of this.list) this.profiles.known.set(contact.user_id, contact);
+      this.loaded = true;
+      this.onChange();
+    } catch {
+      /* the query API is down or not reachable from this page: no list for now */
+    }
+  }
+
+  /** Add or remove a contact by user id, then read the list again. */
+  async change(action, userId) {
+    await postJson("/v1/me/contacts", { action, user_id: userId }, await this.session.accessToken());
+    await this.load();
+  }
+}

@@ -3,7 +3,7 @@
 // never acked with the same local_id, and acknowledges: `delivered` for every message
 // held without a gap, `read` for the open conversation while the page is visible.
 
-import { Profiles } from "./api.js";
+import { Contacts, Profiles } from "./api.js";
 import { Connection } from "./connection.js";
 import { uuid4 } from "./dom.js";
 import { Store } from "./store.js";
@@ -19,6 +19,7 @@ export class Messenger {
     this.me = session.user_id;
     this.store = new Store(this.me);
     this.profiles = new Profiles(session, config.queries_url, onChange);
+    this.contacts = new Contacts(session, config.queries_url, this.profiles, onChange);
     this.onChange = onChange;
     this.onNotice = onNotice;
     this.openKey = null; // a chat id, or "to:<user id>" for a 1:1 chat not yet opened
@@ -45,6 +46,7 @@ export class Messenger {
   start() {
     this.connection.start();
     this.profiles.lookup(this.me);
+    this.contacts.load();
     this._onVisible = () => this._acknowledge(this.openChat());
     document.addEventListener("visibilitychange", this._onVisible);
     window.addEventListener("focus", this._onVisible);
@@ -363,9 +365,9 @@ export class Messenger {
     this.onChange();
   }
 
-  /** People this user has chats with, for pickers. */
+  /** People this user has chats with or has as contacts, for pickers. */
   knownPeople() {
-    const people = new Set();
+    const people = new Set(this.contacts.list.map((c) => c.user_id));
     for (const chat of this.store.chats.values()) {
       for (const id of chat.members.keys()) if (id !== this.me) people.add(id);
     }

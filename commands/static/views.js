@@ -2,7 +2,8 @@
 // Messenger's state on every change (at most once a frame); the composer is built once
 // so typing is never interrupted.
 
-import { clear, clockTime, h, hue, initials, lastSeenText, UUID_RE } from "./dom.js";
+import { clear, clockTime, h, hue, initials, lastSeenText } from "./dom.js";
+import { ContactsPane, findUser, findUsers } from "./people.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -68,6 +69,7 @@ export class MainView {
     this.dialog = h("dialog", { class: "dialog", id: "dialog" });
     this.toast = h("div", { class: "toast", id: "toast", role: "status" });
     const me = this.m.me;
+    this.contactsPane = new ContactsPane(messenger, (...args) => this._showDialog(...args));
     this.meName = h("span", { class: "me-name", id: "me-name" });
     this.root = h(
       "div",
@@ -90,11 +92,12 @@ export class MainView {
             "div",
             { class: "me-id" },
             "Your id ",
-            h("code", { id: "me-id", title: "Give this to people who want to chat with you" }, me),
+            h("code", { id: "me-id", title: "People find you by your username or phone number" }, me),
             h("button", { class: "quiet small", id: "copy-id", onclick: () => this._copyId() }, "copy"),
           ),
         ),
         this.chatList,
+        this.contactsPane.root,
       ),
       this.conversation,
       this.dialog,
@@ -109,6 +112,7 @@ export class MainView {
       this.scheduled = false;
       this._renderMe();
       this._renderChatList();
+      this.contactsPane.render();
       this._renderConversation();
     });
   }
@@ -162,7 +166,7 @@ export class MainView {
         ),
       );
     });
-    if (!items.length) items.push(h("li", { class: "empty-list" }, "No chats yet. Start one with someone's id."));
+    if (!items.length) items.push(h("li", { class: "empty-list" }, "No chats yet. New chat finds people by username or phone number."));
     clear(this.chatList, items);
   }
 
@@ -185,8 +189,7 @@ export class MainView {
           "div",
           { class: "welcome" },
           h("h2", {}, "Parley"),
-          h("p", {}, "Pick a chat on the left, or start one: New chat takes the other person's id."),
-          h("p", {}, "Your id is ", h("code", {}, m.me), " — send it to the people you want to chat with."),
+          h("p", {}, "Pick a chat or a contact on the left, or start one: New chat takes the other person's username or phone number."),
         ),
       );
       return;
@@ -222,6 +225,10 @@ export class MainView {
       status = `${names.length} members: ${names.join(", ")}`;
     }
     const actions = [];
+    if (peer && m.contacts.loaded && !m.contacts.has(peer)) {
+      const add = () => this.contactsPane.change("add", peer);
+      actions.push(h("button", { id: "add-peer-contact", class: "quiet", onclick: add }, "Add to contacts"));
+    }
     if (chat && chat.kind === "group" && chat.member && chat.cursor(m.me).role === "admin") {
       actions.push(h("button", { id: "add-member", onclick: () => this._addMemberDialog(chat) }, "Add member"));
     }
@@ -345,33 +352,32 @@ export class MainView {
     const element = h(
       "fieldset",
       { class: "people" },
-      h("legend", {}, "People you chat with"),
+      h("legend", {}, "Your contacts and people you chat with"),
       people.map((id, i) => h("label", { class: "person" }, boxes[i], this.m.profiles.name(id))),
     );
     return { element, chosen: () => boxes.filter((b) => b.checked).map((b) => b.value) };
   }
 
   _newChatDialog() {
-    const input = h("input", { id: "new-chat-user", placeholder: "their user id", required: true });
-    this._showDialog("New chat", [h("label", {}, "User id", input)], "Open chat", async () => {
-      const id = input.value.trim().toLowerCase();
-      if (!UUID_RE.test(id)) throw new Error("a user id looks like 3f2a…-…: ask them for the id shown under their name");
-      if (id === this.m.me) throw new Error("that is your own id");
+    const input = h("input", { id: "new-chat-user", placeholder: "username or +phone number", required: true });
+    this._showDialog("New chat", [h("label", {}, "Username or phone number", input)], "Open chat", async () => {
+      const id = await findUser(this.m, input.value);
+      if (id === this.m.me) throw new Error("that is you");
       this.m.openDirect(id);
     });
   }
 
   _newGroupDialog() {
     const name = h("input", { id: "new-group-name", placeholder: "Weekend trip", required: true, maxlength: "100" });
-    const ids = h("textarea", { id: "new-group-members", rows: "3", placeholder: "user ids, one a line" });
+    const ids = h("textarea", { id: "new-group-members", rows: "3", placeholder: "usernames or phone numbers, one a line" });
     const picker = this._peoplePicker();
     this._showDialog(
       "New group",
-      [h("label", {}, "Name", name), picker.element, h("label", {}, "Members by id", ids)],
+      [h("label", {}, "Name", name), picker.element, h("label", {}, "Others by username or phone", ids)],
       "Create group",
       async () => {
         const members = new Set(picker.chosen());
-        for (const id of parseIds(ids.value)) members.add(id);
+        for (const id of await findUsers(this.m, ids.value)) members.add(id);
         members.delete(this.m.me);
         await this.m.createGroup(name.value.trim(), [...members]);
       },
@@ -379,20 +385,13 @@ export class MainView {
   }
 
   _addMemberDialog(chat) {
-    const ids = h("textarea", { id: "add-member-ids", rows: "2", placeholder: "user ids, one a line" });
+    const ids = h("textarea", { id: "add-member-ids", rows: "2", placeholder: "usernames or phone numbers, one a line" });
     const current = new Set([...chat.members.entries()].filter(([, c]) => c.active).map(([id]) => id));
     const picker = this._peoplePicker(current);
-    this._showDialog(`Add to ${chat.name || "group"}`, [picker.element, h("label", {}, "By id", ids)], "Add", async () => {
-      const wanted = new Set([...picker.chosen(), ...parseIds(ids.value)]);
+    this._showDialog(`Add to ${chat.name || "group"}`, [picker.element, h("label", {}, "By username or phone", ids)], "Add", async () => {
+      const wanted = new Set([...picker.chosen(), ...(await findUsers(this.m, ids.value))]);
       if (!wanted.size) throw new Error("choose someone to add");
       for (const id of wanted) await this.m.addMember(chat.id, id);
     });
   }
-}
-
-function parseIds(text) {
-  const ids = text.split(/[\s,;]+/).map((s) => s.trim().toLowerCase()).filter(Boolean);
-  const bad = ids.find((id) => !UUID_RE.test(id));
-  if (bad) throw new Error(`not a user id: ${bad.slice(0, 40)}`);
-  return ids;
 }

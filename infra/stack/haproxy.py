@@ -6,6 +6,8 @@ the fewest connections (`leastconn`). Every `balancer_check_ms` it asks each gat
 `/healthz`; after `balancer_fall` failed checks (a gateway that died, or one draining
 after SIGTERM, which answers 503) it routes no new connection there, and a connection
 refused by a gateway it still thought up is tried again on another (`redispatch`).
+It adds `X-Forwarded-For`, which the gateways behind it believe from its address only
+(`PARLEY_TRUSTED_PROXIES`), so per-address rate limits still see each client.
 A WebSocket is a tunnel once upgraded: its idle timeout is an hour, longer than any
 client's heartbeat. Configuration and log live under `.state/haproxy/`.
 """
@@ -29,6 +31,7 @@ defaults
     mode http
     log global
     option httplog
+    option forwardfor
     option redispatch
     retries 3
     timeout connect 5s

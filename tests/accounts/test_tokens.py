@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from domain.account_errors import InvalidToken, TokenExpired
 from domain.errors import DomainError
-from infra.auth import Tokens, TokenType, logout_channel
+from infra.auth import Tokens, TokenType, logout_channel, signing_secret
 from infra.settings import Settings
 from tests.accounts.client import http_client, subscribed
 
@@ -72,7 +72,7 @@ async def test_every_jwt_attack_is_refused(tokens: Tokens, settings: Settings) -
     pair = await tokens.issue(uuid.uuid4(), "phone-1")
     good = claims_of(pair.access_token)
     header = {"alg": "HS256", "typ": "JWT"}
-    secret = settings.jwt_secret
+    secret = signing_secret(settings)
     now = int(time.time())
     head, payload, signature = pair.access_token.split(".")
     other = {**good, "sub": str(uuid.uuid4())}
@@ -148,7 +148,7 @@ async def test_attacks_over_http_answer_401_with_the_code(fast: Settings) -> Non
         expired = forge(
             {"alg": "HS256"},
             {**claims, "iat": now - 100, "exp": now - 60},
-            hs(fast.jwt_secret, hashlib.sha256),
+            hs(signing_secret(fast), hashlib.sha256),
         )
         for token, code in [(none, "invalid_token"), (expired, "token_expired")]:
             answer = await client.post(
@@ -261,9 +261,67 @@ def test_decode_needs_no_redis(tokens: Tokens, settings: Settings) -> None:
             "dev": "d",
             "sid": "s",
         },
-        settings.jwt_secret,
+        signing_secret(settings),
         algorithm="HS256",
     )
     assert tokens.decode(token, TokenType.REFRESH).device_id == "d"
     with pytest.raises(InvalidToken, match="access token is needed"):
         tokens.decode(token)
+
+
+def resign(token: str, secret: str, **changes: Any) -> str:
+    """The token with some claims changed, signed again with the stack's secret: what
+    anyone holding the secret (and one real token) could make."""
+    return jwt.encode({**claims_of(token), **changes}, secret, algorithm="HS256")
+
+
+async def test_a_token_naming_another_users_session_is_refused(
+    tokens: Tokens, settings: Settings, redis: Redis
+) -> None:
+    secret = signing_secret(settings)
+    mallory, victim = uuid.uuid4(), uuid.uuid4()
+    own = await tokens.issue(mallory, "phone-1")
+    theirs = await tokens.issue(victim, "phone-1")
+    # Mallory keeps her real session and device but names the victim...
+    as_victim = resign(own.access_token, secret, sub=str(victim))
+    with pytest.raises(InvalidToken):
+        await tokens.authenticate(as_victim)
+    # ...or keeps herself and names another device of hers, on her own session.
+    with pytest.raises(InvalidToken):
+        await tokens.authenticate(resign(own.access_token, secret, dev="laptop"))
+    # Refresh and logout check the session's owner too: no new pair for the victim, and
+    # no ending of the victim's sessions with a token built on Mallory's session.
+    with pytest.raises(InvalidToken):
+        await tokens.refresh(resign(own.refresh_token, secret, sub=str(victim)))
+    with pytest.raises(InvalidToken):
+        await tokens.logout(resign(own.refresh_token, secret, sub=str(victim)), all_devices=True)
+    with pytest.raises(InvalidToken):
+        await tokens.logout(resign(own.refresh_token, secret, sub=str(victim)))
+    # Both sessions are untouched by the attempts.
+    assert (await tokens.authenticate(theirs.access_token)).user_id == victim
+    assert (await tokens.authenticate(own.access_token)).user_id == mallory
+    assert (await tokens.refresh(own.refresh_token)).user_id == mallory
+
+
+async def test_a_token_living_longer_than_its_kind_is_refused(
+    tokens: Tokens, settings: Settings
+) -> None:
+    secret = signing_secret(settings)
+    pair = await tokens.issue(uuid.uuid4(), "phone-1")
+    iat = claims_of(pair.access_token)["iat"]
+    year_out = resign(pair.access_token, secret, exp=iat + 365 * 24 * 3600)
+    with pytest.raises(InvalidToken, match="longer"):
+        await tokens.authenticate(year_out)
+    # At the lifetime plus the leeway it is still a token; one second more is not.
+    longest = settings.access_token_ttl_s + settings.jwt_leeway_s
+    assert (await tokens.authenticate(resign(pair.access_token, secret, exp=iat + longest))).user_id
+    with pytest.raises(InvalidToken):
+        await tokens.authenticate(resign(pair.access_token, secret, exp=iat + longest + 1))
+    refresh_iat = claims_of(pair.refresh_token)["iat"]
+    long_refresh = resign(
+        pair.refresh_token, secret, exp=refresh_iat + settings.refresh_token_ttl_s + 3600
+    )
+    with pytest.raises(InvalidToken):
+        await tokens.refresh(long_refresh)
+    with pytest.raises(InvalidToken):  # issued in the future, to live longer from now
+        await tokens.authenticate(resign(pair.access_token, secret, iat=iat + 600))

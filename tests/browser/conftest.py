@@ -8,7 +8,8 @@ import pytest
 
 from infra.settings import Settings
 from projections.schema import migrate
-from tests.fullstack import REGISTRATION_LIMITS, FullStack, full_stack
+from tests.fullstack import FullStack, full_stack
+from tests.gateway.conftest import REGISTRATION_LIMITS
 
 
 @pytest.fixture(scope="package")

@@ -10,6 +10,7 @@ from commands.command import Command, CommandType
 from domain.chat import Chat
 from infra.event_store import ChatStore, open_store
 from infra.settings import Settings
+from projections.directory import enrol_stand_ins
 
 
 def send(
@@ -58,5 +59,13 @@ def sent_events(store: ChatStore, chat_id: UUID) -> list[Chat.MessageSent]:
     return [e for e in store.events.get(chat_id) if isinstance(e, Chat.MessageSent)]
 
 
-def new_users(n: int) -> list[UUID]:
-    return [uuid.uuid4() for _ in range(n)]
+def new_users(settings: Settings, n: int) -> list[UUID]:
+    """`n` users the processor knows to exist (directory rows, without accounts)."""
+    users = [uuid.uuid4() for _ in range(n)]
+    enrol(settings, users)
+    return users
+
+
+def enrol(settings: Settings, users: list[UUID]) -> None:
+    """Make `users` known to the processor as existing users (`record_stand_ins`)."""
+    enrol_stand_ins(settings.pg_conninfo, users)

@@ -14,6 +14,7 @@ from commands.processor.handlers import HANDLERS, Context, Limits
 from domain.chat import Chat
 from domain.errors import UnknownChat
 from domain.ids import Snowflake, direct_chat_id
+from tests.commands.everyone import Everyone
 
 pytestmark = pytest.mark.unit
 
@@ -32,7 +33,9 @@ class MemoryChats:
 
 
 def context(chats: MemoryChats) -> Context:
-    return Context(chats, Snowflake(7), Limits(max_body_bytes=1024, max_group_members=4))
+    return Context(
+        chats, Snowflake(7), Limits(max_body_bytes=1024, max_group_members=4), Everyone()
+    )
 
 
 def run(

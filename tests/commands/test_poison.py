@@ -11,6 +11,7 @@ import redis
 
 from commands.command import Command, CommandType
 from commands.processor import handlers
+from commands.processor.people import open_people
 from commands.processor.processor import CommandProcessor
 from domain.ids import Snowflake
 from infra.event_store import open_store
@@ -22,7 +23,9 @@ from tests.commands.client import create_group, fresh_store, send, sent_events
 def processor(settings: Settings) -> Iterator[CommandProcessor]:
     store = open_store(settings)
     client = redis.Redis.from_url(settings.redis_url)
-    yield CommandProcessor(settings, store, Snowflake(1000 % 1024), client)
+    yield CommandProcessor(
+        settings, store, Snowflake(1000 % 1024), client, open_people(settings.pg_conninfo)
+    )
     store.close()
     client.close()
 

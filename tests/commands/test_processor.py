@@ -49,7 +49,7 @@ async def _bus(settings: Settings) -> CommandBus:
 def test_concurrent_senders_in_one_group_get_gapless_seqs(
     topics: Settings, processor: Service
 ) -> None:
-    admin, *others = new_users(20)
+    admin, *others = new_users(topics, 20)
     chat_id = uuid.uuid4()
     per_sender = 25
 
@@ -93,7 +93,7 @@ def test_concurrent_senders_in_one_group_get_gapless_seqs(
 def test_a_resend_returns_the_original_and_stores_nothing(
     topics: Settings, processor: Service
 ) -> None:
-    alice, bob = new_users(2)
+    alice, bob = new_users(topics, 2)
     chat_id = direct_chat_id(alice, bob)
 
     async def scenario() -> tuple[Outcome, Outcome, Outcome]:
@@ -124,7 +124,7 @@ def test_a_resend_returns_the_original_and_stores_nothing(
 
 
 def test_rejections_come_back_with_stable_codes(topics: Settings, processor: Service) -> None:
-    admin, member, stranger = new_users(3)
+    admin, member, stranger = new_users(topics, 3)
     chat_id = uuid.uuid4()
 
     async def scenario() -> dict[str, Outcome]:
@@ -158,7 +158,7 @@ def test_rejections_come_back_with_stable_codes(topics: Settings, processor: Ser
     outcomes = asyncio.run(scenario())
     codes = {name: o.error_code for name, o in outcomes.items()}
     assert codes == {
-        "stranger_sends": "not_member",
+        "stranger_sends": "unknown_chat",  # never in it: not told it exists
         "unknown_chat": "unknown_chat",
         "member_adds": "not_admin",
         "read_future": "invalid_seq",
@@ -176,7 +176,7 @@ def test_processor_survives_an_unreadable_command(topics: Settings, processor: S
     producer = KafkaProducer(bootstrap_servers=topics.kafka_bootstrap)
     producer.send(topics.topic(COMMANDS), key=b"x", value=b"{not json").get(timeout=10)
     producer.close()
-    alice, bob = new_users(2)
+    alice, bob = new_users(topics, 2)
 
     async def scenario() -> Outcome:
         bus = await _bus(topics)
@@ -200,7 +200,7 @@ def test_a_processor_killed_mid_batch_loses_and_duplicates_nothing(
     says. In the end every message is stored exactly once, with gapless seqs per chat.
     """
     settings = topics.replace(command_timeout_s=3.0)
-    pairs = [new_users(2) for _ in range(24)]
+    pairs = [new_users(topics, 2) for _ in range(24)]
     per_chat = 30
     progress: list[int] = []
     killed_at: list[int] = []

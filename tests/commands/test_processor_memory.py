@@ -19,6 +19,7 @@ from domain.ids import Snowflake, direct_chat_id
 from infra.event_store import ChatStore
 from infra.settings import Settings
 from tests.commands.client import send, sent_events
+from tests.commands.everyone import Everyone
 
 pytestmark = pytest.mark.unit
 
@@ -54,7 +55,7 @@ def memory_store() -> ChatStore:
 
 
 def processor(store: ChatStore, replies: Published) -> CommandProcessor:
-    return CommandProcessor(Settings(), store, Snowflake(3), replies)
+    return CommandProcessor(Settings(), store, Snowflake(3), replies, Everyone())
 
 
 def batch(*commands: Command) -> list[tuple[int, bytes]]:

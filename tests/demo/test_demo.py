@@ -13,7 +13,8 @@ import pytest
 from infra.settings import Settings
 from parley.demo import replay_available
 from projections.schema import migrate
-from tests.fullstack import REGISTRATION_LIMITS, FullStack, full_stack
+from tests.fullstack import FullStack, full_stack
+from tests.gateway.conftest import REGISTRATION_LIMITS
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,6 +9,7 @@ from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder, UUIDAsHex
 
 from domain import (
     SEND_MEMORY,
+    Blocked,
     Chat,
     ChatKind,
     GroupFull,
@@ -499,3 +500,29 @@ def test_a_snapshot_from_before_the_bound_loads_with_the_last_sends_only() -> No
     assert restored == chat
     assert "_senders" not in vars(restored)
     assert set(restored.sent) == {(BOB, "phone", f"b-{n}") for n in range(SEND_MEMORY)}
+
+
+def _blocked_send(chat: Chat, sender: UUID, local_id: str) -> SendResult:
+    message_id = 1000 + chat.last_seq
+    return chat.send(
+        sender, "phone", local_id, "text", b"hi", None, message_id, 1, sender_blocked_peer=True
+    )
+
+
+def test_a_sender_who_blocked_the_other_user_cannot_write_in_their_direct_chat() -> None:
+    chat = Chat.open_direct(ALICE, BOB, opened_by=ALICE)
+    assert (chat.peer_of(ALICE), chat.peer_of(BOB)) == (BOB, ALICE)
+    stored = send(chat, ALICE, "before")
+    chat.collect_events()
+    with pytest.raises(Blocked) as refused:
+        _blocked_send(chat, ALICE, "after")
+    assert refused.value.code == "blocked"
+    assert event_names(chat) == [] and chat.last_seq == 1
+    # A resend of what was stored before the block answers the original.
+    assert _blocked_send(chat, ALICE, "before") == replace(stored, duplicate=True)
+
+
+def test_a_block_does_not_stop_a_group_member_writing_to_the_group() -> None:
+    chat = group(BOB)
+    assert chat.peer_of(ALICE) is None
+    assert _blocked_send(chat, ALICE, "l-1").seq == 1

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from client import Account, ChatClient
 from infra.auth import Tokens
 from infra.settings import Settings
+from projections.directory import enrol_stand_ins
 from tests.services import Service, running
 
 GENEROUS_LIMITS = {
@@ -21,6 +22,14 @@ GENEROUS_LIMITS = {
     for kind in ("SEND_USER", "SEND_CONNECTION", "GROUP_CHANGE_USER", "GROUP_CHANGE_CONNECTION")
     for name, value in ((f"{kind}_BURST", "100000"), (f"{kind}_PER_S", "100000"))
 }
+
+REGISTRATION_LIMITS = {
+    f"PARLEY_RATE_{limit}_{knob}": "100000"
+    for limit in ("REGISTER_ADDRESS", "LOGIN_ADDRESS", "LOGIN_ACCOUNT")
+    for knob in ("BURST", "PER_S")
+}
+"""Limits that let a test register and log in as many users as it likes: the stack of a
+package serves many tests from one address, and Redis is not emptied between them."""
 
 
 def _free_port() -> int:
@@ -38,6 +47,7 @@ class Stack:
     def account(self, name: str = "") -> Account:
         """A logged-in user without the cost of argon2: a session issued directly."""
         user_id = uuid.uuid4()
+        enrol_stand_ins(self.settings.pg_conninfo, [user_id])
 
         async def issue() -> Account:
             redis = aioredis.Redis.from_url(self.settings.redis_url)
@@ -60,7 +70,7 @@ class Stack:
 @pytest.fixture(scope="package")
 def stack(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     port = _free_port()
-    env = {"PARLEY_COMMANDS_PORT": str(port), **GENEROUS_LIMITS}
+    env = {"PARLEY_COMMANDS_PORT": str(port), **GENEROUS_LIMITS, **REGISTRATION_LIMITS}
     settings = topics.replace(commands_port=port)
     logs = tmp_path_factory.mktemp("stack")
     with (

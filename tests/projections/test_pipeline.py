@@ -137,14 +137,14 @@ def receipt(chat: UUID, actor: UUID, kind: CommandType, up_to: int, r: str) -> C
 
 
 def conversation_script(
-    members: int, delivered: int, read: int
+    settings: Settings, members: int, delivered: int, read: int
 ) -> tuple[dict[str, UUID], Callable[[str], list[Any]]]:
     """A 1:1 chat and a group of `members` (the admin included): sends, receipts of the
     first `delivered` and `read` members, a removal, a send, the re-add and a send.
     Returns the ids (direct, group, bob, removed) and the commands for a reply channel."""
-    alice, bob = new_users(2)
+    alice, bob = new_users(settings, 2)
     direct = direct_chat_id(alice, bob)
-    admin, *crowd = new_users(members)
+    admin, *crowd = new_users(settings, members)
     group = uuid.uuid4()
     removed = crowd[0]
 
@@ -172,7 +172,7 @@ def conversation_script(
 def test_a_scripted_conversation_is_projected_exactly(
     topics: Settings, pipeline: dict[str, Service]
 ) -> None:
-    ids, script = conversation_script(256, delivered=100, read=50)
+    ids, script = conversation_script(topics, 256, delivered=100, read=50)
     direct, bob, group, removed = ids["direct"], ids["bob"], ids["group"], ids["removed"]
     outcomes = run_commands(topics, script)
     assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok]
@@ -203,7 +203,7 @@ def test_a_scripted_conversation_is_projected_exactly(
 def test_duplicates_in_the_topic_change_nothing(
     topics: Settings, pipeline: dict[str, Service]
 ) -> None:
-    alice, bob, carol = new_users(3)
+    alice, bob, carol = new_users(topics, 3)
     group = uuid.uuid4()
     run_commands(
         topics,
@@ -251,7 +251,7 @@ def test_a_worker_killed_mid_batch_resumes_to_the_same_projections(
     topics: Settings, pipeline: dict[str, Service], tmp_path: Path
 ) -> None:
     workers = pipeline["workers"]
-    pairs = [new_users(2) for _ in range(20)]
+    pairs = [new_users(topics, 2) for _ in range(20)]
 
     def traffic(round_: int) -> Any:
         return lambda r: [

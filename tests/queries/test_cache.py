@@ -15,6 +15,7 @@ from commands.accounts.application import open_accounts
 from domain.ids import direct_chat_id
 from infra.settings import Settings
 from projections.cache import chats_key, recent_key
+from projections.directory import enrol_stand_ins
 from tests.queries.conftest import World
 from tests.queries.world import User, group, register, remove, run_commands, send, wait_projected
 
@@ -97,6 +98,7 @@ async def test_pages_of_a_long_list_are_the_same_warm_and_cold(
     finally:
         accounts.close()
     peers = [uuid.uuid4() for _ in range(40)]
+    enrol_stand_ins(topics.pg_conninfo, peers)
     groups = [uuid.uuid4(), uuid.uuid4()]
 
     def script(r: str) -> list[object]:

@@ -84,3 +84,30 @@ async def test_page_sizes_are_limited(client: httpx.AsyncClient, world: World) -
         assert answer.json()["error"]["code"] == "bad_parameter"
     most = await history(client, world.alice, world.long, limit=100)
     assert len(most["messages"]) == 100
+
+
+async def test_a_blocked_users_messages_are_hidden_from_the_blocker(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    """frank blocked erin: her messages keep their seqs in his history, but neither her
+    name nor what she wrote, as the WebSocket shows them (docs/queries.md)."""
+    body = await history(client, world.frank, world.ef)
+    psst, reply = body["messages"]
+    assert psst == {
+        "chat_id": str(world.ef),
+        "seq": 1,
+        "message_id": psst["message_id"],
+        "hidden": True,
+        "sender": None,
+        "kind": None,
+        "body": None,
+        "media": None,
+        "sent_at": psst["sent_at"],
+    }
+    assert int(psst["message_id"]) > 0 and psst["sent_at"].endswith("Z")
+    assert reply["sender"] == str(world.frank.user_id) and "hidden" not in reply
+    assert base64.b64decode(reply["body"]) == b"go away"
+    group = await history(client, world.frank, world.hideout)
+    assert [m.get("hidden") for m in group["messages"]] == [True]
+    # The one blocked sees everything as it was: blocking hides nothing from her.
+    assert texts(await history(client, world.erin, world.ef)) == ["psst", "go away"]

@@ -46,3 +46,17 @@ async def test_an_unknown_user_is_not_found(client: httpx.AsyncClient, world: Wo
         answer = await client.get(f"/v1/users/{owner}", headers=world.alice.auth)
         assert answer.status_code == 404
         assert answer.json() == {"error": {"code": "unknown_user", "message": "no such user"}}
+
+
+async def test_the_contacts_list_names_each_contact(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    answer = await client.get("/v1/contacts", headers=world.bob.auth)
+    assert answer.status_code == 200, answer.text
+    (alice,) = answer.json()["contacts"]
+    assert alice["user_id"] == str(world.alice.user_id)
+    assert alice["username"].startswith("alice_") and alice["display_name"] == "Alice"
+    assert set(alice) == {"user_id", "username", "display_name"}
+    answer = await client.get("/v1/contacts", headers=world.alice.auth)
+    assert answer.json() == {"contacts": []}
+    assert (await client.get("/v1/contacts")).status_code == 401

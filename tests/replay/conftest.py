@@ -53,7 +53,7 @@ def pipeline(
 
 def conversation(settings: Settings) -> dict[str, UUID]:
     """1:1 and group traffic with receipts, a removal and a re-add; return the chat ids."""
-    ids, script = conversation_script(12, delivered=8, read=4)
+    ids, script = conversation_script(settings, 12, delivered=8, read=4)
     outcomes = run_commands(settings, script)
     assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok]
     return ids
@@ -61,7 +61,7 @@ def conversation(settings: Settings) -> dict[str, UUID]:
 
 def chatter(settings: Settings, pairs: int = 10, messages: int = 5, tag: str = "") -> None:
     """Some 1:1 traffic: `pairs` chats with `messages` each, then a read receipt each."""
-    users = [new_users(2) for _ in range(pairs)]
+    users = [new_users(settings, 2) for _ in range(pairs)]
     tag = tag or uuid.uuid4().hex[:6]
 
     def script(r: str) -> list[Any]:

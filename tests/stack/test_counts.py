@@ -40,6 +40,8 @@ def test_counts_name_each_instance_with_its_own_log_pid_and_port(tmp_path: Path)
     assert env is not None and env["PARLEY_COMMANDS_PORT"] == "28102"
     # Browsers still come from the one address, the balancer's.
     assert f"http://127.0.0.1:{settings.commands_port}" in env["PARLEY_WS_ALLOWED_ORIGINS"]
+    # …and their addresses in the balancer's X-Forwarded-For, believed from it alone.
+    assert env["PARLEY_TRUSTED_PROXIES"] == "127.0.0.1"
     # Nothing runs, so every instance and the balancer are listed as stopped.
     listed = {st.service: st.state for st in services_status(settings)}
     assert set(listed) == {*names, "haproxy"} and set(listed.values()) == {"stopped"}
@@ -54,5 +56,6 @@ def test_the_balancer_takes_the_commands_port_and_checks_every_gateway(tmp_path:
     assert "balance leastconn" in config and "option httpchk GET /healthz" in config
     for i in (1, 2, 3):
         assert f"server gateway-{i} 127.0.0.1:{28100 + i} check" in config
+    assert "option forwardfor" in config
     assert "maxconn 5000" in config and "timeout tunnel 1h" in config
     assert front.log.parent == tmp_path / "haproxy"
