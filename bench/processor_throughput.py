@@ -26,6 +26,7 @@ from domain.ids import direct_chat_id
 from infra.settings import ROOT, Settings
 from infra.topics import ensure_topics
 from projections.directory import enrol_stand_ins
+from projections.schema import migrate
 
 
 def _send(
@@ -157,6 +158,7 @@ def run(
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{bench.pg_db}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{bench.pg_db}"')
+    migrate(bench)
     ensure_topics(bench)
     env = {**os.environ, "PARLEY_PG_DB": bench.pg_db, "PARLEY_TOPIC_PREFIX": bench.topic_prefix}
     log = Path(settings.state_dir) / "bench" / f"processor-{run_id}.log"

@@ -1,7 +1,7 @@
 """Parsing JSON that a client sent: bounded in depth as well as in size.
 
 Every JSON body or frame a client sends is parsed here (`infra/web.py` for HTTP
-bodies, `commands/protocol.py` for WebSocket frames); their size is bounded before
+bodies, `commands/gateway/protocol.py` for WebSocket frames); their size is bounded before
 (`PARLEY_MAX_REQUEST_BYTES`, `PARLEY_WS_MAX_FRAME_BYTES`). Depth is bounded here:
 orjson parses up to 1,024 levels, but what comes out is handed on to code that walks
 it recursively (JSON encoders, the event store's transcoder), where about a thousand

@@ -4,8 +4,8 @@ A service module takes what it works with (stores, pools, clients, the command b
 never opens them itself, so a test can hand it in-memory adapters or real ones. Here
 they are opened on the settings' servers, given to the service, and closed after it:
 
-- the processor: the event store, its snowflake worker-id lease and the Redis client
-  its replies go out on, and the Kafka consumer of the commands topic;
+- the processor: the event store, its snowflake worker-id lease, the Redis client its
+  replies go out on, what it knows of users (the directory), and the Kafka consumer;
 - the commands service: the accounts store, password hasher, tokens and rate limits
   (`Access`), and the gateway's command bus and PostgreSQL pool;
 - the queries service: its PostgreSQL pool, Redis and the token checker (`ReadSide`).
@@ -65,10 +65,9 @@ def run_processor(
     lease.acquire()
     lease.start_renewing()
     store = open_store(settings)
+    people = open_people(settings.pg_conninfo)
     try:
-        processor = CommandProcessor(
-            settings, store, LeasedSnowflake(lease), client, open_people(settings.pg_conninfo)
-        )
+        processor = CommandProcessor(settings, store, LeasedSnowflake(lease), client, people)
         consumer = KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=settings.processor_group_id,
@@ -86,13 +85,11 @@ def run_processor(
             reconnect_backoff_max_ms=1_000,
         )
         log.info("event=processor_wired worker_id=%d", lease.worker_id)
-        try:
-            consume_commands(settings, processor, consumer, stop, ready)
-        finally:
-            processor.people.close()
+        consume_commands(settings, processor, consumer, stop, ready)
     finally:
         lease.release()
         store.close()
+        people.close()
         client.close()
 
 

@@ -82,8 +82,9 @@ _STAND_IN = (
 
 def record_stand_ins(cur: Any, user_ids: Iterable[UUID]) -> None:
     """Rows for user ids that have no account, so that the command processor knows they
-    exist (`commands.processor.people`): for benchmarks and tests that drive the processor
-    without the accounts service. Version 0, so a real account's row replaces it."""
+    exist (`commands.processor.people`): for benchmarks and tests that drive the processor without
+    the accounts service. Version 0, so a real account's row replaces it. The table
+    exists: `projections.schema.migrate` made it."""
     cur.executemany(
         _STAND_IN, [(user_id, f"u{user_id.hex[:31]}", user_id.hex[:8]) for user_id in user_ids]
     )

@@ -3,8 +3,8 @@
 The query API's message, the recent cache's JSON (`projections.cache`) and, with
 `message_frame`, the WebSocket `message` frame (sync, live delivery) are the same
 fields: chat, seq, message id, sender, kind, body (base64), media, sent_at. A message
-whose sender its reader blocked keeps its seq and id (seqs are gapless) and nothing else
-(`hidden_frame`). Callers give the body as base64 text and the time as ISO 8601 text,
+whose sender its reader blocked keeps its seq, id and time and nothing else
+(`hidden_view`, `hidden_frame`). Callers give the body as base64 text and the time as ISO 8601 text,
 each as their source holds them.
 """
 
@@ -41,19 +41,22 @@ def message_frame(view: dict[str, Any], local_id: str | None) -> dict[str, Any]:
     return {"type": "message", **view, "local_id": local_id}
 
 
-def hidden_frame(chat_id: object, seq: int, message_id: object, sent_at: str) -> dict[str, Any]:
-    """A message from a user its recipient blocked: the seq is theirs to hold (seqs are
-    gapless), the sender and the content are not."""
+def hidden_view(chat_id: object, seq: int, message_id: object, sent_at: str) -> dict[str, Any]:
+    """A message from a user its reader blocked: the seq is theirs to hold (seqs are
+    gapless), the id and time too; the sender and the content are not."""
     return {
-        "type": "message",
         "chat_id": str(chat_id),
         "seq": seq,
         "message_id": str(message_id),
         "hidden": True,
         "sender": None,
-        "local_id": None,
         "kind": None,
         "body": None,
         "media": None,
         "sent_at": sent_at,
     }
+
+
+def hidden_frame(chat_id: object, seq: int, message_id: object, sent_at: str) -> dict[str, Any]:
+    """The `message` frame of a hidden message (`hidden_view`)."""
+    return message_frame(hidden_view(chat_id, seq, message_id, sent_at), None)

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from infra.timestamps import utc_iso
 from projections.cache import recent_key
-from projections.message_view import message_view
+from projections.message_view import hidden_view, message_view
 from projections.schema import LIVE_SCHEMA
 
 log = logging.getLogger("parley.queries")
@@ -44,19 +44,10 @@ def message_from_row(chat_id: UUID, row: Sequence[Any]) -> Message:
 
 def hidden(message: Message) -> Message:
     """A message from a user the reader blocked, as the reader is shown it: its seq (seqs
-    are gapless), id and time, but neither sender nor content (the WebSocket's `hidden`
-    message, `projections.message_view.hidden_frame`)."""
-    return {
-        "chat_id": message["chat_id"],
-        "seq": message["seq"],
-        "message_id": message["message_id"],
-        "hidden": True,
-        "sender": None,
-        "kind": None,
-        "body": None,
-        "media": None,
-        "sent_at": message["sent_at"],
-    }
+    are gapless), id and time, but neither sender nor content (`hidden_view`)."""
+    return hidden_view(
+        message["chat_id"], message["seq"], message["message_id"], message["sent_at"]
+    )
 
 
 def message_from_cache(raw: bytes) -> Message:

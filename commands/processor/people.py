@@ -51,12 +51,9 @@ class People(Protocol):
 
 
 class BatchPeople(People, Protocol):
-    """`People` that read what a batch asks of them ahead (`prepare`), as the processor
-    uses them: `DirectoryPeople`, or a test's."""
+    """`People` that the processor readies for each batch (`DirectoryPeople`, or a test's)."""
 
     def prepare(self, senders: Iterable[UUID], named: Iterable[UUID]) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class DirectoryPeople:
@@ -146,6 +143,5 @@ def asked_of_people(commands: Iterable[Command]) -> tuple[list[UUID], list[UUID]
 
 
 def open_people(conninfo: str) -> DirectoryPeople:
-    """`People` on the directory's PostgreSQL (its table made by `projections.schema.migrate`,
-    which the composition root runs before any service)."""
+    """`People` on the directory's PostgreSQL (its table exists: `migrate`)."""
     return DirectoryPeople(conninfo)

@@ -142,7 +142,12 @@ try {
   await a.evaluate(() => window.parley.messenger.connection.drop());
   await a.context().setOffline(true); // and the network stays down for a while
   await a.waitForSelector('#connection-state[data-state="offline"]', WAIT);
-  await a.waitForTimeout(2_000); // its retries fail while the network is down
+  // Its retries fail while the network is down: two attempts made, offline again after
+  // the second (a fixed wait would catch it mid-attempt, "connecting", now and then).
+  await a.waitForFunction(() => {
+    const connection = window.parley.messenger.connection;
+    return connection.attempt >= 2 && connection.state === "offline";
+  }, null, WAIT);
   assert.equal(await a.getAttribute("#connection-state", "data-state"), "offline");
   for (const text of ["one", "two", "three"]) {
     await b.fill("#composer-input", text);

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
@@ -11,10 +12,10 @@ import pytest
 
 from commands.command import BadCommand, Command, CommandType
 from commands.processor.handlers import HANDLERS, Context, Limits
+from domain.account_errors import UnknownUser
 from domain.chat import Chat
 from domain.errors import UnknownChat
 from domain.ids import Snowflake, direct_chat_id
-from tests.commands.everyone import Everyone
 
 pytestmark = pytest.mark.unit
 
@@ -32,10 +33,27 @@ class MemoryChats:
         self.chats[chat.id] = chat
 
 
-def context(chats: MemoryChats) -> Context:
-    return Context(
-        chats, Snowflake(7), Limits(max_body_bytes=1024, max_group_members=4), Everyone()
-    )
+class MemoryPeople:
+    """What the handlers know of users, held in memory: everyone exists unless listed
+    as absent; blocks as (blocker, blocked) pairs."""
+
+    def __init__(self, absent: set[UUID] | None = None) -> None:
+        self.absent = absent or set()
+        self.blocks: set[tuple[UUID, UUID]] = set()
+
+    def prepare(self, senders: Iterable[UUID], named: Iterable[UUID]) -> None:
+        pass
+
+    def exists(self, user_id: UUID) -> bool:
+        return user_id not in self.absent
+
+    def has_blocked(self, user_id: UUID, other: UUID) -> bool:
+        return (user_id, other) in self.blocks
+
+
+def context(chats: MemoryChats, people: MemoryPeople | None = None) -> Context:
+    limits = Limits(max_body_bytes=1024, max_group_members=4)
+    return Context(chats, Snowflake(7), limits, people or MemoryPeople())
 
 
 def run(
@@ -105,3 +123,13 @@ def test_malformed_arguments_are_bad_commands() -> None:
         run(ctx, CommandType.SEND, chat_id, alice, local_id="l", kind="text", body=1)
     with pytest.raises(BadCommand):
         run(ctx, CommandType.CREATE_GROUP, uuid.uuid4(), alice, name="g", members="bob")
+
+
+def test_a_first_send_to_someone_who_does_not_exist_is_unknown_user() -> None:
+    alice, nobody = uuid.uuid4(), uuid.uuid4()
+    chats = MemoryChats()
+    ctx = context(chats, MemoryPeople(absent={nobody}))
+    args = {"to": str(nobody), "local_id": "l1", "kind": "text", "body": body("hi")}
+    with pytest.raises(UnknownUser):
+        run(ctx, CommandType.SEND, direct_chat_id(alice, nobody), alice, **args)
+    assert chats.chats == {}  # no chat was opened

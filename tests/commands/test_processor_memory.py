@@ -19,7 +19,7 @@ from domain.ids import Snowflake, direct_chat_id
 from infra.event_store import ChatStore
 from infra.settings import Settings
 from tests.commands.client import send, sent_events
-from tests.commands.everyone import Everyone
+from tests.commands.test_handlers import MemoryPeople
 
 pytestmark = pytest.mark.unit
 
@@ -55,7 +55,7 @@ def memory_store() -> ChatStore:
 
 
 def processor(store: ChatStore, replies: Published) -> CommandProcessor:
-    return CommandProcessor(Settings(), store, Snowflake(3), replies, Everyone())
+    return CommandProcessor(Settings(), store, Snowflake(3), replies, MemoryPeople())
 
 
 def batch(*commands: Command) -> list[tuple[int, bytes]]:

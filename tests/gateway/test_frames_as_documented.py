@@ -169,7 +169,7 @@ def test_a_typing_frame_with_an_id_gets_no_answer(stack: Stack) -> None:
                 await a.send({"type": "ping", "id": f"p{n}"})
                 # One connection's frames are answered in order: an answer to the typing
                 # frame would come before the pong.
-                seen: list[dict[str, Any]] = []
+                seen = []
                 while (frame := await a.next())["type"] != "pong":
                     seen.append(frame)
                 if not any(f.get("code") == "unknown_chat" for f in seen):

@@ -50,7 +50,7 @@ def test_a_service_refuses_to_start_with_the_published_development_secret(
         "PARLEY_STATE_DIR": str(tmp_path),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "serve", service],
+        [sys.executable, "-m", "parley.cli", "serve", service],
         cwd=ROOT,
         env=env,
         capture_output=True,
