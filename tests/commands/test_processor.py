@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 from commands.command import Command, CommandType, Outcome
 from commands.gateway.bus import CommandBus
@@ -283,19 +283,20 @@ def test_a_processor_told_to_stop_commits_what_it_decided_before_leaving(
     processor.stop()  # SIGTERM, right after the last answer
     assert "event=offsets_committed_on_stop" in processor.text()[offset:]
     topic = topics.topic("parley.commands")
-    consumer = KafkaConsumer(bootstrap_servers=topics.kafka_bootstrap)
-    admin = KafkaAdminClient(bootstrap_servers=topics.kafka_bootstrap)
+    # A consumer of the processors' group (theirs: named from the run's topic prefix)
+    # that never subscribes: it reads the group's offsets only.
+    consumer = KafkaConsumer(
+        bootstrap_servers=topics.kafka_bootstrap,
+        group_id=topics.replace(processor_group="").processor_group_id,
+        enable_auto_commit=False,
+    )
     try:
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
         ends = consumer.end_offsets(parts)
-        committed = admin.list_consumer_group_offsets(topics.processor_group_id)
         used = [tp for tp in parts if ends[tp]]
         assert used, "the commands went somewhere"
-        assert {tp: committed[tp].offset if tp in committed else None for tp in used} == {
-            tp: ends[tp] for tp in used
-        }
+        assert {tp: consumer.committed(tp) for tp in used} == {tp: ends[tp] for tp in used}
     finally:
-        consumer.close()
-        admin.close()
+        consumer.close(autocommit=False)
         processor.start()  # for any test after this one
         processor.wait_for_log(r"partitions_assigned partitions=\[\d", after=offset)

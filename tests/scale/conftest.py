@@ -55,7 +55,8 @@ def balanced(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "PARLEY_BALANCER_FALL": str(BALANCER["balancer_fall"]),
         "PARLEY_GATEWAY_DRAIN_NOTICE_S": str(BALANCER["gateway_drain_notice_s"]),
     }
-    settings = topics.replace(commands_port=front_port, state_dir=str(logs), **BALANCER)
+    # The services' state folder (their token secret) is the run's; HAProxy's is ours.
+    settings = topics.replace(commands_port=front_port, **BALANCER)
     with ExitStack() as stack:
         back = [
             stack.enter_context(running("processor", logs / f"processor-{i}.log", env))
@@ -79,7 +80,7 @@ def balanced(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
         workers.wait_for_log(r"Worker ready", deadline_s=90)
         for gateway in gateways:
             gateway.wait_for_log(r"event=commands_listening", deadline_s=90)
-        balancer = HAProxy(settings, ports)
+        balancer = HAProxy(settings.replace(state_dir=str(logs)), ports)
         balancer.up()
         stack.callback(balancer.down)
         services = {"relay": relay, "workers": workers}
