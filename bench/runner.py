@@ -1,8 +1,9 @@
 """`parley bench SCENARIO`: the one way into every benchmark; run, print, write JSON.
 
 Scenarios: `processor` (write path), `relay`, `projection` (the live workers), `queries`
-(the HTTP query API), `replay` (rebuild speed), and over WebSockets end to end `oneone`,
-`group`, `connections`, `ramp`, `baselines`; `compare` sets two result files side by side.
+(the HTTP query API), `replay` (rebuild speed), `media` (uploads and downloads), and
+over WebSockets end to end `oneone`, `group`, `connections`, `ramp`, `baselines`;
+`compare` sets two result files side by side.
 Every run writes `bench/results/<scenario>-<time>.json` (machine, versions, commit,
 parameters, figures); `ramp` also draws `<same name>.png`. Scenarios measure private
 copies of Parley's services on the shared Kafka, PostgreSQL and Redis (`--stack own`,
@@ -27,7 +28,7 @@ from infra.settings import Settings
 if TYPE_CHECKING:
     from bench.targets import Target
 
-COMPONENTS = ("processor", "relay", "projection", "queries", "replay")
+COMPONENTS = ("processor", "relay", "projection", "queries", "replay", "media")
 """One part of Parley measured on its own, each against private databases and topics."""
 END_TO_END = ("oneone", "group", "connections", "ramp", "baselines")
 SCENARIOS = (*COMPONENTS, *END_TO_END, "compare")
@@ -152,6 +153,10 @@ def _component(args: argparse.Namespace, settings: Settings) -> dict[str, Any] |
         from bench.query_load import run as run_queries
 
         return run_queries(settings, seconds=args.seconds, concurrency=args.concurrency)
+    if args.scenario == "media":
+        from bench.media_transfer import run as run_media
+
+        return run_media(settings, Path(args.out) / "media-logs")
     from bench.replay_speed import run as run_replay
 
     return run_replay(settings, events=events)

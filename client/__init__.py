@@ -15,5 +15,15 @@ from client.chat import (
     lookup_user,
     register_and_login,
 )
+from client.media import fetch_media, upload_media
 
-__all__ = ["Account", "Ack", "ChatClient", "CommandFailed", "lookup_user", "register_and_login"]
+__all__ = [
+    "Account",
+    "Ack",
+    "ChatClient",
+    "CommandFailed",
+    "fetch_media",
+    "lookup_user",
+    "register_and_login",
+    "upload_media",
+]

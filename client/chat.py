@@ -192,13 +192,37 @@ class ChatClient:
         to: str | None = None,
         local_id: str | None = None,
     ) -> Ack:
+        return await self._send(
+            {"kind": "text", "text": text}, text.encode(), None, chat_id, to, local_id
+        )
+
+    async def send_media(
+        self,
+        media: dict[str, Any],
+        caption: str = "",
+        chat_id: str | None = None,
+        to: str | None = None,
+        local_id: str | None = None,
+    ) -> Ack:
+        """Send a confirmed upload (`client.media.upload_media`) with an optional caption."""
+        fields = {"kind": "media", "text": caption, "media": {"media_id": media["media_id"]}}
+        return await self._send(fields, caption.encode(), media, chat_id, to, local_id)
+
+    async def _send(
+        self,
+        fields: dict[str, Any],
+        body: bytes,
+        media: dict[str, Any] | None,
+        chat_id: str | None,
+        to: str | None,
+        local_id: str | None,
+    ) -> Ack:
         local_id = local_id or f"{time.time_ns()}-{uuid.uuid4().hex[:6]}"
         frame: dict[str, Any] = {
             "type": "send",
             "id": f"s-{local_id}",
             "local_id": local_id,
-            "kind": "text",
-            "text": text,
+            **fields,
         }
         if chat_id is not None:
             frame["chat_id"] = chat_id
@@ -222,9 +246,9 @@ class ChatClient:
                 "message_id": answer["message_id"],
                 "sender": self.user_id,
                 "local_id": local_id,
-                "kind": "text",
-                "body": base64.b64encode(text.encode()).decode("ascii"),
-                "media": None,
+                "kind": fields["kind"],
+                "body": base64.b64encode(body).decode("ascii"),
+                "media": media,
                 "sent_at": None,
             },
             own=True,

@@ -47,6 +47,7 @@ class Limit(StrEnum):
     LOGIN_PER_ACCOUNT = "login_account"
     LOGIN_PER_ADDRESS = "login_address"
     REGISTER_PER_ADDRESS = "register_address"
+    MEDIA_UPLOAD_PER_USER = "media_upload_user"
     LOOKUP_PER_USER = "lookup_user"
 
 

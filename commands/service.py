@@ -9,6 +9,7 @@ gateway) can be added to the app and share it. `run_commands_service` serves it 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +29,8 @@ from commands.accounts.lookup import lookup_routes
 from commands.accounts.me_routes import me_routes
 from commands.gateway.gateway import Gateway, GatewayAdapters
 from commands.gateway.wsprotocol import LeanWebSocketProtocol
+from commands.media.routes import media_routes
+from commands.media.uploads import MediaUploads
 from commands.web_client import web_client_routes
 from infra.http import serve
 from infra.settings import Settings
@@ -58,8 +61,20 @@ STATUS_BY_CODE = {
     "phone_taken": 409,
     "too_large": 413,
     "rate_limited": 429,
+    "bad_upload": 400,
+    "unknown_media": 404,
+    "media_not_uploaded": 409,
+    "media_not_confirmed": 409,
+    "media_too_large": 413,
+    "media_type_not_allowed": 415,
+    "size_mismatch": 422,
+    "hash_mismatch": 422,
+    "type_mismatch": 422,
+    "media_bomb": 422,
+    "media_too_long": 422,
+    "media_unreadable": 422,
 }
-"""HTTP status of each error code of the accounts routes; any other `DomainError` is a 400."""
+"""HTTP status of each error code of the service's routes; any other `DomainError` is a 400."""
 
 
 async def readyz(request: Request) -> JSONResponse:
@@ -82,22 +97,32 @@ NewGatewayAdapters = Callable[[Settings], GatewayAdapters]
 """Builds a gateway's id, bus and pool (`parley.wiring.gateway_adapters`, or a test's)."""
 
 
+OpenMedia = Callable[[Settings], AbstractAsyncContextManager[MediaUploads]]
+"""Opens the upload flow (`parley.wiring.open_media`, or a test's)."""
+
+
 def create_app(
-    settings: Settings, open_access: OpenAccess, gateway_adapters: NewGatewayAdapters
+    settings: Settings,
+    open_access: OpenAccess,
+    gateway_adapters: NewGatewayAdapters,
+    open_media: OpenMedia,
 ) -> Starlette:
     """The commands service's app for these settings, with the adapters handed in."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_access(settings) as access:
+        async with open_access(settings) as access, open_media(settings) as media:
             app.state.access = access
+            app.state.media = media
             gateway = Gateway(settings, access, gateway_adapters(settings))
             await gateway.start()
             app.state.gateway = gateway
+            collector = asyncio.create_task(media.collect_forever())
             log.info("event=commands_app_started")
             try:
                 yield
             finally:
+                collector.cancel()
                 await gateway.stop()
         log.info("event=commands_app_stopped")
 
@@ -111,6 +136,7 @@ def create_app(
             WebSocketRoute("/ws", websocket),
             *auth_routes(),
             *me_routes(),
+            *media_routes(),
             *lookup_routes(),
             *web_client_routes(settings),
         ],
@@ -145,9 +171,10 @@ def run_commands_service(
     stop: threading.Event,
     open_access: OpenAccess,
     gateway_adapters: NewGatewayAdapters,
+    open_media: OpenMedia,
 ) -> None:
     """Serve the app until SIGTERM/SIGINT or `stop` is set; logs the bound address."""
-    app = create_app(settings, open_access, gateway_adapters)
+    app = create_app(settings, open_access, gateway_adapters, open_media)
 
     async def drain() -> None:
         await app.state.gateway.drain()

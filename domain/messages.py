@@ -12,6 +12,8 @@ MAX_BODY_BYTES = 64 * 1024
 """Default limit on the size of a message body."""
 
 MAX_MEDIA_ID_CHARS = 128
+MAX_THUMBNAIL_CHARS = 16 * 1024
+"""A thumbnail travels inside the message: base64 WebP, at most this long (12 KiB of image)."""
 _MIME_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*")
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -26,12 +28,22 @@ class MessageKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class MediaRef:
-    """A reference to an uploaded media blob; the blob itself is stored elsewhere."""
+    """A reference to an uploaded media blob; the blob itself is stored elsewhere.
+
+    The optional fields describe a confirmed upload (docs/media.md): its kind, an image's
+    or video's dimensions and WebP thumbnail (a video's poster frame), a video's or
+    sound's duration. Older events lack them; they read as None.
+    """
 
     media_id: str
     mime_type: str
     size: int
     sha256: str
+    kind: str | None = None
+    width: int | None = None
+    height: int | None = None
+    thumbnail: str | None = None
+    duration_ms: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.media_id, str) or not 0 < len(self.media_id) <= MAX_MEDIA_ID_CHARS:
@@ -43,15 +55,29 @@ class MediaRef:
         if not isinstance(self.sha256, str) or not _SHA256_HEX.fullmatch(self.sha256):
             raise InvalidBody("sha256 must be 64 hex characters")
         object.__setattr__(self, "sha256", self.sha256.lower())
+        if self.kind is not None and not (isinstance(self.kind, str) and 0 < len(self.kind) <= 16):
+            raise InvalidBody("media kind must be a short string")
+        for side in (self.width, self.height, self.duration_ms):
+            if side is not None and (isinstance(side, bool) or not isinstance(side, int)):
+                raise InvalidBody("media dimensions and durations must be integers")
+        if self.thumbnail is not None and not (
+            isinstance(self.thumbnail, str) and len(self.thumbnail) <= MAX_THUMBNAIL_CHARS
+        ):
+            raise InvalidBody(f"a thumbnail is base64 of at most {MAX_THUMBNAIL_CHARS} characters")
 
     def to_dict(self) -> dict[str, str | int]:
-        """The plain form stored in events."""
-        return {
+        """The plain form stored in events; the optional fields only when set."""
+        plain: dict[str, str | int] = {
             "media_id": self.media_id,
             "mime_type": self.mime_type,
             "size": self.size,
             "sha256": self.sha256,
         }
+        for name in ("kind", "width", "height", "thumbnail", "duration_ms"):
+            value = getattr(self, name)
+            if value is not None:
+                plain[name] = value
+        return plain
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MediaRef":
@@ -62,6 +88,11 @@ class MediaRef:
                 mime_type=data["mime_type"],
                 size=data["size"],
                 sha256=data["sha256"],
+                kind=data.get("kind"),
+                width=data.get("width"),
+                height=data.get("height"),
+                thumbnail=data.get("thumbnail"),
+                duration_ms=data.get("duration_ms"),
             )
         except KeyError as missing:
             raise InvalidBody(f"media ref lacks {missing}") from None

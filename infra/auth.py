@@ -11,6 +11,9 @@ means the token was copied, so the whole session is revoked.
 Logout publishes on Redis channel `parley:logout:<user_id>` a JSON message
 `{"user_id", "session_ids", "device_id", "reason"}`: every gateway closes the live
 connections of that user that were opened with one of those sessions (docs/auth.md).
+
+Over 400 lines on purpose: passwords, tokens and sessions share the one session record
+and the one argument about when a token stops working; split, each would restate it.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ class Settings:
     # Where the local stack keeps its data and logs (git-ignored).
     state_dir: str = field(default_factory=_default_state_dir)
     # Which services `parley stack` installs and runs here; the rest are external.
-    managed_services: str = "kafka,postgres,redis"
+    managed_services: str = "kafka,postgres,redis,objectstore"
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     kafka_controller_port: int = 19093
@@ -46,6 +46,14 @@ class Settings:
 
     redis_url: str = "redis://127.0.0.1:16379/0"
     redis_max_connections: int = 200
+
+    # The S3-compatible object store for media (docs/media.md). Any S3 endpoint works; the
+    # stack runs SeaweedFS here, its other ports counted up from the S3 port.
+    s3_endpoint: str = "http://127.0.0.1:18333"
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "parley-media"
+    s3_access_key: str = "parley"
+    s3_secret_key: str = "parley-dev-only-s3-secret-set-PARLEY_S3_SECRET_KEY-in-production"
 
     health_deadline_s: float = 60.0
 
@@ -100,8 +108,28 @@ class Settings:
     rate_login_address_per_s: float = 0.5
     rate_register_address_burst: int = 10
     rate_register_address_per_s: float = 0.02
+    rate_media_upload_user_burst: int = 30
+    rate_media_upload_user_per_s: float = 0.5
     rate_lookup_user_burst: int = 20
     rate_lookup_user_per_s: float = 0.1
+
+    # Media (docs/media.md): per-kind size limits, URL lifetimes, the probe's limits, GC.
+    media_max_image_bytes: int = 16 * 1024 * 1024
+    media_max_video_bytes: int = 100 * 1024 * 1024
+    media_max_audio_bytes: int = 16 * 1024 * 1024
+    media_max_document_bytes: int = 2 * 1024 * 1024 * 1024
+    media_upload_url_ttl_s: int = 600
+    media_download_url_ttl_s: int = 300
+    media_max_pixels: int = 40_000_000  # beyond it an image is refused as a bomb
+    media_max_duration_s: float = 3 * 3600.0  # a longer video or sound is refused
+    media_thumbnail_px: int = 160
+    media_probe_memory_mib: int = 1024
+    media_probe_cpu_s: int = 20
+    media_probe_timeout_s: float = 30.0
+    media_probe_concurrency: int = 2
+    media_gc_grace_s: float = 3600.0
+    media_unsent_grace_s: float = 24 * 3600.0
+    media_gc_interval_s: float = 300.0
 
     # The Faust workers and the projections.
     workers_app_id: str = ""  # empty: <topic prefix>parley-workers
@@ -158,6 +186,12 @@ class Settings:
         first = self.kafka_bootstrap.split(",")[0]
         host, _, port = first.rpartition(":")
         return host, int(port)
+
+    @property
+    def s3_host_port(self) -> tuple[str, int]:
+        parts = urlsplit(self.s3_endpoint)
+        default = 443 if parts.scheme == "https" else 80
+        return parts.hostname or "127.0.0.1", parts.port or default
 
     @property
     def redis_host_port(self) -> tuple[str, int]:

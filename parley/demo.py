@@ -1,11 +1,13 @@
 """`parley demo`: a scripted tour of the running stack (`make up`), told in the terminal.
 
-Five steps, each checked: two people sign up and chat (ticks, typing, last seen); one
-goes offline and comes back to find every message, in order, once; a group of 20 gets a
-message and its read count rises; a replay rebuilds the inbox projection and nothing in
-it changes. Everything goes through the Python client (`client/`) and the documented
-APIs, except that the group's 18 extra members get their sessions issued directly
-(`infra.auth.Tokens.issue`) instead of paying for 18 registrations.
+Six steps, each checked: two people sign up and chat (ticks, typing, last seen); one
+sends the other a photo whose thumbnail arrives inside the message
+(`parley/demo_media.py`); one goes offline and comes back to find every message, in
+order, once; a group of 20 gets a message and its read count rises; a replay rebuilds
+the inbox projection and nothing in it changes. Everything goes through the Python
+client (`client/`) and the documented APIs, except that the group's 18 extra members
+get their sessions issued directly (`infra.auth.Tokens.issue`) instead of paying for
+18 registrations.
 
 Exit status: 0 when every step did what it says (a step whose tool is not in this tree,
 like `parley replay`, is reported SKIPPED and does not fail the run); 1 when a step did
@@ -110,6 +112,7 @@ class Demo:
         steps: list[tuple[str, Callable[[], Awaitable[str]]]] = [
             ("Alice and Bob sign up", self.sign_up),
             ("They chat: ticks, typing, last seen", self.chat),
+            ("Alice sends a photo; its thumbnail arrives first", self.photo),
             ("Bob goes offline and comes back", self.offline_and_back),
             ("A group of 20 gets a message; the read count rises", self.group),
             ("A replay rebuilds the inbox projection", self.replay),
@@ -240,6 +243,16 @@ class Demo:
             raise StepFailed(f"bob is connected but his presence says {presence}")
         self.say("alice", "sees bob [green]online[/]")
         return "sent → delivered → read, typing and presence seen"
+
+    async def photo(self) -> str:
+        from parley.demo_media import send_a_photo
+
+        alice, bob = self.cast.alice, self.cast.bob
+        assert alice is not None and bob is not None
+        a, b = self.cast.clients["alice"], self.cast.clients["bob"]
+        return await send_a_photo(
+            self.base, self.queries, self.cast.chat, (alice, a), (bob, b), self.say
+        )
 
     # 3
 

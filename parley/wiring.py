@@ -7,8 +7,10 @@ they are opened on the settings' servers, given to the service, and closed after
 - the processor: the event store, its snowflake worker-id lease, the Redis client its
   replies go out on, what it knows of users (the directory), and the Kafka consumer;
 - the commands service: the accounts store, password hasher, tokens and rate limits
-  (`Access`), and the gateway's command bus and PostgreSQL pool;
-- the queries service: its PostgreSQL pool, Redis and the token checker (`ReadSide`).
+  (`Access`), the gateway's command bus and PostgreSQL pool, and the upload flow with
+  the object store (`MediaUploads`);
+- the queries service: its PostgreSQL pool, Redis, the token checker and the object
+  store's URL signer (`ReadSide`).
 
 The relay and the Faust workers open their connections in `streams/` still: they have
 one adapter each and no test that would hand them another. Before any service starts,
@@ -37,14 +39,17 @@ from commands.accounts.access import Access
 from commands.accounts.application import open_accounts
 from commands.gateway.bus import CommandBus
 from commands.gateway.gateway import GatewayAdapters
+from commands.media.uploads import MediaUploads
+from commands.processor.consumer import consume_commands
 from commands.processor.people import open_people
-from commands.processor.processor import CommandProcessor, consume_commands
+from commands.processor.processor import CommandProcessor
 from commands.ratelimit import RateLimiter, buckets_from_settings
 from commands.service import run_commands_service
 from infra.auth import Passwords, Tokens
 from infra.event_store import open_store
 from infra.health import Health
 from infra.leases import LeasedSnowflake, WorkerLease
+from infra.objectstore import ObjectStore
 from infra.pg_pool import checked_pool
 from infra.settings import Settings
 from projections.schema import migrate
@@ -96,7 +101,7 @@ def run_processor(
 def run_commands(settings: Settings, stop: threading.Event) -> None:
     """The commands service (accounts routes and the gateway) until `stop` is set."""
     migrate(settings)
-    run_commands_service(settings, stop, open_access, gateway_adapters)
+    run_commands_service(settings, stop, open_access, gateway_adapters, open_media)
 
 
 def run_queries(settings: Settings, stop: threading.Event) -> None:
@@ -161,6 +166,19 @@ def gateway_adapters(settings: Settings) -> GatewayAdapters:
 
 
 @asynccontextmanager
+async def open_media(settings: Settings) -> AsyncIterator[MediaUploads]:
+    """The upload flow with its own small pool and the object store."""
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        settings.pg_conninfo, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}
+    )
+    await pool.open()
+    try:
+        yield MediaUploads(settings, ObjectStore(settings), pool)
+    finally:
+        await pool.close()
+
+
+@asynccontextmanager
 async def open_read_side(settings: Settings) -> AsyncIterator[ReadSide]:
     """The queries service's pool, Redis and token checker; closed on the way out."""
     pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
@@ -179,7 +197,7 @@ async def open_read_side(settings: Settings) -> AsyncIterator[ReadSide]:
     await pool.open()
     client = Redis.from_url(settings.redis_url)
     try:
-        yield ReadSide(settings, pool, client, Tokens(settings, client))
+        yield ReadSide(settings, pool, client, Tokens(settings, client), ObjectStore(settings))
     finally:
         await client.aclose()
         await pool.close()

@@ -3,7 +3,7 @@
 `migrate(settings)` creates every table Parley keeps in PostgreSQL besides the event
 stores (which the eventsourcing library creates): the read model in `read`, and
 `OWN_TABLES`, the tables written outside the projections (the user directory, last seen,
-the relay's position, replay runs). The composition root runs it before any service
+the relay's position, replay runs, media uploads). The composition root runs it before any service
 starts (`parley up`, `parley serve`); nothing else creates tables at start-up.
 
 Every projection lives in one PostgreSQL schema (`read` when live); a rebuild fills a
@@ -108,6 +108,11 @@ messages = Table(
     Column("media", JSONB),
     Column("sent_at", DateTime(timezone=True), nullable=False),
 )
+# A media download is allowed to whoever sees a message of the chat that carries it.
+MESSAGES_BY_MEDIA = (
+    "CREATE INDEX IF NOT EXISTS messages_by_media ON {schema}.messages "
+    "(chat_id, (media->>'media_id')) WHERE media IS NOT NULL"
+)
 
 receipts = Table(
     "receipts",
@@ -159,6 +164,7 @@ PROJECTION_TABLES: dict[str, list[Table]] = {
 
 MIGRATIONS: list[tuple[int, str]] = [
     (1, "read model v1: chats, members, history, messages, receipts, counts, unread, inbox"),
+    (2, "messages found by chat and media id"),
 ]
 
 
@@ -181,7 +187,24 @@ REBUILDS_DDL = (
     " events bigint NOT NULL DEFAULT 0, outcome text, host text, pid int)"
 )
 """`parley replay rebuild`'s runs (`projections.replay.listing`)."""
-OWN_TABLES = (*DIRECTORY_DDL, LAST_SEEN_DDL, RELAY_POSITION_DDL, REBUILDS_DDL)
+MEDIA_DDL = (
+    "SELECT pg_advisory_xact_lock(hashtext('parley:media-ddl'))",
+    "CREATE SCHEMA IF NOT EXISTS media",
+    "CREATE TABLE IF NOT EXISTS media.uploads ("
+    " media_id text PRIMARY KEY,"
+    " owner uuid NOT NULL,"
+    " kind text NOT NULL,"
+    " mime_type text NOT NULL,"
+    " size bigint NOT NULL,"
+    " sha256 text NOT NULL,"
+    " confirmed boolean NOT NULL DEFAULT false,"
+    " sent boolean NOT NULL DEFAULT false,"
+    " width int, height int, thumbnail text, duration_ms bigint,"
+    " created_at timestamptz NOT NULL DEFAULT now())",
+    "CREATE INDEX IF NOT EXISTS uploads_unsent_by_age ON media.uploads (created_at) WHERE NOT sent",
+)
+"""Uploads (`commands.media.uploads`): state of the commands service, not a projection."""
+OWN_TABLES = (*DIRECTORY_DDL, LAST_SEEN_DDL, RELAY_POSITION_DDL, REBUILDS_DDL, *MEDIA_DDL)
 """Created with the live schema, each `IF NOT EXISTS`: tables no projection rebuilds."""
 
 
@@ -215,6 +238,8 @@ def migrate(settings: Settings, schema: str = LIVE_SCHEMA) -> int:
                     continue
                 if version == 1:
                     metadata.create_all(conn.execution_options(schema_translate_map={None: schema}))
+                if version == 2:
+                    conn.execute(text(MESSAGES_BY_MEDIA.format(schema=f'"{schema}"')))
                 conn.execute(
                     text(f'INSERT INTO "{schema}".schema_version (version, note) VALUES (:v, :n)'),
                     {"v": version, "n": note},

@@ -26,6 +26,7 @@ STATUS_BY_CODE = {
     "not_sender": 403,
     "unknown_chat": 404,
     "unknown_message": 404,
+    "unknown_media": 404,
     "unknown_user": 404,
     "not_yet_projected": 425,
 }

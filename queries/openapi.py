@@ -27,6 +27,7 @@ ERROR_CODES = [
     "not_sender",
     "unknown_chat",
     "unknown_message",
+    "unknown_media",
     "unknown_user",
     "not_yet_projected",
     "not_found",
@@ -98,13 +99,37 @@ SCHEMAS: dict[str, Any] = {
         },
         "Every error: a stable machine code and a message for people.",
     ),
-    "MediaRef": _object(
-        {
+    "MediaRef": {
+        **_object(
+            {
+                "media_id": {"type": "string"},
+                "mime_type": {"type": "string"},
+                "size": COUNT,
+                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            },
+            "A confirmed upload (docs/media.md); the last five fields when known.",
+        ),
+        "properties": {
             "media_id": {"type": "string"},
             "mime_type": {"type": "string"},
             "size": COUNT,
             "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-        }
+            "kind": {"type": "string", "enum": ["image", "video", "audio", "document"]},
+            "width": COUNT,
+            "height": COUNT,
+            "thumbnail": {"type": "string", "contentEncoding": "base64"},
+            "duration_ms": COUNT,
+        },
+    },
+    "MediaDownload": _object(
+        {
+            "media_id": {"type": "string"},
+            "mime_type": {"type": "string"},
+            "size": COUNT,
+            "url": {"type": "string", "description": "a presigned GET; Range works"},
+            "expires_at": TIMESTAMP,
+        },
+        "A short-lived download URL of a media file.",
     ),
     "Message": _object(_MESSAGE_FIELDS, "One message; `body` is the stored bytes in base64."),
     "HiddenMessage": _object(
@@ -267,6 +292,12 @@ PARAMETERS: dict[str, Any] = {
     "ChatId": {"name": "chat_id", "in": "path", "required": True, "schema": UUID},
     "UserId": {"name": "user_id", "in": "path", "required": True, "schema": UUID},
     "Seq": {"name": "seq", "in": "path", "required": True, "schema": SEQ},
+    "MediaId": {
+        "name": "media_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{32}$"},
+    },
     "Limit": {
         "name": "limit",
         "in": "query",
@@ -445,6 +476,12 @@ PATHS: dict[str, Any] = {
         ["ChatId", "Seq"],
         _ok("Receipts", "the receipts"),
         {"403": _error("`not_sender`: receipts are shown to the message's sender")},
+    ),
+    "/v1/chats/{chat_id}/media/{media_id}": _guarded(
+        "getMediaDownload",
+        "A short-lived download URL for media sent in a chat the caller sees",
+        ["ChatId", "MediaId"],
+        _ok("MediaDownload", "the download URL"),
     ),
     "/v1/inbox": _guarded(
         "listInbox",

@@ -1,4 +1,5 @@
-"""What the queries service reads with, opened once per app: PostgreSQL, Redis, tokens.
+"""What the queries service reads with, opened once per app: PostgreSQL, Redis, tokens
+and the object store's URL signer.
 
 The composition root (`parley.wiring.open_read_side`) opens a pool of autocommit
 PostgreSQL connections (each with a statement timeout), a Redis client and the token
@@ -18,6 +19,7 @@ from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
 from infra.auth import Tokens
+from infra.objectstore import ObjectStore
 from infra.settings import Settings
 
 log = logging.getLogger("parley.queries")
@@ -36,6 +38,7 @@ class ReadSide:
     pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]
     redis: Redis
     tokens: Tokens
+    objects: ObjectStore  # signs media download URLs; no bytes pass through here
 
 
 def read_side_of(conn: HTTPConnection) -> ReadSide:

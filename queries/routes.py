@@ -24,6 +24,7 @@ from queries.errors import BadParameter, log
 from queries.health import healthz, readyz
 from queries.history import history
 from queries.inbox import inbox
+from queries.media import media_download
 from queries.openapi import openapi_json
 from queries.profiles import profile
 from queries.receipts import receipts
@@ -36,6 +37,7 @@ QUERY_PARAMETERS: dict[str, tuple[str, ...]] = {
     "/v1/chats/{chat_id}": (),
     "/v1/chats/{chat_id}/messages": ("after_seq", "before_seq", "limit"),
     "/v1/chats/{chat_id}/messages/{seq}/receipts": (),
+    "/v1/chats/{chat_id}/media/{media_id}": (),
     "/v1/inbox": ("limit", "after"),
     "/v1/users/{user_id}": (),
     "/v1/contacts": (),
@@ -75,6 +77,7 @@ def routes() -> list[Route]:
         guarded("/v1/chats/{chat_id}", chat_info),
         guarded("/v1/chats/{chat_id}/messages", history),
         guarded("/v1/chats/{chat_id}/messages/{seq}/receipts", receipts),
+        guarded("/v1/chats/{chat_id}/media/{media_id}", media_download),
         guarded("/v1/inbox", inbox),
         guarded("/v1/users/{user_id}", profile),
         guarded("/v1/contacts", contacts),

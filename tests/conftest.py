@@ -1,8 +1,8 @@
 """Test fixtures: the real local stack, an isolated database, topics and Redis db per run.
 
 Tests never touch a developer's data: they use the database ``<pg_db>_test``, Redis
-database 15 (``PARLEY_TEST_REDIS_DB``), and Kafka topics and consumer groups named with a
-per-run id (topics deleted at the end).
+database 15 (``PARLEY_TEST_REDIS_DB``), and Kafka topics, consumer groups and an object
+store bucket named with a per-run id (topics and bucket deleted at the end).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from infra.objectstore import ObjectStore
 from infra.scratch import delete_topics, fresh_database, redis_db
 from infra.settings import Settings, load_settings
 from infra.stack import stack_up
@@ -39,6 +40,7 @@ def settings(base_settings: Settings) -> Iterator[Settings]:
         commands_partitions=4,
         processor_group=f"test-{run_id}-processor",
         workers_app_id=f"test-{run_id}-workers",
+        s3_bucket=f"parley-test-{run_id}",
     )
     fresh_database(base_settings, test.pg_db)
     migrate(test)  # the tables, as the composition root creates them before any service
@@ -50,10 +52,14 @@ def settings(base_settings: Settings) -> Iterator[Settings]:
             "PARLEY_TOPIC_PREFIX": test.topic_prefix,
             "PARLEY_EVENTS_PARTITIONS": str(test.events_partitions),
             "PARLEY_COMMANDS_PARTITIONS": str(test.commands_partitions),
+            "PARLEY_S3_BUCKET": test.s3_bucket,
         }
     )
+    objects = ObjectStore(test)
+    objects.ensure_bucket()
     yield test
     delete_topics(test)
+    objects.delete_bucket()
 
 
 @pytest.fixture(scope="session")

@@ -55,6 +55,7 @@ from commands.gateway.protocol import (
 )
 from commands.gateway.sync import answer_sync
 from commands.gateway.typing_indicator import Typing
+from commands.media.uploads import confirmed_media
 from commands.ratelimit import Limit, LocalBuckets, SharedBuckets, buckets_from_settings
 from domain.errors import DomainError
 from domain.ids import direct_chat_id
@@ -362,6 +363,10 @@ class Gateway:
             allowed = True
         if not allowed:
             return
+        if frame.type == "send" and "media" in args:
+            # Only the sender's own confirmed upload; the stored reference replaces theirs.
+            async with self.pool.connection() as conn:
+                args["media"] = await confirmed_media(conn, actor, args["media"])
         if frame.type == "create_group":
             chat_id = new_chat_id(frame)
         elif frame.type == "send" and frame.fields.get("to") is not None:

@@ -6,6 +6,7 @@
 import { Contacts, Profiles } from "./api.js";
 import { Connection } from "./connection.js";
 import { uuid4 } from "./dom.js";
+import { downloadUrl, uploadFile } from "./media.js";
 import { Store } from "./store.js";
 
 const TYPING_REPEAT_MS = 2_500; // re-announce while typing (the gateway debounces 2 s)
@@ -229,6 +230,42 @@ export class Messenger {
     this._transmit(entry);
   }
 
+  /** Attach a file to the open chat: upload it (progress on the outbox entry), then send it. */
+  async attach(file) {
+    const key = this.openKey;
+    if (!key || !file) return;
+    const entry = { local_id: `${Date.now()}-${uuid4().slice(0, 8)}`, text: "", state: "uploading", progress: 0, name: file.name };
+    if (key.startsWith("to:")) entry.to = key.slice(3);
+    else entry.chat_id = key;
+    this.store.queue(entry);
+    this.onChange();
+    try {
+      entry.media = await uploadFile(this.session, file, (done) => {
+        entry.progress = done;
+        this.onChange();
+      });
+    } catch (error) {
+      this.store.fail(entry.local_id, error.message);
+      this.onNotice(`not sent: ${error.message}`);
+      this.onChange();
+      return;
+    }
+    entry.state = "pending";
+    this.store.queue(entry);
+    this.onChange();
+    this._transmit(entry);
+  }
+
+  /** Open a photo of a message full size, from a short-lived download URL. */
+  async openMedia(message) {
+    try {
+      const url = await downloadUrl(this.session, this.profiles.queriesUrl, message.chat_id, message.media.media_id);
+      if (url) window.open(url, "_blank", "noopener");
+    } catch (error) {
+      this.onNotice(`cannot open it: ${error.message}`);
+    }
+  }
+
   _resendOutbox() {
     // One connection's frames are handled in the order sent: resending all at once keeps
     // their order, and the same local_id makes each resend the original message.
@@ -238,6 +275,7 @@ export class Messenger {
   async _transmit(entry) {
     if (!this.connection.online) return; // resent after the next sync
     const frame = { type: "send", id: `s-${entry.local_id}`, local_id: entry.local_id, kind: "text", text: entry.text };
+    if (entry.media) Object.assign(frame, { kind: "media", media: { media_id: entry.media.media_id } });
     if (entry.chat_id) frame.chat_id = entry.chat_id;
     else frame.to = entry.to;
     try {
@@ -276,7 +314,8 @@ export class Messenger {
         message_id: ack.message_id,
         sender: this.me,
         local_id: ack.local_id,
-        kind: "text",
+        kind: entry.media ? "media" : "text",
+        media: entry.media || null,
         text: entry.text,
         sent_at: new Date().toISOString(),
         provisional: true, // the server's copy replaces it if a sync brings it

@@ -6,13 +6,16 @@ const decoder = new TextDecoder();
 const OUTBOX_KEY = "parley.outbox";
 
 export function bodyText(message) {
-  if (message.kind !== "text") return message.kind === "media" ? "📎 media" : "🔒 encrypted";
+  if (message.kind !== "text" && message.kind !== "media") return "🔒 encrypted";
+  let text = "";
   try {
     const bytes = Uint8Array.from(atob(message.body || ""), (c) => c.charCodeAt(0));
-    return decoder.decode(bytes);
+    text = decoder.decode(bytes);
   } catch {
-    return "";
+    /* shown as empty */
   }
+  if (message.kind === "media" && !text) return message.media && message.media.kind === "image" ? "📷 Photo" : "📎 File";
+  return text;
 }
 
 export class Chat {

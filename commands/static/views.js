@@ -59,13 +59,32 @@ export class MainView {
       maxlength: "4096",
       oninput: () => this.m.typed(),
     });
+    this.picker = h("input", {
+      type: "file",
+      id: "composer-file",
+      hidden: true,
+      onchange: () => {
+        for (const file of this.picker.files) this.m.attach(file);
+        this.picker.value = "";
+      },
+    });
     this.composer = h(
       "form",
       { class: "composer", id: "composer", onsubmit: (e) => this._send(e) },
+      this.picker,
+      h("button", { type: "button", class: "attach", id: "composer-attach", title: "Attach a photo or file", "aria-label": "Attach a photo or file", onclick: () => this.picker.click() }, "+"),
       this.input,
       h("button", { type: "submit", class: "send", id: "composer-send", title: "Send" }, "➤"),
     );
-    this.conversation = h("section", { class: "conversation", id: "conversation" });
+    this.conversation = h("section", {
+      class: "conversation",
+      id: "conversation",
+      ondragover: (e) => e.preventDefault(),
+      ondrop: (e) => {
+        e.preventDefault();
+        for (const file of e.dataTransfer.files) this.m.attach(file);
+      },
+    });
     this.dialog = h("dialog", { class: "dialog", id: "dialog" });
     this.toast = h("div", { class: "toast", id: "toast", role: "status" });
     const me = this.m.me;
@@ -273,7 +292,8 @@ export class MainView {
           group && !mine
             ? h("div", { class: "sender", style: `--hue:${hue(message.sender)}` }, m.profiles.name(message.sender))
             : null,
-          h("div", { class: "text" }, message.text),
+          message.media ? this._mediaView(message) : null,
+          message.media && message.text.startsWith("📷") ? null : h("div", { class: "text" }, message.text),
           h("div", { class: "meta" }, meta),
         ),
       );
@@ -283,8 +303,10 @@ export class MainView {
         h(
           "div",
           { class: "msg mine pending", dataset: { localId: entry.local_id, status: entry.state } },
-          h("div", { class: "text" }, entry.text),
-          h("div", { class: "meta" }, entry.error ? h("span", { class: "error" }, entry.error) : null, ticks(entry.state)),
+          entry.state === "uploading"
+            ? h("div", { class: "upload" }, h("div", { class: "text" }, `📎 ${entry.name || "file"}`), h("progress", { class: "upload-progress", max: "1", value: String(entry.progress || 0) }))
+            : h("div", { class: "text" }, entry.text || `📎 ${entry.name || "file"}`),
+          h("div", { class: "meta" }, entry.error ? h("span", { class: "error" }, entry.error) : null, ticks(entry.state === "uploading" ? "pending" : entry.state)),
         ),
       );
     }
@@ -292,6 +314,23 @@ export class MainView {
     clear(this.messages, rows);
     if (stick || this._lastOpen !== m.openKey) this.messages.scrollTop = this.messages.scrollHeight;
     this._lastOpen = m.openKey;
+  }
+
+  /** A media message's thumbnail (images), or a file chip; a click opens it full size. */
+  _mediaView(message) {
+    const media = message.media;
+    const open = () => this.m.openMedia(message);
+    if (media.thumbnail) {
+      return h("img", {
+        class: "thumbnail",
+        src: `data:image/webp;base64,${media.thumbnail}`,
+        alt: "photo",
+        width: media.width && media.height ? String(Math.min(240, media.width)) : undefined,
+        title: "Open the photo",
+        onclick: open,
+      });
+    }
+    return h("button", { class: "file-chip quiet", onclick: open }, `📎 ${media.mime_type}, ${Math.ceil(media.size / 1024)} KiB`);
   }
 
   _send(event) {

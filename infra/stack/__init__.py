@@ -1,4 +1,4 @@
-"""The local stack: Kafka, PostgreSQL and Redis on loopback, run from the state folder.
+"""The local stack: Kafka, PostgreSQL, Redis and the object store, from the state folder.
 
 Imported by the CLI and the test fixtures only; services never import it.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from infra.settings import Settings
 from infra.stack.kafka import Kafka
+from infra.stack.objectstore import ObjectStoreService
 from infra.stack.postgres import Postgres
 from infra.stack.process import StackError, say
 from infra.stack.redis import Redis
@@ -16,8 +17,8 @@ __all__ = ["LocalService", "StackError", "State", "Status", "services", "stack_d
 
 
 def services(settings: Settings) -> list[LocalService]:
-    """The three services, in start order."""
-    return [Postgres(settings), Redis(settings), Kafka(settings)]
+    """The four services, in start order."""
+    return [Postgres(settings), Redis(settings), Kafka(settings), ObjectStoreService(settings)]
 
 
 def stack_up(settings: Settings) -> None:

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from commands.service import create_app
 from infra.settings import Settings
-from parley.wiring import gateway_adapters, open_access
+from parley.wiring import gateway_adapters, open_access, open_media
 
 FAST_HASHING = {"argon2_time_cost": 1, "argon2_memory_kib": 8 * 1024, "argon2_parallelism": 1}
 """argon2 parameters cheap enough for tests that register many users (the test of
@@ -43,7 +43,7 @@ async def http_client(
     settings: Settings, address: str | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client of a fresh commands app (lifespan run), calling from `address`."""
-    app = create_app(settings, open_access, gateway_adapters)
+    app = create_app(settings, open_access, gateway_adapters, open_media)
     client_address = (address or f"10.9.{secrets.randbelow(255)}.{secrets.randbelow(255)}", 40000)
     transport = httpx.ASGITransport(app=app, client=client_address)
     async with (

@@ -110,3 +110,16 @@ def test_cli_ramp_writes_json_and_a_plot(bench_settings: Settings, tmp_path: Pat
     steps = data["figures"]["parley"]["steps"]
     assert [s["rate"] for s in steps] == [10.0, 20.0]
     assert result.with_suffix(".png").stat().st_size > 1000
+
+
+def test_media_compares_parley_with_the_store_itself(settings: Settings, tmp_path: Path) -> None:
+    from bench.media_transfer import run
+
+    figures = run(settings, tmp_path, counts={"100KiB": 2, "5MiB": 1}, images=1)
+    for label in ("100KiB", "5MiB"):
+        size = figures["sizes"][label]
+        for way in ("upload", "download"):
+            assert size["direct"][way]["objects"] == size["parley"][way]["objects"] > 0
+            assert size["ratio"][way] > 0
+        assert set(size["cpu_ms_per_mb"]) == {"commands", "queries", "probes"}
+    assert figures["thumbnails"]["confirm_image_ms_p50"] > 0

@@ -1,7 +1,8 @@
 // Two people in two browser windows (two contexts: separate storage, like two people):
 // a message sent in one appears in the other; the sender's ticks go sent -> delivered ->
 // read; the typing indicator shows; a dropped connection comes back by itself and syncs
-// without duplicates; a group shows "read by N". A screenshot of each window is saved.
+// without duplicates; a group shows "read by N"; a photo attached in one shows its
+// thumbnail in both and opens full size. A screenshot of each window is saved.
 //
 // Environment: PARLEY_WEB_URL (the commands service), PARLEY_ARTIFACTS (a folder),
 // PARLEY_CHROMIUM (default /usr/bin/chromium). Exits non-zero on the first failure.
@@ -193,9 +194,26 @@ try {
   await b.press("#composer-input", "Enter");
   await a.waitForSelector(".msg.theirs >> text=I do", WAIT);
 
-  step("back in the 1:1 chat, bob starts typing; screenshots of both windows");
+  step("back in the 1:1 chat, alice attaches a photo: bob sees its thumbnail and opens it");
   await a.click('.chat-item:not(:has-text("Weekend trip"))');
   await b.click('.chat-item:not(:has-text("Weekend trip"))');
+  const png = Buffer.from(await a.evaluate(drawPhoto), "base64");
+  await a.setInputFiles("#composer-file", { name: "sunset.png", mimeType: "image/png", buffer: png });
+  await a.waitForSelector(".msg.mine .thumbnail", WAIT);
+  await b.waitForSelector(".msg.theirs .thumbnail", WAIT);
+  const shown = await b.locator(".msg.theirs .thumbnail").first().evaluate((img) => [img.complete, img.naturalWidth, img.naturalHeight]);
+  assert.ok(shown[0] && shown[1] > 0 && shown[1] <= 160 && shown[1] > shown[2], `a landscape thumbnail of at most 160 px: ${shown}`);
+  const [opened] = await Promise.all([
+    b.context().waitForEvent("page", WAIT),
+    b.click(".msg.theirs .thumbnail"),
+  ]);
+  await opened.waitForLoadState("load", WAIT);
+  assert.match(opened.url(), /X-Amz-Signature=/, "a presigned URL of the object store");
+  const full = Buffer.from(await (await fetch(opened.url())).arrayBuffer());
+  assert.equal(Buffer.compare(full, png), 0, "byte for byte the photo alice attached");
+  await opened.close();
+
+  step("bob starts typing; screenshots of both windows");
   if (withProfiles) {
     // The query API answers profiles: people are shown by their display names.
     await a.waitForSelector("#conversation-title >> text=Bob", WAIT);
@@ -219,6 +237,24 @@ try {
   throw error;
 } finally {
   await browser.close();
+}
+
+/** A 400x240 landscape PNG drawn in the page (runs in the browser), as base64. */
+function drawPhoto() {
+  const canvas = document.createElement("canvas");
+  canvas.width = 400;
+  canvas.height = 240;
+  const g = canvas.getContext("2d");
+  const sky = g.createLinearGradient(0, 0, 0, 240);
+  sky.addColorStop(0, "#ff9a3c");
+  sky.addColorStop(1, "#2b1055");
+  g.fillStyle = sky;
+  g.fillRect(0, 0, 400, 240);
+  g.fillStyle = "#ffd56b";
+  g.beginPath();
+  g.arc(200, 170, 50, 0, Math.PI * 2);
+  g.fill();
+  return canvas.toDataURL("image/png").split(",")[1];
 }
 
 /** One picture of the two windows next to each other, for the README. */

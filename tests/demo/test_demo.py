@@ -45,6 +45,8 @@ def test_parley_demo_passes_every_step(demo_stack: FullStack) -> None:
         "last seen today at",
         "all 5, in order, each once",
         "read by 19 of 19",
+        "sees the thumbnail at once",
+        "byte for byte",
     ):
         assert seen in out, seen
     if demo_stack.queries is not None:

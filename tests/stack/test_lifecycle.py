@@ -7,6 +7,7 @@ on spare ports, so the shared stack the other tests use is never disturbed.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -19,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from infra.objectstore import ObjectStore
 from infra.settings import Settings
 from infra.stack import StackError, State
+from infra.stack.objectstore import PORT_OFFSETS, ObjectStoreService
 from infra.stack.postgres import Postgres
 from infra.stack.redis import Redis
 
@@ -41,6 +44,7 @@ def private(settings: Settings) -> Iterator[Settings]:
         redis_url=f"redis://127.0.0.1:{_spare_port()}/0",
         pg_port=_spare_port(),
         health_deadline_s=30.0,
+        managed_services="redis,postgres",  # whatever the environment leaves external
     )
     yield private
     for service in (Redis(private), Postgres(private)):
@@ -120,4 +124,51 @@ def test_status_command_reports_the_shared_stack(settings: Settings) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     lines = {line.split()[0]: line.split()[1] for line in done.stdout.splitlines()}
-    assert lines == {"postgres": "healthy", "redis": "healthy", "kafka": "healthy"}
+    assert set(lines) == {"postgres", "redis", "kafka", "objectstore"}
+    assert set(lines.values()) <= {"healthy", "external"}, lines
+
+
+def _spare_port_run(length: int) -> int:
+    """A port with the `length` ports above it free too (the object store's ports), below
+    the kernel's ephemeral range, which a load test's client sockets may fill."""
+    for base in random.sample(range(20_000, 32_000, length + 1), 200):
+        if all(_free(base + i) for i in range(length + 1)):
+            return base
+    raise AssertionError("no run of free ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+async def test_the_object_store_starts_once_keeps_objects_and_stops(settings: Settings) -> None:
+    state = Path(settings.state_dir) / "tests" / uuid.uuid4().hex[:8]
+    port = _spare_port_run(max(PORT_OFFSETS.values()))
+    private = settings.replace(
+        state_dir=str(state),
+        s3_endpoint=f"http://127.0.0.1:{port}",
+        s3_bucket="lifecycle",
+        managed_services="objectstore",
+        health_deadline_s=60.0,
+    )
+    store = ObjectStoreService(private)
+    try:
+        assert store.up() is True
+        assert store.status().state is State.HEALTHY
+        objects = ObjectStore(private)  # the bucket was created by the health check
+        await objects.put("a/b", b"kept")
+        assert store.up() is False
+        head = await objects.head("a/b")
+        assert head is not None and head.size == 4
+        store.down()
+        assert store.status().state is State.STOPPED
+        assert store.up() is True  # the data folder outlives the process
+        assert await objects.head("a/b") is not None
+    finally:
+        store.down()
+        shutil.rmtree(state, ignore_errors=True)
