@@ -41,7 +41,10 @@ log = logging.getLogger(__name__)
 
 
 async def healthz(request: Request) -> JSONResponse:
-    """Alive, and Redis answers (PostgreSQL is checked by the first request that needs it)."""
+    """Alive, not draining, and Redis answers (PostgreSQL is checked by the first request
+    that needs it). The balancer routes to a gateway only while this answers 200."""
+    if not request.app.state.gateway.checked():
+        return error_response("draining", "this gateway is shutting down", 503)
     try:
         await access_of(request).redis.ping()
     except Exception as exc:  # any failure to reach Redis makes the service unready
@@ -173,12 +176,18 @@ def run_commands_service(
     open_media: OpenMedia,
 ) -> None:
     """Serve the app until SIGTERM/SIGINT or `stop` is set; logs the bound address."""
+    app = create_app(settings, open_access, gateway_adapters, open_media)
+
+    async def drain() -> None:
+        await app.state.gateway.drain()
+
     serve(
-        DirectWebSocket(create_app(settings, open_access, gateway_adapters, open_media)),
+        DirectWebSocket(app),
         "commands",
         settings.commands_host,
         settings.commands_port,
         stop,
+        drain,
         trusted_proxies=settings.trusted_proxies,
         ws=LeanWebSocketProtocol,
         ws_max_size=settings.ws_max_frame_bytes,  # beyond it: close 1009

@@ -144,6 +144,21 @@ class Settings:
     ws_max_frame_bytes: int = 96 * 1024  # a 64 KiB body, base64 in its JSON frame
     ws_allowed_origins: str = ""  # empty: the commands service's own address (below)
 
+    # Scaling out on one machine (docs/scaling.md): how many of each process `parley up`
+    # starts. With more than one gateway, HAProxy takes `commands_port` and balances it
+    # over the gateways, gateway i (from 1) listening on `gateway_base_port + i`.
+    gateways: int = 1
+    processors: int = 1
+    workers: int = 1
+    gateway_base_port: int = 18100
+    balancer_check_ms: int = 1000  # HAProxy's health check of each gateway's /healthz
+    balancer_fall: int = 2  # failed checks before HAProxy stops routing to a gateway
+    balancer_maxconn: int = 40_000
+    # SIGTERM on a gateway: how long it waits for the balancer to see it draining, then
+    # for its clients (told to reconnect, close 1012) to leave, before it exits anyway.
+    gateway_drain_notice_s: float = 5.0
+    gateway_drain_s: float = 10.0
+
     # The queries service (HTTP read API; docs/queries.md).
     queries_host: str = "127.0.0.1"
     queries_port: int = 18081

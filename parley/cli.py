@@ -21,13 +21,19 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
         print(f"parley stack: error: {exc}", file=sys.stderr)
         return 1
     if args.action == "status" or args.action == "up":
+        from parley.services import services_status
+
         statuses = stack_status(settings)
-        for st in statuses:
+        # Parley's own processes (each instance, and the balancer) after the servers;
+        # only one that runs but does not answer makes the status fail.
+        own = services_status(settings) if args.action == "status" else []
+        for st in [*statuses, *own]:
             pid = f"pid {st.pid}" if st.pid else "-"
             print(f"{st.service:<11} {st.state:<11} {st.address:<22} {pid:<10} {st.log}")
         if args.action == "status":
             bad = {State.UNHEALTHY, State.UNREACHABLE, State.STOPPED}
-            return 3 if any(st.state in bad for st in statuses) else 0
+            down = any(st.state in bad for st in statuses)
+            return 3 if down or any(st.state == State.UNHEALTHY for st in own) else 0
     return 0
 
 

@@ -3,18 +3,26 @@
 Each is `parley serve NAME` as a detached process with its pid file and log under
 `.state/services/`, started in dependency order and checked like the stack's services:
 the HTTP ones answer `/healthz`, the others have logged that they are ready.
+
+`PARLEY_GATEWAYS`, `PARLEY_PROCESSORS` and `PARLEY_WORKERS` ask for several of a kind:
+they are then named `commands-1`, `commands-2`… (each its own log and pid file);
+processors and workers share the partitions through their consumer group, and the
+gateways (the commands service) listen on `gateway_base_port + i` behind HAProxy, which
+takes the commands port (`infra/stack/haproxy.py`, docs/scaling.md).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import urllib.request
 from pathlib import Path
 
 from infra.settings import Settings
+from infra.stack.haproxy import HAProxy, gateway_ports
 from infra.stack.process import say
-from infra.stack.service import LocalService
+from infra.stack.service import LocalService, Status
 
 # name -> what its log says once it is ready (None: an HTTP service with /healthz)
 READY = {
@@ -32,14 +40,18 @@ class ParleyService(LocalService):
 
     port_variable = ""
 
-    def __init__(self, settings: Settings, name: str) -> None:
-        self.name = name
+    def __init__(self, settings: Settings, kind: str, index: int = 0, port: int = 0) -> None:
+        """`kind` as in `parley serve KIND`; `index` from 1 when there are several of it
+        (0: the only one, named as its kind); `port` a gateway's own behind the balancer."""
+        self.kind = kind
+        self.name = f"{kind}-{index}" if index else kind
+        self.port = port
         super().__init__(settings)
         self.home = Path(settings.state_dir) / "services"
-        self.log = self.home / f"{name}.log"
-        self.pidfile = self.home / f"{name}.pid"
+        self.log = self.home / f"{self.name}.log"
+        self.pidfile = self.home / f"{self.name}.pid"
         self._log_start = 0
-        self.port_variable = f"PARLEY_{name.upper()}_PORT"
+        self.port_variable = "PARLEY_GATEWAY_BASE_PORT" if port else f"PARLEY_{kind.upper()}_PORT"
 
     @property
     def managed(self) -> bool:
@@ -47,9 +59,9 @@ class ParleyService(LocalService):
 
     @property
     def host_port(self) -> tuple[str, int]:
-        if self.name == "commands":
-            return self.settings.commands_host, self.settings.commands_port
-        if self.name == "queries":
+        if self.kind == "commands":
+            return self.settings.commands_host, self.port or self.settings.commands_port
+        if self.kind == "queries":
             return (
                 getattr(self.settings, "queries_host", "127.0.0.1"),
                 int(getattr(self.settings, "queries_port", 18081)),
@@ -68,10 +80,23 @@ class ParleyService(LocalService):
         self._log_start = self.log.stat().st_size if self.log.exists() else 0
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "parley.cli", "serve", self.name]
+        return [sys.executable, "-m", "parley.cli", "serve", self.kind]
+
+    def environment(self) -> dict[str, str] | None:
+        if not self.port:
+            return None
+        # A gateway behind the balancer: its own port; browsers still come from the
+        # balancer's address (the commands port), so that is the origin it accepts.
+        # Clients' addresses come in HAProxy's X-Forwarded-For: believed from it alone.
+        return {
+            **os.environ,
+            "PARLEY_COMMANDS_PORT": str(self.port),
+            "PARLEY_WS_ALLOWED_ORIGINS": ",".join(self.settings.allowed_origins),
+            "PARLEY_TRUSTED_PROXIES": self.settings.trusted_proxies or self.settings.commands_host,
+        }
 
     def healthy(self) -> bool:
-        marker = READY[self.name]
+        marker = READY[self.kind]
         if marker is None:
             host, port = self.host_port
             try:
@@ -88,8 +113,49 @@ class ParleyService(LocalService):
 
 
 def parley_services(settings: Settings) -> list[ParleyService]:
-    names = [n for n in READY if n != "queries" or _has_queries()]
-    return [ParleyService(settings, name) for name in names]
+    """Every instance of every service, in start order."""
+    counts = {"processor": settings.processors, "workers": settings.workers}
+    instances: list[ParleyService] = []
+    for kind in READY:
+        if kind == "queries" and not _has_queries():
+            continue
+        if kind == "commands" and settings.gateways > 1:
+            for i, port in enumerate(gateway_ports(settings), 1):
+                instances.append(ParleyService(settings, kind, i, port))
+            continue
+        count = counts.get(kind, 1)
+        if count > 1:
+            instances.extend(ParleyService(settings, kind, i) for i in range(1, count + 1))
+        else:
+            instances.append(ParleyService(settings, kind))
+    return instances
+
+
+def balancer(settings: Settings) -> HAProxy | None:
+    """HAProxy in front of the gateways, when there is more than one."""
+    return HAProxy(settings) if settings.gateways > 1 else None
+
+
+def _strays(settings: Settings, wanted: list[ParleyService]) -> list[ParleyService]:
+    """Instances still running from an earlier `parley up` with other counts."""
+    names = {s.name for s in wanted}
+    found: list[ParleyService] = []
+    for pidfile in sorted((Path(settings.state_dir) / "services").glob("*.pid")):
+        kind, _, index = pidfile.stem.partition("-")
+        if pidfile.stem in names or kind not in READY or (index and not index.isdigit()):
+            continue
+        found.append(ParleyService(settings, kind, int(index or 0)))
+    return found
+
+
+def services_status(settings: Settings) -> list[Status]:
+    """Every instance that should run or still runs, and the balancer if any."""
+    wanted = parley_services(settings)
+    shown: list[LocalService] = [*wanted, *_strays(settings, wanted)]
+    front = balancer(settings) or HAProxy(settings)
+    if front.pid() is not None or settings.gateways > 1:
+        shown.append(front)
+    return [service.status() for service in shown]
 
 
 def _has_queries() -> bool:
@@ -108,10 +174,25 @@ def services_up(settings: Settings) -> None:
         say(f"topic {name}: {outcome}")
     say("read model: migrating")
     migrate(settings)
-    for service in parley_services(settings):
+    wanted = parley_services(settings)
+    for stray in _strays(settings, wanted):
+        say(f"{stray.name}: not in the counts asked for now")
+        stray.down()
+    front = balancer(settings)
+    running = HAProxy(settings)
+    if running.pid() is not None and (front is None or not front.configured_as_now()):
+        running.down()  # no longer wanted, or balancing another set of gateways
+    for service in wanted:
         service.up()
+    if front is not None:
+        front.up()
 
 
 def services_down(settings: Settings) -> None:
-    for service in reversed(parley_services(settings)):
+    # The balancer last: a gateway drains (SIGTERM) quickly while it still checks them.
+    wanted = parley_services(settings)
+    for service in reversed([*wanted, *_strays(settings, wanted)]):
         service.down()
+    front = HAProxy(settings)
+    if front.pid() is not None:
+        front.down()

@@ -11,7 +11,9 @@ upgrade, registers the connection in Redis (presence), and from then on:
 
 A user error is an `error` frame; the connection stays up. A connection whose send
 queue overflows (a client that does not read) is closed with 1013, so that one slow
-client cannot hold memory or stall the others.
+client cannot hold memory or stall the others. A gateway told to stop (SIGTERM) drains
+(`drain`): it answers `/healthz` with 503 until the balancer has seen it, then closes
+every connection with 1012 (reconnect) and waits, boundedly, for them to go.
 
 Here: the connections' lifecycle, their read and write loops, and the dispatch of each
 frame. The rest has its own module: a connection's state (`connection`), typing frames
@@ -80,6 +82,10 @@ GROUP_FRAMES = frozenset(
     }
 )
 RATE_FLUSH_S = 0.1
+RECONNECT = 1012
+"""The close code of a draining gateway (RFC 6455 "service restart"): connect again,
+through the balancer, to another gateway (docs/protocol.md)."""
+DRAIN_POLL_S = 0.05
 USER_LIMITS = (Limit.SEND_PER_USER, Limit.GROUP_CHANGE_PER_USER)
 
 
@@ -108,6 +114,9 @@ class Gateway:
         self.bus = adapters.bus
         self.pool = adapters.pool
         self.connections: dict[str, Connection] = {}
+        self.draining = False
+        self.health_checks = 0  # `/healthz` requests answered: a balancer watches us
+        self.refused_checks = 0  # of them, answered "draining"
         self.by_user: dict[UUID, set[Connection]] = defaultdict(set)
         self._tasks: list[asyncio.Task[None]] = []
         self.typing = Typing(self.pool, self.redis)
@@ -160,9 +169,43 @@ class Gateway:
         await self.pool.close()
         log.info("event=gateway_stopped gateway=%s", self.id)
 
+    def checked(self) -> bool:
+        """Count a health check; whether it may be answered healthy (not draining)."""
+        self.health_checks += 1
+        if self.draining:
+            self.refused_checks += 1
+        return not self.draining
+
+    async def drain(self) -> None:
+        """Stop taking connections and send the clients elsewhere, within bounded time.
+
+        While the balancer still routes here (it has not yet seen `balancer_fall` checks
+        refused, and `gateway_drain_notice_s` has not passed), clients told to reconnect
+        would come straight back; so the connections are closed (1012) only then, and
+        the gateway waits up to `gateway_drain_s` for them to go. A gateway nothing
+        health-checks (no balancer) closes them at once.
+        """
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        log.info("event=gateway_draining connections=%d", len(self.connections))
+        if self.health_checks:
+            notice = loop.time() + self.settings.gateway_drain_notice_s
+            while self.refused_checks < self.settings.balancer_fall and loop.time() < notice:
+                await asyncio.sleep(DRAIN_POLL_S)
+        for connection in list(self.connections.values()):
+            connection.close(RECONNECT)
+        deadline = loop.time() + self.settings.gateway_drain_s
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL_S)
+        log.info("event=gateway_drained connections_left=%d", len(self.connections))
+
     # One WebSocket
 
     async def serve(self, ws: WebSocket) -> None:
+        if self.draining:  # reached us before the balancer noticed: go elsewhere
+            await ws.accept()
+            await ws.close(RECONNECT)
+            return
         identity = await self._admit(ws)
         if identity is None:
             return

@@ -109,6 +109,10 @@ def consume_commands(
             if time.monotonic() - committed >= COMMIT_EVERY_S:
                 consumer.commit_async()
                 committed = time.monotonic()
+        # Stopped between batches (SIGTERM): every batch polled is stored, so commit
+        # them all before leaving the group; the next owner of these partitions then
+        # starts after them instead of deciding the last commands again.
+        _commit_before_leaving(consumer)
     finally:
         consumer.close(autocommit=False)
         log.info("event=processor_stopped decided=%d", processor.decided_total)
@@ -130,6 +134,14 @@ def _poll(
         return {}
     backoff.reset()
     return polled
+
+
+def _commit_before_leaving(consumer: KafkaConsumer) -> None:
+    try:
+        consumer.commit()
+        log.info("event=offsets_committed_on_stop")
+    except KafkaError as exc:  # redelivered then, and decided idempotently
+        log.warning("event=commit_on_stop_failed error=%s", type(exc).__name__)
 
 
 def _process_until_stored(

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
 from commands.command import Command, CommandType, Outcome
 from commands.gateway.bus import CommandBus
@@ -258,3 +259,44 @@ def test_a_processor_killed_mid_batch_loses_and_duplicates_nothing(
             (str(e.message_id), e.seq) for e in events
         ]
     store.close()
+
+
+def test_a_processor_told_to_stop_commits_what_it_decided_before_leaving(
+    topics: Settings, processor: Service
+) -> None:
+    """SIGTERM: the processor finishes its batch and commits, so the group's committed
+    offsets reach the end of the commands topic and its successor decides nothing twice."""
+    users = new_users(topics, 2)
+    chat_id = direct_chat_id(*users)
+
+    async def scenario() -> None:
+        bus = await _bus(topics)
+        try:
+            for i in range(20):
+                command = send(chat_id, users[0], f"s{i}", "t", bus.reply_to, to=users[1])
+                assert (await bus.submit(command)).ok
+        finally:
+            await bus.stop()
+
+    asyncio.run(scenario())
+    offset = len(processor.text())
+    processor.stop()  # SIGTERM, right after the last answer
+    assert "event=offsets_committed_on_stop" in processor.text()[offset:]
+    topic = topics.topic("parley.commands")
+    # A consumer of the processors' group (theirs: named from the run's topic prefix)
+    # that never subscribes: it reads the group's offsets only.
+    consumer = KafkaConsumer(
+        bootstrap_servers=topics.kafka_bootstrap,
+        group_id=topics.replace(processor_group="").processor_group_id,
+        enable_auto_commit=False,
+    )
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        ends = consumer.end_offsets(parts)
+        used = [tp for tp in parts if ends[tp]]
+        assert used, "the commands went somewhere"
+        assert {tp: consumer.committed(tp) for tp in used} == {tp: ends[tp] for tp in used}
+    finally:
+        consumer.close(autocommit=False)
+        processor.start()  # for any test after this one
+        processor.wait_for_log(r"partitions_assigned partitions=\[\d", after=offset)

@@ -26,6 +26,7 @@ from infra.stack import StackError, State
 from infra.stack.objectstore import PORT_OFFSETS, ObjectStoreService
 from infra.stack.postgres import Postgres
 from infra.stack.redis import Redis
+from parley.services import parley_services
 
 
 def _spare_port() -> int:
@@ -123,9 +124,12 @@ def test_status_command_reports_the_shared_stack(settings: Settings) -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    lines = {line.split()[0]: line.split()[1] for line in done.stdout.splitlines()}
-    assert set(lines) == {"postgres", "redis", "kafka", "objectstore"}
-    assert set(lines.values()) <= {"healthy", "external"}, lines
+    rows = [line.split()[:2] for line in done.stdout.splitlines()]
+    servers, own = dict(rows[:4]), dict(rows[4:])
+    assert set(servers) == {"postgres", "redis", "kafka", "objectstore"}
+    assert set(servers.values()) <= {"healthy", "external"}, servers
+    # Then Parley's own processes, each instance: stopped ones do not fail the status.
+    assert set(own) == {service.name for service in parley_services(settings)}
 
 
 def _spare_port_run(length: int) -> int:

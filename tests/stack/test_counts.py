@@ -1,0 +1,61 @@
+"""`parley up` with counts: which processes it runs, where, and what HAProxy is told."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infra.settings import Settings, load_settings
+from infra.stack.haproxy import HAProxy
+from parley.services import balancer, parley_services, services_status
+
+pytestmark = pytest.mark.unit
+
+
+def _settings(tmp_path: Path, **counts: str) -> Settings:
+    env = {"PARLEY_STATE_DIR": str(tmp_path), "PARLEY_GATEWAY_BASE_PORT": "28100", **counts}
+    return load_settings(env)
+
+
+def test_one_of_each_by_default_and_no_balancer(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    names = [s.name for s in parley_services(settings)]
+    assert names[:4] == ["processor", "relay", "workers", "commands"]
+    commands = next(s for s in parley_services(settings) if s.name == "commands")
+    assert commands.address == f"127.0.0.1:{settings.commands_port}"
+    assert balancer(settings) is None
+
+
+def test_counts_name_each_instance_with_its_own_log_pid_and_port(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, PARLEY_GATEWAYS="3", PARLEY_PROCESSORS="2", PARLEY_WORKERS="2")
+    services = parley_services(settings)
+    names = [s.name for s in services]
+    for name in ["processor-1", "processor-2", "relay", "workers-1", "workers-2"]:
+        assert name in names
+    gateways = [s for s in services if s.kind == "commands"]
+    assert [g.address for g in gateways] == [f"127.0.0.1:{28100 + i}" for i in (1, 2, 3)]
+    assert len({s.log for s in services}) == len({s.pidfile for s in services}) == len(services)
+    env = gateways[1].environment()
+    assert env is not None and env["PARLEY_COMMANDS_PORT"] == "28102"
+    # Browsers still come from the one address, the balancer's.
+    assert f"http://127.0.0.1:{settings.commands_port}" in env["PARLEY_WS_ALLOWED_ORIGINS"]
+    # …and their addresses in the balancer's X-Forwarded-For, believed from it alone.
+    assert env["PARLEY_TRUSTED_PROXIES"] == "127.0.0.1"
+    # Nothing runs, so every instance and the balancer are listed as stopped.
+    listed = {st.service: st.state for st in services_status(settings)}
+    assert set(listed) == {*names, "haproxy"} and set(listed.values()) == {"stopped"}
+
+
+def test_the_balancer_takes_the_commands_port_and_checks_every_gateway(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, PARLEY_GATEWAYS="3", PARLEY_BALANCER_MAXCONN="5000")
+    front = balancer(settings)
+    assert isinstance(front, HAProxy)
+    config = front.config
+    assert f"bind 127.0.0.1:{settings.commands_port}" in config
+    assert "balance leastconn" in config and "option httpchk GET /healthz" in config
+    for i in (1, 2, 3):
+        assert f"server gateway-{i} 127.0.0.1:{28100 + i} check" in config
+    assert "option forwardfor" in config
+    assert "maxconn 5000" in config and "timeout tunnel 1h" in config
+    assert front.log.parent == tmp_path / "haproxy"
