@@ -29,9 +29,9 @@ READY = {
     "processor": r"event=partitions_assigned partitions=\[",
     "relay": r"event=relay_(active|standby)",
     "workers": r"Worker ready",
-    "notifier": r"event=notifier_(ready|standby)",
     "commands": None,
     "queries": None,
+    "notifier": r"event=notifier_(ready|standby)",
 }
 
 
