@@ -13,6 +13,8 @@ from the chat it holds in memory, right after the save, instead of the library's
 from __future__ import annotations
 
 import base64
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
@@ -77,19 +79,26 @@ def store_env(settings: Settings, **overrides: str) -> dict[str, str]:
     return env
 
 
-def open_store(settings: Settings, **overrides: str) -> ChatStore:
-    """Open the store, creating its tables if needed.
+@contextlib.contextmanager
+def tables_created_alone(settings: Settings) -> Iterator[None]:
+    """Serialise the table creation an eventsourcing application does when it opens.
 
     Processes starting together on a fresh database would race on CREATE TABLE IF NOT
-    EXISTS (PostgreSQL answers one of them with a duplicate-key error), so the creation
-    is serialised by an advisory lock.
+    EXISTS (PostgreSQL answers one of them with a duplicate-key or "tuple concurrently
+    updated" error), so every store of Parley's opens under one advisory lock.
     """
     with psycopg.connect(settings.pg_conninfo, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(hashtext('parley:event-store-ddl'))")
         try:
-            return ChatStore(env=store_env(settings, **overrides))
+            yield
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext('parley:event-store-ddl'))")
+
+
+def open_store(settings: Settings, **overrides: str) -> ChatStore:
+    """Open the store, creating its tables if needed (one process at a time)."""
+    with tables_created_alone(settings):
+        return ChatStore(env=store_env(settings, **overrides))
 
 
 def max_position(store: ChatStore) -> int:

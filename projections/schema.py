@@ -228,9 +228,10 @@ def migrate(settings: Settings, schema: str = LIVE_SCHEMA) -> int:
     engine = create_engine(sqlalchemy_url(settings))
     try:
         with engine.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-            # One migrator at a time per schema (several workers may start together).
+            # One migrator at a time per schema (several workers may start together),
+            # the schema itself included: concurrent CREATE SCHEMA IF NOT EXISTS collide.
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": schema})
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
             conn.execute(
                 text(
                     f'CREATE TABLE IF NOT EXISTS "{schema}".schema_version '

@@ -36,7 +36,7 @@ from domain.handles import (
 )
 from domain.user import User, clean_display_name
 from domain.visibility import Privacy
-from infra.event_store import store_env
+from infra.event_store import store_env, tables_created_alone
 from infra.settings import Settings
 from projections.directory import record_user
 
@@ -163,7 +163,8 @@ def open_accounts(settings: Settings) -> Accounts:
     Without an aggregate cache: several commands service processes change the same users,
     so each change starts from the stored state.
     """
-    return Accounts(env=store_env(settings, AGGREGATE_CACHE_MAXSIZE=""))
+    with tables_created_alone(settings):
+        return Accounts(env=store_env(settings, AGGREGATE_CACHE_MAXSIZE=""))
 
 
 def datastore_of(accounts: Accounts) -> PostgresDatastore:
