@@ -33,6 +33,7 @@ from client.chat import CommandFailed
 from infra.auth import Tokens
 from infra.settings import Settings
 from infra.stack import LocalService, services
+from projections.directory import enrol_stand_ins
 from projections.replay.rebuild import RebuildOptions, rebuild
 from tests.fullstack import FullStack, full_stack
 from tests.services import Service
@@ -43,6 +44,8 @@ BEFORE_KILL_S = 2.0
 AFTER_BACK_S = 3.0
 ACKS_AGAIN_WITHIN_S = 10.0
 DELAYED_S = 1.0
+RETRYABLE = frozenset({"timeout", "unavailable", "rate_limited"})
+"""The error codes docs/protocol.md tells a client to answer by sending again."""
 """A message whose ack took longer than this (resends included) counts as delayed."""
 
 
@@ -112,7 +115,11 @@ async def send_until_acked(client: ChatClient, local_id: str, chat: str | None, 
             else:
                 ack = await client.send_text(local_id, chat_id=chat, local_id=local_id)
             return Sent(started, time.monotonic(), ack.chat_id, ack.seq)
-        except Exception:  # timeout, unavailable, or a dropped socket: resend
+        except CommandFailed as exc:
+            if exc.code not in RETRYABLE:  # a refusal: resending cannot help
+                raise
+            await asyncio.sleep(0.2)
+        except Exception:  # a timeout or a dropped socket: reconnect and resend
             await asyncio.sleep(0.2)
             try:
                 await client.reconnect()
@@ -134,8 +141,10 @@ async def sender(load: Load, client: ChatClient, receiver: str) -> None:
 
 
 async def account(settings: Settings) -> Account:
-    """A logged-in user without the cost of argon2: a session issued directly."""
+    """A logged-in user without the cost of argon2: a session issued directly, the user
+    in the directory (sends to unknown users are refused)."""
     user_id = uuid.uuid4()
+    await asyncio.to_thread(enrol_stand_ins, settings.pg_conninfo, [user_id])
     redis = aioredis.Redis.from_url(settings.redis_url)
     try:
         pair = await Tokens(settings, redis).issue(user_id, "d1")
