@@ -29,16 +29,13 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from bench.servers import free_port, spawned
 from bench.stack import environment, private_resources
+from bench.stand_ins import stand_in_account
 from client import Account, ChatClient
 from client.media import confirm_upload, download_url, put_object, request_upload, upload_media
-from infra.auth import Tokens
 from infra.objectstore import ObjectStore
 from infra.settings import Settings
-from projections.directory import enrol_stand_ins
 
 SIZES = {"100KiB": 100 * 1024, "5MiB": 5 * 1024 * 1024}
 COUNTS = {"100KiB": 100, "5MiB": 16}
@@ -95,17 +92,6 @@ def media_services(settings: Settings, workdir: Path) -> Iterator[tuple[Settings
             store.delete_bucket()
 
 
-async def _account(bench: Settings) -> Account:
-    user_id = uuid.uuid4()
-    await asyncio.to_thread(enrol_stand_ins, bench.pg_conninfo, [user_id])
-    redis = aioredis.Redis.from_url(bench.redis_url)
-    try:
-        pair = await Tokens(bench, redis).issue(user_id, "d1")
-    finally:
-        await redis.aclose()
-    return Account(str(user_id), "bench", "d1", pair.access_token, "")
-
-
 async def _timed(count: int, one: Callable[[int], Awaitable[None]]) -> dict[str, float]:
     """Run `one(i)` for i < count, CONCURRENCY at a time; objects/s and latencies."""
     pending = iter(range(count))
@@ -151,7 +137,7 @@ async def _direct(store: ObjectStore, size: int, count: int) -> dict[str, Any]:
 async def _through_parley(
     bench: Settings, base: str, queries: str, size: int, count: int
 ) -> dict[str, Any]:
-    owner, peer = await _account(bench), await _account(bench)
+    owner, peer = await stand_in_account(bench), await stand_in_account(bench)
     data = os.urandom(size)
     digest = hashlib.sha256(data).hexdigest()
 
@@ -253,7 +239,7 @@ async def _measure(
                 "probes": _per_mb(before, after, "commands", 1, moved_mb / 2),
             },
         }
-    owner = await _account(bench)
+    owner = await stand_in_account(bench)
     return {"sizes": sizes, "thumbnails": await _thumbnails(base, owner, images)}
 
 

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-import redis.asyncio as aioredis
 
+from bench.stand_ins import stand_in_account
 from client import Account, ChatClient
-from infra.auth import Tokens
 from infra.settings import Settings
-from projections.directory import enrol_stand_ins
 from tests.services import Service, running
 
 GENEROUS_LIMITS = {
@@ -46,20 +43,7 @@ class Stack:
 
     def account(self, name: str = "") -> Account:
         """A logged-in user without the cost of argon2: a session issued directly."""
-        user_id = uuid.uuid4()
-        enrol_stand_ins(self.settings.pg_conninfo, [user_id])
-
-        async def issue() -> Account:
-            redis = aioredis.Redis.from_url(self.settings.redis_url)
-            try:
-                pair = await Tokens(self.settings, redis).issue(user_id, "d1")
-            finally:
-                await redis.aclose()
-            return Account(
-                str(user_id), name or str(user_id)[:8], "d1", pair.access_token, pair.refresh_token
-            )
-
-        return asyncio.run(issue())
+        return asyncio.run(stand_in_account(self.settings, name))
 
     async def client(self, account: Account, **options: object) -> ChatClient:
         chat = ChatClient(self.base, account, **options)  # type: ignore[arg-type]

@@ -7,21 +7,17 @@ user may ask for five uploads at once, and a video or sound may last a minute.
 
 from __future__ import annotations
 
-import asyncio
 import io
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-import redis.asyncio as aioredis
 from PIL import Image
 
+from bench.stand_ins import stand_in_account
 from client import Account, ChatClient
-from infra.auth import Tokens
 from infra.objectstore import ObjectStore
 from infra.settings import Settings
-from projections.directory import enrol_stand_ins
 from tests.fullstack import FullStack, full_stack
 
 DOWNLOAD_TTL_S = 3
@@ -46,16 +42,8 @@ class MediaStack:
         return self.stack.queries
 
     async def account(self) -> Account:
-        """A user in the directory, logged in with a session issued directly (no password
-        hashing)."""
-        user_id = uuid.uuid4()
-        await asyncio.to_thread(enrol_stand_ins, self.stack.settings.pg_conninfo, [user_id])
-        redis = aioredis.Redis.from_url(self.stack.settings.redis_url)
-        try:
-            pair = await Tokens(self.stack.settings, redis).issue(user_id, "d1")
-        finally:
-            await redis.aclose()
-        return Account(str(user_id), str(user_id)[:8], "d1", pair.access_token, "")
+        """A user in the directory, logged in with a session issued directly."""
+        return await stand_in_account(self.stack.settings)
 
     async def client(self, account: Account) -> ChatClient:
         chat = ChatClient(self.base, account)

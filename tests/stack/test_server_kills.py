@@ -20,20 +20,17 @@ import os
 import signal
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
-from client import Account, ChatClient
+from bench.stand_ins import stand_in_account
+from client import ChatClient
 from client.chat import CommandFailed
-from infra.auth import Tokens
 from infra.settings import Settings
 from infra.stack import LocalService, services
-from projections.directory import enrol_stand_ins
 from projections.replay.rebuild import RebuildOptions, rebuild
 from tests.fullstack import FullStack, full_stack
 from tests.services import Service
@@ -140,19 +137,6 @@ async def sender(load: Load, client: ChatClient, receiver: str) -> None:
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
 
-async def account(settings: Settings) -> Account:
-    """A logged-in user without the cost of argon2: a session issued directly, the user
-    in the directory (sends to unknown users are refused)."""
-    user_id = uuid.uuid4()
-    await asyncio.to_thread(enrol_stand_ins, settings.pg_conninfo, [user_id])
-    redis = aioredis.Redis.from_url(settings.redis_url)
-    try:
-        pair = await Tokens(settings, redis).issue(user_id, "d1")
-    finally:
-        await redis.aclose()
-    return Account(str(user_id), str(user_id)[:8], "d1", pair.access_token, pair.refresh_token)
-
-
 def readyz(base: str) -> int:
     try:
         with urllib.request.urlopen(f"{base}/readyz", timeout=2) as answer:
@@ -177,7 +161,7 @@ def kill_under_load(stack: FullStack, server: LocalService) -> Outcome:
 
     async def scenario() -> Outcome:
         settings = stack.settings
-        people = [await account(settings) for _ in range(2 * PAIRS + 2)]
+        people = [await stand_in_account(settings) for _ in range(2 * PAIRS + 2)]
         senders = [ChatClient(stack.base, a, timeout_s=12.0) for a in people[:PAIRS]]
         receivers = [ChatClient(stack.base, a) for a in people[PAIRS : 2 * PAIRS]]
         for client in senders + receivers:
