@@ -25,6 +25,7 @@ from starlette.websockets import WebSocket
 
 from commands.accounts.access import Access, access_of
 from commands.accounts.auth_routes import auth_routes
+from commands.accounts.key_routes import key_routes
 from commands.accounts.lookup import lookup_routes
 from commands.accounts.me_routes import me_routes
 from commands.accounts.push_routes import push_routes
@@ -62,6 +63,8 @@ STATUS_BY_CODE = {
     "phone_taken": 409,
     "too_large": 413,
     "rate_limited": 429,
+    "bad_signature": 422,
+    "prekey_pool_full": 409,
     "bad_upload": 400,
     "unknown_media": 404,
     "media_not_uploaded": 409,
@@ -138,6 +141,7 @@ def create_app(
             *auth_routes(),
             *me_routes(),
             *push_routes(),
+            *key_routes(),
             *media_routes(),
             *lookup_routes(),
             *web_client_routes(settings),

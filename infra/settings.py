@@ -112,6 +112,14 @@ class Settings:
     rate_media_upload_user_per_s: float = 0.5
     rate_lookup_user_burst: int = 20
     rate_lookup_user_per_s: float = 0.1
+    # Prekey bundles fetched by one user of one other user's devices (docs/e2e.md): each
+    # fetch takes a one-time prekey of every device, so it is what drains a pool.
+    rate_key_bundle_burst: int = 10
+    rate_key_bundle_per_s: float = 0.2
+
+    # End-to-end encryption keys (docs/e2e.md).
+    e2e_max_prekeys: int = 500
+    """One-time prekeys a device may hold on the server."""
 
     # Media (docs/media.md): per-kind size limits, URL lifetimes, the probe's limits, GC.
     media_max_image_bytes: int = 16 * 1024 * 1024

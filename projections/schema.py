@@ -34,6 +34,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from infra.settings import Settings
 from projections.directory import DIRECTORY_DDL
+from projections.key_store import E2E_DDL
 from projections.push_store import PUSH_DDL
 
 LIVE_SCHEMA = "read"
@@ -212,6 +213,7 @@ OWN_TABLES = (
     REBUILDS_DDL,
     *MEDIA_DDL,
     *PUSH_DDL,
+    *E2E_DDL,
 )
 """Created with the live schema, each `IF NOT EXISTS`: tables no projection rebuilds."""
 
