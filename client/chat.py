@@ -54,10 +54,17 @@ class Ack:
 
 
 def _post(base: str, path: str, body: dict[str, Any], token: str = "") -> dict[str, Any]:
+    return http_json("POST", base, path, body, token)
+
+
+def http_json(
+    method: str, base: str, path: str, body: dict[str, Any] | None = None, token: str = ""
+) -> dict[str, Any]:
+    """One JSON request to the commands service; `CommandFailed` with the error's code."""
     request = urllib.request.Request(
         f"{base}{path}",
-        data=json.dumps(body).encode(),
-        method="POST",
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
         headers={
             "Content-Type": "application/json",
             **({"Authorization": f"Bearer {token}"} if token else {}),
@@ -207,6 +214,18 @@ class ChatClient:
         """Send a confirmed upload (`client.media.upload_media`) with an optional caption."""
         fields = {"kind": "media", "text": caption, "media": {"media_id": media["media_id"]}}
         return await self._send(fields, caption.encode(), media, chat_id, to, local_id)
+
+    async def send_fields(
+        self,
+        fields: dict[str, Any],
+        body: bytes,
+        chat_id: str | None = None,
+        to: str | None = None,
+        local_id: str | None = None,
+    ) -> Ack:
+        """Send a frame with these fields (`kind` and its content); `body` is what this
+        device holds of it (end-to-end encryption, `client.e2e`)."""
+        return await self._send(fields, body, None, chat_id, to, local_id)
 
     async def _send(
         self,

@@ -10,7 +10,10 @@ each as their source holds them.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
+
+import orjson
 
 
 def message_view(
@@ -60,3 +63,34 @@ def hidden_view(chat_id: object, seq: int, message_id: object, sent_at: str) -> 
 def hidden_frame(chat_id: object, seq: int, message_id: object, sent_at: str) -> dict[str, Any]:
     """The `message` frame of a hidden message (`hidden_view`)."""
     return message_frame(hidden_view(chat_id, seq, message_id, sent_at), None)
+
+
+ENVELOPES_PREFIX = b"\x00parley-envelopes-v1\n"
+"""The start of a stored body that holds per-device envelopes (docs/e2e.md): the
+gateway writes `ENVELOPES_PREFIX + JSON {user id: {device id: base64 ciphertext}}` for
+an encrypted send; each device is shown only its own envelope."""
+
+
+def envelopes_body(envelopes: dict[str, dict[str, str]]) -> bytes:
+    """The stored body of an encrypted send with these per-device envelopes."""
+    return ENVELOPES_PREFIX + orjson.dumps(envelopes)
+
+
+def device_view(view: dict[str, Any], user_id: str, device_id: str) -> dict[str, Any]:
+    """The message (view or frame) as one device sees it: for a body of per-device
+    envelopes, that device's envelope as the body (None when there is none for it, as
+    for the device that sent it); any other message unchanged."""
+    if view.get("kind") != "ciphertext" or not isinstance(view.get("body"), str):
+        return view
+    try:
+        body = base64.b64decode(view["body"])
+    except ValueError:
+        return view
+    if not body.startswith(ENVELOPES_PREFIX):
+        return view
+    try:
+        envelopes = orjson.loads(body[len(ENVELOPES_PREFIX) :])
+        mine = envelopes.get(user_id, {}).get(device_id)
+    except (orjson.JSONDecodeError, AttributeError):
+        mine = None
+    return {**view, "body": mine if isinstance(mine, str) else None, "envelope": True}

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from infra.auth import Identity
+from projections.message_view import device_view
 from queries.membership import load_membership, page_of
 from queries.messages import (
     Message,
@@ -68,9 +69,10 @@ async def history(request: Request, identity: Identity) -> Response:
             hidden(m) if m["sender"] is not None and UUID(m["sender"]) in blocked else m
             for m in messages
         ]
+    user, device = str(identity.user_id), identity.device_id
     body: dict[str, Any] = {
         "chat_id": str(chat_id),
-        "messages": messages,
+        "messages": [device_view(m, user, device) for m in messages],
         "before_seq": page.before_seq,
         "after_seq": page.after_seq,
         "last_seq": membership.last_visible,

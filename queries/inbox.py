@@ -20,6 +20,7 @@ from starlette.responses import Response
 from infra.auth import Identity
 from infra.timestamps import utc_iso
 from projections.directory import DIRECTORY_SCHEMA
+from projections.message_view import device_view
 from projections.schema import LIVE_SCHEMA
 from queries.chat_list import EPOCH, micros
 from queries.errors import BadCursor
@@ -73,8 +74,12 @@ async def inbox(request: Request, identity: Identity) -> Response:
         cur = await conn.execute(_QUERIES[parts is not None], params)
         rows = await cur.fetchall()
     page = rows[:limit]
+    user, device = str(identity.user_id), identity.device_id
     messages = [
-        {**message_from_row(row[0], row[1:8]), "queued_at": utc_iso(row[8])} for row in page
+        device_view(
+            {**message_from_row(row[0], row[1:8]), "queued_at": utc_iso(row[8])}, user, device
+        )
+        for row in page
     ]
     after = None
     if len(rows) > limit:

@@ -87,6 +87,13 @@ _MESSAGE_FIELDS: dict[str, Any] = {
     "sent_at": TIMESTAMP,
 }
 
+_ENVELOPE_FIELDS: dict[str, Any] = {
+    **_MESSAGE_FIELDS,
+    "kind": {"const": "ciphertext"},
+    "body": {"type": ["string", "null"], "contentEncoding": "base64"},
+    "envelope": {"const": True},
+}
+
 SCHEMAS: dict[str, Any] = {
     "Error": _object(
         {
@@ -150,6 +157,15 @@ SCHEMAS: dict[str, Any] = {
         {**_MESSAGE_FIELDS, "queued_at": TIMESTAMP},
         "An undelivered message and when it entered the inbox.",
     ),
+    "EncryptedMessage": _object(
+        {**_ENVELOPE_FIELDS},
+        "An end-to-end encrypted 1:1 message (docs/e2e.md): `body` is the caller's device's"
+        " envelope, null when there is none for it.",
+    ),
+    "EncryptedInboxMessage": _object(
+        {**_ENVELOPE_FIELDS, "queued_at": TIMESTAMP},
+        "An undelivered encrypted message: the caller's device's envelope.",
+    ),
     "LastMessage": _object(
         {"seq": SEQ, "message_id": MESSAGE_ID, "sender": UUID, "sent_at": TIMESTAMP}
     ),
@@ -177,7 +193,13 @@ SCHEMAS: dict[str, Any] = {
             "chat_id": UUID,
             "messages": {
                 "type": "array",
-                "items": {"oneOf": [_schema("Message"), _schema("HiddenMessage")]},
+                "items": {
+                    "oneOf": [
+                        _schema("Message"),
+                        _schema("HiddenMessage"),
+                        _schema("EncryptedMessage"),
+                    ]
+                },
             },
             "before_seq": {
                 "type": ["integer", "null"],
@@ -228,7 +250,10 @@ SCHEMAS: dict[str, Any] = {
     "Receipts": {"oneOf": [_schema("DirectReceipts"), _schema("GroupReceipts")]},
     "Inbox": _object(
         {
-            "messages": {"type": "array", "items": _schema("InboxMessage")},
+            "messages": {
+                "type": "array",
+                "items": {"oneOf": [_schema("InboxMessage"), _schema("EncryptedInboxMessage")]},
+            },
             "after": _nullable({**CURSOR, "description": "pass as `after`"}),
         }
     ),

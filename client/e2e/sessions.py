@@ -292,9 +292,11 @@ class Device:
         self.ids["uploaded"].extend(k["public_key"] for k in body["one_time_prekeys"])
 
     def refill(self, left_on_server: int) -> None:
-        """Make new one-time prekeys when the server's pool runs low."""
-        if left_on_server < PREKEY_LOW:
-            self.state.generate_pre_keys(PREKEY_TARGET - left_on_server)
+        """Make new one-time prekeys when the server's pool runs low (counting those
+        made here and not uploaded yet)."""
+        coming = sum(1 for k in self.state.bundle.pre_keys if b64(k) not in self.ids["uploaded"])
+        if left_on_server + coming < PREKEY_LOW:
+            self.state.generate_pre_keys(PREKEY_TARGET - left_on_server - coming)
             self._name_keys()
 
     async def start_session(self, bundle: dict[str, Any]) -> Session:

@@ -19,6 +19,7 @@ import orjson
 from commands.gateway.connection import Connection
 from commands.gateway.protocol import dump
 from commands.gateway.typing_indicator import Typing
+from projections.message_view import device_view
 
 log = logging.getLogger("parley.gateway")
 
@@ -50,6 +51,8 @@ class FanOut:
                 with contextlib.suppress(KeyError, ValueError, TypeError):
                     self.typing.forget(UUID(frame["chat_id"]))
             text = dump(frame)
+            # An encrypted message with per-device envelopes: each device gets its own.
+            per_device = kind == "message" and frame.get("kind") == "ciphertext"
             skip_user, skip_device = item.get("except") or (None, None)
             # A receipt about the reader goes to the reader's other devices, not to the
             # one whose acknowledgement it is.
@@ -60,7 +63,11 @@ class FanOut:
                         continue
                     if user == reader and connection.knows(frame):
                         continue
-                    connection.push(text)
+                    if per_device:
+                        device = connection.identity.device_id
+                        connection.push(dump(device_view(frame, user, device)))
+                    else:
+                        connection.push(text)
 
     def logout(self, raw: bytes) -> None:
         try:

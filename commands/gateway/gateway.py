@@ -42,6 +42,7 @@ from commands.accounts.access import Access
 from commands.command import Command, CommandType, Outcome
 from commands.gateway.bus import CommandBus
 from commands.gateway.connection import Connection, credentials, now_ms
+from commands.gateway.envelopes import checked_envelopes, refuse_forged_envelopes
 from commands.gateway.fanout import FanOut
 from commands.gateway.presence import Presence
 from commands.gateway.protocol import (
@@ -300,7 +301,7 @@ class Gateway:
                 frame = parse_frame(raw)
                 await self._handle(connection, frame)
             except ProtocolError as exc:
-                connection.push(error_frame(exc.code, exc.message, exc.request_id))
+                connection.push(error_frame(exc.code, exc.message, exc.request_id, **exc.extra()))
             except DomainError as exc:
                 request_id = frame.request_id if frame is not None else ""
                 connection.push(
@@ -363,6 +364,13 @@ class Gateway:
             allowed = True
         if not allowed:
             return
+        if frame.type == "send" and frame.fields.get("envelopes") is not None:
+            peer = frame.uuid("to", required=False)
+            args["body"] = await checked_envelopes(
+                self.pool, frame, actor, connection.identity.device_id, peer
+            )
+        elif frame.type == "send":
+            refuse_forged_envelopes(frame, args["body"])
         if frame.type == "send" and "media" in args:
             # Only the sender's own confirmed upload; the stored reference replaces theirs.
             async with self.pool.connection() as conn:

@@ -24,11 +24,17 @@ MAX_ID_CHARS = 64
 class ProtocolError(Exception):
     """A frame the server cannot act on; answered with an `error` frame, never fatal."""
 
-    def __init__(self, code: str, message: str, request_id: str = "") -> None:
+    def __init__(self, code: str, message: str, request_id: str = "", devices: Any = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.request_id = request_id
+        self.devices = devices
+        """For `stale_devices`: each named user's current device list (docs/e2e.md)."""
+
+    def extra(self) -> dict[str, Any]:
+        """What the error frame carries besides code and message."""
+        return {} if self.devices is None else {"devices": self.devices}
 
 
 # Client frames that become commands, and the args each carries over.

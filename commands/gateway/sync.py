@@ -25,7 +25,7 @@ from commands.gateway.connection import Connection
 from commands.gateway.protocol import ClientFrame, ProtocolError
 from infra.timestamps import utc_iso
 from projections.directory import DIRECTORY_SCHEMA
-from projections.message_view import hidden_frame, message_frame, message_view
+from projections.message_view import device_view, hidden_frame, message_frame, message_view
 from projections.schema import LIVE_SCHEMA
 
 PAGE_SIZE = 100
@@ -180,8 +180,10 @@ async def answer_sync(
         chats = await chat_summaries(conn, connection.user_id)
         connection.push({"type": "sync_chats", "id": frame.request_id, "chats": chats})
         pages = 0
+        user, device = str(connection.user_id), connection.identity.device_id
         async for page in missed_messages(conn, connection.user_id, cursors, chats):
             pages += 1
+            page = [device_view(message, user, device) for message in page]
             connection.push({"type": "sync_page", "id": frame.request_id, "messages": page})
             await asyncio.sleep(0)
     connection.push({"type": "sync_done", "id": frame.request_id, "pages": pages})
