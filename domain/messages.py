@@ -107,7 +107,9 @@ def validate_message(
     """Check a message against the rules of its kind and return the kind.
 
     text: non-empty UTF-8, no media. media: a media ref, an optional UTF-8 caption.
-    ciphertext: any non-empty bytes, no media. Every body is at most `max_body` bytes.
+    ciphertext: any non-empty bytes, and optionally the media ref of an encrypted file
+    (the store holds its ciphertext; its key travels inside the body, docs/e2e.md).
+    Every body is at most `max_body` bytes.
     """
     try:
         message_kind = MessageKind(kind)
@@ -120,7 +122,7 @@ def validate_message(
     if message_kind is MessageKind.MEDIA:
         if media is None:
             raise InvalidBody("a media message needs a media ref")
-    elif media is not None:
+    elif media is not None and message_kind is not MessageKind.CIPHERTEXT:
         raise InvalidBody(f"a {message_kind} message cannot carry a media ref")
     elif not body:
         raise InvalidBody("the body is empty")

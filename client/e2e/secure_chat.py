@@ -21,6 +21,7 @@ changed identity keys) and sends again with the same `local_id`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -29,9 +30,11 @@ from typing import Any
 
 from client.chat import Account, Ack, ChatClient, CommandFailed, http_json
 from client.e2e.keystore import load_store, save_store
+from client.e2e.media import decrypt_file, encrypt_file
 from client.e2e.safety import safety_number
 from client.e2e.sender_keys import OwnSenderKey, PeerSenderKey, group_wire
 from client.e2e.sessions import Device, Envelope, Session, SessionError, b64, unb64
+from client.media import fetch_media, upload_media
 
 SEND_ATTEMPTS = 3
 MAX_SESSIONS = 5
@@ -160,13 +163,20 @@ class SecureChat:
         return {"kind": "ciphertext", "envelopes": envelopes, "device_lists": versions}
 
     async def send_content(
-        self, peer: str, content: dict[str, Any], local_id: str | None = None
+        self,
+        peer: str,
+        content: dict[str, Any],
+        local_id: str | None = None,
+        media_id: str | None = None,
     ) -> Ack:
         """Encrypt `content` for every device of `peer` and our other devices, and send
-        it in our 1:1 chat; on `stale_devices`, refresh and send again, same local id."""
+        it in our 1:1 chat; on `stale_devices`, refresh and send again, same local id.
+        `media_id`: the encrypted file the message carries (`send_file`)."""
         local_id = local_id or f"e2e-{uuid.uuid4().hex}"
         for attempt in range(SEND_ATTEMPTS):
             fields = await self._envelopes(peer, content)
+            if media_id is not None:
+                fields["media"] = {"media_id": media_id}
             try:
                 ack = await self.chat.send_fields(fields, b"", to=peer, local_id=local_id)
             except CommandFailed as exc:
@@ -182,6 +192,29 @@ class SecureChat:
 
     async def send_text(self, peer: str, text: str, local_id: str | None = None) -> Ack:
         return await self.send_content(peer, {"type": "text", "text": text}, local_id)
+
+    async def send_file(self, peer: str, data: bytes, mime_type: str, caption: str = "") -> Ack:
+        """Encrypt a file with a fresh key, upload the ciphertext, and send the key and
+        hashes inside the encrypted message (`client.e2e.media`)."""
+        sealed, info = encrypt_file(data)
+        ref = await asyncio.to_thread(
+            upload_media, self.base, self.account, sealed, "application/octet-stream", "document"
+        )
+        content = {
+            "type": "media",
+            "media_id": ref["media_id"],
+            "mime_type": mime_type,
+            "caption": caption,
+            **info,
+        }
+        return await self.send_content(peer, content, media_id=ref["media_id"])
+
+    async def open_file(self, queries: str, chat_id: str, content: dict[str, Any]) -> bytes:
+        """Download an encrypted file a message carries and decrypt it."""
+        sealed = await asyncio.to_thread(
+            fetch_media, queries, self.account, chat_id, content["media_id"]
+        )
+        return decrypt_file(sealed, content)
 
     # Groups
 
@@ -288,6 +321,11 @@ class SecureChat:
         del kept[MAX_SESSIONS:]
         self.publish_keys()  # replace the one-time prekey it used
         return raw
+
+    def contents(self, chat_id: str) -> list[dict[str, Any]]:
+        """Everything decrypted (or sent from here) in the chat, in seq order."""
+        held = self.plain.get(chat_id, {})
+        return [held[seq] for seq in sorted(held, key=int)]
 
     def texts(self, chat_id: str) -> list[str]:
         """The chat's decrypted texts in seq order."""

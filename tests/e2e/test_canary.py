@@ -1,7 +1,8 @@
-"""The canary: unique plaintexts sent through encrypted 1:1 and group chats appear
-nowhere on the server side: no PostgreSQL table (the event store included), no Kafka
-topic of this run, no Redis key, no service log. A plaintext message sent alongside is
-found in each of them, so the search itself is shown to work."""
+"""The canary: unique plaintexts sent through encrypted 1:1 and group chats, and a file
+sent encrypted, appear nowhere on the server side: no PostgreSQL table (the event store
+included), no Kafka topic of this run, no Redis key, no service log; the stored file is
+ciphertext. A plaintext message sent alongside is found in each of them, so the search
+itself is shown to work."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import redis
 from kafka import KafkaConsumer, TopicPartition
 from psycopg import sql
 
+from client.media import fetch_media
 from infra.settings import Settings
 from tests.e2e.conftest import E2EStack
-from tests.e2e.test_encrypted_chats import received
+from tests.e2e.test_encrypted_chats import decrypted, received
 
 
 def needles(text: str) -> list[bytes]:
@@ -137,10 +139,25 @@ async def test_no_plaintext_of_an_encrypted_chat_reaches_the_server(e2e_stack: E
         await alice_phone.send_group(group, members, text)
     for device in (bob_phone, carol_phone, alice_laptop):
         await received(device, group, in_group)
+    # A file: the object store holds only its ciphertext.
+    photo = b"\xff\xd8\xff\xe0 a photo of " + f"canary-file-{tag}".encode() * 50
+    sent = await alice_phone.send_file(bob.user_id, photo, "image/jpeg", f"canary-caption-{tag}")
+
+    def files() -> list[dict[str, Any]]:
+        return [c for c in bob_phone.contents(ack.chat_id) if c["type"] == "media"]
+
+    await decrypted(bob_phone, lambda: len(files()) == 1)
+    media = files()[0]
+    assert media["caption"] == f"canary-caption-{tag}" and media["mime_type"] == "image/jpeg"
+    queries = e2e_stack.stack.queries
+    assert queries is not None
+    assert await bob_phone.open_file(queries, sent.chat_id, media) == photo
+    stored = fetch_media(queries, bob, sent.chat_id, media["media_id"])
+    assert not any(n in stored for n in needles(f"canary-file-{tag}"))
     # The control goes in the clear, last: once it is everywhere, so is all before it.
     await bob_phone.chat.send_text(control, to=carol.user_id)
 
-    secrets = one_to_one + in_group
+    secrets = [*one_to_one, *in_group, f"canary-file-{tag}", f"canary-caption-{tag}"]
     settings = e2e_stack.stack.settings
     deadline = time.monotonic() + 60
     while not (in_postgres(settings, [control]) and in_redis(settings, [control])):

@@ -18,16 +18,21 @@ from client.e2e import SecureChat
 from tests.e2e.conftest import E2EStack
 
 
-async def received(device: SecureChat, chat_id: str, texts: list[str]) -> None:
-    """Wait until the device holds and decrypts exactly `texts` in that chat: decrypt
-    what is held, then wait for more frames, up to a deadline."""
+async def decrypted(device: SecureChat, done: Callable[[], bool]) -> None:
+    """Decrypt what the device holds until `done`, waiting for more frames in between,
+    up to a deadline."""
     deadline = time.monotonic() + 30
     while True:
         await device.read()
-        if device.texts(chat_id) == texts or time.monotonic() > deadline:
-            break
+        if done() or time.monotonic() > deadline:
+            return
         with contextlib.suppress(TimeoutError):
             await device.chat.wait_until(more_frames(device, len(device.chat.frames)), 1)
+
+
+async def received(device: SecureChat, chat_id: str, texts: list[str]) -> None:
+    """Wait until the device holds and decrypts exactly `texts` in that chat."""
+    await decrypted(device, lambda: device.texts(chat_id) == texts)
     assert device.texts(chat_id) == texts, device.failed
 
 
