@@ -1,10 +1,12 @@
 """A device's secrets, persisted in one file encrypted at rest with a passphrase.
 
 The file is `{"v": 1, "salt", "nonce", "ciphertext"}` (base64): the key is scrypt of the
-passphrase (n=2^15, r=8, p=1: about 32 MiB and 0.1 s here, the cost an attacker pays per
-guess), the ciphertext AES-256-GCM of the store's JSON, with the file's format line as
-associated data. A wrong passphrase or a changed file is `KeyStoreLocked`, never garbage.
-Written to a temporary file and renamed, so a crash leaves the old store or the new one.
+passphrase (n=2^15, r=8, p=1: 32 MiB, the cost an attacker pays per guess), the
+ciphertext AES-256-GCM of the store's JSON, with the file's format line as associated
+data. A wrong passphrase or a changed file is `KeyStoreLocked`, never garbage.
+`KeyStore` derives the key once per salt and keeps it while the app runs: a save after
+every message then costs an AES pass, not a scrypt. Written to a temporary file and
+renamed, so a crash leaves the old store or the new one.
 """
 
 from __future__ import annotations
@@ -32,31 +34,49 @@ def _key(passphrase: str, salt: bytes) -> bytes:
     return Scrypt(salt=salt, length=32, n=SCRYPT_N, r=8, p=1).derive(passphrase.encode())
 
 
-def save_store(path: Path, passphrase: str, state: dict[str, Any]) -> None:
-    """Encrypt `state` (JSON-serialisable) with the passphrase into `path`."""
-    salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
-    sealed = AESGCM(_key(passphrase, salt)).encrypt(nonce, json.dumps(state).encode(), FORMAT)
-    record = {
-        "v": 1,
-        "salt": base64.b64encode(salt).decode(),
-        "nonce": base64.b64encode(nonce).decode(),
-        "ciphertext": base64.b64encode(sealed).decode(),
-    }
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(record))
-    os.chmod(temporary, 0o600)
-    temporary.replace(path)
+class KeyStore:
+    """One device's key store file, opened with its passphrase."""
 
+    def __init__(self, path: Path, passphrase: str) -> None:
+        self.path = path
+        self._passphrase = passphrase
+        self._salt: bytes | None = None
+        self._key = b""
 
-def load_store(path: Path, passphrase: str) -> dict[str, Any]:
-    """The state saved in `path`; `KeyStoreLocked` for a wrong passphrase or a changed file."""
-    record = json.loads(path.read_text())
-    salt, nonce = base64.b64decode(record["salt"]), base64.b64decode(record["nonce"])
-    try:
-        plain = AESGCM(_key(passphrase, salt)).decrypt(
-            nonce, base64.b64decode(record["ciphertext"]), FORMAT
-        )
-    except InvalidTag:
-        raise KeyStoreLocked("wrong passphrase, or the key store was changed") from None
-    state: dict[str, Any] = json.loads(plain)
-    return state
+    def _key_for(self, salt: bytes) -> bytes:
+        if salt != self._salt:
+            self._key, self._salt = _key(self._passphrase, salt), salt
+        return self._key
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state (None when there is no file yet); `KeyStoreLocked` for a wrong
+        passphrase or a changed file."""
+        if not self.path.exists():
+            return None
+        record = json.loads(self.path.read_text())
+        salt, nonce = base64.b64decode(record["salt"]), base64.b64decode(record["nonce"])
+        try:
+            plain = AESGCM(self._key_for(salt)).decrypt(
+                nonce, base64.b64decode(record["ciphertext"]), FORMAT
+            )
+        except InvalidTag:
+            self._salt = None
+            raise KeyStoreLocked("wrong passphrase, or the key store was changed") from None
+        state: dict[str, Any] = json.loads(plain)
+        return state
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Encrypt `state` (JSON-serialisable) into the file (a new nonce each time)."""
+        salt = self._salt if self._salt is not None else secrets.token_bytes(16)
+        nonce = secrets.token_bytes(12)
+        sealed = AESGCM(self._key_for(salt)).encrypt(nonce, json.dumps(state).encode(), FORMAT)
+        record = {
+            "v": 1,
+            "salt": base64.b64encode(salt).decode(),
+            "nonce": base64.b64encode(nonce).decode(),
+            "ciphertext": base64.b64encode(sealed).decode(),
+        }
+        temporary = self.path.with_suffix(self.path.suffix + ".tmp")
+        temporary.write_text(json.dumps(record))
+        os.chmod(temporary, 0o600)
+        temporary.replace(self.path)

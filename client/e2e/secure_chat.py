@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from client.chat import Account, Ack, ChatClient, CommandFailed, http_json
-from client.e2e.keystore import load_store, save_store
+from client.e2e.keystore import KeyStore
 from client.e2e.media import decrypt_file, encrypt_file
 from client.e2e.safety import safety_number
 from client.e2e.sender_keys import OwnSenderKey, PeerSenderKey, group_wire
@@ -49,11 +49,8 @@ class SecureChat:
         self.account: Account = chat.account
         self.base = chat.base
         self.path = store_path
-        self.passphrase = passphrase
-        if store_path.exists():
-            state = load_store(store_path, passphrase)
-        else:
-            state = {"device": Device.create().to_json()}
+        self.store = KeyStore(store_path, passphrase)
+        state = self.store.load() or {"device": Device.create().to_json()}
         self.device = Device.from_json(state["device"])
         # "user/device" -> sessions with that device, the one we send with first
         self.sessions: dict[str, list[Session]] = {
@@ -78,9 +75,7 @@ class SecureChat:
     # Keys and persistence
 
     def save(self) -> None:
-        save_store(
-            self.path,
-            self.passphrase,
+        self.store.save(
             {
                 "device": self.device.to_json(),
                 "sessions": {k: [s.to_json() for s in v] for k, v in self.sessions.items()},

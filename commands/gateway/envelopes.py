@@ -39,6 +39,10 @@ def _parse(frame: ClientFrame) -> tuple[dict[str, dict[str, str]], dict[UUID, in
         return ProtocolError("bad_frame", message, frame.request_id)
 
     envelopes, versions = frame.fields.get("envelopes"), frame.fields.get("device_lists")
+    if frame.fields.get("kind") != "ciphertext" or frame.fields.get("body") is not None:
+        raise bad("`envelopes` go with `kind: ciphertext` and no `body` or `text`")
+    if frame.fields.get("text") is not None:
+        raise bad("`envelopes` go with `kind: ciphertext` and no `body` or `text`")
     if not isinstance(envelopes, dict) or not 0 < len(envelopes) <= MAX_ENVELOPE_USERS:
         raise bad("`envelopes` maps 1-2 user ids to {device id: base64 ciphertext}")
     if not isinstance(versions, dict) or set(versions) != set(envelopes):

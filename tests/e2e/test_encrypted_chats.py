@@ -14,8 +14,8 @@ from collections.abc import Callable
 import pytest
 
 from client import CommandFailed
-from client.e2e import SecureChat
-from tests.e2e.conftest import E2EStack
+from client.e2e import KeyStoreLocked, SecureChat
+from tests.e2e.conftest import PASSPHRASE, E2EStack
 
 
 async def decrypted(device: SecureChat, done: Callable[[], bool]) -> None:
@@ -98,9 +98,11 @@ async def test_one_to_one_with_two_devices_each_and_one_offline(e2e_stack: E2ESt
     assert lost["body"] and bob_tablet.failed.get(chat_id, {}) == {}
 
     # The key store survives a restart of the app, and is useless without the passphrase.
-    reopened = SecureChat(bob_tablet.chat, bob_tablet.path, "a passphrase only this device knows")
+    reopened = SecureChat(bob_tablet.chat, bob_tablet.path, PASSPHRASE)
     assert reopened.texts(chat_id) == everything[:5]
     assert "fourth" not in bob_tablet.path.read_text()
+    with pytest.raises(KeyStoreLocked):
+        SecureChat(bob_tablet.chat, bob_tablet.path, "a guess")
 
     # Both sides compute the same safety number.
     assert alice_phone.safety_number(bob.user_id) == bob_phone.safety_number(alice.user_id)
@@ -140,6 +142,11 @@ async def test_a_stale_device_list_is_refused_then_sent_again_with_the_same_loca
     await alice_phone.send_text(bob.user_id, "desk gone")
     assert sorted(alice_phone.lists[bob.user_id]["devices"]) == ["d1"]
 
+    # Envelopes are for ciphertext only, and come instead of a body.
+    for wrong in ({"kind": "text"}, {"body": "eA=="}, {"text": "x"}):
+        with pytest.raises(CommandFailed) as bad_frame:
+            await alice_phone.chat.request({**frame, "local_id": "w", **wrong})
+        assert bad_frame.value.code == "bad_frame"
     # A plain body may not pass for envelopes.
     forged = base64.b64encode(b"\x00parley-envelopes-v1\n{}").decode()
     with pytest.raises(CommandFailed) as bad:

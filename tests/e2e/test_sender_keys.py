@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from client.e2e.keystore import KeyStoreLocked, load_store, save_store
+from client.e2e.keystore import KeyStore, KeyStoreLocked
 from client.e2e.safety import safety_number
 from client.e2e.sender_keys import OwnSenderKey, PeerSenderKey
 from client.e2e.sessions import SessionError
@@ -55,17 +55,21 @@ def test_a_removed_member_cannot_read_after_the_rotation() -> None:
 
 def test_the_key_store_is_encrypted_and_refuses_a_wrong_passphrase(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
-    save_store(path, "right horse", {"secret": "s3cr3t-canary"})
+    assert KeyStore(path, "right horse").load() is None
+    KeyStore(path, "right horse").save({"secret": "s3cr3t-canary"})
     assert "s3cr3t-canary" not in path.read_text()
     assert path.stat().st_mode & 0o777 == 0o600
-    assert load_store(path, "right horse") == {"secret": "s3cr3t-canary"}
+    store = KeyStore(path, "right horse")
+    assert store.load() == {"secret": "s3cr3t-canary"}
+    store.save({"secret": "changed"})  # the same key, a new nonce
+    assert KeyStore(path, "right horse").load() == {"secret": "changed"}
     with pytest.raises(KeyStoreLocked):
-        load_store(path, "wrong horse")
+        KeyStore(path, "wrong horse").load()
     record = json.loads(path.read_text())
     record["ciphertext"] = record["ciphertext"][:-8] + "AAAAAAA="
     path.write_text(json.dumps(record))
     with pytest.raises(KeyStoreLocked):
-        load_store(path, "right horse")
+        KeyStore(path, "right horse").load()
 
 
 def test_safety_numbers_match_on_both_sides_and_change_with_a_key() -> None:
