@@ -172,6 +172,7 @@ class SecureChat:
             fields = await self._envelopes(peer, content)
             if media_id is not None:
                 fields["media"] = {"media_id": media_id}
+            self.save()  # the ratchets moved: a crash now must not reuse a message key
             try:
                 ack = await self.chat.send_fields(fields, b"", to=peer, local_id=local_id)
             except CommandFailed as exc:
