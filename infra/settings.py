@@ -70,6 +70,7 @@ class Settings:
     processor_linger_ms: int = 2
     snowflake_lease_ttl_ms: int = 15_000
     command_timeout_s: float = 10.0
+    receipt_window_ms: int = 200  # a connection's receipts per chat coalesced within it
 
     # The relay (event store -> Kafka `parley.events`).
     relay_name: str = "parley"
