@@ -18,6 +18,7 @@ import redis
 from kafka import KafkaConsumer, TopicPartition
 from psycopg import sql
 
+from client.chat import CommandFailed
 from client.media import fetch_media
 from infra.settings import Settings
 from tests.e2e.conftest import E2EStack
@@ -151,7 +152,17 @@ async def test_no_plaintext_of_an_encrypted_chat_reaches_the_server(e2e_stack: E
     assert media["caption"] == f"canary-caption-{tag}" and media["mime_type"] == "image/jpeg"
     queries = e2e_stack.stack.queries
     assert queries is not None
-    assert await bob_phone.open_file(queries, sent.chat_id, media) == photo
+    # The query API authorises the download once the message is projected (the push
+    # comes first): ask again until it is, to a deadline.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            opened = await bob_phone.open_file(queries, sent.chat_id, media)
+            break
+        except CommandFailed as exc:
+            assert exc.code == "unknown_media" and time.monotonic() < deadline, exc
+            await asyncio.sleep(0.2)
+    assert opened == photo
     stored = fetch_media(queries, bob, sent.chat_id, media["media_id"])
     assert not any(n in stored for n in needles(f"canary-file-{tag}"))
     # The control goes in the clear, last: once it is everywhere, so is all before it.
