@@ -61,6 +61,7 @@ from domain.errors import DomainError
 from domain.ids import direct_chat_id
 from infra.auth import Identity
 from infra.health import Health
+from infra.registry import GatewayRecord, GatewayRegistry
 from infra.routing import (
     deliver_channel,
     last_seen_key,
@@ -93,13 +94,14 @@ USER_LIMITS = (Limit.SEND_PER_USER, Limit.GROUP_CHANGE_PER_USER)
 class GatewayAdapters:
     """What a gateway works with besides `Access`, built by the composition root: its id
     (its reply channel and its key in the registry), what it reports as down (`/readyz`),
-    the command bus replying on that channel, and a PostgreSQL pool (closed) for sync and
-    last seen. `start` opens them."""
+    the command bus replying on that channel, a PostgreSQL pool (closed) for sync and
+    last seen, and the registry of live gateways it joins. `start` opens them."""
 
     gateway_id: str
     health: Health
     bus: CommandBus
     pool: AsyncConnectionPool
+    registry: GatewayRegistry
 
 
 class Gateway:
@@ -113,6 +115,7 @@ class Gateway:
         self.health = adapters.health
         self.bus = adapters.bus
         self.pool = adapters.pool
+        self.registry = adapters.registry
         self.connections: dict[str, Connection] = {}
         self.draining = False
         self.health_checks = 0  # `/healthz` requests answered: a balancer watches us
@@ -142,16 +145,30 @@ class Gateway:
 
     # Lifecycle
 
-    async def start(self) -> None:
+    async def start(self, url: str) -> None:
+        """Open the links, then join the registry as reachable at `url` (ws://…/ws)."""
         await self.pool.open()
         await self.bus.start()
-        await self.presence.register()
         await self._routes.start()
+        await self.registry.join(GatewayRecord(self.id, url, 0))
         self._tasks = [
             asyncio.create_task(self.presence.heartbeat(), name="gateway-heartbeat"),
             asyncio.create_task(self._flush_limits(), name="gateway-rate-flush"),
+            asyncio.create_task(self._report_load(), name="gateway-registry"),
         ]
-        log.info("event=gateway_started gateway=%s", self.id)
+        log.info("event=gateway_started gateway=%s url=%s", self.id, url)
+
+    async def _report_load(self) -> None:
+        """Tell the registry this gateway lives and how many connections it holds."""
+        while not self.draining:
+            await asyncio.sleep(self.settings.registry_report_s)
+            if self.draining:
+                return
+            try:
+                await self.registry.report(len(self.connections))
+                self.health.up("registry")
+            except Exception as exc:  # the registry is down: keep serving, say so
+                self.health.down("registry", exc)
 
     async def stop(self) -> None:
         for connection in list(self.connections.values()):
@@ -164,7 +181,9 @@ class Gateway:
                 await task
         await self.presence.forget(list(self.connections.values()))
         with contextlib.suppress(Exception):
-            await self.presence.unregister()
+            await self.registry.leave()
+        with contextlib.suppress(Exception):
+            await self.registry.close()
         await self.bus.stop()
         await self.pool.close()
         log.info("event=gateway_stopped gateway=%s", self.id)
@@ -188,6 +207,10 @@ class Gateway:
         self.draining = True
         loop = asyncio.get_running_loop()
         log.info("event=gateway_draining connections=%d", len(self.connections))
+        try:  # no more clients sent here by the assignment endpoint
+            await self.registry.leave()
+        except Exception as exc:
+            log.warning("event=registry_leave_failed error=%s", type(exc).__name__)
         if self.health_checks:
             notice = loop.time() + self.settings.gateway_drain_notice_s
             while self.refused_checks < self.settings.balancer_fall and loop.time() < notice:
