@@ -35,6 +35,7 @@ from commands.media.routes import media_routes
 from commands.media.uploads import MediaUploads
 from commands.web_client import web_client_routes
 from infra.http import serve
+from infra.metrics import metrics_routes
 from infra.settings import Settings
 from infra.web import AccessLog, error_handlers, error_response
 
@@ -142,6 +143,7 @@ def create_app(
             *media_routes(),
             *lookup_routes(),
             *assign_routes(),
+            *metrics_routes(),
             *web_client_routes(settings),
         ],
         middleware=[Middleware(AccessLog, logger="commands.http")],

@@ -56,6 +56,8 @@ class Settings:
     s3_secret_key: str = "parley-dev-only-s3-secret-set-PARLEY_S3_SECRET_KEY-in-production"
 
     health_deadline_s: float = 60.0
+    # Parley's own loggers: "info", or "debug" for each command's trail of ids.
+    log_level: str = "info"
 
     # Every `parley serve` service: the young generation of Python's garbage collector is
     # collected every this many allocations (Python's default: 700; 0 keeps it).

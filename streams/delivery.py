@@ -11,6 +11,7 @@ the guarantee, this is only speed. A replay never calls it.
 from __future__ import annotations
 
 import base64
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -177,3 +178,18 @@ def _plain(value: Any) -> Any:
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
     return value
+
+
+def log_routed(log: logging.Logger, items: Iterable[Item]) -> None:
+    """One debug line per message routed (PARLEY_LOG_LEVEL=debug): its ids, which the
+    processor's `command_decided` line names too, and how many users it is for."""
+    for users, frame, _ in items:
+        if frame.get("type") == "message":
+            log.debug(
+                "event=message_routed chat=%s seq=%s message=%s local_id=%s users=%d",
+                frame.get("chat_id"),
+                frame.get("seq"),
+                frame.get("message_id"),
+                frame.get("local_id"),
+                len(users),
+            )

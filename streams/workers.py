@@ -38,7 +38,7 @@ from projections.projector import Projector, Record, expire_inbox
 from projections.replay.locks import WORKER_LOCK, WORKER_UNLOCK
 from projections.schema import LIVE_SCHEMA
 from projections.upcasting import upcast_envelope
-from streams.delivery import Delivery
+from streams.delivery import Delivery, log_routed
 
 log = logging.getLogger("parley.workers")
 
@@ -318,6 +318,9 @@ async def apply_live(
                 await recipients_cur.fetchall() if delivery.asked else (),
                 await blocks_cur.fetchall() if delivery.chats else (),
             )
+
+            if log.isEnabledFor(logging.DEBUG):  # PARLEY_LOG_LEVEL=debug
+                log_routed(log, items)
 
             def writes(pipe: Any) -> None:
                 queue_cache(pipe, plan, members, unread_rows)

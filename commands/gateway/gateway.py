@@ -40,6 +40,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from commands.accounts.access import Access
 from commands.command import Command, CommandType, Outcome
+from commands.gateway import metrics
 from commands.gateway.bus import CommandBus
 from commands.gateway.connection import Connection, credentials, now_ms
 from commands.gateway.fanout import FanOut
@@ -151,6 +152,7 @@ class Gateway:
         await self.bus.start()
         await self._routes.start()
         await self.registry.join(GatewayRecord(self.id, url, 0))
+        metrics.CONNECTIONS.read = lambda: len(self.connections)
         self._tasks = [
             asyncio.create_task(self.presence.heartbeat(), name="gateway-heartbeat"),
             asyncio.create_task(self._flush_limits(), name="gateway-rate-flush"),
@@ -233,6 +235,7 @@ class Gateway:
         if identity is None:
             return
         await ws.accept()
+        metrics.CONNECTS.inc()
         connection = Connection(ws, identity, self.settings.ws_send_queue)
         self.connections[connection.id] = connection
         self.by_user[connection.user_id].add(connection)
@@ -358,6 +361,7 @@ class Gateway:
     # Frames
 
     async def _handle(self, connection: Connection, frame: ClientFrame) -> None:
+        metrics.FRAMES.inc(frame.type)
         if frame.type in COMMAND_FRAMES:
             await self._command(connection, frame)
         elif frame.type == "ping":
@@ -414,6 +418,18 @@ class Gateway:
             # A frame without an `id` asked for no answer: only a failure is told.
             quiet=not frame.request_id and frame.type != "send",
         )
+        metrics.COMMANDS.inc(frame.type)
+        if log.isEnabledFor(logging.DEBUG):  # the command's trail (PARLEY_LOG_LEVEL=debug)
+            log.debug(
+                "event=command_sent command=%s type=%s chat=%s local_id=%s request=%s "
+                "connection=%s",
+                command.command_id,
+                frame.type,
+                chat_id,
+                args.get("local_id", "-"),
+                frame.request_id or "-",
+                connection.id,
+            )
         if frame.type in ("delivered", "read"):
             connection.acknowledged(str(chat_id), frame.type == "read", args["up_to"])
         if command.quiet:
@@ -455,9 +471,21 @@ class Gateway:
         return decision.allowed
 
     async def _answer(self, connection: Connection, command: Command, waiter: Any) -> None:
+        started = asyncio.get_running_loop().time()
         try:
             outcome: Outcome = await waiter
+            took = asyncio.get_running_loop().time() - started
+            metrics.COMMAND_SECONDS.observe(took)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "event=command_answered command=%s ok=%s code=%s ms=%.1f",
+                    command.command_id,
+                    outcome.ok,
+                    outcome.error_code or "-",
+                    took * 1000,
+                )
         except TimeoutError:
+            log.info("event=command_timeout command=%s", command.command_id)
             connection.push(
                 error_frame(
                     "timeout",
@@ -467,7 +495,9 @@ class Gateway:
             )
             return
         except Exception as exc:
-            log.warning("event=command_failed error=%s", type(exc).__name__)
+            log.warning(
+                "event=command_failed command=%s error=%s", command.command_id, type(exc).__name__
+            )
             connection.push(
                 error_frame("unavailable", "the command could not be sent", command.request_id)
             )
@@ -477,6 +507,7 @@ class Gateway:
                 error_frame(outcome.error_code, outcome.error_message, command.request_id)
             )
         elif command.type is CommandType.SEND:
+            metrics.ACKS.inc()
             connection.push(
                 {
                     "type": "ack",

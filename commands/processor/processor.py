@@ -242,7 +242,21 @@ class CommandProcessor:
     def _reply(self, decided: list[Decided], outcomes: list[Outcome]) -> None:
         pipe = self.replies.pipeline(transaction=False)
         count = 0
+        trail = log.isEnabledFor(logging.DEBUG)  # PARLEY_LOG_LEVEL=debug
         for d, outcome in zip(decided, outcomes, strict=True):
+            if trail:
+                log.debug(
+                    "event=command_decided command=%s chat=%s ok=%s code=%s seq=%s message=%s "
+                    "local_id=%s position=%s",
+                    d.command_id,
+                    d.chat_id or "-",
+                    outcome.ok,
+                    outcome.error_code or "-",
+                    outcome.result.get("seq", "-"),
+                    outcome.result.get("message_id", "-"),
+                    outcome.result.get("local_id", "-"),
+                    outcome.position,
+                )
             if d.reply_to and not (d.quiet and outcome.ok):
                 pipe.publish(reply_channel(d.reply_to), outcome.encode())
                 count += 1

@@ -85,6 +85,7 @@ def balanced(
         "PARLEY_GATEWAY_DRAIN_NOTICE_S": str(BALANCER["gateway_drain_notice_s"]),
         "PARLEY_REGISTRY": registry,
         "PARLEY_REGISTRY_REPORT_S": str(REGISTRY_REPORT_S),
+        "PARLEY_LOG_LEVEL": "debug",  # each command's trail of ids (test_trail.py)
     }
     # The services' state folder (their token secret) is the run's; HAProxy's is ours.
     settings = topics.replace(commands_port=front_port, registry=registry, **BALANCER)
