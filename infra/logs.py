@@ -11,8 +11,8 @@ PARLEY_LOGGERS = ("parley", "commands")
 
 def configure_logging(service: str, level: int = logging.INFO, parley_level: str = "info") -> None:
     """One key=value line per event on stderr; Parley's own loggers at `parley_level`
-    (`debug` adds each command's trail: its ids at the gateway, the processor, the
-    delivery and the recipient's gateway)."""
+    (`debug` adds each command's trail: its ids at the gateway, the processor and the
+    recipients' gateways)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         logging.Formatter(

@@ -1,9 +1,9 @@
 """One command's trail through the logs, by its ids (`PARLEY_LOG_LEVEL=debug`).
 
 The sender's gateway names the command id with the client's `local_id`; the processor
-that decided it names the same command id with the message id it gave; the workers
-that routed the message and the recipient's gateway that pushed it name that message id
-with the same `local_id`. So an operator can follow one message from the socket it came
+that decided it names the same command id with the message id it gave, and names that
+message id with the same `local_id` when it pushes it; the recipient's gateway that
+hands it to the socket names them too. So an operator can follow one message from the socket it came
 in on to the socket it went out of.
 """
 
@@ -56,8 +56,5 @@ def test_a_message_is_followed_by_its_ids_from_socket_to_socket(balanced: Balanc
         rf"event=command_decided command={command} \S+ ok=True code=- seq=1 "
         rf"message={message_id} local_id={local_id} ",
     )
-    _find(
-        [balanced.services["workers"]],
-        rf"event=message_routed .*message={message_id} local_id={local_id} ",
-    )
+    _find(processors, rf"event=message_routed .*message={message_id} local_id={local_id} ")
     _find(gateways, rf"event=message_pushed .*message={message_id} local_id={local_id} ")
