@@ -419,6 +419,11 @@ class Gateway:
             # A frame without an `id` asked for no answer: only a failure is told.
             quiet=not frame.request_id and frame.type != "send",
         )
+        if frame.type in ("delivered", "read"):
+            connection.acknowledged(str(chat_id), frame.type == "read", args["up_to"])
+            if command.quiet:  # coalesced: nobody waits for its answer
+                self._receipts(connection).submit(chat_id, frame.type == "read", args["up_to"])
+                return
         metrics.COMMANDS.inc(frame.type)
         if log.isEnabledFor(logging.DEBUG):  # the command's trail (PARLEY_LOG_LEVEL=debug)
             log.debug(
@@ -431,11 +436,6 @@ class Gateway:
                 frame.request_id or "-",
                 connection.id,
             )
-        if frame.type in ("delivered", "read"):
-            connection.acknowledged(str(chat_id), frame.type == "read", args["up_to"])
-            if command.quiet:  # coalesced: nobody waits for its answer
-                self._receipts(connection).submit(chat_id, frame.type == "read", args["up_to"])
-                return
         if command.quiet:
 
             def failed(outcome: Outcome) -> None:
