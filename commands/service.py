@@ -28,12 +28,14 @@ from commands.accounts.auth_routes import auth_routes
 from commands.accounts.lookup import lookup_routes
 from commands.accounts.me_routes import me_routes
 from commands.accounts.push_routes import push_routes
+from commands.gateway.assign import assign_routes
 from commands.gateway.gateway import Gateway, GatewayAdapters
 from commands.gateway.wsprotocol import LeanWebSocketProtocol
 from commands.media.routes import media_routes
 from commands.media.uploads import MediaUploads
 from commands.web_client import web_client_routes
 from infra.http import serve
+from infra.metrics import metrics_routes
 from infra.settings import Settings
 from infra.web import AccessLog, error_handlers, error_response
 
@@ -116,7 +118,7 @@ def create_app(
             app.state.access = access
             app.state.media = media
             gateway = Gateway(settings, access, gateway_adapters(settings))
-            await gateway.start()
+            await gateway.start(gateway_url(settings, app))
             app.state.gateway = gateway
             collector = asyncio.create_task(media.collect_forever())
             log.info("event=commands_app_started")
@@ -140,12 +142,23 @@ def create_app(
             *push_routes(),
             *media_routes(),
             *lookup_routes(),
+            *assign_routes(),
+            *metrics_routes(),
             *web_client_routes(settings),
         ],
         middleware=[Middleware(AccessLog, logger="commands.http")],
         exception_handlers=error_handlers(STATUS_BY_CODE, log),
         lifespan=lifespan,
     )
+
+
+def gateway_url(settings: Settings, app: Starlette) -> str:
+    """Where clients reach this gateway: `gateway_public_url`, or the socket it listens on
+    (`app.state.listening`, set by `run_commands_service` once bound), or the settings'."""
+    if settings.gateway_public_url:
+        return settings.gateway_public_url
+    host, port = getattr(app.state, "listening", (settings.commands_host, settings.commands_port))
+    return f"ws://{host}:{port}/ws"
 
 
 class DirectWebSocket:
@@ -181,6 +194,9 @@ def run_commands_service(
     async def drain() -> None:
         await app.state.gateway.drain()
 
+    def listening(host: str, port: int) -> None:
+        app.state.listening = (host, port)
+
     serve(
         DirectWebSocket(app),
         "commands",
@@ -189,6 +205,7 @@ def run_commands_service(
         stop,
         drain,
         trusted_proxies=settings.trusted_proxies,
+        bound=listening,
         ws=LeanWebSocketProtocol,
         ws_max_size=settings.ws_max_frame_bytes,  # beyond it: close 1009
         ws_per_message_deflate=False,

@@ -26,7 +26,7 @@ class Settings:
     # Where the local stack keeps its data and logs (git-ignored).
     state_dir: str = field(default_factory=_default_state_dir)
     # Which services `parley stack` installs and runs here; the rest are external.
-    managed_services: str = "kafka,postgres,redis,objectstore"
+    managed_services: str = "kafka,postgres,redis,objectstore,zookeeper"
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     kafka_controller_port: int = 19093
@@ -56,6 +56,8 @@ class Settings:
     s3_secret_key: str = "parley-dev-only-s3-secret-set-PARLEY_S3_SECRET_KEY-in-production"
 
     health_deadline_s: float = 60.0
+    # Parley's own loggers: "info", or "debug" for each command's trail of ids.
+    log_level: str = "info"
 
     # Every `parley serve` service: the young generation of Python's garbage collector is
     # collected every this many allocations (Python's default: 700; 0 keeps it).
@@ -163,6 +165,21 @@ class Settings:
     gateway_drain_notice_s: float = 5.0
     gateway_drain_s: float = 10.0
 
+    # The registry of live gateways (docs/scaling.md): "redis" (a lease key per gateway)
+    # or "zookeeper" (an ephemeral sequential znode per gateway; `parley stack` then runs
+    # ZooKeeper). Each gateway reports its address and connection count every
+    # `registry_report_s`; `gateway_public_url` is the address it reports (empty: the
+    # ws:// URL of the socket it listens on).
+    registry: str = "redis"
+    registry_report_s: float = 5.0
+    gateway_public_url: str = ""
+    zookeeper_hosts: str = "127.0.0.1:12181"
+    zookeeper_version: str = "3.9.5"
+    zookeeper_heap: str = "128m"
+    zookeeper_tick_ms: int = 500
+    zookeeper_session_timeout_ms: int = 4_000
+    zookeeper_root: str = "/parley"
+
     # The queries service (HTTP read API; docs/queries.md).
     queries_host: str = "127.0.0.1"
     queries_port: int = 18081
@@ -226,6 +243,11 @@ class Settings:
         parts = urlsplit(self.s3_endpoint)
         default = 443 if parts.scheme == "https" else 80
         return parts.hostname or "127.0.0.1", parts.port or default
+
+    @property
+    def zookeeper_host_port(self) -> tuple[str, int]:
+        host, _, port = self.zookeeper_hosts.split(",")[0].rpartition(":")
+        return host, int(port)
 
     @property
     def redis_host_port(self) -> tuple[str, int]:

@@ -16,6 +16,7 @@ from uuid import UUID
 import orjson
 
 from commands.command import CommandType
+from commands.gateway.metrics import ERRORS
 from infra.json_bounds import MAX_JSON_DEPTH, JsonTooDeep, loads_bounded
 
 MAX_ID_CHARS = 64
@@ -167,4 +168,5 @@ def dump(frame: dict[str, Any]) -> str:
 
 
 def error_frame(code: str, message: str, request_id: str = "", **extra: Any) -> dict[str, Any]:
+    ERRORS.inc(code)
     return {"type": "error", "id": request_id, "code": code, "message": message, **extra}
