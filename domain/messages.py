@@ -19,11 +19,19 @@ _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class MessageKind(StrEnum):
-    """What a message body holds."""
+    """What a message body holds; the last three are actions on the message its `ref`
+    names (domain/message_actions.py)."""
 
     TEXT = "text"
     MEDIA = "media"
     CIPHERTEXT = "ciphertext"
+    REACTION = "reaction"
+    EDIT = "edit"
+    DELETE = "delete"
+
+
+ACTION_KINDS = frozenset({MessageKind.REACTION, MessageKind.EDIT, MessageKind.DELETE})
+"""Kinds that act on another message rather than say something of their own."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +121,8 @@ def validate_message(
         message_kind = MessageKind(kind)
     except ValueError:
         raise InvalidBody(f"unknown message kind {kind!r}") from None
+    if message_kind in ACTION_KINDS:
+        raise InvalidBody(f"a {message_kind} names the message it acts on in `ref`")
     if not isinstance(body, bytes):
         raise InvalidBody("the body must be bytes")
     if len(body) > max_body:

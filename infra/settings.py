@@ -65,6 +65,8 @@ class Settings:
     aggregate_cache_size: int = 10_000
     max_body_bytes: int = 64 * 1024
     max_group_members: int = 256
+    edit_window_s: float = 15 * 60  # a sender may edit a text message this long
+    delete_window_s: float = 2 * 24 * 3600  # and delete a message for everyone this long
     processor_group: str = ""  # empty: <topic prefix>parley-processor
     processor_batch_max: int = 500
     processor_linger_ms: int = 2

@@ -78,16 +78,18 @@ Step = Run | tuple[Envelope, tuple[str, ...]]
 
 
 def steps(due: Sequence[tuple[Envelope, tuple[str, ...]]]) -> Iterator[Step]:
-    """Cut events into runs of messages and receipts and single other events."""
+    """Cut events into runs of messages and receipts and single other events (replies
+    and actions on messages among them: they change other rows than their own)."""
     run = Run()
     for e, projections in due:
-        if e.type in BULK_EVENTS and run.accepts(e):
+        bulk = e.type in BULK_EVENTS and e.payload.get("ref") is None
+        if bulk and run.accepts(e):
             run.add(e, projections)
             continue
         if run.items:
             yield run
             run = Run()
-        if e.type in BULK_EVENTS:
+        if bulk:
             run.add(e, projections)
         else:
             yield (e, projections)

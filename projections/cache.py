@@ -23,6 +23,8 @@ from projections.message_view import message_view
 from projections.projector import RECEIPT_EVENTS, Record
 from projections.schema import LIVE_SCHEMA
 
+REWRITING_KINDS = frozenset({"edit", "delete"})
+"""Actions that change messages already cached (docs/projections.md)."""
 RECENT_KEEP = 50
 RECENT_TTL_S = 24 * 3600
 PREFIX = "parley:"
@@ -98,7 +100,16 @@ def checkpoint_key(prefix: str = PREFIX) -> str:
 def message_json(chat_id: UUID, p: dict[str, Any], sent_at: str) -> bytes:
     """A message as the recent cache and the query API show it."""
     view = message_view(
-        chat_id, p["seq"], p["message_id"], p["sender"], p["kind"], p["body"], p["media"], sent_at
+        chat_id,
+        p["seq"],
+        p["message_id"],
+        p["sender"],
+        p["kind"],
+        p["body"],
+        p["media"],
+        sent_at,
+        ref=p.get("ref"),
+        quote=p.get("quote"),
     )
     return orjson.dumps(view)
 
@@ -168,6 +179,11 @@ def plan_cache(
                     recent[e.chat_id] = {}
                     emptied.add(e.chat_id)
                 recent_clock[e.chat_id] = at if last is None else max(at, last)
+            if e.payload["kind"] in REWRITING_KINDS:
+                # The cached message it changes (and the edits and quotes of it) are out
+                # of date: the set starts again from here; older pages come from the table.
+                recent[e.chat_id] = {}
+                emptied.add(e.chat_id)
             sent_at = e.timestamp.isoformat()
             message = message_json(e.chat_id, dict(e.payload), sent_at)
             recent.setdefault(e.chat_id, {})[message] = e.payload["seq"]

@@ -2,7 +2,9 @@
 
 The query API's message, the recent cache's JSON (`projections.cache`) and, with
 `message_frame`, the WebSocket `message` frame (sync, live delivery) are the same
-fields: chat, seq, message id, sender, kind, body (base64), media, sent_at. A message
+fields: chat, seq, message id, sender, kind, body (base64), media, sent_at, and what
+members did with it: `ref` (the seq a reply answers or an action acts on), `quote` (a
+reply's), `edited` and `deleted` (a tombstone: no body, no media). A message
 whose sender its reader blocked keeps its seq, id and time and nothing else
 (`hidden_view`, `hidden_frame`). Callers give the body as base64 text and the time as ISO 8601 text,
 each as their source holds them.
@@ -22,6 +24,10 @@ def message_view(
     body: str,
     media: Any,
     sent_at: str,
+    ref: int | None = None,
+    quote: Any = None,
+    edited: bool = False,
+    deleted: bool = False,
 ) -> dict[str, Any]:
     """The message: what the query API answers and the recent cache holds."""
     return {
@@ -33,6 +39,10 @@ def message_view(
         "body": body,
         "media": media,
         "sent_at": sent_at,
+        "ref": ref,
+        "quote": quote,
+        "edited": edited,
+        "deleted": deleted,
     }
 
 
@@ -54,6 +64,10 @@ def hidden_view(chat_id: object, seq: int, message_id: object, sent_at: str) -> 
         "body": None,
         "media": None,
         "sent_at": sent_at,
+        "ref": None,
+        "quote": None,
+        "edited": False,
+        "deleted": False,
     }
 
 

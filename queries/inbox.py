@@ -37,7 +37,7 @@ from queries.responses import answer
 
 _INBOX = """
 SELECT i.chat_id, i.seq, msg.message_id, msg.sender, msg.kind, msg.body, msg.media,
-       msg.sent_at, i.created_at
+       msg.sent_at, msg.ref, msg.quote, msg.edited_at, msg.deleted_at, i.created_at
 FROM {s}.inbox i
 JOIN {s}.messages msg ON msg.chat_id = i.chat_id AND msg.seq = i.seq
 WHERE i.recipient = %(user)s {after}
@@ -74,7 +74,7 @@ async def inbox(request: Request, identity: Identity) -> Response:
         rows = await cur.fetchall()
     page = rows[:limit]
     messages = [
-        {**message_from_row(row[0], row[1:8]), "queued_at": utc_iso(row[8])} for row in page
+        {**message_from_row(row[0], row[1:12]), "queued_at": utc_iso(row[12])} for row in page
     ]
     after = None
     if len(rows) > limit:

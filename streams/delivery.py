@@ -52,6 +52,8 @@ def _message(e: Any) -> dict[str, Any]:
         p["body"],
         p["media"],
         utc_iso(e.timestamp),
+        ref=p.get("ref"),
+        quote=p.get("quote"),
     )
     return message_frame(view, p["local_id"])
 

@@ -129,6 +129,8 @@ def command_args(frame: ClientFrame) -> dict[str, Any]:
         }
         if frame.fields.get("media") is not None:
             args["media"] = frame.fields["media"]
+        if frame.fields.get("ref") is not None:  # a reply, or the message an action is on
+            args["ref"] = frame.integer("ref", low=1)
         return args
     if kind in ("delivered", "read"):
         return {"up_to": frame.integer("up_to")}

@@ -32,11 +32,25 @@ PAGE_SIZE = 100
 
 
 def row_frame(row: tuple[Any, ...]) -> dict[str, Any]:
-    chat_id, seq, message_id, sender, local_id, kind, body, media, sent_at, blocked = row
+    chat_id, seq, message_id, sender, local_id, kind, body, media, sent_at, blocked = row[:10]
+    ref, quote, edited_at, deleted_at = row[10:]
     if blocked:  # its sender is blocked by the one syncing
         return hidden_frame(chat_id, seq, message_id, utc_iso(sent_at))
     body_text = base64.b64encode(body).decode("ascii")
-    view = message_view(chat_id, seq, message_id, sender, kind, body_text, media, utc_iso(sent_at))
+    view = message_view(
+        chat_id,
+        seq,
+        message_id,
+        sender,
+        kind,
+        body_text,
+        media,
+        utc_iso(sent_at),
+        ref=ref,
+        quote=quote,
+        edited=edited_at is not None,
+        deleted=deleted_at is not None,
+    )
     return message_frame(view, local_id)
 
 
@@ -129,8 +143,8 @@ async def missed_messages(
                     sql.SQL(
                         "SELECT m.chat_id, m.seq, m.message_id, m.sender, m.local_id, m.kind, "
                         "m.body, m.media, m.sent_at, m.sender = ANY(coalesce((SELECT b.blocks "
-                        "FROM {d}.users b WHERE b.user_id = %(user)s), '{{}}'::uuid[])) "
-                        "FROM {s}.messages m "
+                        "FROM {d}.users b WHERE b.user_id = %(user)s), '{{}}'::uuid[])), "
+                        "m.ref, m.quote, m.edited_at, m.deleted_at FROM {s}.messages m "
                         "WHERE m.chat_id = %(chat)s AND m.seq > %(after)s AND m.seq <= %(last)s "
                         "AND EXISTS ("
                         "  SELECT 1 FROM {s}.membership_history h WHERE h.chat_id = m.chat_id "
