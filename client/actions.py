@@ -2,7 +2,9 @@
 
 A chat's messages are held by seq, actions among them (`reaction`, `edit`, `delete`,
 each naming its message in `ref`). `shown` folds them, in seq order, into what a user
-sees: the latest text, the edited and deleted marks, one reaction per member.
+sees: the latest text, the edited and deleted marks, one reaction per member, and a
+disappearing message gone once its `expires_at` has passed. `timer` messages set the
+chat's disappearing-messages timer (their body: the seconds, 0 for off).
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 ACTION_KINDS = frozenset({"reaction", "edit", "delete"})
+NOTICE_KINDS = frozenset({*ACTION_KINDS, "timer"})
 
 
 @dataclass
@@ -34,14 +38,31 @@ def _text(message: Mapping[str, Any]) -> str:
     return "" if not body else base64.b64decode(body).decode("utf-8", "replace")
 
 
-def shown(messages: Mapping[int, Mapping[str, Any]]) -> dict[int, Shown]:
+def timer_of(messages: Mapping[int, Mapping[str, Any]]) -> int:
+    """The disappearing-messages timer the latest `timer` message set (0: off)."""
+    timers = [seq for seq, m in messages.items() if m.get("kind") == "timer"]
+    return int(_text(messages[max(timers)]) or 0) if timers else 0
+
+
+def _expired(message: Mapping[str, Any], now: datetime) -> bool:
+    ends = message.get("expires_at")
+    return ends is not None and datetime.fromisoformat(ends) <= now
+
+
+def shown(
+    messages: Mapping[int, Mapping[str, Any]], now: datetime | None = None
+) -> dict[int, Shown]:
     """The content messages of a chat (actions applied, hidden ones left out), by seq."""
+    now = now or datetime.now(UTC)
     out: dict[int, Shown] = {}
     for seq in sorted(messages):
         message = messages[seq]
-        if message.get("hidden"):
+        if message.get("hidden") or message.get("kind") == "timer":
             continue
         kind, ref = message.get("kind"), message.get("ref")
+        if _expired(message, now):
+            out[seq] = Shown(seq, message.get("sender"), kind, "", None, False, True)
+            continue
         if kind not in ACTION_KINDS:
             quote = message.get("quote")
             if quote is None and isinstance(ref, int) and ref in out:  # our own, from its ack

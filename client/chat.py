@@ -24,7 +24,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from client.actions import Shown, shown
+from client.actions import Shown, shown, timer_of
 
 GAP_GRACE_S = 0.3
 """How long a gap in a chat may last before asking the server for what is missing."""
@@ -220,6 +220,15 @@ class ChatClient:
         """Delete message `seq` for everyone (ours, or any as a group admin)."""
         fields = {"kind": "delete", "ref": seq}
         return await self._send(fields, b"", None, chat_id, None, None)
+
+    async def set_timer(self, chat_id: str, timer_s: int) -> Ack:
+        """Set the chat's disappearing-messages timer (0: off), announced to its members."""
+        fields = {"kind": "timer", "timer_s": timer_s}
+        return await self._send(fields, str(timer_s).encode(), None, chat_id, None, None)
+
+    def timer_of(self, chat_id: str) -> int:
+        """The chat's disappearing-messages timer, from the latest `timer` message held."""
+        return timer_of(self.chats[chat_id].messages)
 
     def shown(self, chat_id: str) -> dict[int, Shown]:
         """The chat as a user sees it: actions applied (`client.actions.shown`)."""

@@ -19,6 +19,7 @@ from domain.errors import (
     InvalidBody,
     InvalidGroup,
     InvalidSeq,
+    InvalidTimer,
     LastAdmin,
     MessageDeleted,
     NotAdmin,
@@ -35,6 +36,7 @@ from domain.message_actions import ACTION_MEMORY, Remembered, excerpt_of, valida
 from domain.messages import (
     ACTION_KINDS,
     MAX_BODY_BYTES,
+    NOTICE_KINDS,
     MediaRef,
     MessageKind,
     validate_message,
@@ -44,6 +46,8 @@ EDIT_WINDOW_MS = 15 * 60 * 1000
 """Default time a sender has to edit a message (WhatsApp's); settings override it."""
 DELETE_WINDOW_MS = 2 * 24 * 3600 * 1000
 """Default time to delete a message for everyone (about WhatsApp's); settings override it."""
+DISAPPEARING_TIMERS_S = (0, 24 * 3600, 7 * 24 * 3600, 90 * 24 * 3600)
+"""The disappearing-message timers a chat offers (0: off), WhatsApp's; settings override."""
 
 MAX_GROUP_MEMBERS = 256
 MAX_GROUP_NAME_CHARS = 100
@@ -166,7 +170,10 @@ class Chat(Aggregate):
 
         `ref` is the seq of the message this one answers (a reply) or acts on (a
         reaction, edit or delete: domain/message_actions.py); `quote` is what a reply
-        shows of the message it answers (`Remembered.quote`)."""
+        shows of the message it answers (`Remembered.quote`). `timer_s`: the chat's
+        disappearing-messages timer, on a message sent while it was on (the message
+        disappears that long after it was sent), and on a `timer` message, which sets
+        it (0: off)."""
 
         class_version = 2
         seq: int
@@ -180,11 +187,13 @@ class Chat(Aggregate):
         sent_at_ms: int
         ref: int | None
         quote: dict[str, Any] | None
+        timer_s: int | None
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["ref"] = None
             state["quote"] = None
+            state["timer_s"] = None
 
         def apply(self, aggregate: "Chat") -> None:
             aggregate._last_seq = self.seq
@@ -192,11 +201,13 @@ class Chat(Aggregate):
             remember(aggregate._sent, key, self.message_id, self.seq)
             recent = aggregate._recent
             target = recent.get(self.ref) if self.ref is not None else None
-            if self.kind == MessageKind.EDIT and target is not None:
+            if self.kind == MessageKind.TIMER:
+                aggregate._timer_s = self.timer_s or 0
+            elif self.kind == MessageKind.EDIT and target is not None:
                 target.excerpt = excerpt_of(MessageKind.TEXT, self.body)
             elif self.kind == MessageKind.DELETE and target is not None:
                 target.deleted, target.excerpt = True, ""
-            elif self.kind not in ACTION_KINDS:
+            elif self.kind not in NOTICE_KINDS:
                 excerpt = excerpt_of(self.kind, self.body)
                 recent[self.seq] = Remembered(self.sender, self.sent_at_ms, self.kind, excerpt)
                 if len(recent) > ACTION_MEMORY:
@@ -253,6 +264,7 @@ class Chat(Aggregate):
         self._read_up_to: dict[UUID, int] = {}
         # seq -> what actions need of it, the last ACTION_MEMORY messages, oldest first
         self._recent: dict[int, Remembered] = {}
+        self._timer_s = 0  # disappearing messages: 0 (off) or how long a message lasts
 
     # Creation
 
@@ -397,6 +409,41 @@ class Chat(Aggregate):
             sent_at_ms,
             ref=reply_to,
             quote=quote,
+            timer_s=self._timer_s or None,
+        )
+
+    def set_timer(
+        self,
+        user: UUID,
+        device_id: str,
+        local_id: str,
+        timer_s: int,
+        message_id: int,
+        sent_at_ms: int,
+        timers_s: Iterable[int] = DISAPPEARING_TIMERS_S,
+    ) -> SendResult:
+        """Set the chat's disappearing-messages timer (0: off), announced by a `timer`
+        message: by either user of a 1:1 chat, by an admin of a group. Messages sent
+        from then on disappear `timer_s` after they are sent."""
+        original = self._resent(user, device_id, local_id)
+        if original is not None:
+            return original
+        self._check_sender(user, device_id, local_id, False)
+        if self.kind == ChatKind.GROUP:
+            self._require_admin(user)
+        allowed = sorted(timers_s)
+        if timer_s not in allowed:
+            raise InvalidTimer(f"timer_s must be one of {allowed}")
+        return self._append(
+            user,
+            device_id,
+            local_id,
+            MessageKind.TIMER,
+            str(timer_s).encode(),
+            None,
+            message_id,
+            sent_at_ms,
+            timer_s=timer_s,
         )
 
     def act(
@@ -492,6 +539,7 @@ class Chat(Aggregate):
         sent_at_ms: int,
         ref: int | None = None,
         quote: dict[str, Any] | None = None,
+        timer_s: int | None = None,
     ) -> SendResult:
         seq = self._last_seq + 1
         self.trigger_event(
@@ -507,6 +555,7 @@ class Chat(Aggregate):
             sent_at_ms=sent_at_ms,
             ref=ref,
             quote=quote,
+            timer_s=timer_s,
         )
         return SendResult(message_id=message_id, seq=seq, duplicate=False)
 
@@ -534,6 +583,11 @@ class Chat(Aggregate):
     def last_seq(self) -> int:
         """The seq of the latest message; 0 before the first."""
         return self._last_seq
+
+    @property
+    def timer_s(self) -> int:
+        """The disappearing-messages timer: 0 (off) or how long a new message lasts."""
+        return self._timer_s
 
     @property
     def recent(self) -> Mapping[int, Remembered]:
@@ -706,6 +760,7 @@ def _rich_state(plain: dict[str, Any]) -> dict[str, Any]:
         "_read_up_to": dict(plain["_read_up_to"]),
         # A snapshot from before actions: messages before it cannot be acted on.
         "_recent": {seq: Remembered.from_plain(facts) for seq, *facts in plain.get("_recent", [])},
+        "_timer_s": plain.get("_timer_s", 0),
     }
 
 

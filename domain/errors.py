@@ -133,6 +133,13 @@ class MessageDeleted(DomainError):
     default_message = "this message was deleted"
 
 
+class InvalidTimer(DomainError):
+    """A disappearing-messages timer the chat does not offer."""
+
+    code = "invalid_timer"
+    default_message = "the timer must be one of the chat's choices"
+
+
 class InvalidReaction(DomainError):
     """A reaction is one emoji (or empty, to remove one's reaction)."""
 

@@ -28,10 +28,13 @@ class MessageKind(StrEnum):
     REACTION = "reaction"
     EDIT = "edit"
     DELETE = "delete"
+    TIMER = "timer"
 
 
 ACTION_KINDS = frozenset({MessageKind.REACTION, MessageKind.EDIT, MessageKind.DELETE})
 """Kinds that act on another message rather than say something of their own."""
+NOTICE_KINDS = frozenset({*ACTION_KINDS, MessageKind.TIMER})
+"""Kinds that are no message of their own: no receipts, nobody's unread, no push."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +126,8 @@ def validate_message(
         raise InvalidBody(f"unknown message kind {kind!r}") from None
     if message_kind in ACTION_KINDS:
         raise InvalidBody(f"a {message_kind} names the message it acts on in `ref`")
+    if message_kind is MessageKind.TIMER:
+        raise InvalidBody("a timer is set with `timer_s`")
     if not isinstance(body, bytes):
         raise InvalidBody("the body must be bytes")
     if len(body) > max_body:

@@ -37,7 +37,14 @@ import orjson
 from psycopg import AsyncConnection, AsyncCursor, sql
 
 from infra.log_envelope import Envelope
-from projections.projector import RECEIPT_EVENTS, After, Projector, Record, Statement
+from projections.projector import (
+    RECEIPT_EVENTS,
+    After,
+    Projector,
+    Record,
+    Statement,
+    expires_at,
+)
 
 BULK_EVENTS = frozenset({"MessageSent", "MessagesDelivered", "MessagesRead"})
 
@@ -287,12 +294,13 @@ class BulkProjector(Projector):
         await cur.execute(
             self._q(
                 "INSERT INTO {s}.messages (chat_id, seq, message_id, sender, device_id, local_id, "
-                "kind, body, media, sent_at) SELECT v.chat_id, v.seq, v.message_id, v.sender, "
-                "v.device_id, v.local_id, v.kind, decode(v.body, 'base64'), v.media::jsonb, "
-                "v.sent_at FROM unnest(%b::uuid[], %b::int8[], %b::int8[], %b::uuid[], "
-                "%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[]) "
-                "AS v(chat_id, seq, message_id, sender, device_id, local_id, kind, body, media, "
-                "sent_at) ON CONFLICT (chat_id, seq) DO NOTHING"
+                "kind, body, media, sent_at, expires_at) SELECT v.chat_id, v.seq, v.message_id, "
+                "v.sender, v.device_id, v.local_id, v.kind, decode(v.body, 'base64'), "
+                "v.media::jsonb, v.sent_at, v.expires_at FROM unnest(%b::uuid[], %b::int8[], "
+                "%b::int8[], %b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[], "
+                "%b::text[], %b::timestamptz[], %b::timestamptz[]) AS v(chat_id, seq, "
+                "message_id, sender, device_id, local_id, kind, body, media, sent_at, expires_at) "
+                "ON CONFLICT (chat_id, seq) DO NOTHING"
             ),
             (
                 [e.chat_id for e in sends],
@@ -305,6 +313,7 @@ class BulkProjector(Projector):
                 [x["body"] for x in p],
                 [None if x["media"] is None else orjson.dumps(x["media"]).decode() for x in p],
                 [e.timestamp for e in sends],
+                [expires_at(e) for e in sends],
             ),
         )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -18,6 +18,7 @@ SENT, DELIVERED, READ = "SENT", "DELIVERED", "READ"
 RECEIPT_EVENTS = frozenset({"MessagesDelivered", "MessagesRead"})
 """Events that do not count as chat activity (they do not reorder a chat list)."""
 ACTION_KINDS = frozenset({"reaction", "edit", "delete"})
+NOTICE_KINDS = frozenset({*ACTION_KINDS, "timer"})
 
 
 @dataclass
@@ -55,6 +56,7 @@ class MessageRow:
     quote: dict[str, Any] | None = None
     edited_at: datetime | None = None
     deleted_at: datetime | None = None
+    expires_at: datetime | None = None
 
 
 @dataclass
@@ -158,14 +160,20 @@ class ReadModel:
             e.timestamp,
             p.get("ref"),
             p.get("quote"),
+            expires_at=(
+                e.timestamp + timedelta(seconds=p["timer_s"])
+                if p.get("timer_s") and p["kind"] not in NOTICE_KINDS
+                else None
+            ),
         )
         chat = self.chats[e.chat_id]
         chat.last_seq, chat.last_message_id, chat.last_sender = seq, message_id, sender
         recipients = [u for u in self.active_members(e.chat_id) if u != sender]
         for user in recipients:
             self.inbox[(user, e.chat_id, seq)] = (message_id, e.timestamp)
-        if p["kind"] in ACTION_KINDS:  # no receipts, nobody's unread
-            self._act(e, p)
+        if p["kind"] in NOTICE_KINDS:  # no receipts, nobody's unread
+            if p["kind"] in ACTION_KINDS:
+                self._act(e, p)
             return
         self.counts[(e.chat_id, seq)] = [len(recipients), 0, 0]
         for user in recipients:
@@ -196,7 +204,7 @@ class ReadModel:
             for row in [r for (c, _), r in self.messages.items() if c == chat_id]:
                 if row.ref == ref and row.kind == "edit":
                     row.body = ""
-                elif row.ref == ref and row.kind not in ACTION_KINDS:
+                elif row.ref == ref and row.kind not in NOTICE_KINDS:
                     row.quote = {"seq": ref, "deleted": True}
             for version in [k for k in self.versions if k[:2] == (chat_id, ref)]:
                 del self.versions[version]

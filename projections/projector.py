@@ -33,8 +33,18 @@ DEPENDS_ON = {"chats": (), "messages": (), "receipts": ("chats",), "inbox": ("ch
 RECEIPT_EVENTS = frozenset({"MessagesDelivered", "MessagesRead"})
 
 ACTION_KINDS = frozenset({"reaction", "edit", "delete"})
-"""Kinds of messages that act on the message their `ref` names (domain/message_actions.py):
-they have no receipts and count as nobody's unread."""
+"""Kinds of messages that act on the message their `ref` names (domain/message_actions.py)."""
+NOTICE_KINDS = frozenset({*ACTION_KINDS, "timer"})
+"""Kinds that are no message of their own: no receipts, nobody's unread, no push."""
+
+
+def expires_at(e: Envelope) -> datetime | None:
+    """When a message sent under a disappearing-messages timer is erased."""
+    timer_s = e.payload.get("timer_s")
+    if not timer_s or e.payload["kind"] in NOTICE_KINDS:
+        return None
+    return e.timestamp + timedelta(seconds=timer_s)
+
 
 Statement = tuple[sql.SQL | sql.Composed | str, Any]
 """A query and its parameters (None for none)."""
@@ -281,8 +291,8 @@ class Projector:
         await cur.execute(
             self._q(
                 "INSERT INTO {s}.messages (chat_id, seq, message_id, sender, device_id, local_id, "
-                "kind, body, media, sent_at, ref, quote) VALUES (%s, %s, %s, %s, %s, %s, %s, "
-                "decode(%s, 'base64'), %s::jsonb, %s, %s, %s::jsonb) "
+                "kind, body, media, sent_at, ref, quote, expires_at) VALUES (%s, %s, %s, %s, %s, "
+                "%s, %s, decode(%s, 'base64'), %s::jsonb, %s, %s, %s::jsonb, %s) "
                 "ON CONFLICT (chat_id, seq) DO NOTHING"
             ),
             (
@@ -298,6 +308,7 @@ class Projector:
                 e.timestamp,
                 p.get("ref"),
                 None if p.get("quote") is None else dumps(p["quote"]).decode(),
+                expires_at(e),
             ),
         )
         action = getattr(self, f"_on_{p['kind']}", None)
@@ -351,7 +362,7 @@ class Projector:
             "AND kind = 'edit'",
             "UPDATE {s}.messages SET quote = jsonb_build_object('seq', %(ref)s, 'deleted', true) "
             "WHERE chat_id = %(chat)s AND ref = %(ref)s "
-            "AND kind NOT IN ('reaction', 'edit', 'delete')",
+            "AND kind NOT IN ('reaction', 'edit', 'delete', 'timer')",
             "DELETE FROM {s}.message_versions WHERE chat_id = %(chat)s AND seq = %(ref)s",
             "DELETE FROM {s}.reactions WHERE chat_id = %(chat)s AND seq = %(ref)s",
         ):
@@ -360,7 +371,7 @@ class Projector:
     # receipts: per (message, recipient) status, per-message counts, unread per (user, chat)
 
     async def _receipts_MessageSent(self, cur: AsyncCursor[Any], e: Envelope, p: Any) -> None:
-        if p["kind"] in ACTION_KINDS:
+        if p["kind"] in NOTICE_KINDS:
             return
         await cur.execute(
             self._q(

@@ -114,6 +114,13 @@ messages = Table(
     Column("quote", JSONB),
     Column("edited_at", DateTime(timezone=True)),
     Column("deleted_at", DateTime(timezone=True)),
+    # Disappearing messages (migration 4): when the message is erased (projections/expiry.py).
+    Column("expires_at", DateTime(timezone=True)),
+)
+MESSAGE_EXPIRY = (
+    "ALTER TABLE {schema}.messages ADD COLUMN IF NOT EXISTS expires_at timestamptz",
+    "CREATE INDEX IF NOT EXISTS messages_by_expiry ON {schema}.messages (expires_at) "
+    "WHERE expires_at IS NOT NULL AND deleted_at IS NULL",
 )
 MESSAGE_ACTION_COLUMNS = (
     "ALTER TABLE {schema}.messages ADD COLUMN IF NOT EXISTS ref bigint, "
@@ -205,6 +212,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (1, "read model v1: chats, members, history, messages, receipts, counts, unread, inbox"),
     (2, "messages found by chat and media id"),
     (3, "replies, reactions, edits and deletes: message columns, reactions, versions"),
+    (4, "disappearing messages: when each message expires"),
 ]
 
 
@@ -295,6 +303,9 @@ def migrate(settings: Settings, schema: str = LIVE_SCHEMA) -> int:
                         conn.execution_options(schema_translate_map={None: schema}),
                         tables=[reactions, message_versions],
                     )
+                if version == 4:
+                    for statement in MESSAGE_EXPIRY:
+                        conn.execute(text(statement.format(schema=f'"{schema}"')))
                 conn.execute(
                     text(f'INSERT INTO "{schema}".schema_version (version, note) VALUES (:v, :n)'),
                     {"v": version, "n": note},

@@ -17,6 +17,7 @@ reactions.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -24,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from infra.auth import Identity
+from projections.message_view import as_of
 from queries.membership import load_membership, page_of
 from queries.messages import (
     Message,
@@ -67,10 +69,11 @@ async def history(request: Request, identity: Identity) -> Response:
         source = "database"
         async with read_side.pool.connection() as conn:
             messages = await stored_messages(conn, chat_id, page.seqs)
+    now = datetime.now(UTC)
     messages = [
         hidden(m)
         if blocked and m["sender"] is not None and UUID(m["sender"]) in blocked
-        else {**m, "reactions": reactions.get(m["seq"], [])}
+        else {**as_of(m, now), "reactions": reactions.get(m["seq"], [])}
         for m in messages
     ]
     body: dict[str, Any] = {

@@ -31,7 +31,8 @@ log = logging.getLogger("parley.queries")
 Message = dict[str, Any]
 
 MESSAGE_COLUMNS = (
-    "seq, message_id, sender, kind, body, media, sent_at, ref, quote, edited_at, deleted_at"
+    "seq, message_id, sender, kind, body, media, sent_at, ref, quote, edited_at, deleted_at, "
+    "expires_at"
 )
 """The columns `message_from_row` reads, in its order."""
 
@@ -43,7 +44,10 @@ _BY_SEQ = sql.SQL(
 
 def message_from_row(chat_id: UUID, row: Sequence[Any]) -> Message:
     """A message from a row of `MESSAGE_COLUMNS`."""
-    seq, message_id, sender, kind, body, media, sent_at, ref, quote, edited_at, deleted_at = row
+    seq, message_id, sender, kind, body, media, sent_at, ref, quote, edited_at, deleted_at = row[
+        :11
+    ]
+    expires_at = row[11]
     body_text = base64.b64encode(body).decode("ascii")
     return message_view(
         chat_id,
@@ -58,6 +62,7 @@ def message_from_row(chat_id: UUID, row: Sequence[Any]) -> Message:
         quote=quote,
         edited=edited_at is not None,
         deleted=deleted_at is not None,
+        expires_at=None if expires_at is None else utc_iso(expires_at),
     )
 
 
@@ -87,6 +92,7 @@ def message_from_cache(raw: bytes) -> Message:
         quote=c.get("quote"),
         edited=c.get("edited", False),
         deleted=c.get("deleted", False),
+        expires_at=c.get("expires_at"),
     )
 
 

@@ -83,8 +83,11 @@ _MESSAGE_FIELDS: dict[str, Any] = {
     "sender": UUID,
     "kind": {
         "type": "string",
-        "enum": ["text", "media", "ciphertext", "reaction", "edit", "delete"],
-        "description": "the last three act on the message `ref` names (docs/protocol.md)",
+        "enum": ["text", "media", "ciphertext", "reaction", "edit", "delete", "timer"],
+        "description": (
+            "`reaction`, `edit`, `delete` act on the message `ref` names; `timer` sets the "
+            "chat's disappearing-messages timer, its body the seconds (docs/protocol.md)"
+        ),
     },
     "body": {"type": "string", "contentEncoding": "base64"},
     "media": _nullable(_schema("MediaRef")),
@@ -99,12 +102,17 @@ _MESSAGE_FIELDS: dict[str, Any] = {
         "type": "boolean",
         "description": "deleted for everyone: a tombstone, with an empty body and no media",
     },
+    "expires_at": {
+        "oneOf": [TIMESTAMP, {"type": "null"}],
+        "description": "a disappearing message's end: from then on it is shown deleted",
+    },
 }
 _HIDDEN_ACTION_FIELDS: dict[str, Any] = {
     "ref": {"type": "null"},
     "quote": {"type": "null"},
     "edited": {"const": False},
     "deleted": {"const": False},
+    "expires_at": {"type": "null"},
 }
 
 SCHEMAS: dict[str, Any] = {

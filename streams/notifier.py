@@ -37,7 +37,7 @@ from infra.push.provider import Provider
 from infra.retry import Backoff
 from infra.settings import Settings
 from infra.topics import EVENTS, PUSH_DEAD
-from projections.projector import ACTION_KINDS
+from projections.projector import NOTICE_KINDS
 from projections.push_store import PUSH_SCHEMA
 from streams.push_dispatch import Sender, due_groups, fan_out
 
@@ -80,7 +80,7 @@ def pending_rows(
         if e.type != "MessageSent" or e.timestamp < oldest:
             continue
         p = e.payload
-        if p["kind"] in ACTION_KINDS:  # reactions, edits and deletes are not announced
+        if p["kind"] in NOTICE_KINDS:  # reactions, edits, deletes, timers: not announced
             continue
         rows.append(
             (e.event_id, e.chat_id, p["seq"], p["sender"], partition, offset, e.timestamp + grace)

@@ -131,6 +131,8 @@ def command_args(frame: ClientFrame) -> dict[str, Any]:
             args["media"] = frame.fields["media"]
         if frame.fields.get("ref") is not None:  # a reply, or the message an action is on
             args["ref"] = frame.integer("ref", low=1)
+        if frame.fields.get("timer_s") is not None:  # a `timer`: disappearing messages
+            args["timer_s"] = frame.integer("timer_s")
         return args
     if kind in ("delivered", "read"):
         return {"up_to": frame.integer("up_to")}

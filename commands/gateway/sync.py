@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -25,7 +26,7 @@ from commands.gateway.connection import Connection
 from commands.gateway.protocol import ClientFrame, ProtocolError
 from infra.timestamps import utc_iso
 from projections.directory import DIRECTORY_SCHEMA
-from projections.message_view import hidden_frame, message_frame, message_view
+from projections.message_view import as_of, hidden_frame, message_frame, message_view
 from projections.schema import LIVE_SCHEMA
 
 PAGE_SIZE = 100
@@ -33,7 +34,7 @@ PAGE_SIZE = 100
 
 def row_frame(row: tuple[Any, ...]) -> dict[str, Any]:
     chat_id, seq, message_id, sender, local_id, kind, body, media, sent_at, blocked = row[:10]
-    ref, quote, edited_at, deleted_at = row[10:]
+    ref, quote, edited_at, deleted_at, expires_at = row[10:]
     if blocked:  # its sender is blocked by the one syncing
         return hidden_frame(chat_id, seq, message_id, utc_iso(sent_at))
     body_text = base64.b64encode(body).decode("ascii")
@@ -50,8 +51,9 @@ def row_frame(row: tuple[Any, ...]) -> dict[str, Any]:
         quote=quote,
         edited=edited_at is not None,
         deleted=deleted_at is not None,
+        expires_at=None if expires_at is None else utc_iso(expires_at),
     )
-    return message_frame(view, local_id)
+    return message_frame(as_of(view, datetime.now(UTC)), local_id)
 
 
 _BLOCKED_EITHER_WAY = sql.SQL(
@@ -144,7 +146,8 @@ async def missed_messages(
                         "SELECT m.chat_id, m.seq, m.message_id, m.sender, m.local_id, m.kind, "
                         "m.body, m.media, m.sent_at, m.sender = ANY(coalesce((SELECT b.blocks "
                         "FROM {d}.users b WHERE b.user_id = %(user)s), '{{}}'::uuid[])), "
-                        "m.ref, m.quote, m.edited_at, m.deleted_at FROM {s}.messages m "
+                        "m.ref, m.quote, m.edited_at, m.deleted_at, m.expires_at "
+                        "FROM {s}.messages m "
                         "WHERE m.chat_id = %(chat)s AND m.seq > %(after)s AND m.seq <= %(last)s "
                         "AND EXISTS ("
                         "  SELECT 1 FROM {s}.membership_history h WHERE h.chat_id = m.chat_id "

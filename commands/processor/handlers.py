@@ -16,10 +16,16 @@ from uuid import UUID
 from commands.command import BadCommand, Command, CommandType, decode_body
 from commands.processor.people import People
 from domain.account_errors import UnknownUser
-from domain.chat import DELETE_WINDOW_MS, EDIT_WINDOW_MS, Chat, SendResult
+from domain.chat import (
+    DELETE_WINDOW_MS,
+    DISAPPEARING_TIMERS_S,
+    EDIT_WINDOW_MS,
+    Chat,
+    SendResult,
+)
 from domain.errors import UnknownChat
 from domain.ids import direct_chat_id
-from domain.messages import ACTION_KINDS, MediaRef
+from domain.messages import ACTION_KINDS, MediaRef, MessageKind
 from infra.settings import Settings
 
 Result = dict[str, Any]
@@ -43,14 +49,17 @@ class Limits:
     max_group_members: int
     edit_window_ms: int = EDIT_WINDOW_MS
     delete_window_ms: int = DELETE_WINDOW_MS
+    disappearing_timers_s: tuple[int, ...] = DISAPPEARING_TIMERS_S
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
+        timers = settings.disappearing_timers_s.split(",")
         return cls(
             settings.max_body_bytes,
             settings.max_group_members,
             int(settings.edit_window_s * 1000),
             int(settings.delete_window_s * 1000),
+            tuple(int(timer) for timer in timers if timer.strip()),
         )
 
 
@@ -125,6 +134,17 @@ def send(ctx: Context, command: Command) -> Result:
     blocked = peer is not None and ctx.people.has_blocked(command.actor, peer)
     kind = _str_arg(command, "kind")
     ref = _ref_arg(command)
+    if kind == MessageKind.TIMER:
+        outcome = chat.set_timer(
+            command.actor,
+            command.device_id,
+            _str_arg(command, "local_id"),
+            _int_arg(command, "timer_s"),
+            ctx.ids.next_id(),
+            ctx.clock_ms(),
+            ctx.limits.disappearing_timers_s,
+        )
+        return _sent(command, outcome)
     if kind in ACTION_KINDS:
         if ref is None:
             raise BadCommand(f"a {kind} names the seq of its message in `ref`")

@@ -13,7 +13,9 @@ from domain.errors import (
     Blocked,
     InvalidBody,
     InvalidReaction,
+    InvalidTimer,
     MessageDeleted,
+    NotAdmin,
     NotEditable,
     NotMember,
     NotSender,
@@ -251,3 +253,38 @@ def test_the_remembered_messages_survive_a_snapshot() -> None:
     older = dict(snapshot.state)
     del older["_recent"]  # a snapshot from before actions
     assert replace(snapshot, state=older).mutate(None).recent == {}
+
+
+# Disappearing messages
+
+
+def test_a_timer_is_announced_and_stamps_the_messages_sent_under_it() -> None:
+    chat = Chat.open_direct(ALICE, BOB, opened_by=ALICE)
+    say(chat, ALICE, "before")
+    chat.set_timer(BOB, "phone", "t", 86400, 50, T0)
+    timer = last_event(chat)
+    assert (timer.kind, timer.body, timer.timer_s, chat.timer_s) == (
+        "timer",
+        b"86400",
+        86400,
+        86400,
+    )
+    say(chat, ALICE, "during")
+    assert last_event(chat).timer_s == 86400
+    act(chat, BOB, "reaction", 3, "👍")
+    assert last_event(chat).timer_s is None  # an action lives as long as its message
+    chat.set_timer(ALICE, "phone", "u", 0, 51, T0)
+    say(chat, ALICE, "after")
+    assert last_event(chat).timer_s is None
+    with pytest.raises(UnknownMessage):
+        act(chat, BOB, "reaction", 2, "👍")  # a timer is no message to act on
+
+
+def test_only_the_offered_timers_and_in_a_group_only_admins() -> None:
+    chat = group(BOB)
+    with pytest.raises(InvalidTimer):
+        chat.set_timer(ALICE, "phone", "t", 60, 50, T0)
+    with pytest.raises(NotAdmin):
+        chat.set_timer(BOB, "phone", "t", 86400, 50, T0)
+    chat.set_timer(ALICE, "phone", "t", 60, 50, T0, timers_s=(0, 60))
+    assert chat.timer_s == 60

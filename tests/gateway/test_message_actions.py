@@ -26,12 +26,19 @@ from tests.replay.conftest import settle
 
 EDIT_WINDOW_S = 5.0
 """Short enough that a test can outlast it; edits inside it follow their send at once."""
+SHORT_TIMER_S = 3
 
 
 @pytest.fixture(scope="module")
 def live(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FullStack]:
     logs = tmp_path_factory.mktemp("actions")
-    with full_stack(topics, logs, PARLEY_EDIT_WINDOW_S=str(EDIT_WINDOW_S)) as stack:
+    with full_stack(
+        topics,
+        logs,
+        PARLEY_EDIT_WINDOW_S=str(EDIT_WINDOW_S),
+        PARLEY_DISAPPEARING_TIMERS_S=f"0,{SHORT_TIMER_S},86400",
+        PARLEY_MESSAGE_EXPIRY_INTERVAL_S="1",
+    ) as stack:
         yield stack
 
 
@@ -315,3 +322,68 @@ def test_a_delete_after_projection_cache_and_push_is_gone_everywhere_even_after_
     assert summary.swapped
     settle(live.settings)
     assert _stored_anywhere(live.settings, secret.encode()) == []
+
+
+# Disappearing messages: the stack allows a 3-second timer (PARLEY_DISAPPEARING_TIMERS_S).
+
+
+def _restart_everything(live: FullStack) -> None:
+    ready = {
+        "processor": r"partitions_assigned partitions=\[\d",
+        "relay": r"event=relay_active",
+        "workers": r"Worker ready",
+        "commands": r"event=commands_listening",
+        "queries": r"event=queries_listening",
+    }
+    for name, service in live.services.items():
+        service.stop()
+        after = len(service.text())
+        service.start()
+        service.wait_for_log(ready[name], deadline_s=90, after=after)
+
+
+def test_a_timer_is_announced_and_messages_disappear_after_a_restart_of_everything(
+    live: FullStack,
+) -> None:
+    alice, bob = account(live, "alice"), account(live, "bob")
+    secret = f"burn after reading {time.time_ns()}"
+
+    async def first_part() -> tuple[str, Ack, Ack]:
+        a, b = await client(live, alice), await client(live, bob)
+        try:
+            hello = await a.send_text("hello", to=bob.user_id)
+            chat = hello.chat_id
+            assert await refused(a.set_timer(chat, 60)) == "invalid_timer"
+            await a.set_timer(chat, SHORT_TIMER_S)
+            await b.wait_until(lambda: b.timer_of(chat) == SHORT_TIMER_S)  # announced
+            sent = await a.send_text(secret, chat_id=chat)
+            await b.wait_until(lambda: sent.seq in b.chats[chat].messages)
+            assert b.chats[chat].messages[sent.seq]["expires_at"] is not None
+            return chat, hello, sent
+        finally:
+            await a.close()
+            await b.close()
+
+    chat, hello, sent = asyncio.run(first_part())
+    settle(live.settings)
+    _restart_everything(live)
+
+    async def second_part() -> None:
+        deadline = time.monotonic() + SHORT_TIMER_S + 60
+        while _stored_anywhere(live.settings, secret.encode()):
+            assert time.monotonic() < deadline, "the message did not disappear in time"
+            await asyncio.sleep(0.5)
+        messages = {m["seq"]: m for m in await history(live, bob, sent)}
+        assert messages[sent.seq]["deleted"] and messages[sent.seq]["body"] == ""
+        assert text(messages[hello.seq]) == "hello"  # sent before the timer: stays
+        b = await client(live, bob)
+        try:
+            assert b.chats[chat].contiguous == 0
+            await b.sync()
+            await b.wait_until(lambda: b.chats[chat].contiguous >= sent.seq)
+            assert b.shown(chat)[sent.seq].deleted
+            assert secret not in str(b.frames)
+        finally:
+            await b.close()
+
+    asyncio.run(second_part())

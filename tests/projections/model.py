@@ -84,7 +84,8 @@ def read_back(conninfo: str, schema: str) -> ReadModel:
             model.history[(r[0], r[1], r[2])] = r[3]
         for r in rows(
             "SELECT chat_id, seq, message_id, sender, device_id, local_id, kind, "
-            "body, media, sent_at, ref, quote, edited_at, deleted_at FROM {s}.messages"
+            "body, media, sent_at, ref, quote, edited_at, deleted_at, expires_at "
+            "FROM {s}.messages"
         ):
             model.messages[(r[0], r[1])] = MessageRow(
                 r[2], r[3], r[4], r[5], r[6], base64.b64encode(r[7]).decode(), *r[8:]
