@@ -38,12 +38,16 @@ NOTICE_KINDS = frozenset({*ACTION_KINDS, "timer"})
 """Kinds that are no message of their own: no receipts, nobody's unread, no push."""
 
 
-def expires_at(e: Envelope) -> datetime | None:
-    """When a message sent under a disappearing-messages timer is erased."""
-    timer_s = e.payload.get("timer_s")
-    if not timer_s or e.payload["kind"] in NOTICE_KINDS:
+def expiry(kind: str, timer_s: int | None, sent_at: datetime) -> datetime | None:
+    """When a message sent under a disappearing-messages timer is erased (None: never)."""
+    if not timer_s or kind in NOTICE_KINDS:
         return None
-    return e.timestamp + timedelta(seconds=timer_s)
+    return sent_at + timedelta(seconds=timer_s)
+
+
+def expires_at(e: Envelope) -> datetime | None:
+    """`expiry` of a `MessageSent` envelope."""
+    return expiry(e.payload["kind"], e.payload.get("timer_s"), e.timestamp)
 
 
 Statement = tuple[sql.SQL | sql.Composed | str, Any]

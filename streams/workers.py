@@ -2,9 +2,9 @@
 
 Faust is treated as at-least-once. The agent takes events in batches, applies each batch
 to the PostgreSQL projections in one transaction that also moves their checkpoints,
-then updates the Redis projections and hands new messages, receipts and chat changes to
-the gateways of the users online (`streams/delivery.py`); only after that does Faust
-acknowledge the events.
+then updates the Redis projections; only after that does Faust acknowledge the events.
+The workers are not on the live path: the processor pushes each committed batch to the
+users online itself (`commands/processor/live.py`).
 A crash re-delivers at most the unacknowledged batches, which the checkpoints skip.
 """
 
@@ -28,17 +28,16 @@ from psycopg.pq import TransactionStatus
 from infra.log_envelope import EnvelopeError, decode_envelope
 from infra.lua import execute
 from infra.retry import Backoff
-from infra.routing import queue_route
 from infra.settings import Settings
 from infra.topics import EVENTS
 from projections.bulk import BulkProjector
 from projections.cache import members_by_chat, members_query, plan_cache, queue_cache, unread_query
 from projections.cache_heal import CHECK_EVERY_S, CacheWatch
+from projections.expiry import erase_expired
 from projections.projector import Projector, Record, expire_inbox
 from projections.replay.locks import WORKER_LOCK, WORKER_UNLOCK
 from projections.schema import LIVE_SCHEMA
 from projections.upcasting import upcast_envelope
-from streams.delivery import Delivery
 
 log = logging.getLogger("parley.workers")
 
@@ -66,7 +65,7 @@ AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type
 
 
 def create_app(settings: Settings) -> faust.App:
-    """The Faust app with the projection agent and the inbox expiry timer."""
+    """The Faust app with the projection agent and the inbox and message expiry timers."""
     # Faust creates a data directory on start (empty with the memory store): keep it in
     # the stack's state directory, not in whatever directory the worker was started from.
     datadir = Path(settings.state_dir) / "faust"
@@ -134,6 +133,17 @@ def create_app(settings: Settings) -> faust.App:
         if removed:
             log.info("event=inbox_expired rows=%d", removed)
 
+    @app.timer(interval=settings.message_expiry_interval_s)  # type: ignore[untyped-decorator]
+    async def disappear() -> None:
+        try:
+            async with await _connect(settings) as conn:
+                gone = await erase_expired(conn, watch_redis, datetime.now(UTC))
+        except (psycopg.OperationalError, aioredis.RedisError, OSError) as exc:
+            log.warning("event=message_expiry_failed error=%s", type(exc).__name__)
+            return
+        if gone:
+            log.info("event=messages_expired messages=%d", len(gone))
+
     return app
 
 
@@ -147,9 +157,9 @@ class Pace:
         self.since = time.monotonic()
         self.batches = self.events = 0
         self.busy_s = 0.0
-        self.stage_s = [0.0, 0.0]  # PostgreSQL (projections and reads), Redis (cache, pushes)
+        self.stage_s = [0.0, 0.0]  # PostgreSQL (projections and reads), Redis (cache)
         self.taken: list[float] = []  # per event: Kafka append time -> handed to the agent
-        self.done: list[float] = []  # ... -> projected, cached and routed
+        self.done: list[float] = []  # ... -> projected and cached
 
     def lags(self, taken: list[float], done: list[float]) -> None:
         self.taken += taken
@@ -274,10 +284,8 @@ async def apply_live(
     1. PostgreSQL: BEGIN, the replay's swap lock (shared; projections/replay/locks.py), the
        checkpoints, chat versions and cursors the projector reads first;
     2. PostgreSQL: the projections' writes and checkpoints, then what Redis needs from
-       the result (active members, unread counts, a changed chat's recipients,
-       blocking), then COMMIT;
-    3. Redis, once committed: the cache writes and the pushes to the recipients'
-       gateways, in one MULTI;
+       the result (active members, unread counts), then COMMIT;
+    3. Redis, once committed: the cache writes, in one MULTI;
     4. PostgreSQL: the swap lock released.
 
     Each round trip is a wait for another process on a machine whose cores are busy,
@@ -286,24 +294,14 @@ async def apply_live(
     """
     chats = {r.envelope.chat_id for r in records}
     plan = plan_cache(records)
-    delivery = Delivery.of(records)
     marks = [time.monotonic()]
-    async with (
-        conn.cursor() as members_cur,
-        conn.cursor() as unread_cur,
-        conn.cursor() as recipients_cur,
-        conn.cursor() as blocks_cur,
-    ):
+    async with conn.cursor() as members_cur, conn.cursor() as unread_cur:
 
         async def reads() -> None:
             if chats:
                 await members_cur.execute(*members_query(chats))
             if plan.unread_chats:
                 await unread_cur.execute(*unread_query(plan.unread_chats))
-            if delivery.asked:
-                await recipients_cur.execute(*delivery.recipients_query())
-            if delivery.chats:
-                await blocks_cur.execute(*delivery.blocks_query())
             await conn.execute("COMMIT")
 
         try:
@@ -313,17 +311,7 @@ async def apply_live(
             marks.append(time.monotonic())
             members = members_by_chat(await members_cur.fetchall()) if chats else {}
             unread_rows = await unread_cur.fetchall() if plan.unread_chats else []
-            items = delivery.items(
-                members,
-                await recipients_cur.fetchall() if delivery.asked else (),
-                await blocks_cur.fetchall() if delivery.chats else (),
-            )
-
-            def writes(pipe: Any) -> None:
-                queue_cache(pipe, plan, members, unread_rows)
-                queue_route(pipe, items)
-
-            await execute(redis, writes)
+            await execute(redis, lambda pipe: queue_cache(pipe, plan, members, unread_rows))
             marks.append(time.monotonic())
         finally:
             await _end_batch(conn)
