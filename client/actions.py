@@ -31,6 +31,7 @@ class Shown:
     edited: bool = False
     deleted: bool = False
     reactions: dict[str, str] = field(default_factory=dict)  # member -> emoji
+    forwarded: int = 0  # hops: "Forwarded", and "Forwarded many times" from 5
 
 
 def _text(message: Mapping[str, Any]) -> str:
@@ -77,6 +78,7 @@ def shown(
                 quote,
                 bool(message.get("edited")),
                 bool(message.get("deleted")),
+                forwarded=int(message.get("forwarded") or 0),
             )
             continue
         target = out.get(ref) if isinstance(ref, int) else None

@@ -230,6 +230,27 @@ class ChatClient:
         """The chat's disappearing-messages timer, from the latest `timer` message held."""
         return timer_of(self.chats[chat_id].messages)
 
+    async def forward(self, chat_id: str, seq: int, to_chats: list[str]) -> dict[str, Any]:
+        """Copy message `seq` to `to_chats`; the `forwarded` answer, each chat's outcome.
+        Our copies are held from it, as a send is held from its ack."""
+        local_id = f"f-{time.time_ns()}-{uuid.uuid4().hex[:6]}"
+        frame = {
+            "type": "forward",
+            "chat_id": chat_id,
+            "seq": seq,
+            "to_chats": to_chats,
+            "local_id": local_id,
+        }
+        answer = await self.request(frame)
+        original = self.chats[chat_id].messages.get(seq, {})
+        for result in answer["results"]:
+            if "seq" in result:
+                copy = {**original, "chat_id": result["chat_id"], "seq": result["seq"]}
+                copy.update(message_id=result["message_id"], sender=self.user_id, ref=None)
+                copy.update(quote=None, forwarded=answer["forwarded"], local_id=None)
+                await self._on_message(copy, own=True)
+        return answer
+
     def shown(self, chat_id: str) -> dict[int, Shown]:
         """The chat as a user sees it: actions applied (`client.actions.shown`)."""
         return shown(self.chats[chat_id].messages)
@@ -376,7 +397,8 @@ class ChatClient:
     async def _on_frame(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
         request_id = frame.get("id")
-        if request_id and kind in ("ack", "ok", "error", "pong", "presence", "sync_done"):
+        answers = ("ack", "ok", "error", "pong", "presence", "sync_done", "forwarded")
+        if request_id and kind in answers:
             waiter = self._waiters.get(request_id)
             if waiter is not None and not waiter.done():
                 waiter.set_result(frame)

@@ -46,6 +46,8 @@ EDIT_WINDOW_MS = 15 * 60 * 1000
 """Default time a sender has to edit a message (WhatsApp's); settings override it."""
 DELETE_WINDOW_MS = 2 * 24 * 3600 * 1000
 """Default time to delete a message for everyone (about WhatsApp's); settings override it."""
+MAX_FORWARDS = 1_000_000
+"""A bound on a message's forward count: the client shows "many times" from five."""
 DISAPPEARING_TIMERS_S = (0, 24 * 3600, 7 * 24 * 3600, 90 * 24 * 3600)
 """The disappearing-message timers a chat offers (0: off), WhatsApp's; settings override."""
 
@@ -173,7 +175,8 @@ class Chat(Aggregate):
         shows of the message it answers (`Remembered.quote`). `timer_s`: the chat's
         disappearing-messages timer, on a message sent while it was on (the message
         disappears that long after it was sent), and on a `timer` message, which sets
-        it (0: off)."""
+        it (0: off). `forwarded`: how many times the content was forwarded to get here
+        (0: written here)."""
 
         class_version = 2
         seq: int
@@ -188,12 +191,14 @@ class Chat(Aggregate):
         ref: int | None
         quote: dict[str, Any] | None
         timer_s: int | None
+        forwarded: int
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["ref"] = None
             state["quote"] = None
             state["timer_s"] = None
+            state["forwarded"] = 0
 
         def apply(self, aggregate: "Chat") -> None:
             aggregate._last_seq = self.seq
@@ -384,6 +389,7 @@ class Chat(Aggregate):
         max_body: int = MAX_BODY_BYTES,
         sender_blocked_peer: bool = False,
         reply_to: int | None = None,
+        forwarded: int = 0,
     ) -> SendResult:
         """Append a message with the next seq; a resend returns the original, adding nothing.
 
@@ -397,6 +403,8 @@ class Chat(Aggregate):
             return original
         self._check_sender(sender, device_id, local_id, sender_blocked_peer)
         message_kind = validate_message(kind, body, media, max_body)
+        if not 0 <= forwarded <= MAX_FORWARDS:
+            raise InvalidBody(f"forwarded counts 0..{MAX_FORWARDS} hops")
         quote = None if reply_to is None else self._target(reply_to).quote(reply_to)
         return self._append(
             sender,
@@ -410,6 +418,7 @@ class Chat(Aggregate):
             ref=reply_to,
             quote=quote,
             timer_s=self._timer_s or None,
+            forwarded=forwarded,
         )
 
     def set_timer(
@@ -540,6 +549,7 @@ class Chat(Aggregate):
         ref: int | None = None,
         quote: dict[str, Any] | None = None,
         timer_s: int | None = None,
+        forwarded: int = 0,
     ) -> SendResult:
         seq = self._last_seq + 1
         self.trigger_event(
@@ -556,6 +566,7 @@ class Chat(Aggregate):
             ref=ref,
             quote=quote,
             timer_s=timer_s,
+            forwarded=forwarded,
         )
         return SendResult(message_id=message_id, seq=seq, duplicate=False)
 

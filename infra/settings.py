@@ -68,6 +68,7 @@ class Settings:
     edit_window_s: float = 15 * 60  # a sender may edit a text message this long
     delete_window_s: float = 2 * 24 * 3600  # and delete a message for everyone this long
     disappearing_timers_s: str = "0,86400,604800,7776000"  # the timers a chat offers
+    forward_max_chats: int = 5  # a `forward` reaches at most this many chats at once
     processor_group: str = ""  # empty: <topic prefix>parley-processor
     processor_batch_max: int = 500
     processor_linger_ms: int = 2

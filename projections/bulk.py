@@ -294,12 +294,13 @@ class BulkProjector(Projector):
         await cur.execute(
             self._q(
                 "INSERT INTO {s}.messages (chat_id, seq, message_id, sender, device_id, local_id, "
-                "kind, body, media, sent_at, expires_at) SELECT v.chat_id, v.seq, v.message_id, "
-                "v.sender, v.device_id, v.local_id, v.kind, decode(v.body, 'base64'), "
-                "v.media::jsonb, v.sent_at, v.expires_at FROM unnest(%b::uuid[], %b::int8[], "
-                "%b::int8[], %b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[], "
-                "%b::text[], %b::timestamptz[], %b::timestamptz[]) AS v(chat_id, seq, "
-                "message_id, sender, device_id, local_id, kind, body, media, sent_at, expires_at) "
+                "kind, body, media, sent_at, expires_at, forwarded) SELECT v.chat_id, v.seq, "
+                "v.message_id, v.sender, v.device_id, v.local_id, v.kind, decode(v.body, "
+                "'base64'), v.media::jsonb, v.sent_at, v.expires_at, v.forwarded "
+                "FROM unnest(%b::uuid[], %b::int8[], %b::int8[], %b::uuid[], %b::text[], "
+                "%b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[], "
+                "%b::timestamptz[], %b::int4[]) AS v(chat_id, seq, message_id, sender, "
+                "device_id, local_id, kind, body, media, sent_at, expires_at, forwarded) "
                 "ON CONFLICT (chat_id, seq) DO NOTHING"
             ),
             (
@@ -314,6 +315,7 @@ class BulkProjector(Projector):
                 [None if x["media"] is None else orjson.dumps(x["media"]).decode() for x in p],
                 [e.timestamp for e in sends],
                 [expires_at(e) for e in sends],
+                [int(x.get("forwarded", 0)) for x in p],
             ),
         )
 

@@ -115,6 +115,7 @@ def message_json(
         ref=p.get("ref"),
         quote=p.get("quote"),
         expires_at=None if ends is None else utc_iso(ends),
+        forwarded=p.get("forwarded", 0),
     )
     return orjson.dumps(view)
 

@@ -57,6 +57,7 @@ class MessageRow:
     edited_at: datetime | None = None
     deleted_at: datetime | None = None
     expires_at: datetime | None = None
+    forwarded: int = 0
 
 
 @dataclass
@@ -165,6 +166,7 @@ class ReadModel:
                 if p.get("timer_s") and p["kind"] not in NOTICE_KINDS
                 else None
             ),
+            forwarded=p.get("forwarded", 0),
         )
         chat = self.chats[e.chat_id]
         chat.last_seq, chat.last_message_id, chat.last_sender = seq, message_id, sender

@@ -50,6 +50,7 @@ def message_event_frame(chat_id: object, p: Mapping[str, Any], at: datetime) -> 
         ref=p.get("ref"),
         quote=p.get("quote"),
         expires_at=None if ends is None else utc_iso(ends),
+        forwarded=p.get("forwarded", 0),
     )
     return message_frame(view, p["local_id"])
 

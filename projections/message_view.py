@@ -5,7 +5,8 @@ The query API's message, the recent cache's JSON (`projections.cache`) and, with
 fields: chat, seq, message id, sender, kind, body (base64), media, sent_at, and what
 members did with it: `ref` (the seq a reply answers or an action acts on), `quote` (a
 reply's), `edited` and `deleted` (a tombstone: no body, no media), and `expires_at` (a
-disappearing message's end: from then on it is shown as a tombstone, `as_of`). A message
+disappearing message's end: from then on it is shown as a tombstone, `as_of`), and
+`forwarded` (how many hops a forwarded copy made; 0 for a message written here). A message
 whose sender its reader blocked keeps its seq, id and time and nothing else
 (`hidden_view`, `hidden_frame`). Callers give the body as base64 text and the time as ISO 8601 text,
 each as their source holds them.
@@ -31,6 +32,7 @@ def message_view(
     edited: bool = False,
     deleted: bool = False,
     expires_at: str | None = None,
+    forwarded: int = 0,
 ) -> dict[str, Any]:
     """The message: what the query API answers and the recent cache holds."""
     return {
@@ -47,6 +49,7 @@ def message_view(
         "edited": edited,
         "deleted": deleted,
         "expires_at": expires_at,
+        "forwarded": forwarded,
     }
 
 
@@ -82,6 +85,7 @@ def hidden_view(chat_id: object, seq: int, message_id: object, sent_at: str) -> 
         "edited": False,
         "deleted": False,
         "expires_at": None,
+        "forwarded": 0,
     }
 
 

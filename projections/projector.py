@@ -295,8 +295,8 @@ class Projector:
         await cur.execute(
             self._q(
                 "INSERT INTO {s}.messages (chat_id, seq, message_id, sender, device_id, local_id, "
-                "kind, body, media, sent_at, ref, quote, expires_at) VALUES (%s, %s, %s, %s, %s, "
-                "%s, %s, decode(%s, 'base64'), %s::jsonb, %s, %s, %s::jsonb, %s) "
+                "kind, body, media, sent_at, ref, quote, expires_at, forwarded) VALUES (%s, %s, "
+                "%s, %s, %s, %s, %s, decode(%s, 'base64'), %s::jsonb, %s, %s, %s::jsonb, %s, %s) "
                 "ON CONFLICT (chat_id, seq) DO NOTHING"
             ),
             (
@@ -313,6 +313,7 @@ class Projector:
                 p.get("ref"),
                 None if p.get("quote") is None else dumps(p["quote"]).decode(),
                 expires_at(e),
+                p.get("forwarded", 0),
             ),
         )
         action = getattr(self, f"_on_{p['kind']}", None)

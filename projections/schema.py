@@ -116,9 +116,11 @@ messages = Table(
     Column("deleted_at", DateTime(timezone=True)),
     # Disappearing messages (migration 4): when the message is erased (projections/expiry.py).
     Column("expires_at", DateTime(timezone=True)),
+    Column("forwarded", Integer, nullable=False, server_default="0"),  # hops (migration 4)
 )
 MESSAGE_EXPIRY = (
-    "ALTER TABLE {schema}.messages ADD COLUMN IF NOT EXISTS expires_at timestamptz",
+    "ALTER TABLE {schema}.messages ADD COLUMN IF NOT EXISTS expires_at timestamptz, "
+    "ADD COLUMN IF NOT EXISTS forwarded integer NOT NULL DEFAULT 0",
     "CREATE INDEX IF NOT EXISTS messages_by_expiry ON {schema}.messages (expires_at) "
     "WHERE expires_at IS NOT NULL AND deleted_at IS NULL",
 )
@@ -212,7 +214,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (1, "read model v1: chats, members, history, messages, receipts, counts, unread, inbox"),
     (2, "messages found by chat and media id"),
     (3, "replies, reactions, edits and deletes: message columns, reactions, versions"),
-    (4, "disappearing messages: when each message expires"),
+    (4, "disappearing and forwarded messages: when each expires, how often forwarded"),
 ]
 
 

@@ -39,7 +39,7 @@ from queries.responses import answer
 _INBOX = """
 SELECT i.chat_id, i.seq, msg.message_id, msg.sender, msg.kind, msg.body, msg.media,
        msg.sent_at, msg.ref, msg.quote, msg.edited_at, msg.deleted_at, msg.expires_at,
-       i.created_at
+       msg.forwarded, i.created_at
 FROM {s}.inbox i
 JOIN {s}.messages msg ON msg.chat_id = i.chat_id AND msg.seq = i.seq
 WHERE i.recipient = %(user)s {after}
@@ -77,7 +77,7 @@ async def inbox(request: Request, identity: Identity) -> Response:
     page = rows[:limit]
     now = datetime.now(UTC)
     messages = [
-        {**as_of(message_from_row(row[0], row[1:13]), now), "queued_at": utc_iso(row[13])}
+        {**as_of(message_from_row(row[0], row[1:14]), now), "queued_at": utc_iso(row[14])}
         for row in page
     ]
     after = None

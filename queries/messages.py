@@ -32,7 +32,7 @@ Message = dict[str, Any]
 
 MESSAGE_COLUMNS = (
     "seq, message_id, sender, kind, body, media, sent_at, ref, quote, edited_at, deleted_at, "
-    "expires_at"
+    "expires_at, forwarded"
 )
 """The columns `message_from_row` reads, in its order."""
 
@@ -47,7 +47,7 @@ def message_from_row(chat_id: UUID, row: Sequence[Any]) -> Message:
     seq, message_id, sender, kind, body, media, sent_at, ref, quote, edited_at, deleted_at = row[
         :11
     ]
-    expires_at = row[11]
+    expires_at, forwarded = row[11:13]
     body_text = base64.b64encode(body).decode("ascii")
     return message_view(
         chat_id,
@@ -63,6 +63,7 @@ def message_from_row(chat_id: UUID, row: Sequence[Any]) -> Message:
         edited=edited_at is not None,
         deleted=deleted_at is not None,
         expires_at=None if expires_at is None else utc_iso(expires_at),
+        forwarded=forwarded,
     )
 
 
@@ -93,6 +94,7 @@ def message_from_cache(raw: bytes) -> Message:
         edited=c.get("edited", False),
         deleted=c.get("deleted", False),
         expires_at=c.get("expires_at"),
+        forwarded=c.get("forwarded", 0),
     )
 
 

@@ -106,6 +106,11 @@ _MESSAGE_FIELDS: dict[str, Any] = {
         "oneOf": [TIMESTAMP, {"type": "null"}],
         "description": "a disappearing message's end: from then on it is shown deleted",
     },
+    "forwarded": {
+        "type": "integer",
+        "minimum": 0,
+        "description": "forwarded this many hops (0: written here; 5 or more: many times)",
+    },
 }
 _HIDDEN_ACTION_FIELDS: dict[str, Any] = {
     "ref": {"type": "null"},
@@ -113,6 +118,7 @@ _HIDDEN_ACTION_FIELDS: dict[str, Any] = {
     "edited": {"const": False},
     "deleted": {"const": False},
     "expires_at": {"type": "null"},
+    "forwarded": {"const": 0},
 }
 
 SCHEMAS: dict[str, Any] = {

@@ -44,7 +44,7 @@ COMMAND_FRAMES: dict[str, CommandType] = {
     "promote_admin": CommandType.PROMOTE_ADMIN,
     "demote_admin": CommandType.DEMOTE_ADMIN,
 }
-OTHER_FRAMES = frozenset({"typing", "sync", "ping", "presence"})
+OTHER_FRAMES = frozenset({"typing", "sync", "ping", "presence", "forward"})
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ async def projected(
 
 def row_frame(row: tuple[Any, ...]) -> dict[str, Any]:
     chat_id, seq, message_id, sender, local_id, kind, body, media, sent_at, blocked = row[:10]
-    ref, quote, edited_at, deleted_at, expires_at = row[10:]
+    ref, quote, edited_at, deleted_at, expires_at, forwarded = row[10:]
     if blocked:  # its sender is blocked by the one syncing
         return hidden_frame(chat_id, seq, message_id, utc_iso(sent_at))
     body_text = base64.b64encode(body).decode("ascii")
@@ -124,6 +124,7 @@ def row_frame(row: tuple[Any, ...]) -> dict[str, Any]:
         edited=edited_at is not None,
         deleted=deleted_at is not None,
         expires_at=None if expires_at is None else utc_iso(expires_at),
+        forwarded=forwarded,
     )
     return message_frame(as_of(view, datetime.now(UTC)), local_id)
 
@@ -218,7 +219,7 @@ async def missed_messages(
                         "SELECT m.chat_id, m.seq, m.message_id, m.sender, m.local_id, m.kind, "
                         "m.body, m.media, m.sent_at, m.sender = ANY(coalesce((SELECT b.blocks "
                         "FROM {d}.users b WHERE b.user_id = %(user)s), '{{}}'::uuid[])), "
-                        "m.ref, m.quote, m.edited_at, m.deleted_at, m.expires_at "
+                        "m.ref, m.quote, m.edited_at, m.deleted_at, m.expires_at, m.forwarded "
                         "FROM {s}.messages m "
                         "WHERE m.chat_id = %(chat)s AND m.seq > %(after)s AND m.seq <= %(last)s "
                         "AND EXISTS ("

@@ -127,6 +127,14 @@ def _ref_arg(command: Command) -> int | None:
     return value
 
 
+def _forwarded_arg(command: Command) -> int:
+    """How many hops a forwarded copy made (set by the gateway's `forward`, never a client)."""
+    value = command.args.get("forwarded", 0)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadCommand("forwarded must be an integer")
+    return value
+
+
 def send(ctx: Context, command: Command) -> Result:
     """A message, or an action on one (its kind in `ACTION_KINDS`, its `ref` the seq)."""
     chat = _direct(ctx, command) if "to" in command.args else _require(ctx, command)
@@ -182,6 +190,7 @@ def send(ctx: Context, command: Command) -> Result:
         max_body=ctx.limits.max_body_bytes,
         sender_blocked_peer=blocked,
         reply_to=ref,
+        forwarded=_forwarded_arg(command),
     )
     return _sent(command, outcome)
 

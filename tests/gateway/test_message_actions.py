@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,9 +16,10 @@ import httpx
 import psycopg
 import pytest
 import redis
+from PIL import Image
 
 from bench.stand_ins import stand_in_account
-from client import Account, Ack, ChatClient, CommandFailed
+from client import Account, Ack, ChatClient, CommandFailed, upload_media
 from infra.settings import Settings
 from projections.cache import PREFIX
 from projections.replay.listing import PROJECTIONS
@@ -387,3 +390,78 @@ def test_a_timer_is_announced_and_messages_disappear_after_a_restart_of_everythi
             await b.close()
 
     asyncio.run(second_part())
+
+
+# Forwarding
+
+
+async def _projected(live: FullStack, who: Account, chat_id: str, position: int) -> None:
+    """Wait (by read-your-writes) until the query side has a copy: forwards read it there."""
+    await history(live, who, Ack(chat_id, "", "", 0, position, False))
+
+
+def test_a_forward_copies_text_and_media_to_a_few_chats_counting_hops(live: FullStack) -> None:
+    alice, bob, carol = (account(live, n) for n in ("alice", "bob", "carol"))
+    picture = io.BytesIO()
+    Image.new("RGB", (24, 16)).save(picture, "PNG")
+
+    async def scenario() -> None:
+        a, b, c = [await client(live, who) for who in (alice, bob, carol)]
+        try:
+            photo = await asyncio.to_thread(
+                upload_media, live.base, bob, picture.getvalue(), "image/png"
+            )
+            sent = await b.send_media(photo, caption="the view", to=alice.user_id)
+            with_carol = (await a.send_text("hi", to=carol.user_id)).chat_id
+            group = await a.create_group("Friends", [carol.user_id])
+            await _projected(live, alice, sent.chat_id, sent.position)
+            answer = await a.forward(sent.chat_id, sent.seq, [with_carol, group])
+            assert answer["forwarded"] == 1
+            assert [r["chat_id"] for r in answer["results"] if "seq" in r] == [with_carol, group]
+            copy = answer["results"][0]
+            await c.wait_until(lambda: copy["seq"] in c.chats[with_carol].messages)
+            got = c.chats[with_carol].messages[copy["seq"]]
+            assert (got["kind"], text(got), got["forwarded"]) == ("media", "the view", 1)
+            assert got["media"]["media_id"] == photo["media_id"]  # no re-upload
+            assert c.shown(with_carol)[copy["seq"]].forwarded == 1
+            assert live.queries is not None
+            async with httpx.AsyncClient() as http:
+                download = await http.get(
+                    f"{live.queries}/v1/chats/{with_carol}/media/{photo['media_id']}",
+                    headers={
+                        "Authorization": f"Bearer {carol.access_token}",
+                        "X-Parley-Position": f"{with_carol}:{copy['position']}",
+                    },
+                    timeout=30,
+                )
+            assert download.status_code == 200, download.text
+            # Hop by hop between two chats: "forwarded many times" from the fifth.
+            chat, seq, position = with_carol, copy["seq"], copy["position"]
+            for hop in range(2, 7):
+                await _projected(live, carol, chat, position)
+                other = group if chat == with_carol else with_carol
+                answer = await c.forward(chat, seq, [other])
+                assert answer["forwarded"] == hop
+                chat, seq, position = (
+                    other,
+                    answer["results"][0]["seq"],
+                    answer["results"][0]["position"],
+                )
+            await a.wait_until(lambda: seq in a.chats[chat].messages)
+            assert a.shown(chat)[seq].forwarded == 6
+            # At most five chats at once; nothing one cannot see.
+            six = [with_carol, group, sent.chat_id, *(str(uuid.uuid4()) for _ in range(3))]
+            assert await refused(a.forward(sent.chat_id, sent.seq, six)) == "too_many_chats"
+            assert await refused(c.forward(sent.chat_id, sent.seq, [group])) == "unknown_message"
+            gone = await b.delete(sent.chat_id, sent.seq)
+            await _projected(live, alice, sent.chat_id, gone.position)
+            assert await refused(a.forward(sent.chat_id, sent.seq, [group])) == "unknown_message"
+            # A chat the forwarder is not in is refused like any send there.
+            stranger = await b.create_group("Bob's", [])
+            answer = await a.forward(with_carol, 1, [stranger])
+            assert answer["results"][0]["error"]["code"] == "unknown_chat"
+        finally:
+            for each in (a, b, c):
+                await each.close()
+
+    asyncio.run(scenario())

@@ -84,7 +84,7 @@ def read_back(conninfo: str, schema: str) -> ReadModel:
             model.history[(r[0], r[1], r[2])] = r[3]
         for r in rows(
             "SELECT chat_id, seq, message_id, sender, device_id, local_id, kind, "
-            "body, media, sent_at, ref, quote, edited_at, deleted_at, expires_at "
+            "body, media, sent_at, ref, quote, edited_at, deleted_at, expires_at, forwarded "
             "FROM {s}.messages"
         ):
             model.messages[(r[0], r[1])] = MessageRow(
