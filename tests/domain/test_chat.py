@@ -119,7 +119,7 @@ def test_every_event_class_is_explicitly_versioned() -> None:
         "MessagesRead",
     ]  # fmt: skip
     assert Chat.__dict__["class_version"] == 1
-    current = {"MessageSent": 2}  # v2: `ref` and `quote` (replies and actions)
+    current = {"MessageSent": 2}  # v2: `ref`, `quote`, `timer_s`, `forwarded`
     for name in names:
         cls = getattr(Chat, name)
         version = cls.__dict__["class_version"]
@@ -128,10 +128,11 @@ def test_every_event_class_is_explicitly_versioned() -> None:
             assert callable(getattr(cls, f"upcast_v{old}_v{old + 1}")), name
 
 
-def test_a_v1_message_sent_reads_as_v2_without_ref_or_quote() -> None:
+def test_a_v1_message_sent_reads_as_v2_a_plain_message() -> None:
     state: dict[str, Any] = {"seq": 1, "kind": "text"}
     Chat.MessageSent.upcast_v1_v2(state)
-    assert state == {"seq": 1, "kind": "text", "ref": None, "quote": None}
+    plain = {"ref": None, "quote": None, "timer_s": None, "forwarded": 0}
+    assert state == {"seq": 1, "kind": "text", **plain}
 
 
 # Sending
