@@ -74,11 +74,13 @@ class Settings:
     processor_linger_ms: int = 2
     snowflake_lease_ttl_ms: int = 15_000
     command_timeout_s: float = 10.0
+    receipt_window_ms: int = 200  # a connection's receipts per chat coalesced within it
 
     # The relay (event store -> Kafka `parley.events`).
     relay_name: str = "parley"
     relay_batch_max: int = 500
     relay_poll_s: float = 1.0
+    relay_linger_ms: int = 10  # after a wake-up, wait this long for more commits
 
     # Accounts and access (commands service HTTP, tokens, passwords, rate limits; docs/auth.md).
     commands_host: str = "127.0.0.1"
@@ -138,6 +140,7 @@ class Settings:
     # The Faust workers and the projections.
     workers_app_id: str = ""  # empty: <topic prefix>parley-workers
     workers_batch_max: int = 500
+    workers_linger_ms: int = 50  # a batch waits this long for more events, once
     workers_session_timeout_s: float = 10.0
     inbox_ttl_days: float = 30.0
     inbox_expiry_interval_s: float = 3600.0

@@ -54,6 +54,7 @@ from commands.gateway.protocol import (
     new_chat_id,
     parse_frame,
 )
+from commands.gateway.receipts import ReceiptWindow, receipt_window
 from commands.gateway.sync import answer_sync
 from commands.gateway.typing_indicator import Typing
 from commands.media.uploads import confirmed_media
@@ -397,6 +398,9 @@ class Gateway:
         )
         if frame.type in ("delivered", "read"):
             connection.acknowledged(str(chat_id), frame.type == "read", args["up_to"])
+            if command.quiet:  # coalesced: nobody waits for its answer
+                self._receipts(connection).submit(chat_id, frame.type == "read", args["up_to"])
+                return
         if command.quiet:
 
             def failed(outcome: Outcome) -> None:
@@ -424,6 +428,12 @@ class Gateway:
         task = asyncio.create_task(copies)
         self._forwards.add(task)
         task.add_done_callback(self._forwards.discard)
+
+    def _receipts(self, connection: Connection) -> ReceiptWindow:
+        if connection.receipts is None:
+            connection.receipts = receipt_window(self.settings, self.bus, self.id, connection)
+        window: ReceiptWindow = connection.receipts
+        return window
 
     def _within_limits(
         self, connection: Connection, frame: ClientFrame, per_user: Limit, per_connection: Limit
