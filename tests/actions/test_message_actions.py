@@ -1,6 +1,7 @@
-"""Replies, reactions, edits and deletes end to end: WebSocket frames, the query API,
-the Redis cache and a rebuild of every projection, on the real stack (docs/protocol.md,
-"What members do with a message")."""
+"""Replies, reactions, edits, deletes, timers and forwards end to end: WebSocket frames,
+the query API, the Redis cache and a rebuild of every projection, on the real stack
+(docs/protocol.md, "What members do with a message"). The stack is this package's own:
+another package's would hold the relay's lock (one relay per database is active)."""
 
 from __future__ import annotations
 
