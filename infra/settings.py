@@ -60,6 +60,8 @@ class Settings:
     # Every `parley serve` service: the young generation of Python's garbage collector is
     # collected every this many allocations (Python's default: 700; 0 keeps it).
     gc_gen0_threshold: int = 20_000
+    # Services off the live path (relay, workers, notifier) run at this `nice` (0: none).
+    off_path_nice: int = 5
 
     # The write side.
     aggregate_cache_size: int = 10_000

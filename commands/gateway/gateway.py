@@ -5,7 +5,7 @@ upgrade, registers the connection in Redis (presence), and from then on:
 
 - turns command frames into commands on Kafka (via the CommandBus, in the order the
   connection sent them) and answers each with its outcome (`ack`, `ok` or `error`);
-- pushes what the delivery agent routes to this gateway (messages, receipts, chat
+- pushes what the command processor routes to this gateway (messages, receipts, chat
   changes) and volatile typing frames to the connections of the users named;
 - answers `sync` from the read model, `presence` from Redis, `ping` with `pong`.
 
