@@ -69,6 +69,10 @@ class Settings:
     aggregate_cache_size: int = 10_000
     max_body_bytes: int = 64 * 1024
     max_group_members: int = 256
+    edit_window_s: float = 15 * 60  # a sender may edit a text message this long
+    delete_window_s: float = 2 * 24 * 3600  # and delete a message for everyone this long
+    disappearing_timers_s: str = "0,86400,604800,7776000"  # the timers a chat offers
+    forward_max_chats: int = 5  # a `forward` reaches at most this many chats at once
     processor_group: str = ""  # empty: <topic prefix>parley-processor
     processor_batch_max: int = 500
     processor_linger_ms: int = 2
@@ -143,6 +147,7 @@ class Settings:
     workers_session_timeout_s: float = 10.0
     inbox_ttl_days: float = 30.0
     inbox_expiry_interval_s: float = 3600.0
+    message_expiry_interval_s: float = 10.0  # disappearing messages are erased this often
 
     # The WebSocket gateway (on the commands service).
     ws_send_queue: int = 1000

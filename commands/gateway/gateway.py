@@ -44,6 +44,7 @@ from commands.gateway import metrics
 from commands.gateway.bus import CommandBus
 from commands.gateway.connection import Connection, credentials, now_ms
 from commands.gateway.fanout import FanOut
+from commands.gateway.forward import forward, parse_forward
 from commands.gateway.presence import Presence
 from commands.gateway.protocol import (
     COMMAND_FRAMES,
@@ -124,6 +125,7 @@ class Gateway:
         self.refused_checks = 0  # of them, answered "draining"
         self.by_user: dict[UUID, set[Connection]] = defaultdict(set)
         self._tasks: list[asyncio.Task[None]] = []
+        self._forwards: set[asyncio.Task[None]] = set()  # held until done
         self.typing = Typing(self.pool, self.redis)
         self.presence = Presence(
             self.id, self.redis, self.pool, access.accounts, self.health, self.by_user
@@ -374,6 +376,8 @@ class Gateway:
             await answer_sync(self.pool, self.redis, connection, frame)
         elif frame.type == "presence":
             await self.presence.answer(connection, frame)
+        elif frame.type == "forward":
+            self._forward(connection, frame)
 
     async def _command(self, connection: Connection, frame: ClientFrame) -> None:
         actor = connection.user_id
@@ -451,6 +455,18 @@ class Gateway:
             raise
         task = asyncio.create_task(self._answer(connection, command, waiter))
         task.add_done_callback(lambda _: connection.command_done())
+
+    def _forward(self, connection: Connection, frame: ClientFrame) -> None:
+        """Copy a message to a few chats (`commands.gateway.forward`), as one send for
+        the rate limits; its copies are answered together, in the background."""
+        request = parse_forward(frame, self.settings.forward_max_chats)
+        limits = (Limit.SEND_PER_USER, Limit.SEND_PER_CONNECTION)
+        if not self._within_limits(connection, frame, *limits):
+            return
+        copies = forward(connection, request, frame.request_id, self.pool, self.bus, self.id)
+        task = asyncio.create_task(copies)
+        self._forwards.add(task)
+        task.add_done_callback(self._forwards.discard)
 
     def _receipts(self, connection: Connection) -> ReceiptWindow:
         if connection.receipts is None:

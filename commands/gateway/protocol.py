@@ -45,7 +45,7 @@ COMMAND_FRAMES: dict[str, CommandType] = {
     "promote_admin": CommandType.PROMOTE_ADMIN,
     "demote_admin": CommandType.DEMOTE_ADMIN,
 }
-OTHER_FRAMES = frozenset({"typing", "sync", "ping", "presence"})
+OTHER_FRAMES = frozenset({"typing", "sync", "ping", "presence", "forward"})
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,10 @@ def command_args(frame: ClientFrame) -> dict[str, Any]:
         }
         if frame.fields.get("media") is not None:
             args["media"] = frame.fields["media"]
+        if frame.fields.get("ref") is not None:  # a reply, or the message an action is on
+            args["ref"] = frame.integer("ref", low=1)
+        if frame.fields.get("timer_s") is not None:  # a `timer`: disappearing messages
+            args["timer_s"] = frame.integer("timer_s")
         return args
     if kind in ("delivered", "read"):
         return {"up_to": frame.integer("up_to")}

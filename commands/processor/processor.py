@@ -113,7 +113,7 @@ class CommandProcessor:
         self.ids = ids
         self.replies = replies
         self.people = people
-        self.limits = Limits(settings.max_body_bytes, settings.max_group_members)
+        self.limits = Limits.from_settings(settings)
         self.owned: dict[int, set[UUID]] = defaultdict(set)  # partition -> cached chats
         self.last_position: dict[UUID, int] = {}
         self.decided_total = 0
