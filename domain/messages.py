@@ -19,11 +19,22 @@ _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class MessageKind(StrEnum):
-    """What a message body holds."""
+    """What a message body holds; the last three are actions on the message its `ref`
+    names (domain/message_actions.py)."""
 
     TEXT = "text"
     MEDIA = "media"
     CIPHERTEXT = "ciphertext"
+    REACTION = "reaction"
+    EDIT = "edit"
+    DELETE = "delete"
+    TIMER = "timer"
+
+
+ACTION_KINDS = frozenset({MessageKind.REACTION, MessageKind.EDIT, MessageKind.DELETE})
+"""Kinds that act on another message rather than say something of their own."""
+NOTICE_KINDS = frozenset({*ACTION_KINDS, MessageKind.TIMER})
+"""Kinds that are no message of their own: no receipts, nobody's unread, no push."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +126,10 @@ def validate_message(
         message_kind = MessageKind(kind)
     except ValueError:
         raise InvalidBody(f"unknown message kind {kind!r}") from None
+    if message_kind in ACTION_KINDS:
+        raise InvalidBody(f"a {message_kind} names the message it acts on in `ref`")
+    if message_kind is MessageKind.TIMER:
+        raise InvalidBody("a timer is set with `timer_s`")
     if not isinstance(body, bytes):
         raise InvalidBody("the body must be bytes")
     if len(body) > max_body:

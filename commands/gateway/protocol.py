@@ -16,6 +16,7 @@ from uuid import UUID
 import orjson
 
 from commands.command import CommandType
+from commands.gateway.metrics import ERRORS
 from infra.json_bounds import MAX_JSON_DEPTH, JsonTooDeep, loads_bounded
 
 MAX_ID_CHARS = 64
@@ -50,7 +51,7 @@ COMMAND_FRAMES: dict[str, CommandType] = {
     "promote_admin": CommandType.PROMOTE_ADMIN,
     "demote_admin": CommandType.DEMOTE_ADMIN,
 }
-OTHER_FRAMES = frozenset({"typing", "sync", "ping", "presence"})
+OTHER_FRAMES = frozenset({"typing", "sync", "ping", "presence", "forward"})
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,10 @@ def command_args(frame: ClientFrame) -> dict[str, Any]:
         }
         if frame.fields.get("media") is not None:
             args["media"] = frame.fields["media"]
+        if frame.fields.get("ref") is not None:  # a reply, or the message an action is on
+            args["ref"] = frame.integer("ref", low=1)
+        if frame.fields.get("timer_s") is not None:  # a `timer`: disappearing messages
+            args["timer_s"] = frame.integer("timer_s")
         return args
     if kind in ("delivered", "read"):
         return {"up_to": frame.integer("up_to")}
@@ -173,4 +178,5 @@ def dump(frame: dict[str, Any]) -> str:
 
 
 def error_frame(code: str, message: str, request_id: str = "", **extra: Any) -> dict[str, Any]:
+    ERRORS.inc(code)
     return {"type": "error", "id": request_id, "code": code, "message": message, **extra}
