@@ -224,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_push_parser(sub)  # parley push status|test (docs/push.md)
 
+    from parley.media_console import add_parser as add_media_parser
+
+    add_media_parser(sub)  # parley media sweep (docs/media.md)
+
     demo = sub.add_parser("demo", help="a scripted tour of the running stack, with a transcript")
     demo.set_defaults(run=_demo)
     return parser
