@@ -47,7 +47,7 @@ from domain.media import (
 )
 from domain.messages import MediaRef
 from domain.multipart import PartPlan, plan_parts
-from infra.media_probe import probe
+from infra.media_probe import ProbeChildren, probe
 from infra.objectstore import ObjectStore
 from infra.settings import Settings
 
@@ -131,6 +131,7 @@ class MediaUploads:
         self.pool = pool
         self.limits = limits_from_settings(settings)
         self._probes = asyncio.Semaphore(settings.media_probe_concurrency)
+        self._children = ProbeChildren()
         self.part_limits = part_limits_from_settings(settings)
         self.multipart = MultipartUploads(settings, store, pool, self._forget)
         self.retention = MediaRetention(
@@ -222,6 +223,7 @@ class MediaUploads:
                 probed = await probe(
                     self.store.presign_get(key, self.settings.media_probe_timeout_s + 60),
                     upload.size,
+                    self._children,
                     kind=upload.kind,
                     max_pixels=self.settings.media_max_pixels,
                     max_duration_s=self.settings.media_max_duration_s,
@@ -254,6 +256,10 @@ class MediaUploads:
             1000 * (time.perf_counter() - started),
         )
         return _ref(tuple(updated)).to_dict()
+
+    async def close(self) -> None:
+        """Stop the probe child kept waiting."""
+        await self._children.close()
 
     async def collect(self, grace_s: float, unsent_grace_s: float) -> int:
         """Delete the uploads left unconfirmed for longer than `grace_s` (a multipart one:
