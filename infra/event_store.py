@@ -57,6 +57,10 @@ class ChatStore(Application[UUID]):
         transcoder.register(BytesAsBase64())
 
 
+EVENTS_TABLE = f"{ChatStore.name}_events"
+"""The stored events' table (eventsourcing names it after the application, in `public`)."""
+
+
 def store_env(settings: Settings, **overrides: str) -> dict[str, str]:
     """The eventsourcing environment for the settings' PostgreSQL."""
     env = {

@@ -79,9 +79,14 @@ def encode_event(event: DomainEventProtocol[UUID], position: int) -> tuple[bytes
         "aggregate_version": event.originator_version,
         "position": position,
         "timestamp": utc_iso(fields["timestamp"]),
-        "payload": {k: v for k, v in fields.items() if k not in _NOT_PAYLOAD},
+        "payload": event_payload(event),
     }
     return str(chat_id).encode(), orjson.dumps(envelope, default=_json_default)
+
+
+def event_payload(event: DomainEventProtocol[UUID]) -> dict[str, Any]:
+    """An event's own fields: the envelope's `payload` (values as the event holds them)."""
+    return {k: v for k, v in vars(event).items() if k not in _NOT_PAYLOAD}
 
 
 def decode_envelope(raw: bytes) -> Envelope:

@@ -5,8 +5,9 @@ one: a round trip of its own, per batch of the workers. A `Lua` script is queued
 plain `EVALSHA` instead; `execute` runs a pipeline and, when Redis answers `NOSCRIPT`
 (it restarted, or its scripts were flushed), loads every `Lua` script and runs the
 pipeline's commands once more. The commands of a pipeline that calls scripts must be
-safe to run twice; the workers' are (cache writes by seq and GT, counts copied whole; a
-delivery pushed twice is dropped by the client's seq check).
+safe to run twice; the workers' are (cache writes by seq and GT, counts copied whole),
+and so are the processor's (a reply published twice is taken once by its gateway, a push
+twice is dropped by the client's seq check).
 """
 
 from __future__ import annotations
@@ -62,3 +63,19 @@ async def execute(
     pipe = redis.pipeline(transaction=transaction)
     build(pipe)
     return await pipe.execute()
+
+
+def execute_blocking(client: Any, build: Callable[[Any], None], *, transaction: bool = True) -> Any:
+    """`execute` for a blocking client (`redis.Redis`): the same retry after NOSCRIPT."""
+    pipe = client.pipeline(transaction=transaction)
+    build(pipe)
+    try:
+        return pipe.execute()
+    except NoScriptError:
+        loading = client.pipeline(transaction=False)
+        for script in _ALL:
+            loading.script_load(script.source)
+        loading.execute()
+    pipe = client.pipeline(transaction=transaction)
+    build(pipe)
+    return pipe.execute()

@@ -4,6 +4,9 @@
 - `parley:presence:<user>`: hash connection id -> gateway id of the user's live
   connections (TTL; renewed by the gateway's heartbeat). A user is online while it exists.
 - `parley:user:<user>:last_seen`: unix milliseconds of the user's last heartbeat.
+- `parley:joined:<user>`: hash chat id -> log position of the event that made the user
+  a member, for chats joined in the last `JOINED_TTL_S` (written by the processor; a
+  sync waits until they are projected: `commands/gateway/sync.py`).
 - channel `parley:deliver:<gateway>`: what a gateway must push to some of its users,
   as JSON `{"items": [{"users": [...], "frame": {...}, "except": [user, device]}, ...]}`
   (messages, receipts, chat changes from the delivery agent; typing straight from other
@@ -24,6 +27,7 @@ from infra.lua import Lua
 
 PRESENCE_TTL_S = 60
 GATEWAY_TTL_S = 15
+JOINED_TTL_S = 600
 
 
 def gateway_key(gateway_id: str) -> str:
@@ -36,6 +40,18 @@ def presence_key(user_id: UUID | str) -> str:
 
 def last_seen_key(user_id: UUID | str) -> str:
     return f"parley:user:{user_id}:last_seen"
+
+
+def joined_key(user_id: UUID | str) -> str:
+    return f"parley:joined:{user_id}"
+
+
+def queue_joined(pipe: Any, joins: Iterable[tuple[str, UUID, int]]) -> None:
+    """Queue in `pipe`, for each (user, chat, position), that the user joined the chat."""
+    for user, chat_id, position in joins:
+        key = joined_key(user)
+        pipe.hset(key, str(chat_id), position)
+        pipe.expire(key, JOINED_TTL_S)
 
 
 def deliver_channel(gateway_id: str) -> str:

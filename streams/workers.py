@@ -2,9 +2,9 @@
 
 Faust is treated as at-least-once. The agent takes events in batches, applies each batch
 to the PostgreSQL projections in one transaction that also moves their checkpoints,
-then updates the Redis projections and hands new messages, receipts and chat changes to
-the gateways of the users online (`streams/delivery.py`); only after that does Faust
-acknowledge the events.
+then updates the Redis projections; only after that does Faust acknowledge the events.
+The workers are not on the live path: the processor pushes each committed batch to the
+users online itself (`commands/processor/live.py`).
 A crash re-delivers at most the unacknowledged batches, which the checkpoints skip.
 """
 
@@ -28,7 +28,6 @@ from psycopg.pq import TransactionStatus
 from infra.log_envelope import EnvelopeError, decode_envelope
 from infra.lua import execute
 from infra.retry import Backoff
-from infra.routing import queue_route
 from infra.settings import Settings
 from infra.topics import EVENTS
 from projections.bulk import BulkProjector
@@ -38,7 +37,6 @@ from projections.projector import Projector, Record, expire_inbox
 from projections.replay.locks import WORKER_LOCK, WORKER_UNLOCK
 from projections.schema import LIVE_SCHEMA
 from projections.upcasting import upcast_envelope
-from streams.delivery import Delivery
 
 log = logging.getLogger("parley.workers")
 
@@ -147,9 +145,9 @@ class Pace:
         self.since = time.monotonic()
         self.batches = self.events = 0
         self.busy_s = 0.0
-        self.stage_s = [0.0, 0.0]  # PostgreSQL (projections and reads), Redis (cache, pushes)
+        self.stage_s = [0.0, 0.0]  # PostgreSQL (projections and reads), Redis (cache)
         self.taken: list[float] = []  # per event: Kafka append time -> handed to the agent
-        self.done: list[float] = []  # ... -> projected, cached and routed
+        self.done: list[float] = []  # ... -> projected and cached
 
     def lags(self, taken: list[float], done: list[float]) -> None:
         self.taken += taken
@@ -274,10 +272,8 @@ async def apply_live(
     1. PostgreSQL: BEGIN, the replay's swap lock (shared; projections/replay/locks.py), the
        checkpoints, chat versions and cursors the projector reads first;
     2. PostgreSQL: the projections' writes and checkpoints, then what Redis needs from
-       the result (active members, unread counts, a changed chat's recipients,
-       blocking), then COMMIT;
-    3. Redis, once committed: the cache writes and the pushes to the recipients'
-       gateways, in one MULTI;
+       the result (active members, unread counts), then COMMIT;
+    3. Redis, once committed: the cache writes, in one MULTI;
     4. PostgreSQL: the swap lock released.
 
     Each round trip is a wait for another process on a machine whose cores are busy,
@@ -286,24 +282,14 @@ async def apply_live(
     """
     chats = {r.envelope.chat_id for r in records}
     plan = plan_cache(records)
-    delivery = Delivery.of(records)
     marks = [time.monotonic()]
-    async with (
-        conn.cursor() as members_cur,
-        conn.cursor() as unread_cur,
-        conn.cursor() as recipients_cur,
-        conn.cursor() as blocks_cur,
-    ):
+    async with conn.cursor() as members_cur, conn.cursor() as unread_cur:
 
         async def reads() -> None:
             if chats:
                 await members_cur.execute(*members_query(chats))
             if plan.unread_chats:
                 await unread_cur.execute(*unread_query(plan.unread_chats))
-            if delivery.asked:
-                await recipients_cur.execute(*delivery.recipients_query())
-            if delivery.chats:
-                await blocks_cur.execute(*delivery.blocks_query())
             await conn.execute("COMMIT")
 
         try:
@@ -313,17 +299,7 @@ async def apply_live(
             marks.append(time.monotonic())
             members = members_by_chat(await members_cur.fetchall()) if chats else {}
             unread_rows = await unread_cur.fetchall() if plan.unread_chats else []
-            items = delivery.items(
-                members,
-                await recipients_cur.fetchall() if delivery.asked else (),
-                await blocks_cur.fetchall() if delivery.chats else (),
-            )
-
-            def writes(pipe: Any) -> None:
-                queue_cache(pipe, plan, members, unread_rows)
-                queue_route(pipe, items)
-
-            await execute(redis, writes)
+            await execute(redis, lambda pipe: queue_cache(pipe, plan, members, unread_rows))
             marks.append(time.monotonic())
         finally:
             await _end_batch(conn)

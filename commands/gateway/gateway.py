@@ -343,7 +343,7 @@ class Gateway:
         elif frame.type == "typing":
             await self.typing.handle(connection, frame)
         elif frame.type == "sync":
-            await answer_sync(self.pool, connection, frame)
+            await answer_sync(self.pool, self.redis, connection, frame)
         elif frame.type == "presence":
             await self.presence.answer(connection, frame)
 

@@ -8,27 +8,99 @@ removed member gets only what was sent while they were in the group. The pages o
 chat stop at the `last_seq` its summary gave: a message stored after the summary was
 read comes as a live push (the connection is registered before it syncs), so a sync
 never sends a seq beyond the `last_seq` it announced.
+
+The processor pushes a message as soon as it is stored, before the workers have
+projected it, so a device that was away, and syncs right after it comes back, may find
+the read model behind what was pushed while it was away. Before answering, the sync
+therefore waits until the projections of the user's chats (and of the chats the
+processor says they joined lately, `parley:joined:<user>`) have reached the event
+store's newest event of each chat, up to `SETTLE_TIMEOUT_S` (then it answers with what
+is there; the client's gap check asks again). What is stored after that comes live.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import logging
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
 
 from commands.gateway.connection import Connection
 from commands.gateway.protocol import ClientFrame, ProtocolError
+from infra.event_store import EVENTS_TABLE
+from infra.routing import joined_key
 from infra.timestamps import utc_iso
 from projections.directory import DIRECTORY_SCHEMA
 from projections.message_view import hidden_frame, message_frame, message_view
 from projections.schema import LIVE_SCHEMA
 
+log = logging.getLogger("parley.gateway")
+
 PAGE_SIZE = 100
+SETTLE_TIMEOUT_S = 5.0
+"""How long a sync waits for the projections to reach what is stored."""
+_SETTLE_POLL_S = (0.005, 0.05)  # the first pause, and the longest
+
+_MY_CHATS = sql.SQL("SELECT chat_id FROM {s}.members WHERE user_id = %s").format(
+    s=sql.Identifier(LIVE_SCHEMA)
+)
+_HEADS = sql.SQL(
+    "SELECT c.chat_id, (SELECT e.notification_id FROM {e} e WHERE e.originator_id = c.chat_id "
+    "ORDER BY e.originator_version DESC LIMIT 1) FROM unnest(%s::uuid[]) AS c(chat_id)"
+).format(e=sql.Identifier(EVENTS_TABLE))
+_PROJECTED = sql.SQL("SELECT chat_id, position FROM {s}.chats WHERE chat_id = ANY(%s)").format(
+    s=sql.Identifier(LIVE_SCHEMA)
+)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def settle(conn: AsyncConnection[Any], redis: Redis, user_id: UUID) -> float:
+    """Wait until the projections of the user's chats reached the event store's newest
+    event of each (see the module docstring); return the seconds waited."""
+    joined = await redis.hgetall(joined_key(user_id))
+    async with conn.cursor() as cur:
+        await cur.execute(_MY_CHATS, (user_id,))
+        chats = {row[0] for row in await cur.fetchall()}
+    chats.update(UUID(_text(chat)) for chat in joined)
+    waited, behind = await projected(conn, chats, SETTLE_TIMEOUT_S)
+    if behind:
+        log.warning("event=sync_unsettled user=%s chats=%d", user_id, behind)
+    return waited
+
+
+async def projected(
+    conn: AsyncConnection[Any], chats: Iterable[UUID], timeout_s: float
+) -> tuple[float, int]:
+    """Wait until the projections of `chats` reached the event store's newest event of
+    each, up to `timeout_s`; return (the seconds waited, how many are still behind)."""
+    started = time.monotonic()
+    wanted = list(chats)
+    if not wanted:
+        return 0.0, 0
+    async with conn.cursor() as cur:
+        await cur.execute(_HEADS, (wanted,))
+        heads = {chat: head for chat, head in await cur.fetchall() if head}
+        pause, longest = _SETTLE_POLL_S
+        while heads:
+            await cur.execute(_PROJECTED, (list(heads),))
+            for chat, position in await cur.fetchall():
+                if position >= heads[chat]:
+                    del heads[chat]
+            if not heads or time.monotonic() - started >= timeout_s:
+                break
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, longest)
+    return time.monotonic() - started, len(heads)
 
 
 def row_frame(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -159,7 +231,7 @@ async def missed_messages(
 
 
 async def answer_sync(
-    pool: AsyncConnectionPool, connection: Connection, frame: ClientFrame
+    pool: AsyncConnectionPool, redis: Redis, connection: Connection, frame: ClientFrame
 ) -> None:
     """Answer a `sync` frame: `sync_chats`, then `sync_page`s, then `sync_done`."""
     raw = frame.fields.get("cursors", {})
@@ -177,6 +249,7 @@ async def answer_sync(
             raise ProtocolError("bad_frame", "`cursors` values are seqs", frame.request_id)
         cursors[chat_id] = seq
     async with pool.connection() as conn:
+        await settle(conn, redis, connection.user_id)
         chats = await chat_summaries(conn, connection.user_id)
         connection.push({"type": "sync_chats", "id": frame.request_id, "chats": chats})
         pages = 0

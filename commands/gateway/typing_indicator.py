@@ -1,8 +1,10 @@
 """Typing indicators: volatile frames, through Redis only, never stored.
 
-A `typing` frame goes to the chat's other active members (read from the read model and
-cached for `MEMBERSHIP_CACHE_S`), except those who blocked the typist or whom it blocked;
-a `start` repeated within `TYPING_DEBOUNCE_S` is dropped (the others already see it).
+A `typing` frame goes to the chat's other active members (read from the read model once
+the chat's projection has reached what is stored, since the processor pushes a new chat
+or a membership change before it is projected, and cached for `MEMBERSHIP_CACHE_S`),
+except those who blocked the typist or whom it blocked; a `start` repeated within
+`TYPING_DEBOUNCE_S` is dropped (the others already see it).
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from redis.asyncio import Redis
 
 from commands.gateway.connection import Connection
 from commands.gateway.protocol import ClientFrame, ProtocolError
-from commands.gateway.sync import blocked_either_way
+from commands.gateway.sync import blocked_either_way, projected
 from infra.routing import route
 from projections.schema import LIVE_SCHEMA
 
 TYPING_DEBOUNCE_S = 2.0
+PROJECTED_WAIT_S = 1.0
+"""How long reading a chat's members for typing waits for its projection to reach what
+is stored (then it reads what is there)."""
 MEMBERSHIP_CACHE_S = 10.0
 """How long the gateway trusts a chat's members for typing. A membership change pushed
 through this gateway (a `chat` frame: every member and the one removed get it) drops
@@ -84,6 +89,9 @@ class Typing:
         if not fresh and cached is not None and time.monotonic() - cached[0] < MEMBERSHIP_CACHE_S:
             return cached[1]
         async with self.pool.connection() as conn, conn.cursor() as cur:
+            # The processor pushes a membership change before the workers project it:
+            # read the members once the chat's projection has reached what is stored.
+            await projected(conn, [chat_id], PROJECTED_WAIT_S)
             await cur.execute(
                 psycopg.sql.SQL(
                     "SELECT user_id FROM {s}.members WHERE chat_id = %s AND active"

@@ -1,11 +1,12 @@
 """The command processor: the single writer of the chats in the partitions it owns.
 
 It consumes `parley.commands`, decides each command against cached Chat aggregates,
-saves everything a batch decided in one transaction (group commit), sends each
-command's outcome to the reply channel the command names, and only then commits its
-Kafka offsets. Consumption is at-least-once; commands are idempotent (local ids,
-watermarks, no-op group changes), so a redelivered command changes nothing. The Kafka
-loop around it is `consumer.py`.
+saves everything a batch decided in one transaction (group commit), then, in one Redis
+round trip, sends each command's outcome to the reply channel the command names and
+pushes the batch's new messages, receipts and chat changes to the gateways of the
+users online (`live.py`); only then does it commit its Kafka offsets. Consumption is
+at-least-once; commands are idempotent (local ids, watermarks, no-op group changes), so
+a redelivered command changes nothing. The Kafka loop around it is `consumer.py`.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from commands.command import BadCommand, Command, Outcome, peek_reply, reply_channel
 from commands.processor.handlers import HANDLERS, Context, IdGenerator, Limits
+from commands.processor.live import LiveBatch, RecentSenders, audience_of, cursors_of
 from commands.processor.people import BatchPeople, asked_of_people
 from domain.chat import Chat
 from domain.errors import DomainError
 from infra.event_store import SNAPSHOT_INTERVAL, ChatStore, chat_position
+from infra.lua import execute_blocking
+from infra.routing import queue_joined, queue_route
 from infra.settings import Settings
 
 log = logging.getLogger("parley.processor")
@@ -74,11 +78,17 @@ class BatchChats:
 class ReplyPipeline(Protocol):
     def publish(self, channel: str, message: bytes) -> Any: ...
 
+    def evalsha(self, sha: str, numkeys: int, *args: Any) -> Any: ...
+
+    def hset(self, name: str, key: str, value: int) -> Any: ...
+
+    def expire(self, name: str, time: int) -> Any: ...
+
     def execute(self) -> Any: ...
 
 
 class Replies(Protocol):
-    """Where outcomes are published: Redis pub/sub (`redis.Redis`), or a test's list."""
+    """Where outcomes and pushes go: Redis (`redis.Redis`), or a test's list."""
 
     def pipeline(self, transaction: bool = ...) -> ReplyPipeline: ...
 
@@ -108,6 +118,8 @@ class CommandProcessor:
         self.last_position: dict[UUID, int] = {}
         self.decided_total = 0
         self.poisoned: set[str] = set()  # commands whose handler failed: answered `internal`
+        self.recent = RecentSenders()
+        self.live = LiveBatch(people, self.recent)
 
     # The batch: decide, save, reply.
 
@@ -118,7 +130,10 @@ class CommandProcessor:
         conflicts = 0
         while conflicts <= MAX_CONFLICT_RETRIES:
             chats = BatchChats(self.store)
-            self.people.prepare(*asked_of_people(commands))
+            senders, named = asked_of_people(commands)
+            audience = audience_of(chats.get(c.chat_id) for c in commands)
+            self.people.prepare([*senders, *audience, *named], named)
+            self.live = LiveBatch(self.people, self.recent)
             try:
                 decided = [self._decide(chats, p, raw, command) for p, raw, command in batch]
             except _Redo:
@@ -137,7 +152,8 @@ class CommandProcessor:
                 self._evict(chats.touched)
                 raise
             outcomes = [self._outcome(d, positions) for d in decided]
-            self._reply(decided, outcomes)
+            self.live.committed(positions)
+            self._reply(decided, outcomes, positions)
             self.decided_total += len(outcomes)
             return outcomes
         raise RuntimeError(f"batch still conflicts after {MAX_CONFLICT_RETRIES} retries")
@@ -161,6 +177,7 @@ class CommandProcessor:
         ctx = Context(chats, self.ids, self.limits, self.people)
         before = chats.touched.get(command.chat_id)
         pending_before = len(before.pending_events) if before is not None else 0
+        cursors = cursors_of(before, command.actor)
         try:
             decided.result = HANDLERS[command.type](ctx, command)
         except DomainError as exc:
@@ -183,6 +200,7 @@ class CommandProcessor:
             self.owned[partition].add(chat.id)
             if decided.error is None and len(chat.pending_events) > pending_before:
                 decided.version = chat.version
+                self.live.note(chat, chat.pending_events[pending_before:], cursors)
         return decided
 
     def _save(self, chats: BatchChats) -> dict[tuple[UUID, int], int]:
@@ -239,20 +257,45 @@ class CommandProcessor:
             position=position,
         )
 
-    def _reply(self, decided: list[Decided], outcomes: list[Outcome]) -> None:
-        pipe = self.replies.pipeline(transaction=False)
-        count = 0
-        for d, outcome in zip(decided, outcomes, strict=True):
-            if d.reply_to and not (d.quiet and outcome.ok):
-                pipe.publish(reply_channel(d.reply_to), outcome.encode())
-                count += 1
-        if count:
-            try:
-                pipe.execute()
-            except redis.RedisError as exc:
-                # The outcome is stored; a client that hears nothing resends and gets the
-                # same answer (idempotent), so a lost reply costs a retry, not a message.
-                log.warning("event=reply_failed outcomes=%d error=%s", count, type(exc).__name__)
+    def _reply(
+        self,
+        decided: list[Decided],
+        outcomes: list[Outcome],
+        positions: dict[tuple[UUID, int], int],
+    ) -> None:
+        """The outcomes to their gateways, then the batch's pushes: one round trip."""
+        replies = [
+            (reply_channel(d.reply_to), outcome.encode())
+            for d, outcome in zip(decided, outcomes, strict=True)
+            if d.reply_to and not (d.quiet and outcome.ok)
+        ]
+        items = self.live.items
+        joins = [
+            (user, chat_id, positions[(chat_id, version)])
+            for user, chat_id, version in self.live.joins
+            if (chat_id, version) in positions
+        ]
+        if not replies and not items:
+            return
+
+        def build(pipe: ReplyPipeline) -> None:
+            for channel, message in replies:
+                pipe.publish(channel, message)
+            queue_route(pipe, items)
+            queue_joined(pipe, joins)
+
+        try:
+            execute_blocking(self.replies, build, transaction=False)
+        except redis.RedisError as exc:
+            # The outcome is stored; a client that hears nothing resends and gets the
+            # same answer (idempotent), so a lost reply costs a retry, not a message;
+            # a lost push is recovered by the recipient's sync.
+            log.warning(
+                "event=reply_failed outcomes=%d pushes=%d error=%s",
+                len(replies),
+                len(items),
+                type(exc).__name__,
+            )
 
     def _evict(self, chats: Iterable[UUID]) -> None:
         cache = self.store.repository.cache
@@ -267,6 +310,7 @@ class CommandProcessor:
         for partition in partitions:
             chats = self.owned.pop(partition, set())
             self._evict(chats)
+            self.recent.forget(chats)
             for chat_id in chats:
                 self.last_position.pop(chat_id, None)
 

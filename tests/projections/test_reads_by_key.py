@@ -6,13 +6,11 @@
   starts with the user, the versions with some of the statistics the bench's tables
   had. That cost 1-2 ms each per batch in `parley bench projection`, growing with the
   tables.
-- One message's receipts (the query API's receipts, and the worker's recipients of a
-  send in a chat whose membership changed) were read by (chat, seq) from a table keyed
-  by (chat, recipient, seq): every receipt of the chat, 24 ms for a group of 256 with
-  2,000 messages, growing with its history.
+- One message's receipts (the query API's receipts) were read by (chat, seq) from a
+  table keyed by (chat, recipient, seq): every receipt of the chat, 24 ms for a group
+  of 256 with 2,000 messages, growing with its history.
 
-Each is now one index probe per key. The batch's read of who blocked whom already was,
-through the members of its chats; it is counted too. These tests count the pages each
+Each is now one index probe per key. These tests count the pages each
 read touches, with the custom and the generic plan PostgreSQL may cache for it, on
 tables without statistics: a probe costs about four pages a row, a scan hundreds or
 thousands.
@@ -23,14 +21,12 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from infra.log_envelope import Envelope
 from infra.scratch import drop_database, fresh_database
 from infra.settings import Settings
 from projections.bulk import INDEX_PROBES, BulkProjector
@@ -38,7 +34,6 @@ from projections.cache import unread_query
 from projections.directory import DIRECTORY_SCHEMA
 from projections.schema import LIVE_SCHEMA, migrate
 from queries.receipts import _RECEIPTS
-from streams.delivery import Delivery
 
 CHATS = 20_000
 GROUP_MEMBERS, GROUP_MESSAGES = 64, 4_000
@@ -202,42 +197,3 @@ def test_one_messages_receipts_are_read_through_the_members(
             query.as_string(conn).replace("%(seq)s", "%s").replace("%(chat)s", "%s")
         )
         assert buffers(conn, positional, [seq, group]) <= 8 * len(rows)
-
-        # The worker's recipients of sends in a chat whose membership changed.
-        sends = [
-            cast(Envelope, SimpleNamespace(chat_id=group, payload={"seq": n}))
-            for n in (seq, seq + 1)
-        ]
-        query, params = Delivery([], [], {group}, {group}, sends).recipients_query()
-        rows = conn.execute(query, params).fetchall()
-        assert sorted((c, n) for c, n, _ in rows) == sorted(
-            (group, n) for n in (seq, seq + 1) for _ in range(GROUP_MEMBERS)
-        )
-        assert buffers(conn, query, list(params)) <= 8 * len(rows)
-
-
-def test_blocking_is_read_through_the_members(
-    filled: tuple[Settings, list[uuid.UUID]],
-) -> None:
-    scratch, chats = filled
-    asked = chats[:4]  # the group and three 1:1 chats
-    with psycopg.connect(scratch.pg_conninfo) as conn:
-        conn.execute(INDEX_PROBES)
-        query, params = Delivery([], [], set(asked), set(), []).blocks_query()
-        rows = conn.execute(query, params).fetchall()
-        members = conn.execute(
-            sql.SQL("SELECT DISTINCT user_id FROM {s}.members WHERE chat_id = ANY(%s)").format(
-                s=sql.Identifier(LIVE_SCHEMA)
-            ),
-            (asked,),
-        ).fetchall()
-        blocking = conn.execute(
-            sql.SQL(
-                "SELECT user_id FROM {d}.users WHERE cardinality(blocks) > 0 AND user_id = ANY(%s)"
-            ).format(d=sql.Identifier(DIRECTORY_SCHEMA)),
-            ([m[0] for m in members],),
-        ).fetchall()
-        assert len(blocking) >= 3
-        assert sorted(r[0] for r in rows) == sorted(b[0] for b in blocking)
-        # 71 members asked, in a directory of 40,000 users.
-        assert buffers(conn, query, list(params)) <= 8 * len(members)
