@@ -58,7 +58,9 @@ class MultipartUploads:
 
     async def part_urls(self, owner: UUID, media_id: str, numbers: object) -> dict[str, Any]:
         """Presigned PUT URLs for the parts asked for."""
-        multipart_id, plan = await self._open(owner, media_id)
+        multipart_id, plan, completed = await self._open(owner, media_id)
+        if completed:
+            raise BadUpload("the upload is completed: confirm it")
         ttl = self.settings.media_upload_url_ttl_s
         key = upload_key(media_id)
         return {
@@ -76,7 +78,9 @@ class MultipartUploads:
 
     async def complete(self, owner: UUID, media_id: str, listed: object) -> dict[str, Any]:
         """Join the uploaded parts into the object; the upload is then confirmed as usual."""
-        multipart_id, plan = await self._open(owner, media_id)
+        multipart_id, plan, completed = await self._open(owner, media_id)
+        if completed:  # a completion asked again (its answer was lost): the same answer
+            return {"media_id": media_id, "parts": plan.parts, "size": plan.size}
         key = upload_key(media_id)
         try:
             stored = await self.store.list_parts(key, multipart_id)
@@ -100,8 +104,9 @@ class MultipartUploads:
         log.info("event=media_parts_completed media_id=%s parts=%d", media_id, plan.parts)
         return {"media_id": media_id, "parts": plan.parts, "size": plan.size}
 
-    async def _open(self, owner: UUID, media_id: str) -> tuple[str, PartPlan]:
-        """The store's upload id and the plan of an owner's multipart upload still open."""
+    async def _open(self, owner: UUID, media_id: str) -> tuple[str, PartPlan, bool]:
+        """The store's upload id, the plan and whether it is completed, of an owner's
+        multipart upload; `upload_expired` past its time unless completed."""
         if not is_media_id(media_id):
             raise UnknownMedia()
         async with self.pool.connection() as conn:
@@ -115,9 +120,9 @@ class MultipartUploads:
         if row is None:
             raise UnknownMedia()
         multipart_id, size, part_size, completed, expired = row
-        if multipart_id is None or completed:
-            raise BadUpload("not a multipart upload still taking parts")
-        if expired:
+        if multipart_id is None:
+            raise BadUpload("not a multipart upload")
+        if expired and not completed:
             await self.forget(media_id)
             raise UploadExpired()
-        return multipart_id, PartPlan(size, part_size)
+        return multipart_id, PartPlan(size, part_size), completed

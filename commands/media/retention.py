@@ -60,10 +60,6 @@ class SweepRound:
     dropped: int = 0
     batches: int = 0
 
-    @property
-    def decided(self) -> int:
-        return self.kept + self.expired + self.dropped
-
 
 class MediaRetention:
     """The retention sweep over one database and one bucket."""

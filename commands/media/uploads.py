@@ -1,13 +1,16 @@
 """Media uploads on the commands service: request, confirm, attach to a send, collect.
 
-A client asks for an upload (kind, size, MIME type, sha256) and gets a presigned PUT;
-after the PUT it confirms, and the object is probed in a separate process
-(`infra.media_probe`): size, sha256 and the type its bytes show must match what was
-declared, and an image gets its dimensions and a WebP thumbnail. Only a confirmed
-upload can be sent, and only by its owner; the gateway swaps the client's `media` for
-the stored reference (`confirmed_media`). A failed confirm deletes the object and the
-row; unconfirmed uploads are deleted after `media_gc_grace_s`, and confirmed ones that
-no send took after `media_unsent_grace_s` (`MediaUploads.collect`).
+A client asks for an upload (kind, size, MIME type, sha256) and gets a presigned PUT
+(or a multipart upload: `commands.media.multipart`); after the PUT it confirms, and
+the object is probed in a separate process (`infra.media_probe`): size, sha256 and
+the type its bytes show must match what was declared, and an image gets its
+dimensions and a WebP thumbnail. Only a confirmed upload can be sent, and only by its
+owner; the gateway swaps the client's `media` for the stored reference
+(`confirmed_media`), counting the send on the upload, and gives the count back if the
+processor refuses the send (`release_media`). A failed confirm deletes the object and
+the row; unconfirmed uploads are deleted after `media_gc_grace_s`, and confirmed ones
+that no send took after `media_unsent_grace_s` (`MediaUploads.collect`); sent ones
+nobody received, after the inbox's retention (`commands.media.retention`).
 
 The uploads live in `media.uploads`, their own schema: they are state of the commands
 service, not a projection of the log.

@@ -214,6 +214,10 @@ async def test_wrong_part_numbers_and_mismatched_parts_are_refused(
         media_stack, owner, "POST", f"/v1/media/{media_id}/complete", {"parts": right}
     )
     assert answer.status_code == 200, answer.text
+    again = await _call(
+        media_stack, owner, "POST", f"/v1/media/{media_id}/complete", {"parts": right}
+    )
+    assert again.json() == answer.json()  # a completion asked again answers the same
     answer = await _call(media_stack, owner, "POST", f"/v1/media/{media_id}/confirm", {})
     assert answer.status_code == 200 and answer.json()["media"]["size"] == len(data)
 
