@@ -65,32 +65,39 @@ def run(
 
 
 def _raw_producer(settings: Settings, events: int, rate: int, seconds: float) -> dict[str, Any]:
-    from kafka import KafkaProducer
+    from confluent_kafka import Producer
 
-    from streams.relay import producer_config
+    from infra.producer import producer_config
 
     topic = settings.topic(EVENTS)
     records = _sample_records(events)
-    producer = KafkaProducer(**producer_config(settings))
-    try:
-        producer.partitions_for(topic)
-        started = time.perf_counter()
-        for key, value in records:
-            producer.send(topic, key=key, value=value)
-        producer.flush()
-        throughput = events / (time.perf_counter() - started)
+    producer = Producer(producer_config(settings, "parley-bench-raw"))
+    producer.list_topics(topic, timeout=10)
+    started = time.perf_counter()
+    for key, value in records:
+        _produce(producer, topic, key, value, None)
+    producer.flush()
+    throughput = events / (time.perf_counter() - started)
 
-        latencies: list[float] = []
+    latencies: list[float] = []
 
-        def acked(sent_at: float) -> Any:
-            return lambda _: latencies.append(time.perf_counter() - sent_at)
+    def acked(sent_at: float) -> Any:
+        return lambda error, _: latencies.append(time.perf_counter() - sent_at)
 
-        for key, value in _paced(records, rate, seconds):
-            producer.send(topic, key=key, value=value).add_callback(acked(time.perf_counter()))
-        producer.flush()
-    finally:
-        producer.close()
+    for key, value in _paced(records, rate, seconds):
+        _produce(producer, topic, key, value, acked(time.perf_counter()))
+        producer.poll(0)
+    producer.flush()
     return {"events_per_s": round(throughput), "latency_ms": _percentiles(latencies)}
+
+
+def _produce(producer: Any, topic: str, key: bytes, value: bytes, callback: Any) -> None:
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, on_delivery=callback)
+            return
+        except BufferError:
+            producer.poll(0.05)
 
 
 def _relay(settings: Settings, events: int, rate: int, seconds: float) -> dict[str, Any]:

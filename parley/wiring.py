@@ -31,7 +31,6 @@ from typing import Any
 import aiohttp
 import psycopg
 import redis
-from kafka import KafkaConsumer
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -43,7 +42,7 @@ from commands.accounts.application import open_accounts
 from commands.gateway.bus import CommandBus
 from commands.gateway.gateway import GatewayAdapters
 from commands.media.uploads import MediaUploads
-from commands.processor.consumer import consume_commands
+from commands.processor.consumer import consume_commands, open_consumer
 from commands.processor.people import open_people
 from commands.processor.processor import CommandProcessor
 from commands.ratelimit import RateLimiter, buckets_from_settings
@@ -80,22 +79,7 @@ def run_processor(
     people = open_people(settings.pg_conninfo)
     try:
         processor = CommandProcessor(settings, store, LeasedSnowflake(lease), client, people)
-        consumer = KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=settings.processor_group_id,
-            client_id=f"parley-processor-{lease.worker_id}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=settings.processor_batch_max,
-            fetch_max_wait_ms=50,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
-            # After a broker restart, kafka-python waits up to 30 s between attempts by
-            # default (doubling from 50 ms): the processor then came back up to half a
-            # minute after the broker. At most 1 s, as the relay's producer.
-            reconnect_backoff_ms=50,
-            reconnect_backoff_max_ms=1_000,
-        )
+        consumer = open_consumer(settings, f"parley-processor-{lease.worker_id}")
         log.info("event=processor_wired worker_id=%d", lease.worker_id)
         consume_commands(settings, processor, consumer, stop, ready)
     finally:

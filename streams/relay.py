@@ -2,14 +2,11 @@
 
 `parley serve relay` follows the event store's notification log from the position it
 recorded last, wakes on the store's NOTIFY (with a fallback poll), publishes batches
-with an idempotent producer (acks=all, key = chat id) and records its new position in
-`relay_position` only after Kafka acknowledged every record of the batch. A crash
-therefore re-publishes at most one batch, with the same event ids. Only the holder of a
-PostgreSQL advisory lock publishes; other relays of the same name wait as standbys and
-take over when the holder's session ends. See docs/log.md.
-
-Over 400 lines on purpose: the publisher, the follower and the standby loop share
-the one ordering argument above; split, it would be told three times.
+with the idempotent producer of `infra.producer` (acks=all, key = chat id) and records
+its new position in `relay_position` only after Kafka acknowledged every record of the
+batch. A crash therefore re-publishes at most one batch, with the same event ids. Only
+the holder of a PostgreSQL advisory lock publishes; other relays of the same name wait
+as standbys and take over when the holder's session ends. See docs/log.md.
 """
 
 from __future__ import annotations
@@ -18,7 +15,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,23 +22,19 @@ from typing import Any
 import psycopg
 from eventsourcing.persistence import Notification
 from eventsourcing.postgres import PostgresApplicationRecorder
-from kafka import KafkaProducer
-from kafka.errors import KafkaError, KafkaTimeoutError
 from psycopg import sql
 
 from infra.event_store import ChatStore, max_position, open_store
 from infra.log_envelope import encode_event
+from infra.producer import Publisher, Stopped
 from infra.retry import Backoff
 from infra.settings import Settings
 from infra.topics import EVENTS
 
 log = logging.getLogger("parley.relay")
 
-DELIVERY_TIMEOUT_MS = 2**31 - 1
-"""A batch never expires inside the producer: while Kafka is down it is retried, in order."""
 WAIT_SLICE_S = 0.25
 STANDBY_RETRY_S = 1.0
-KAFKA_WAIT_LOG_S = 5.0
 MAX_BACKOFF_S = 5.0
 
 # Only forwards: a relay that lost its lock without noticing cannot move the position back.
@@ -54,10 +46,6 @@ WHERE relay_position.position < excluded.position
 
 Published = Callable[[Sequence[int]], None]
 """Called with the positions of a batch as soon as Kafka acknowledged all of it."""
-
-
-class Stopped(Exception):
-    """The relay was asked to stop in the middle of a batch; nothing was recorded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,121 +60,6 @@ class RelayStatus:
     @property
     def lag(self) -> int:
         return max(self.head - self.position, 0)
-
-
-class Publisher:
-    """An idempotent producer that publishes one batch at a time and waits for its acks.
-
-    Kafka's idempotence keeps a partition in send order while records are retried
-    (acks=all, at most 5 requests in flight), and batches never expire, so a broker
-    that is down only delays a batch. If a record fails anyway, the producer is fenced
-    at once, from its own I/O thread, so that no later record of the batch can land
-    before the failed one is re-sent; then the whole batch is re-sent by a new producer.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.topic = settings.topic(EVENTS)
-        self._producer: Any = None
-
-    def publish(self, records: Sequence[tuple[bytes, bytes]], stop: threading.Event) -> None:
-        """Return once Kafka acknowledged every record; retry with backoff until then."""
-        backoff = Backoff(cap_s=MAX_BACKOFF_S)
-        while True:
-            try:
-                self._publish_once(records, stop)
-                return
-            except KafkaError as exc:
-                self.close(force=True)
-                log.warning(
-                    "event=relay_publish_failed count=%d error=%s detail=%r retry_in=%.1fs",
-                    len(records),
-                    type(exc).__name__,
-                    str(exc)[:200],
-                    backoff.delay,
-                )
-            if stop.wait(backoff.next()):
-                raise Stopped()
-
-    def connect(self, stop: threading.Event) -> Any:
-        """The producer, created (and the topic's metadata fetched) if need be."""
-        backoff = Backoff(cap_s=MAX_BACKOFF_S)
-        while self._producer is None:
-            try:
-                producer = KafkaProducer(**producer_config(self.settings))
-            except KafkaError as exc:
-                log.warning(
-                    "event=relay_kafka_unavailable error=%s retry_in=%.1fs",
-                    type(exc).__name__,
-                    backoff.delay,
-                )
-            else:
-                try:
-                    producer.partitions_for(self.topic)
-                    self._producer = producer
-                    break
-                except KafkaError as exc:
-                    _force_close(producer)
-                    log.warning(
-                        "event=relay_topic_unavailable topic=%s error=%s retry_in=%.1fs",
-                        self.topic,
-                        type(exc).__name__,
-                        backoff.delay,
-                    )
-            if stop.wait(backoff.next()):
-                raise Stopped()
-        return self._producer
-
-    def close(self, force: bool = False) -> None:
-        producer, self._producer = self._producer, None
-        if producer is None:
-            return
-        if force:
-            _force_close(producer)
-        else:
-            with suppress(KafkaError):
-                producer.close(timeout=5)
-
-    def _publish_once(self, records: Sequence[tuple[bytes, bytes]], stop: threading.Event) -> None:
-        producer = self.connect(stop)
-
-        def fence(_: BaseException) -> None:
-            _stop_sending(producer)
-
-        futures = []
-        for key, value in records:
-            future = producer.send(self.topic, key=key, value=value)
-            future.add_errback(fence)
-            futures.append(future)
-        started = time.monotonic()
-        logged = started
-        while True:
-            try:
-                producer.flush(timeout=WAIT_SLICE_S)
-                break
-            except KafkaTimeoutError:
-                if stop.is_set():
-                    self.close(force=True)
-                    raise Stopped() from None
-                now = time.monotonic()
-                if now - logged >= KAFKA_WAIT_LOG_S:
-                    logged = now
-                    pending = sum(1 for f in futures if not f.is_done)
-                    log.warning(
-                        "event=relay_waiting_for_kafka pending=%d waited_s=%.0f",
-                        pending,
-                        now - started,
-                    )
-            except KafkaError as exc:
-                # Fenced after a failure: the failed record's own error says more.
-                raise _first_failure(futures) or exc from None
-        failure = _first_failure(futures)
-        if failure is not None:
-            raise failure
-
-
-def _first_failure(futures: Sequence[Any]) -> BaseException | None:
-    return next((f.exception for f in futures if f.failed()), None)
 
 
 class Relay:
@@ -205,7 +78,9 @@ class Relay:
         self.store = store
         self.recorder = recorder
         self.conn = conn
-        self.publisher = Publisher(settings)
+        self.publisher = Publisher(
+            settings, settings.topic(EVENTS), f"parley-relay-{settings.relay_name}"
+        )
         self.on_published = on_published
         self.position = 0
         self.published = 0
@@ -373,39 +248,3 @@ def relay_status(settings: Settings) -> RelayStatus:
     if row is None:
         return RelayStatus(settings.relay_name, head, 0, None)
     return RelayStatus(settings.relay_name, head, int(row[0]), row[1])
-
-
-def producer_config(settings: Settings) -> dict[str, Any]:
-    """The relay's KafkaProducer settings (also what `bench.relay_throughput` compares with)."""
-    return {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "client_id": f"parley-relay-{settings.relay_name}",
-        "acks": "all",
-        "enable_idempotence": True,
-        "max_in_flight_requests_per_connection": 5,
-        "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
-        "linger_ms": 0,
-        "batch_size": 256 * 1024,
-        "max_block_ms": 5_000,
-        "request_timeout_ms": 10_000,
-        "retry_backoff_ms": 100,
-        "reconnect_backoff_ms": 50,
-        "reconnect_backoff_max_ms": 1_000,
-    }
-
-
-def _stop_sending(producer: Any) -> None:
-    """Stop the producer's I/O thread before it sends anything more (from a callback).
-
-    `KafkaProducer.close(0)` cannot do this from a callback (it flushes first), so this
-    reaches the sender it would stop; its pending batches then fail instead of landing.
-    """
-    sender = getattr(producer, "_sender", None)
-    if sender is not None:
-        sender.force_close()
-
-
-def _force_close(producer: Any) -> None:
-    _stop_sending(producer)
-    with suppress(KafkaError):
-        producer.close(timeout=2)

@@ -25,10 +25,11 @@ from kafka.errors import TopicAlreadyExistsError
 
 from infra.event_store import max_position, open_store
 from infra.log_envelope import encode_event
+from infra.producer import Publisher
 from infra.settings import Settings
 from infra.topics import EVENTS, topic_specs
 from projections.replay.errors import TopicExists
-from streams.relay import RECORD_POSITION, Publisher
+from streams.relay import RECORD_POSITION
 
 log = logging.getLogger("parley.replay")
 
@@ -65,8 +66,7 @@ def republish(
     name = relay_name or f"republish:{to_topic}"
     partitions = create_topic(settings, to_topic)
     store = open_store(settings, AGGREGATE_CACHE_MAXSIZE="")
-    publisher = Publisher(settings)
-    publisher.topic = to_topic
+    publisher = Publisher(settings, to_topic, f"parley-republish-{name}")
     started = time.monotonic()
     published, position = 0, 0
     try:

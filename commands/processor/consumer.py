@@ -1,8 +1,14 @@
 """The processor's Kafka loop: poll the commands topic, decide each batch, commit offsets.
 
-A batch is decided and stored (`CommandProcessor.process`), retried while the database is
-away, and only then are its offsets committed, at most every `COMMIT_EVERY_S`. A revoked
-partition's chats leave the processor's cache; a broker that is away is waited for.
+A batch is what the consumer has fetched already, up to `processor_batch_max`, taken as
+soon as one command is there and completed by waiting `processor_linger_ms` at most for
+more: at light load a command waits 2 ms, not a fetch interval. It is decided and
+stored (`CommandProcessor.process`), retried while the database is away, and only then
+are its offsets committed, at most every `COMMIT_EVERY_S`. A revoked partition's chats
+leave the processor's cache; a broker that is away is waited for.
+
+The client is librdkafka's (confluent-kafka): it fetches and decodes in its own C
+threads, and costs a fifth of kafka-python's CPU per record here (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -10,14 +16,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import psycopg
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from eventsourcing.persistence import IntegrityError, OperationalError, PersistenceError
-from kafka import KafkaConsumer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError
 
 from commands.processor.processor import CommandProcessor
 from infra.retry import Backoff
@@ -29,46 +32,37 @@ log = logging.getLogger("parley.processor")
 COMMIT_EVERY_S = 0.5
 """The consumed offsets are committed at most this often (idempotent commands: a crash
 redoes at most this much, answering each as before)."""
+POLL_S = 0.2
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, processor: CommandProcessor) -> None:
-        self.processor = processor
+def consumer_config(settings: Settings, client_id: str) -> dict[str, Any]:
+    """The processor's consumer: offsets committed by hand, after each batch is stored."""
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": settings.processor_group_id,
+        "client.id": client_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 1_000,
+        # The broker answers a fetch as soon as any record is there, and otherwise
+        # after 10 ms: a command waits for no fetch interval at light load.
+        "fetch.wait.max.ms": 10,
+        "fetch.min.bytes": 1,
+        "reconnect.backoff.ms": 50,
+        "reconnect.backoff.max.ms": 1_000,
+        "enable.partition.eof": False,
+    }
 
-    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        parts = [tp.partition for tp in revoked]
-        log.info("event=partitions_revoked partitions=%s", parts)
-        self.processor.drop_partitions(parts)
 
-    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        log.info("event=partitions_assigned partitions=%s", [tp.partition for tp in assigned])
-
-
-def _await_partitions(consumer: KafkaConsumer, topic: str, stop: threading.Event) -> None:
-    """After `subscribe`, wait until the consumer's metadata lists the topic's partitions.
-
-    kafka-python joins the group with the partitions its metadata held when it last
-    looked; a fresh consumer that joins before looking assigns itself nothing ("No
-    partition metadata for topic") or compares against an empty snapshot, and rejoins
-    at the next metadata update. That rejoin now and then hung for more than 90 s,
-    leaving the processor without partitions. Fetched once after subscribing, the first
-    join has them and stays.
-    """
-    waited = 0.0
-    while not stop.is_set():
-        consumer.topics()  # a metadata request; the group coordinator sees it too
-        if consumer.partitions_for_topic(topic):
-            return
-        if waited and waited % 10 < 0.5:
-            log.warning("event=waiting_for_topic topic=%s waited_s=%.0f", topic, waited)
-        stop.wait(0.5)
-        waited += 0.5
+def open_consumer(settings: Settings, client_id: str) -> Consumer:
+    return Consumer(consumer_config(settings, client_id), logger=log)
 
 
 def consume_commands(
     settings: Settings,
     processor: CommandProcessor,
-    consumer: KafkaConsumer,
+    consumer: Consumer,
     stop: threading.Event,
     ready: threading.Event | None = None,
 ) -> None:
@@ -78,70 +72,95 @@ def consume_commands(
     reply channel) are built and closed by the composition root (`parley.wiring`).
     """
     topic = settings.topic(COMMANDS)
-    consumer.subscribe([topic], listener=_Rebalance(processor))
-    _await_partitions(consumer, topic, stop)
+
+    def revoked(_: Consumer, partitions: list[TopicPartition]) -> None:
+        parts = [tp.partition for tp in partitions]
+        log.info("event=partitions_revoked partitions=%s", parts)
+        processor.drop_partitions(parts)
+
+    def assigned(_: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("event=partitions_assigned partitions=%s", [tp.partition for tp in partitions])
+        if ready is not None and partitions:
+            ready.set()
+
+    consumer.subscribe([topic], on_assign=assigned, on_revoke=revoked, on_lost=revoked)
     log.info("event=processor_started topic=%s", topic)
     committed = 0.0
     backoff = Backoff()
     try:
         while not stop.is_set():
-            polled = _poll(consumer, stop, backoff, timeout_ms=200)
-            if ready is not None and consumer.assignment():
-                ready.set()
-            if not polled:
+            batch = _next_batch(settings, consumer, stop, backoff)
+            if not batch:
                 continue
-            total = sum(len(v) for v in polled.values())
-            if total < settings.processor_batch_max and settings.processor_linger_ms > 0:
-                more = _poll(
-                    consumer,
-                    stop,
-                    backoff,
-                    timeout_ms=settings.processor_linger_ms,
-                    max_records=settings.processor_batch_max - total,
-                )
-                for tp, records in more.items():
-                    polled.setdefault(tp, []).extend(records)
-            batch = [(tp.partition, r.value) for tp, rs in polled.items() for r in rs]
             _process_until_stored(processor, batch, stop)
             # The outcomes are stored and sent; a lost commit only redelivers idempotent
             # commands, so it need not hold up the next batch, nor go out for every batch
             # (at light load a batch is one command, and a commit costs a round trip).
             if time.monotonic() - committed >= COMMIT_EVERY_S:
-                consumer.commit_async()
+                _commit(consumer, asynchronous=True)
                 committed = time.monotonic()
         # Stopped between batches (SIGTERM): every batch polled is stored, so commit
         # them all before leaving the group; the next owner of these partitions then
         # starts after them instead of deciding the last commands again.
-        _commit_before_leaving(consumer)
+        if _commit(consumer, asynchronous=False):
+            log.info("event=offsets_committed_on_stop")
     finally:
-        consumer.close(autocommit=False)
+        consumer.close()
         log.info("event=processor_stopped decided=%d", processor.decided_total)
 
 
-def _poll(
-    consumer: KafkaConsumer, stop: threading.Event, backoff: Backoff, **options: Any
-) -> dict[TopicPartition, list[Any]]:
-    """One poll; nothing if the broker is away. kafka-python raises from `poll` when it
-    cannot find the group's coordinator (a broker restart did it): that ended the
-    processor, which then stayed down. The consumer rejoins by itself at a later poll."""
-    try:
-        polled: dict[TopicPartition, list[Any]] = consumer.poll(**options)
-    except KafkaError as exc:
-        log.warning(
-            "event=kafka_unavailable retry_in=%.1fs error=%s", backoff.delay, type(exc).__name__
-        )
+def _next_batch(
+    settings: Settings, consumer: Consumer, stop: threading.Event, backoff: Backoff
+) -> list[tuple[int, bytes]]:
+    """(partition, command) of the next batch: what is fetched already, once one is there."""
+    first = _records(consumer.consume(num_messages=1, timeout=POLL_S), stop, backoff)
+    if not first:
+        return first
+    wanted = settings.processor_batch_max - len(first)
+    batch = first + _records(consumer.consume(num_messages=wanted, timeout=0), stop, backoff)
+    if len(batch) < settings.processor_batch_max and settings.processor_linger_ms > 0:
+        wanted = settings.processor_batch_max - len(batch)
+        more = consumer.consume(num_messages=wanted, timeout=settings.processor_linger_ms / 1000)
+        batch += _records(more, stop, backoff)
+    return batch
+
+
+def _records(
+    messages: list[Message], stop: threading.Event, backoff: Backoff
+) -> list[tuple[int, bytes]]:
+    """The commands among `messages`; an error (the broker away) is logged and waited on."""
+    records = []
+    for message in messages:
+        error = message.error()
+        if error is None:
+            value = message.value()
+            partition = message.partition()
+            if value is not None and partition is not None:
+                records.append((partition, value))
+            continue
+        if error.fatal():
+            raise KafkaException(error)
+        log.warning("event=kafka_unavailable retry_in=%.1fs error=%s", backoff.delay, error.name())
         stop.wait(backoff.next())
-        return {}
+        return records
     backoff.reset()
-    return polled
+    return records
 
 
-def _commit_before_leaving(consumer: KafkaConsumer) -> None:
+def _commit(consumer: Consumer, asynchronous: bool) -> bool:
+    """Commit what was consumed; False if there was nothing to commit or it failed
+    (the commands are then redelivered, and decided idempotently)."""
     try:
-        consumer.commit()
-        log.info("event=offsets_committed_on_stop")
-    except KafkaError as exc:  # redelivered then, and decided idempotently
-        log.warning("event=commit_on_stop_failed error=%s", type(exc).__name__)
+        if asynchronous:
+            consumer.commit(asynchronous=True)
+        else:
+            consumer.commit(asynchronous=False)
+        return True
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        if not (isinstance(error, KafkaError) and error.code() == KafkaError._NO_OFFSET):
+            log.warning("event=commit_failed error=%s", exc)
+        return False
 
 
 def _process_until_stored(

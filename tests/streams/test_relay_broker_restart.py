@@ -85,7 +85,7 @@ def test_the_relay_catches_up_after_a_broker_restart_with_no_loss(
     finally:
         service.stop()
     assert event_ids(records) == expected
-    assert "event=relay_waiting_for_kafka" in service.text()
+    assert "event=waiting_for_kafka" in service.text()
     duplicates = check_order(records)
     print(f"broker restart: {len(expected)} events, {duplicates} duplicates")
     assert duplicates <= relay_settings.relay_batch_max
