@@ -45,6 +45,10 @@ def producer_config(settings: Settings, client_id: str) -> dict[str, Any]:
     return {
         "bootstrap.servers": settings.kafka_bootstrap,
         "client.id": client_id,
+        # Kafka's murmur2 of the key, as the Java client, kafka-python and aiokafka
+        # compute it: a chat stays in the partition its earlier events went to
+        # (librdkafka's default, a CRC32 of the key, would move it).
+        "partitioner": "murmur2_random",
         "enable.idempotence": True,
         "acks": "all",
         "max.in.flight.requests.per.connection": 5,

@@ -9,8 +9,8 @@
   sync waits until they are projected: `commands/gateway/sync.py`).
 - channel `parley:deliver:<gateway>`: what a gateway must push to some of its users,
   as JSON `{"items": [{"users": [...], "frame": {...}, "except": [user, device]}, ...]}`
-  (messages, receipts, chat changes from the delivery agent; typing straight from other
-  gateways). `except`, when present, names the one device not to push to: the one a
+  (messages, receipts, chat changes from the command processor; typing straight from
+  other gateways). `except`, when present, names the one device not to push to: the one a
   message came from, which has it from its `ack`.
 """
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import gc
+import os
+
+OFF_LIVE_PATH = frozenset({"relay", "workers", "notifier"})
+"""Services nobody waits on live: they build the read model, the log and notifications."""
 
 
 def tune_gc(gen0_threshold: int) -> None:
@@ -23,3 +27,13 @@ def tune_gc(gen0_threshold: int) -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(gen0_threshold, gen1, gen2)
+
+
+def lower_priority(service: str, niceness: int) -> None:
+    """Run a service off the live path at a lower CPU priority (`nice`), so that when
+    the cores are full the gateway and the processor, whose work a user waits for, get
+    them first; the read model and the log catch up when the load falls.
+
+    Measured in docs/performance.md ("The hot path"). 0 keeps the same priority."""
+    if service in OFF_LIVE_PATH and niceness > 0:
+        os.nice(niceness)

@@ -60,6 +60,8 @@ class Settings:
     # Every `parley serve` service: the young generation of Python's garbage collector is
     # collected every this many allocations (Python's default: 700; 0 keeps it).
     gc_gen0_threshold: int = 20_000
+    # Services off the live path (relay, workers, notifier) run at this `nice` (0: none).
+    off_path_nice: int = 5
 
     # The write side.
     aggregate_cache_size: int = 10_000
@@ -70,11 +72,13 @@ class Settings:
     processor_linger_ms: int = 2
     snowflake_lease_ttl_ms: int = 15_000
     command_timeout_s: float = 10.0
+    receipt_window_ms: int = 200  # a connection's receipts per chat coalesced within it
 
     # The relay (event store -> Kafka `parley.events`).
     relay_name: str = "parley"
     relay_batch_max: int = 500
     relay_poll_s: float = 1.0
+    relay_linger_ms: int = 10  # after a wake-up, wait this long for more commits
 
     # Accounts and access (commands service HTTP, tokens, passwords, rate limits; docs/auth.md).
     commands_host: str = "127.0.0.1"
@@ -140,6 +144,7 @@ class Settings:
     # The Faust workers and the projections.
     workers_app_id: str = ""  # empty: <topic prefix>parley-workers
     workers_batch_max: int = 500
+    workers_linger_ms: int = 50  # a batch waits this long for more events, once
     workers_session_timeout_s: float = 10.0
     inbox_ttl_days: float = 30.0
     inbox_expiry_interval_s: float = 3600.0

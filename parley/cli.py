@@ -92,9 +92,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import threading
 
     from infra.logs import configure_logging
-    from infra.runtime import tune_gc
+    from infra.runtime import lower_priority, tune_gc
 
     configure_logging(args.service)
+    lower_priority(args.service, settings.off_path_nice)
     if args.service in ("commands", "queries"):  # both sign or check tokens
         from infra.auth import signing_secret
 

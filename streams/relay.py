@@ -116,6 +116,10 @@ class Relay:
             if not notifications:
                 if not self._wait_for_commit(stop):
                     self._report(idle=True)
+                elif self.settings.relay_linger_ms > 0:
+                    # Off the live path (the processor pushes): gather the commits of
+                    # the next few milliseconds into one read and one produce.
+                    stop.wait(self.settings.relay_linger_ms / 1000)
                 continue
             self.publisher.publish(self._encode(notifications), stop)
             positions = [n.id for n in notifications]

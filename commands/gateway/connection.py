@@ -54,6 +54,7 @@ class Connection:
     # its own receipts that tell it no more are not pushed back to it (None until the
     # first acknowledgement; idle connections stay small).
     acked: dict[str, list[int]] | None = None
+    receipts: Any = None  # its `ReceiptWindow`, from its first quiet receipt
     closing: bool = False
     close_code: int = 1000
 

@@ -5,7 +5,7 @@ upgrade, registers the connection in Redis (presence), and from then on:
 
 - turns command frames into commands on Kafka (via the CommandBus, in the order the
   connection sent them) and answers each with its outcome (`ack`, `ok` or `error`);
-- pushes what the delivery agent routes to this gateway (messages, receipts, chat
+- pushes what the command processor routes to this gateway (messages, receipts, chat
   changes) and volatile typing frames to the connections of the users named;
 - answers `sync` from the read model, `presence` from Redis, `ping` with `pong`.
 
@@ -53,6 +53,7 @@ from commands.gateway.protocol import (
     new_chat_id,
     parse_frame,
 )
+from commands.gateway.receipts import ReceiptWindow, receipt_window
 from commands.gateway.sync import answer_sync
 from commands.gateway.typing_indicator import Typing
 from commands.media.uploads import confirmed_media, release_media
@@ -393,6 +394,9 @@ class Gateway:
         )
         if frame.type in ("delivered", "read"):
             connection.acknowledged(str(chat_id), frame.type == "read", args["up_to"])
+            if command.quiet:  # coalesced: nobody waits for its answer
+                self._receipts(connection).submit(chat_id, frame.type == "read", args["up_to"])
+                return
         if command.quiet:
 
             def failed(outcome: Outcome) -> None:
@@ -408,6 +412,12 @@ class Gateway:
             raise
         task = asyncio.create_task(self._answer(connection, command, waiter))
         task.add_done_callback(lambda _: connection.command_done())
+
+    def _receipts(self, connection: Connection) -> ReceiptWindow:
+        if connection.receipts is None:
+            connection.receipts = receipt_window(self.settings, self.bus, self.id, connection)
+        window: ReceiptWindow = connection.receipts
+        return window
 
     def _within_limits(
         self, connection: Connection, frame: ClientFrame, per_user: Limit, per_connection: Limit

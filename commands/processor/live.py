@@ -168,11 +168,10 @@ class LiveBatch:
             else:
                 shown.append(str(user))
         at = event.timestamp
-        self.items.append(
-            (shown, message_event_frame(chat.id, p, at), (str(sender), p["device_id"]))
-        )
+        origin = (str(sender), p["device_id"])
+        self._add(shown, message_event_frame(chat.id, p, at), event, origin)
         if hidden:
-            self.items.append((hidden, hidden_event_frame(chat.id, p, at), None))
+            self._add(hidden, hidden_event_frame(chat.id, p, at), event)
         self._sent.append((chat.id, p["seq"], str(sender)))
 
     def _receipt(self, chat: Chat, event: Any, p: dict[str, Any], after: int) -> None:

@@ -162,6 +162,7 @@ def test_a_committed_message_is_pushed_to_its_recipients_but_the_sending_device(
     assert sorted(users) == sorted([str(alice), str(bob)])  # alice's other devices too
     assert skip == [str(alice), "phone"]
     assert frame["type"] == "message" and frame["seq"] == 1 and frame["local_id"] == "l1"
+    assert frame["position"] > opened[1]["position"] > 0  # for read-your-writes
     assert base64.b64decode(frame["body"]) == b"hi"
 
 
