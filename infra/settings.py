@@ -144,7 +144,6 @@ class Settings:
     # The Faust workers and the projections.
     workers_app_id: str = ""  # empty: <topic prefix>parley-workers
     workers_batch_max: int = 500
-    workers_linger_ms: int = 50  # a batch waits this long for more events, once
     workers_session_timeout_s: float = 10.0
     inbox_ttl_days: float = 30.0
     inbox_expiry_interval_s: float = 3600.0

@@ -43,15 +43,16 @@ log = logging.getLogger("parley.workers")
 PACE_EVERY_S = 10.0
 
 
-FETCH_MAX_WAIT_MS = 50
+FETCH_MAX_WAIT_MS = 20
 """How long the broker may hold the workers' fetch when the partitions asked for have no
 new records. Faust fixes it at 1,500 ms, and aiokafka sends one fetch at a time to a
 broker, leaving out partitions whose records are still being consumed: a fetch that
 went out for the quiet partitions only then holds the busy ones back for up to 1.5 s.
 That showed as a steady 1.2-1.4 s commit->projection lag at 1,000 messages/s with the
-worker idle 60 % of the time (`parley bench projection`). 50 ms bounds it (20 ms while
-the workers were on the live path); the cost is up to 20 empty fetches a second while
-nothing happens."""
+worker idle 60 % of the time (`parley bench projection`). 20 ms bounds it; the cost is
+up to 50 empty fetches a second while nothing happens. (50 ms, tried once the workers
+were off the live path, doubled commit->projection p50 at 1,000 msgs/s and saved
+nothing measurable: docs/performance.md.)"""
 
 
 def _create_worker_consumer(self: Any, transport: Any) -> Any:
@@ -98,8 +99,7 @@ def create_app(settings: Settings) -> faust.App:
         pace = Pace()
         manual = stream.noack()  # type: ignore[attr-defined]  # acked below, once applied
         try:
-            linger_s = settings.workers_linger_ms / 1000
-            async for events in ready_batches(manual, settings.workers_batch_max, linger_s):
+            async for events in ready_batches(manual, settings.workers_batch_max):
                 started = time.monotonic()
                 taken_at = time.time()
                 records = decode_batch(
@@ -190,15 +190,10 @@ def _p99(values: list[float]) -> float:
     return sorted(values)[int(0.99 * (len(values) - 1))] if values else 0.0
 
 
-async def ready_batches(
-    stream: Any, max_events: int, linger_s: float = 0.0
-) -> AsyncIterator[list[Any]]:
+async def ready_batches(stream: Any, max_events: int) -> AsyncIterator[list[Any]]:
     """The stream's events in batches of what is ready: a batch ends at `max_events` or
     when no further event is waiting in the stream's queue, and the next one starts
-    with whatever arrived meanwhile. A batch whose queue ran dry first waits `linger_s`,
-    once, for more: the workers are off the live path (the processor pushes), so at
-    light load they trade a few tens of milliseconds of projection lag for batches
-    several times larger, each costing four round trips whatever its size.
+    with whatever arrived meanwhile.
 
     Faust's `take_events` instead waits a fixed window after every batch (unless the
     batch fills), which at light load added the window to every event's latency
@@ -209,17 +204,12 @@ async def ready_batches(
     """
     queue = stream.channel.queue
     batch: list[Any] = []
-    lingered = False
     async for event in stream.events():
         batch.append(event)
-        if len(batch) < max_events and queue.empty() and linger_s > 0 and not lingered:
-            lingered = True
-            await asyncio.sleep(linger_s)
         if len(batch) < max_events and not queue.empty():
             continue
         yield batch
         batch = []
-        lingered = False
 
 
 def decode_batch(values: list[tuple[int, int, bytes]]) -> list[Record]:
