@@ -1,4 +1,9 @@
-"""The client itself: see the package docstring and docs/protocol.md."""
+"""The client itself: see the package docstring and docs/protocol.md.
+
+Over 400 lines on purpose: one device's connection, the frames it sends and the state
+it holds from those it gets read as one protocol; what a client shows of actions on
+messages is folded apart (`client.actions`).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
+
+from client.actions import Shown, shown, timer_of
 
 GAP_GRACE_S = 0.3
 """How long a gap in a chat may last before asking the server for what is missing."""
@@ -54,10 +61,17 @@ class Ack:
 
 
 def _post(base: str, path: str, body: dict[str, Any], token: str = "") -> dict[str, Any]:
+    return http_json("POST", base, path, body, token)
+
+
+def http_json(
+    method: str, base: str, path: str, body: dict[str, Any] | None = None, token: str = ""
+) -> dict[str, Any]:
+    """One JSON request to the commands service; `CommandFailed` with the error's code."""
     request = urllib.request.Request(
         f"{base}{path}",
-        data=json.dumps(body).encode(),
-        method="POST",
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
         headers={
             "Content-Type": "application/json",
             **({"Authorization": f"Bearer {token}"} if token else {}),
@@ -191,10 +205,62 @@ class ChatClient:
         chat_id: str | None = None,
         to: str | None = None,
         local_id: str | None = None,
+        reply_to: int | None = None,
     ) -> Ack:
-        return await self._send(
-            {"kind": "text", "text": text}, text.encode(), None, chat_id, to, local_id
-        )
+        """A text; `reply_to`: the seq of the message it answers (quoted by the server)."""
+        fields: dict[str, Any] = {"kind": "text", "text": text}
+        if reply_to is not None:
+            fields["ref"] = reply_to
+        return await self._send(fields, text.encode(), None, chat_id, to, local_id)
+
+    async def react(self, chat_id: str, seq: int, emoji: str) -> Ack:
+        """Set, change or (with "") remove our reaction to message `seq`."""
+        fields = {"kind": "reaction", "ref": seq, "text": emoji}
+        return await self._send(fields, emoji.encode(), None, chat_id, None, None)
+
+    async def edit(self, chat_id: str, seq: int, text: str) -> Ack:
+        """Replace the text of our message `seq` (within the edit window)."""
+        fields = {"kind": "edit", "ref": seq, "text": text}
+        return await self._send(fields, text.encode(), None, chat_id, None, None)
+
+    async def delete(self, chat_id: str, seq: int) -> Ack:
+        """Delete message `seq` for everyone (ours, or any as a group admin)."""
+        fields = {"kind": "delete", "ref": seq}
+        return await self._send(fields, b"", None, chat_id, None, None)
+
+    async def set_timer(self, chat_id: str, timer_s: int) -> Ack:
+        """Set the chat's disappearing-messages timer (0: off), announced to its members."""
+        fields = {"kind": "timer", "timer_s": timer_s}
+        return await self._send(fields, str(timer_s).encode(), None, chat_id, None, None)
+
+    def timer_of(self, chat_id: str) -> int:
+        """The chat's disappearing-messages timer, from the latest `timer` message held."""
+        return timer_of(self.chats[chat_id].messages)
+
+    async def forward(self, chat_id: str, seq: int, to_chats: list[str]) -> dict[str, Any]:
+        """Copy message `seq` to `to_chats`; the `forwarded` answer, each chat's outcome.
+        Our copies are held from it, as a send is held from its ack."""
+        local_id = f"f-{time.time_ns()}-{uuid.uuid4().hex[:6]}"
+        frame = {
+            "type": "forward",
+            "chat_id": chat_id,
+            "seq": seq,
+            "to_chats": to_chats,
+            "local_id": local_id,
+        }
+        answer = await self.request(frame)
+        original = self.chats[chat_id].messages.get(seq, {})
+        for result in answer["results"]:
+            if "seq" in result:
+                copy = {**original, "chat_id": result["chat_id"], "seq": result["seq"]}
+                copy.update(message_id=result["message_id"], sender=self.user_id, ref=None)
+                copy.update(quote=None, forwarded=answer["forwarded"], local_id=None)
+                await self._on_message(copy, own=True)
+        return answer
+
+    def shown(self, chat_id: str) -> dict[int, Shown]:
+        """The chat as a user sees it: actions applied (`client.actions.shown`)."""
+        return shown(self.chats[chat_id].messages)
 
     async def send_media(
         self,
@@ -207,6 +273,18 @@ class ChatClient:
         """Send a confirmed upload (`client.media.upload_media`) with an optional caption."""
         fields = {"kind": "media", "text": caption, "media": {"media_id": media["media_id"]}}
         return await self._send(fields, caption.encode(), media, chat_id, to, local_id)
+
+    async def send_fields(
+        self,
+        fields: dict[str, Any],
+        body: bytes,
+        chat_id: str | None = None,
+        to: str | None = None,
+        local_id: str | None = None,
+    ) -> Ack:
+        """Send a frame with these fields (`kind` and its content); `body` is what this
+        device holds of it (end-to-end encryption, `client.e2e`)."""
+        return await self._send(fields, body, None, chat_id, to, local_id)
 
     async def _send(
         self,
@@ -250,6 +328,8 @@ class ChatClient:
                 "body": base64.b64encode(body).decode("ascii"),
                 "media": media,
                 "sent_at": None,
+                "ref": fields.get("ref"),
+                "quote": None,
             },
             own=True,
         )
@@ -336,7 +416,8 @@ class ChatClient:
     async def _on_frame(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
         request_id = frame.get("id")
-        if request_id and kind in ("ack", "ok", "error", "pong", "presence", "sync_done"):
+        answers = ("ack", "ok", "error", "pong", "presence", "sync_done", "forwarded")
+        if request_id and kind in answers:
             waiter = self._waiters.get(request_id)
             if waiter is not None and not waiter.done():
                 waiter.set_result(frame)

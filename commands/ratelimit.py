@@ -49,6 +49,7 @@ class Limit(StrEnum):
     REGISTER_PER_ADDRESS = "register_address"
     MEDIA_UPLOAD_PER_USER = "media_upload_user"
     LOOKUP_PER_USER = "lookup_user"
+    KEY_BUNDLE_PER_PAIR = "key_bundle"
 
 
 @dataclass(frozen=True, slots=True)

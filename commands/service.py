@@ -25,15 +25,18 @@ from starlette.websockets import WebSocket
 
 from commands.accounts.access import Access, access_of
 from commands.accounts.auth_routes import auth_routes
+from commands.accounts.key_routes import key_routes
 from commands.accounts.lookup import lookup_routes
 from commands.accounts.me_routes import me_routes
 from commands.accounts.push_routes import push_routes
+from commands.gateway.assign import assign_routes
 from commands.gateway.gateway import Gateway, GatewayAdapters
 from commands.gateway.wsprotocol import LeanWebSocketProtocol
 from commands.media.routes import media_routes
 from commands.media.uploads import MediaUploads
 from commands.web_client import web_client_routes
 from infra.http import serve
+from infra.metrics import metrics_routes
 from infra.settings import Settings
 from infra.web import AccessLog, error_handlers, error_response
 
@@ -62,6 +65,8 @@ STATUS_BY_CODE = {
     "phone_taken": 409,
     "too_large": 413,
     "rate_limited": 429,
+    "bad_signature": 422,
+    "prekey_pool_full": 409,
     "bad_upload": 400,
     "unknown_media": 404,
     "media_not_uploaded": 409,
@@ -122,7 +127,7 @@ def create_app(
             app.state.access = access
             app.state.media = media
             gateway = Gateway(settings, access, gateway_adapters(settings))
-            await gateway.start()
+            await gateway.start(gateway_url(settings, app))
             app.state.gateway = gateway
             collector = asyncio.create_task(media.collect_forever())
             log.info("event=commands_app_started")
@@ -144,14 +149,26 @@ def create_app(
             *auth_routes(),
             *me_routes(),
             *push_routes(),
+            *key_routes(),
             *media_routes(),
             *lookup_routes(),
+            *assign_routes(),
+            *metrics_routes(),
             *web_client_routes(settings),
         ],
         middleware=[Middleware(AccessLog, logger="commands.http")],
         exception_handlers=error_handlers(STATUS_BY_CODE, log),
         lifespan=lifespan,
     )
+
+
+def gateway_url(settings: Settings, app: Starlette) -> str:
+    """Where clients reach this gateway: `gateway_public_url`, or the socket it listens on
+    (`app.state.listening`, set by `run_commands_service` once bound), or the settings'."""
+    if settings.gateway_public_url:
+        return settings.gateway_public_url
+    host, port = getattr(app.state, "listening", (settings.commands_host, settings.commands_port))
+    return f"ws://{host}:{port}/ws"
 
 
 class DirectWebSocket:
@@ -187,6 +204,9 @@ def run_commands_service(
     async def drain() -> None:
         await app.state.gateway.drain()
 
+    def listening(host: str, port: int) -> None:
+        app.state.listening = (host, port)
+
     serve(
         DirectWebSocket(app),
         "commands",
@@ -195,6 +215,7 @@ def run_commands_service(
         stop,
         drain,
         trusted_proxies=settings.trusted_proxies,
+        bound=listening,
         ws=LeanWebSocketProtocol,
         ws_max_size=settings.ws_max_frame_bytes,  # beyond it: close 1009
         ws_per_message_deflate=False,

@@ -19,14 +19,37 @@ from domain.errors import (
     InvalidBody,
     InvalidGroup,
     InvalidSeq,
+    InvalidTimer,
     LastAdmin,
+    MessageDeleted,
     NotAdmin,
+    NotEditable,
     NotGroup,
     NotMember,
+    NotSender,
+    TooLate,
+    UnknownMessage,
 )
 from domain.ids import direct_chat_id
 from domain.membership import Interval, joined, left, was_member
-from domain.messages import MAX_BODY_BYTES, MediaRef, MessageKind, validate_message
+from domain.message_actions import ACTION_MEMORY, Remembered, excerpt_of, validate_reaction
+from domain.messages import (
+    ACTION_KINDS,
+    MAX_BODY_BYTES,
+    NOTICE_KINDS,
+    MediaRef,
+    MessageKind,
+    validate_message,
+)
+
+EDIT_WINDOW_MS = 15 * 60 * 1000
+"""Default time a sender has to edit a message (WhatsApp's); settings override it."""
+DELETE_WINDOW_MS = 2 * 24 * 3600 * 1000
+"""Default time to delete a message for everyone (about WhatsApp's); settings override it."""
+MAX_FORWARDS = 1_000_000
+"""A bound on a message's forward count: the client shows "many times" from five."""
+DISAPPEARING_TIMERS_S = (0, 24 * 3600, 7 * 24 * 3600, 90 * 24 * 3600)
+"""The disappearing-message timers a chat offers (0: off), WhatsApp's; settings override."""
 
 MAX_GROUP_MEMBERS = 256
 MAX_GROUP_NAME_CHARS = 100
@@ -145,9 +168,17 @@ class Chat(Aggregate):
             aggregate._admins.discard(self.user_id)
 
     class MessageSent(Event):
-        """`kind` is a `MessageKind` value; `media` is `MediaRef.to_dict()` or None."""
+        """`kind` is a `MessageKind` value; `media` is `MediaRef.to_dict()` or None.
 
-        class_version = 1
+        `ref` is the seq of the message this one answers (a reply) or acts on (a
+        reaction, edit or delete: domain/message_actions.py); `quote` is what a reply
+        shows of the message it answers (`Remembered.quote`). `timer_s`: the chat's
+        disappearing-messages timer, on a message sent while it was on (the message
+        disappears that long after it was sent), and on a `timer` message, which sets
+        it (0: off). `forwarded`: how many times the content was forwarded to get here
+        (0: written here)."""
+
+        class_version = 2
         seq: int
         message_id: int
         sender: UUID
@@ -157,11 +188,35 @@ class Chat(Aggregate):
         body: bytes
         media: dict[str, Any] | None
         sent_at_ms: int
+        ref: int | None
+        quote: dict[str, Any] | None
+        timer_s: int | None
+        forwarded: int
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["ref"] = None
+            state["quote"] = None
+            state["timer_s"] = None
+            state["forwarded"] = 0
 
         def apply(self, aggregate: "Chat") -> None:
             aggregate._last_seq = self.seq
             key = (self.sender, self.device_id, self.local_id)
             remember(aggregate._sent, key, self.message_id, self.seq)
+            recent = aggregate._recent
+            target = recent.get(self.ref) if self.ref is not None else None
+            if self.kind == MessageKind.TIMER:
+                aggregate._timer_s = self.timer_s or 0
+            elif self.kind == MessageKind.EDIT and target is not None:
+                target.excerpt = excerpt_of(MessageKind.TEXT, self.body)
+            elif self.kind == MessageKind.DELETE and target is not None:
+                target.deleted, target.excerpt = True, ""
+            elif self.kind not in NOTICE_KINDS:
+                excerpt = excerpt_of(self.kind, self.body)
+                recent[self.seq] = Remembered(self.sender, self.sent_at_ms, self.kind, excerpt)
+                if len(recent) > ACTION_MEMORY:
+                    del recent[next(iter(recent))]
 
     class MessagesDelivered(Event):
         class_version = 1
@@ -212,6 +267,9 @@ class Chat(Aggregate):
         self._sent: dict[tuple[UUID, str], dict[str, tuple[int, int]]] = {}
         self._delivered_up_to: dict[UUID, int] = {}
         self._read_up_to: dict[UUID, int] = {}
+        # seq -> what actions need of it, the last ACTION_MEMORY messages, oldest first
+        self._recent: dict[int, Remembered] = {}
+        self._timer_s = 0  # disappearing messages: 0 (off) or how long a message lasts
 
     # Creation
 
@@ -330,23 +388,169 @@ class Chat(Aggregate):
         sent_at_ms: int,
         max_body: int = MAX_BODY_BYTES,
         sender_blocked_peer: bool = False,
+        reply_to: int | None = None,
+        forwarded: int = 0,
     ) -> SendResult:
         """Append a message with the next seq; a resend returns the original, adding nothing.
 
         `sender_blocked_peer`: the sender blocked the other user of this 1:1 chat, so
         they may not write in it until they unblock (`blocked`); a resend of a message
-        stored before the block still answers the original.
+        stored before the block still answers the original. `reply_to`: the seq of the
+        message this one answers, quoted in it (`Remembered.quote`).
         """
-        original = self._sent.get((sender, device_id), {}).get(local_id)
+        original = self._resent(sender, device_id, local_id)
         if original is not None:
-            return SendResult(message_id=original[0], seq=original[1], duplicate=True)
+            return original
+        self._check_sender(sender, device_id, local_id, sender_blocked_peer)
+        message_kind = validate_message(kind, body, media, max_body)
+        if not 0 <= forwarded <= MAX_FORWARDS:
+            raise InvalidBody(f"forwarded counts 0..{MAX_FORWARDS} hops")
+        quote = None if reply_to is None else self._target(reply_to).quote(reply_to)
+        return self._append(
+            sender,
+            device_id,
+            local_id,
+            message_kind,
+            body,
+            media,
+            message_id,
+            sent_at_ms,
+            ref=reply_to,
+            quote=quote,
+            timer_s=self._timer_s or None,
+            forwarded=forwarded,
+        )
+
+    def set_timer(
+        self,
+        user: UUID,
+        device_id: str,
+        local_id: str,
+        timer_s: int,
+        message_id: int,
+        sent_at_ms: int,
+        timers_s: Iterable[int] = DISAPPEARING_TIMERS_S,
+    ) -> SendResult:
+        """Set the chat's disappearing-messages timer (0: off), announced by a `timer`
+        message: by either user of a 1:1 chat, by an admin of a group. Messages sent
+        from then on disappear `timer_s` after they are sent."""
+        original = self._resent(user, device_id, local_id)
+        if original is not None:
+            return original
+        self._check_sender(user, device_id, local_id, False)
+        if self.kind == ChatKind.GROUP:
+            self._require_admin(user)
+        allowed = sorted(timers_s)
+        if timer_s not in allowed:
+            raise InvalidTimer(f"timer_s must be one of {allowed}")
+        return self._append(
+            user,
+            device_id,
+            local_id,
+            MessageKind.TIMER,
+            str(timer_s).encode(),
+            None,
+            message_id,
+            sent_at_ms,
+            timer_s=timer_s,
+        )
+
+    def act(
+        self,
+        sender: UUID,
+        device_id: str,
+        local_id: str,
+        kind: MessageKind | str,
+        ref: int,
+        body: bytes,
+        message_id: int,
+        sent_at_ms: int,
+        edit_window_ms: int = EDIT_WINDOW_MS,
+        delete_window_ms: int = DELETE_WINDOW_MS,
+        max_body: int = MAX_BODY_BYTES,
+        sender_blocked_peer: bool = False,
+    ) -> SendResult:
+        """Append an action on message `ref`: a reaction (`body` one emoji, or empty to
+        remove one's reaction), an edit (`body` the new text) or a delete for everyone.
+
+        Edit: the sender, a text message, within `edit_window_ms`. Delete: the sender,
+        or an admin of the group, within `delete_window_ms`. Nothing acts on a deleted
+        message. A resend answers the original, like a send's.
+        """
+        original = self._resent(sender, device_id, local_id)
+        if original is not None:
+            return original
+        action = MessageKind(kind) if kind in set(MessageKind) else None
+        if action not in ACTION_KINDS:
+            raise InvalidBody(f"{kind!r} is not an action on a message")
+        assert action is not None
+        self._check_sender(
+            sender, device_id, local_id, sender_blocked_peer and action != MessageKind.DELETE
+        )
+        target = self._target(ref)
+        if target.deleted:
+            raise MessageDeleted()
+        if action == MessageKind.REACTION:
+            body = validate_reaction(_utf8(body)).encode("utf-8")
+        elif action == MessageKind.EDIT:
+            if target.sender != sender:
+                raise NotSender()
+            if target.kind != MessageKind.TEXT:
+                raise NotEditable()
+            if sent_at_ms - target.sent_at_ms > edit_window_ms:
+                raise TooLate(f"a message can be edited for {edit_window_ms // 1000} s")
+            validate_message(MessageKind.TEXT, body, None, max_body)
+        else:
+            if target.sender != sender and not (
+                self.kind == ChatKind.GROUP and sender in self._admins
+            ):
+                raise NotSender("only the sender, or an admin of the group, may delete it")
+            if sent_at_ms - target.sent_at_ms > delete_window_ms:
+                raise TooLate(f"a message can be deleted for {delete_window_ms // 1000} s")
+            body = b""
+        return self._append(
+            sender, device_id, local_id, action, body, None, message_id, sent_at_ms, ref=ref
+        )
+
+    def _resent(self, sender: UUID, device_id: str, local_id: str) -> SendResult | None:
+        original = self._sent.get((sender, device_id), {}).get(local_id)
+        if original is None:
+            return None
+        return SendResult(message_id=original[0], seq=original[1], duplicate=True)
+
+    def _check_sender(
+        self, sender: UUID, device_id: str, local_id: str, sender_blocked_peer: bool
+    ) -> None:
         self._require_member(sender)
         if sender_blocked_peer and self.kind == ChatKind.DIRECT:
             raise Blocked()
         for label, value in (("device_id", device_id), ("local_id", local_id)):
             if not 0 < len(value) <= MAX_CLIENT_ID_CHARS:
                 raise InvalidBody(f"{label} must be 1..{MAX_CLIENT_ID_CHARS} characters")
-        message_kind = validate_message(kind, body, media, max_body)
+
+    def _target(self, ref: int) -> Remembered:
+        target = self._recent.get(ref)
+        if target is None:
+            raise UnknownMessage(
+                f"seq {ref} is not one of the last {ACTION_MEMORY} messages of this chat"
+            )
+        return target
+
+    def _append(
+        self,
+        sender: UUID,
+        device_id: str,
+        local_id: str,
+        kind: MessageKind,
+        body: bytes,
+        media: MediaRef | None,
+        message_id: int,
+        sent_at_ms: int,
+        ref: int | None = None,
+        quote: dict[str, Any] | None = None,
+        timer_s: int | None = None,
+        forwarded: int = 0,
+    ) -> SendResult:
         seq = self._last_seq + 1
         self.trigger_event(
             self.MessageSent,
@@ -355,10 +559,14 @@ class Chat(Aggregate):
             sender=sender,
             device_id=device_id,
             local_id=local_id,
-            kind=message_kind.value,
+            kind=kind.value,
             body=body,
             media=None if media is None else media.to_dict(),
             sent_at_ms=sent_at_ms,
+            ref=ref,
+            quote=quote,
+            timer_s=timer_s,
+            forwarded=forwarded,
         )
         return SendResult(message_id=message_id, seq=seq, duplicate=False)
 
@@ -386,6 +594,16 @@ class Chat(Aggregate):
     def last_seq(self) -> int:
         """The seq of the latest message; 0 before the first."""
         return self._last_seq
+
+    @property
+    def timer_s(self) -> int:
+        """The disappearing-messages timer: 0 (off) or how long a new message lasts."""
+        return self._timer_s
+
+    @property
+    def recent(self) -> Mapping[int, Remembered]:
+        """What the chat keeps of its last `ACTION_MEMORY` messages, by seq."""
+        return self._recent
 
     @property
     def members(self) -> Set[UUID]:
@@ -529,6 +747,7 @@ def _plain_state(state: dict[str, Any]) -> dict[str, Any]:
         ],
         "_delivered_up_to": [list(item) for item in state["_delivered_up_to"].items()],
         "_read_up_to": [list(item) for item in state["_read_up_to"].items()],
+        "_recent": [[seq, *facts.plain()] for seq, facts in state["_recent"].items()],
     }
 
 
@@ -550,4 +769,14 @@ def _rich_state(plain: dict[str, Any]) -> dict[str, Any]:
         "_sent": sent,
         "_delivered_up_to": dict(plain["_delivered_up_to"]),
         "_read_up_to": dict(plain["_read_up_to"]),
+        # A snapshot from before actions: messages before it cannot be acted on.
+        "_recent": {seq: Remembered.from_plain(facts) for seq, *facts in plain.get("_recent", [])},
+        "_timer_s": plain.get("_timer_s", 0),
     }
+
+
+def _utf8(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidBody("the body must be UTF-8") from None

@@ -96,3 +96,52 @@ class NotGroup(DomainError):
 
     code = "not_group"
     default_message = "this is not a group chat"
+
+
+class UnknownMessage(DomainError):
+    """An action names a seq that is no message of the chat it can still act on."""
+
+    code = "unknown_message"
+    default_message = "no such message in this chat (or too old to act on)"
+
+
+class NotSender(DomainError):
+    """Only the message's sender (or, to delete in a group, an admin) may do this."""
+
+    code = "not_sender"
+    default_message = "only the sender of this message may do this"
+
+
+class NotEditable(DomainError):
+    """Only text messages can be edited."""
+
+    code = "not_editable"
+    default_message = "only a text message can be edited"
+
+
+class TooLate(DomainError):
+    """The window for editing or deleting this message has passed."""
+
+    code = "too_late"
+    default_message = "the time to change this message has passed"
+
+
+class MessageDeleted(DomainError):
+    """The message was deleted for everyone: it cannot be edited, reacted to or deleted."""
+
+    code = "message_deleted"
+    default_message = "this message was deleted"
+
+
+class InvalidTimer(DomainError):
+    """A disappearing-messages timer the chat does not offer."""
+
+    code = "invalid_timer"
+    default_message = "the timer must be one of the chat's choices"
+
+
+class InvalidReaction(DomainError):
+    """A reaction is one emoji (or empty, to remove one's reaction)."""
+
+    code = "invalid_reaction"
+    default_message = "a reaction is a single emoji"

@@ -19,11 +19,22 @@ _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class MessageKind(StrEnum):
-    """What a message body holds."""
+    """What a message body holds; the last three are actions on the message its `ref`
+    names (domain/message_actions.py)."""
 
     TEXT = "text"
     MEDIA = "media"
     CIPHERTEXT = "ciphertext"
+    REACTION = "reaction"
+    EDIT = "edit"
+    DELETE = "delete"
+    TIMER = "timer"
+
+
+ACTION_KINDS = frozenset({MessageKind.REACTION, MessageKind.EDIT, MessageKind.DELETE})
+"""Kinds that act on another message rather than say something of their own."""
+NOTICE_KINDS = frozenset({*ACTION_KINDS, MessageKind.TIMER})
+"""Kinds that are no message of their own: no receipts, nobody's unread, no push."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +118,18 @@ def validate_message(
     """Check a message against the rules of its kind and return the kind.
 
     text: non-empty UTF-8, no media. media: a media ref, an optional UTF-8 caption.
-    ciphertext: any non-empty bytes, no media. Every body is at most `max_body` bytes.
+    ciphertext: any non-empty bytes, and optionally the media ref of an encrypted file
+    (the store holds its ciphertext; its key travels inside the body, docs/e2e.md).
+    Every body is at most `max_body` bytes.
     """
     try:
         message_kind = MessageKind(kind)
     except ValueError:
         raise InvalidBody(f"unknown message kind {kind!r}") from None
+    if message_kind in ACTION_KINDS:
+        raise InvalidBody(f"a {message_kind} names the message it acts on in `ref`")
+    if message_kind is MessageKind.TIMER:
+        raise InvalidBody("a timer is set with `timer_s`")
     if not isinstance(body, bytes):
         raise InvalidBody("the body must be bytes")
     if len(body) > max_body:
@@ -120,7 +137,7 @@ def validate_message(
     if message_kind is MessageKind.MEDIA:
         if media is None:
             raise InvalidBody("a media message needs a media ref")
-    elif media is not None:
+    elif media is not None and message_kind is not MessageKind.CIPHERTEXT:
         raise InvalidBody(f"a {message_kind} message cannot carry a media ref")
     elif not body:
         raise InvalidBody("the body is empty")

@@ -73,9 +73,11 @@ def serve(
     stop: threading.Event,
     drain: Drain | None = None,
     trusted_proxies: str = "",
+    bound: Callable[[str, int], None] | None = None,
     **uvicorn_options: Any,
 ) -> None:
-    """Run `app` on host:port until stopped; `uvicorn_options` go to `uvicorn.Config`."""
+    """Run `app` on host:port until stopped; `bound` is told the address once the socket
+    is bound (before the app starts); `uvicorn_options` go to `uvicorn.Config`."""
     for logger in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(logger).setLevel(logging.WARNING)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -83,6 +85,8 @@ def serve(
     sock.bind((host, port))
     sock.listen(2048)
     bound_host, bound_port = sock.getsockname()[:2]
+    if bound is not None:
+        bound(bound_host, bound_port)
     proxies = [p.strip() for p in trusted_proxies.split(",") if p.strip()]
     config = uvicorn.Config(
         app,

@@ -1,6 +1,7 @@
 """Where users are connected: the Redis keys the gateways write and the delivery reads.
 
-- `parley:gateway:<gateway>`: a live gateway (string, TTL; renewed while it runs).
+- `parley:gateway:<gateway>`: a live gateway's record in the Redis registry (JSON, TTL;
+  `infra.registry`).
 - `parley:presence:<user>`: hash connection id -> gateway id of the user's live
   connections (TTL; renewed by the gateway's heartbeat). A user is online while it exists.
 - `parley:user:<user>:last_seen`: unix milliseconds of the user's last heartbeat.

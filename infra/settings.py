@@ -26,7 +26,7 @@ class Settings:
     # Where the local stack keeps its data and logs (git-ignored).
     state_dir: str = field(default_factory=_default_state_dir)
     # Which services `parley stack` installs and runs here; the rest are external.
-    managed_services: str = "kafka,postgres,redis,objectstore"
+    managed_services: str = "kafka,postgres,redis,objectstore,zookeeper"
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     kafka_controller_port: int = 19093
@@ -56,6 +56,8 @@ class Settings:
     s3_secret_key: str = "parley-dev-only-s3-secret-set-PARLEY_S3_SECRET_KEY-in-production"
 
     health_deadline_s: float = 60.0
+    # Parley's own loggers: "info", or "debug" for each command's trail of ids.
+    log_level: str = "info"
 
     # Every `parley serve` service: the young generation of Python's garbage collector is
     # collected every this many allocations (Python's default: 700; 0 keeps it).
@@ -67,6 +69,10 @@ class Settings:
     aggregate_cache_size: int = 10_000
     max_body_bytes: int = 64 * 1024
     max_group_members: int = 256
+    edit_window_s: float = 15 * 60  # a sender may edit a text message this long
+    delete_window_s: float = 2 * 24 * 3600  # and delete a message for everyone this long
+    disappearing_timers_s: str = "0,86400,604800,7776000"  # the timers a chat offers
+    forward_max_chats: int = 5  # a `forward` reaches at most this many chats at once
     processor_group: str = ""  # empty: <topic prefix>parley-processor
     processor_batch_max: int = 500
     processor_linger_ms: int = 2
@@ -116,6 +122,14 @@ class Settings:
     rate_media_upload_user_per_s: float = 0.5
     rate_lookup_user_burst: int = 20
     rate_lookup_user_per_s: float = 0.1
+    # Prekey bundles fetched by one user of one other user's devices (docs/e2e.md): each
+    # fetch takes a one-time prekey of every device, so it is what drains a pool.
+    rate_key_bundle_burst: int = 10
+    rate_key_bundle_per_s: float = 0.2
+
+    # End-to-end encryption keys (docs/e2e.md).
+    e2e_max_prekeys: int = 500
+    """One-time prekeys a device may hold on the server."""
 
     # Media (docs/media.md): per-kind size limits, URL lifetimes, the probe's limits, GC.
     media_max_image_bytes: int = 16 * 1024 * 1024
@@ -147,6 +161,7 @@ class Settings:
     workers_session_timeout_s: float = 10.0
     inbox_ttl_days: float = 30.0
     inbox_expiry_interval_s: float = 3600.0
+    message_expiry_interval_s: float = 10.0  # disappearing messages are erased this often
 
     # The WebSocket gateway (on the commands service).
     ws_send_queue: int = 1000
@@ -168,6 +183,21 @@ class Settings:
     # for its clients (told to reconnect, close 1012) to leave, before it exits anyway.
     gateway_drain_notice_s: float = 5.0
     gateway_drain_s: float = 10.0
+
+    # The registry of live gateways (docs/scaling.md): "redis" (a lease key per gateway)
+    # or "zookeeper" (an ephemeral sequential znode per gateway; `parley stack` then runs
+    # ZooKeeper). Each gateway reports its address and connection count every
+    # `registry_report_s`; `gateway_public_url` is the address it reports (empty: the
+    # ws:// URL of the socket it listens on).
+    registry: str = "redis"
+    registry_report_s: float = 5.0
+    gateway_public_url: str = ""
+    zookeeper_hosts: str = "127.0.0.1:12181"
+    zookeeper_version: str = "3.9.5"
+    zookeeper_heap: str = "128m"
+    zookeeper_tick_ms: int = 500
+    zookeeper_session_timeout_ms: int = 4_000
+    zookeeper_root: str = "/parley"
 
     # The queries service (HTTP read API; docs/queries.md).
     queries_host: str = "127.0.0.1"
@@ -232,6 +262,11 @@ class Settings:
         parts = urlsplit(self.s3_endpoint)
         default = 443 if parts.scheme == "https" else 80
         return parts.hostname or "127.0.0.1", parts.port or default
+
+    @property
+    def zookeeper_host_port(self) -> tuple[str, int]:
+        host, _, port = self.zookeeper_hosts.split(",")[0].rpartition(":")
+        return host, int(port)
 
     @property
     def redis_host_port(self) -> tuple[str, int]:

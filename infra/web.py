@@ -23,6 +23,7 @@ from domain.account_errors import InvalidToken, RateLimited
 from domain.errors import DomainError, TooLarge
 from infra.auth import Identity, Tokens
 from infra.json_bounds import MAX_JSON_DEPTH, JsonTooDeep, loads_bounded
+from infra.metrics import HTTP_ERRORS, HTTP_REQUESTS, HTTP_SECONDS
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
@@ -35,6 +36,7 @@ class BadRequest(DomainError):
 
 
 def error_response(code: str, message: str, status: int, **headers: str) -> JSONResponse:
+    HTTP_ERRORS.inc(code)
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
 
@@ -175,6 +177,8 @@ class AccessLog:
             await self.app(scope, receive, send_status)
         finally:
             ms = (time.perf_counter() - started) * 1000
+            HTTP_REQUESTS.inc(str(status))
+            HTTP_SECONDS.observe(ms / 1000)
             state = scope.get("state", {})
             user_id = state.get("user_id", "-")
             if self.by_route:

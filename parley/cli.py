@@ -94,7 +94,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from infra.logs import configure_logging
     from infra.runtime import lower_priority, tune_gc
 
-    configure_logging(args.service)
+    configure_logging(args.service, parley_level=settings.log_level)
     lower_priority(args.service, settings.off_path_nice)
     if args.service in ("commands", "queries"):  # both sign or check tokens
         from infra.auth import signing_secret
@@ -228,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     from parley.media_console import add_parser as add_media_parser
 
     add_media_parser(sub)  # parley media sweep (docs/media.md)
+
+    from parley.top import add_parser as add_top_parser
+
+    add_top_parser(sub)  # parley top (docs/observability.md)
 
     demo = sub.add_parser("demo", help="a scripted tour of the running stack, with a transcript")
     demo.set_defaults(run=_demo)

@@ -57,6 +57,7 @@ from infra.push.apns import Apns
 from infra.push.fcm import Fcm
 from infra.push.provider import Provider
 from infra.push.webpush import WebPush
+from infra.registry import open_registry
 from infra.settings import Settings
 from projections.schema import migrate
 from queries.resources import APPLICATION_NAME, POOL_WAIT_S, ReadSide
@@ -175,7 +176,8 @@ async def open_access(settings: Settings) -> AsyncIterator[Access]:
 
 
 def gateway_adapters(settings: Settings) -> GatewayAdapters:
-    """A new gateway's id, its command bus (replies on its own channel) and its pool.
+    """A new gateway's id, its command bus (replies on its own channel), its pool and
+    the registry it joins (`PARLEY_REGISTRY`).
 
     Opened and closed by the gateway's `start` and `stop`, with the app's lifespan.
     """
@@ -186,6 +188,7 @@ def gateway_adapters(settings: Settings) -> GatewayAdapters:
         health=health,
         bus=CommandBus(settings, reply_to=gateway_id, health=health),
         pool=checked_pool(settings.pg_conninfo, min_size=1, max_size=8),
+        registry=open_registry(settings),
     )
 
 

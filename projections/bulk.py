@@ -37,7 +37,14 @@ import orjson
 from psycopg import AsyncConnection, AsyncCursor, sql
 
 from infra.log_envelope import Envelope
-from projections.projector import RECEIPT_EVENTS, After, Projector, Record, Statement
+from projections.projector import (
+    RECEIPT_EVENTS,
+    After,
+    Projector,
+    Record,
+    Statement,
+    expires_at,
+)
 
 BULK_EVENTS = frozenset({"MessageSent", "MessagesDelivered", "MessagesRead"})
 
@@ -78,16 +85,18 @@ Step = Run | tuple[Envelope, tuple[str, ...]]
 
 
 def steps(due: Sequence[tuple[Envelope, tuple[str, ...]]]) -> Iterator[Step]:
-    """Cut events into runs of messages and receipts and single other events."""
+    """Cut events into runs of messages and receipts and single other events (replies
+    and actions on messages among them: they change other rows than their own)."""
     run = Run()
     for e, projections in due:
-        if e.type in BULK_EVENTS and run.accepts(e):
+        bulk = e.type in BULK_EVENTS and e.payload.get("ref") is None
+        if bulk and run.accepts(e):
             run.add(e, projections)
             continue
         if run.items:
             yield run
             run = Run()
-        if e.type in BULK_EVENTS:
+        if bulk:
             run.add(e, projections)
         else:
             yield (e, projections)
@@ -285,12 +294,14 @@ class BulkProjector(Projector):
         await cur.execute(
             self._q(
                 "INSERT INTO {s}.messages (chat_id, seq, message_id, sender, device_id, local_id, "
-                "kind, body, media, sent_at) SELECT v.chat_id, v.seq, v.message_id, v.sender, "
-                "v.device_id, v.local_id, v.kind, decode(v.body, 'base64'), v.media::jsonb, "
-                "v.sent_at FROM unnest(%b::uuid[], %b::int8[], %b::int8[], %b::uuid[], "
-                "%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[]) "
-                "AS v(chat_id, seq, message_id, sender, device_id, local_id, kind, body, media, "
-                "sent_at) ON CONFLICT (chat_id, seq) DO NOTHING"
+                "kind, body, media, sent_at, expires_at, forwarded) SELECT v.chat_id, v.seq, "
+                "v.message_id, v.sender, v.device_id, v.local_id, v.kind, decode(v.body, "
+                "'base64'), v.media::jsonb, v.sent_at, v.expires_at, v.forwarded "
+                "FROM unnest(%b::uuid[], %b::int8[], %b::int8[], %b::uuid[], %b::text[], "
+                "%b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[], "
+                "%b::timestamptz[], %b::int4[]) AS v(chat_id, seq, message_id, sender, "
+                "device_id, local_id, kind, body, media, sent_at, expires_at, forwarded) "
+                "ON CONFLICT (chat_id, seq) DO NOTHING"
             ),
             (
                 [e.chat_id for e in sends],
@@ -303,6 +314,8 @@ class BulkProjector(Projector):
                 [x["body"] for x in p],
                 [None if x["media"] is None else orjson.dumps(x["media"]).decode() for x in p],
                 [e.timestamp for e in sends],
+                [expires_at(e) for e in sends],
+                [int(x.get("forwarded", 0)) for x in p],
             ),
         )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -19,10 +20,13 @@ import redis.asyncio as aioredis
 from psycopg import AsyncConnection, sql
 
 from infra.lua import Lua, execute
+from infra.timestamps import utc_iso
 from projections.message_view import message_view
-from projections.projector import RECEIPT_EVENTS, Record
+from projections.projector import RECEIPT_EVENTS, Record, expires_at
 from projections.schema import LIVE_SCHEMA
 
+REWRITING_KINDS = frozenset({"edit", "delete"})
+"""Actions that change messages already cached (docs/projections.md)."""
 RECENT_KEEP = 50
 RECENT_TTL_S = 24 * 3600
 PREFIX = "parley:"
@@ -95,10 +99,23 @@ def checkpoint_key(prefix: str = PREFIX) -> str:
     return f"{prefix}proj:cache:checkpoints"
 
 
-def message_json(chat_id: UUID, p: dict[str, Any], sent_at: str) -> bytes:
-    """A message as the recent cache and the query API show it."""
+def message_json(
+    chat_id: UUID, p: dict[str, Any], sent_at: str, ends: datetime | None = None
+) -> bytes:
+    """A message as the recent cache and the query API show it; `ends`: its expiry."""
     view = message_view(
-        chat_id, p["seq"], p["message_id"], p["sender"], p["kind"], p["body"], p["media"], sent_at
+        chat_id,
+        p["seq"],
+        p["message_id"],
+        p["sender"],
+        p["kind"],
+        p["body"],
+        p["media"],
+        sent_at,
+        ref=p.get("ref"),
+        quote=p.get("quote"),
+        expires_at=None if ends is None else utc_iso(ends),
+        forwarded=p.get("forwarded", 0),
     )
     return orjson.dumps(view)
 
@@ -168,8 +185,13 @@ def plan_cache(
                     recent[e.chat_id] = {}
                     emptied.add(e.chat_id)
                 recent_clock[e.chat_id] = at if last is None else max(at, last)
+            if e.payload["kind"] in REWRITING_KINDS:
+                # The cached message it changes (and the edits and quotes of it) are out
+                # of date: the set starts again from here; older pages come from the table.
+                recent[e.chat_id] = {}
+                emptied.add(e.chat_id)
             sent_at = e.timestamp.isoformat()
-            message = message_json(e.chat_id, dict(e.payload), sent_at)
+            message = message_json(e.chat_id, dict(e.payload), sent_at, expires_at(e))
             recent.setdefault(e.chat_id, {})[message] = e.payload["seq"]
         if e.type not in RECEIPT_EVENTS:
             plan.active_chats[e.chat_id] = e.timestamp.timestamp() * 1000

@@ -6,8 +6,9 @@ same events; the property tests compare the two. It imports nothing but the enve
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -16,6 +17,8 @@ from infra.log_envelope import Envelope
 SENT, DELIVERED, READ = "SENT", "DELIVERED", "READ"
 RECEIPT_EVENTS = frozenset({"MessagesDelivered", "MessagesRead"})
 """Events that do not count as chat activity (they do not reorder a chat list)."""
+ACTION_KINDS = frozenset({"reaction", "edit", "delete"})
+NOTICE_KINDS = frozenset({*ACTION_KINDS, "timer"})
 
 
 @dataclass
@@ -49,6 +52,12 @@ class MessageRow:
     body: str  # base64, as in the envelope
     media: dict[str, Any] | None
     sent_at: datetime
+    ref: int | None = None
+    quote: dict[str, Any] | None = None
+    edited_at: datetime | None = None
+    deleted_at: datetime | None = None
+    expires_at: datetime | None = None
+    forwarded: int = 0
 
 
 @dataclass
@@ -72,6 +81,10 @@ class ReadModel:
     inbox: dict[tuple[UUID, UUID, int], tuple[int, datetime]] = field(default_factory=dict)
     # (user, chat) -> unread messages addressed to user
     unread: dict[tuple[UUID, UUID], int] = field(default_factory=dict)
+    # (chat, seq reacted to, user) -> (emoji, reacted at)
+    reactions: dict[tuple[UUID, int, UUID], tuple[str, datetime]] = field(default_factory=dict)
+    # (chat, seq edited, seq of the edit) -> (replaced body as base64, written at)
+    versions: dict[tuple[UUID, int, int], tuple[str, datetime]] = field(default_factory=dict)
     seen: set[UUID] = field(default_factory=set)
 
     def active_members(self, chat_id: UUID) -> list[UUID]:
@@ -146,15 +159,59 @@ class ReadModel:
             p["body"],
             p["media"],
             e.timestamp,
+            p.get("ref"),
+            p.get("quote"),
+            expires_at=(
+                e.timestamp + timedelta(seconds=p["timer_s"])
+                if p.get("timer_s") and p["kind"] not in NOTICE_KINDS
+                else None
+            ),
+            forwarded=p.get("forwarded", 0),
         )
         chat = self.chats[e.chat_id]
         chat.last_seq, chat.last_message_id, chat.last_sender = seq, message_id, sender
         recipients = [u for u in self.active_members(e.chat_id) if u != sender]
+        for user in recipients:
+            self.inbox[(user, e.chat_id, seq)] = (message_id, e.timestamp)
+        if p["kind"] in NOTICE_KINDS:  # no receipts, nobody's unread
+            if p["kind"] in ACTION_KINDS:
+                self._act(e, p)
+            return
         self.counts[(e.chat_id, seq)] = [len(recipients), 0, 0]
         for user in recipients:
             self.receipts[(e.chat_id, seq, user)] = ReceiptRow(SENT)
-            self.inbox[(user, e.chat_id, seq)] = (message_id, e.timestamp)
             self.unread[(user, e.chat_id)] = self.unread.get((user, e.chat_id), 0) + 1
+
+    def _act(self, e: Envelope, p: Any) -> None:
+        """A reaction, edit or delete of message `ref` (projector.py's `_on_<kind>`)."""
+        chat_id, seq, ref, kind = e.chat_id, int(p["seq"]), int(p["ref"]), p["kind"]
+        target = self.messages.get((chat_id, ref))
+        if kind == "reaction":
+            if p["body"]:
+                emoji = base64.b64decode(p["body"]).decode("utf-8")
+                self.reactions[(chat_id, ref, UUID(p["sender"]))] = (emoji, e.timestamp)
+            else:
+                self.reactions.pop((chat_id, ref, UUID(p["sender"])), None)
+        elif kind == "edit" and target is not None and target.deleted_at is None:
+            written = target.edited_at or target.sent_at
+            self.versions.setdefault((chat_id, ref, seq), (target.body, written))
+            for (c, s), row in self.messages.items():
+                if c == chat_id and row.ref == ref and row.kind == "edit" and s < seq:
+                    row.body = ""
+            target.body, target.edited_at = p["body"], e.timestamp
+        elif kind == "delete":
+            if target is not None:
+                target.body, target.media, target.quote = "", None, None
+                target.edited_at, target.deleted_at = None, e.timestamp
+            for row in [r for (c, _), r in self.messages.items() if c == chat_id]:
+                if row.ref == ref and row.kind == "edit":
+                    row.body = ""
+                elif row.ref == ref and row.kind not in NOTICE_KINDS:
+                    row.quote = {"seq": ref, "deleted": True}
+            for version in [k for k in self.versions if k[:2] == (chat_id, ref)]:
+                del self.versions[version]
+            for reaction in [k for k in self.reactions if k[:2] == (chat_id, ref)]:
+                del self.reactions[reaction]
 
     def _on_MessagesDelivered(self, e: Envelope, p: Any) -> None:
         user, up_to = UUID(p["user_id"]), int(p["up_to"])

@@ -16,7 +16,7 @@ from typing import Any
 
 from infra.timestamps import utc_iso
 from projections.message_view import hidden_frame, message_frame, message_view
-from projections.projector import RECEIPT_EVENTS
+from projections.projector import RECEIPT_EVENTS, expiry
 
 __all__ = ["CHAT_EVENTS", "RECEIPT_EVENTS", "chat_frame", "message_event_frame", "receipt_frame"]
 
@@ -37,6 +37,7 @@ CHAT_EVENTS = frozenset(
 
 def message_event_frame(chat_id: object, p: Mapping[str, Any], at: datetime) -> dict[str, Any]:
     """The `message` frame of a `MessageSent` (`p` its fields; the body bytes or base64)."""
+    ends = expiry(p["kind"], p.get("timer_s"), at)
     view = message_view(
         chat_id,
         p["seq"],
@@ -46,6 +47,10 @@ def message_event_frame(chat_id: object, p: Mapping[str, Any], at: datetime) -> 
         _base64(p["body"]),
         p["media"],
         utc_iso(at),
+        ref=p.get("ref"),
+        quote=p.get("quote"),
+        expires_at=None if ends is None else utc_iso(ends),
+        forwarded=p.get("forwarded", 0),
     )
     return message_frame(view, p["local_id"])
 

@@ -32,6 +32,24 @@ DEPENDS_ON = {"chats": (), "messages": (), "receipts": ("chats",), "inbox": ("ch
 
 RECEIPT_EVENTS = frozenset({"MessagesDelivered", "MessagesRead"})
 
+ACTION_KINDS = frozenset({"reaction", "edit", "delete"})
+"""Kinds of messages that act on the message their `ref` names (domain/message_actions.py)."""
+NOTICE_KINDS = frozenset({*ACTION_KINDS, "timer"})
+"""Kinds that are no message of their own: no receipts, nobody's unread, no push."""
+
+
+def expiry(kind: str, timer_s: int | None, sent_at: datetime) -> datetime | None:
+    """When a message sent under a disappearing-messages timer is erased (None: never)."""
+    if not timer_s or kind in NOTICE_KINDS:
+        return None
+    return sent_at + timedelta(seconds=timer_s)
+
+
+def expires_at(e: Envelope) -> datetime | None:
+    """`expiry` of a `MessageSent` envelope."""
+    return expiry(e.payload["kind"], e.payload.get("timer_s"), e.timestamp)
+
+
 Statement = tuple[sql.SQL | sql.Composed | str, Any]
 """A query and its parameters (None for none)."""
 
@@ -269,7 +287,7 @@ class Projector:
     async def _chats_MessagesRead(self, cur: AsyncCursor[Any], e: Envelope, p: Any) -> None:
         await self._cursors(cur, e, p, read=True)
 
-    # messages
+    # messages: messages and actions on them, reactions, the texts edits replaced
 
     async def _messages_MessageSent(self, cur: AsyncCursor[Any], e: Envelope, p: Any) -> None:
         from orjson import dumps
@@ -277,8 +295,9 @@ class Projector:
         await cur.execute(
             self._q(
                 "INSERT INTO {s}.messages (chat_id, seq, message_id, sender, device_id, local_id, "
-                "kind, body, media, sent_at) VALUES (%s, %s, %s, %s, %s, %s, %s, "
-                "decode(%s, 'base64'), %s::jsonb, %s) ON CONFLICT (chat_id, seq) DO NOTHING"
+                "kind, body, media, sent_at, ref, quote, expires_at, forwarded) VALUES (%s, %s, "
+                "%s, %s, %s, %s, %s, decode(%s, 'base64'), %s::jsonb, %s, %s, %s::jsonb, %s, %s) "
+                "ON CONFLICT (chat_id, seq) DO NOTHING"
             ),
             (
                 e.chat_id,
@@ -291,12 +310,74 @@ class Projector:
                 p["body"],
                 None if p["media"] is None else dumps(p["media"]).decode(),
                 e.timestamp,
+                p.get("ref"),
+                None if p.get("quote") is None else dumps(p["quote"]).decode(),
+                expires_at(e),
+                p.get("forwarded", 0),
             ),
         )
+        action = getattr(self, f"_on_{p['kind']}", None)
+        if action is not None:
+            keys = {"chat": e.chat_id, "seq": p["seq"], "ref": p["ref"], "at": e.timestamp}
+            await action(cur, keys, p)
+
+    async def _on_reaction(self, cur: AsyncCursor[Any], keys: dict[str, Any], p: Any) -> None:
+        """One reaction per user and message: set, changed, or removed (an empty body)."""
+        if p["body"]:
+            await cur.execute(
+                self._q(
+                    "INSERT INTO {s}.reactions (chat_id, seq, user_id, emoji, reacted_at) "
+                    "VALUES (%(chat)s, %(ref)s, %(user)s, convert_from(decode(%(body)s, "
+                    "'base64'), 'UTF8'), %(at)s) ON CONFLICT (chat_id, seq, user_id) "
+                    "DO UPDATE SET emoji = excluded.emoji, reacted_at = excluded.reacted_at"
+                ),
+                {**keys, "user": UUID(p["sender"]), "body": p["body"]},
+            )
+        else:
+            await cur.execute(
+                self._q(
+                    "DELETE FROM {s}.reactions "
+                    "WHERE chat_id = %(chat)s AND seq = %(ref)s AND user_id = %(user)s"
+                ),
+                {**keys, "user": UUID(p["sender"])},
+            )
+
+    async def _on_edit(self, cur: AsyncCursor[Any], keys: dict[str, Any], p: Any) -> None:
+        """The message shows the new text; the text it replaces is kept for its sender,
+        and the earlier edits' rows lose theirs (a member syncing sees the latest only)."""
+        for statement in (
+            "INSERT INTO {s}.message_versions (chat_id, seq, edit_seq, body, written_at) "
+            "SELECT chat_id, seq, %(seq)s, body, coalesce(edited_at, sent_at) FROM {s}.messages "
+            "WHERE chat_id = %(chat)s AND seq = %(ref)s AND deleted_at IS NULL "
+            "ON CONFLICT DO NOTHING",
+            "UPDATE {s}.messages SET body = '' WHERE chat_id = %(chat)s AND ref = %(ref)s "
+            "AND kind = 'edit' AND seq < %(seq)s",
+            "UPDATE {s}.messages SET body = decode(%(body)s, 'base64'), edited_at = %(at)s "
+            "WHERE chat_id = %(chat)s AND seq = %(ref)s AND deleted_at IS NULL",
+        ):
+            await cur.execute(self._q(statement), {**keys, "body": p["body"]})
+
+    async def _on_delete(self, cur: AsyncCursor[Any], keys: dict[str, Any], p: Any) -> None:
+        """A tombstone: the message, its edits, its versions and its reactions lose their
+        content; the replies quoting it show it deleted."""
+        for statement in (
+            "UPDATE {s}.messages SET body = '', media = NULL, quote = NULL, edited_at = NULL, "
+            "deleted_at = %(at)s WHERE chat_id = %(chat)s AND seq = %(ref)s",
+            "UPDATE {s}.messages SET body = '' WHERE chat_id = %(chat)s AND ref = %(ref)s "
+            "AND kind = 'edit'",
+            "UPDATE {s}.messages SET quote = jsonb_build_object('seq', %(ref)s, 'deleted', true) "
+            "WHERE chat_id = %(chat)s AND ref = %(ref)s "
+            "AND kind NOT IN ('reaction', 'edit', 'delete', 'timer')",
+            "DELETE FROM {s}.message_versions WHERE chat_id = %(chat)s AND seq = %(ref)s",
+            "DELETE FROM {s}.reactions WHERE chat_id = %(chat)s AND seq = %(ref)s",
+        ):
+            await cur.execute(self._q(statement), keys)
 
     # receipts: per (message, recipient) status, per-message counts, unread per (user, chat)
 
     async def _receipts_MessageSent(self, cur: AsyncCursor[Any], e: Envelope, p: Any) -> None:
+        if p["kind"] in NOTICE_KINDS:
+            return
         await cur.execute(
             self._q(
                 "WITH ins AS (INSERT INTO {s}.receipts (chat_id, recipient, seq, status) "

@@ -34,6 +34,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from infra.settings import Settings
 from projections.directory import DIRECTORY_DDL
+from projections.key_store import E2E_DDL
 from projections.push_store import PUSH_DDL
 
 LIVE_SCHEMA = "read"
@@ -108,7 +109,54 @@ messages = Table(
     Column("body", LargeBinary, nullable=False),
     Column("media", JSONB),
     Column("sent_at", DateTime(timezone=True), nullable=False),
+    # Actions (docs/protocol.md#what-members-do-with-a-message): the seq a reply answers
+    # or an action acts on, a reply's quote, when the message was last edited or deleted.
+    Column("ref", BigInteger),
+    Column("quote", JSONB),
+    Column("edited_at", DateTime(timezone=True)),
+    Column("deleted_at", DateTime(timezone=True)),
+    # Disappearing messages (migration 4): when the message is erased (projections/expiry.py).
+    Column("expires_at", DateTime(timezone=True)),
+    Column("forwarded", Integer, nullable=False, server_default="0"),  # hops (migration 4)
 )
+MESSAGE_EXPIRY = (
+    "ALTER TABLE {schema}.messages ADD COLUMN IF NOT EXISTS expires_at timestamptz, "
+    "ADD COLUMN IF NOT EXISTS forwarded integer NOT NULL DEFAULT 0",
+    "CREATE INDEX IF NOT EXISTS messages_by_expiry ON {schema}.messages (expires_at) "
+    "WHERE expires_at IS NOT NULL AND deleted_at IS NULL",
+)
+MESSAGE_ACTION_COLUMNS = (
+    "ALTER TABLE {schema}.messages ADD COLUMN IF NOT EXISTS ref bigint, "
+    "ADD COLUMN IF NOT EXISTS quote jsonb, ADD COLUMN IF NOT EXISTS edited_at timestamptz, "
+    "ADD COLUMN IF NOT EXISTS deleted_at timestamptz"
+)
+# A delete finds the replies quoting the message and the edits of it.
+MESSAGES_BY_REF = (
+    "CREATE INDEX IF NOT EXISTS messages_by_ref ON {schema}.messages (chat_id, ref) "
+    "WHERE ref IS NOT NULL"
+)
+
+reactions = Table(
+    "reactions",
+    metadata,
+    Column("chat_id", Uuid, primary_key=True),
+    Column("seq", BigInteger, primary_key=True),  # of the message reacted to
+    Column("user_id", Uuid, primary_key=True),
+    Column("emoji", Text, nullable=False),
+    Column("reacted_at", DateTime(timezone=True), nullable=False),
+)
+
+message_versions = Table(
+    "message_versions",
+    metadata,
+    Column("chat_id", Uuid, primary_key=True),
+    Column("seq", BigInteger, primary_key=True),  # of the message edited
+    Column("edit_seq", BigInteger, primary_key=True),  # of the edit that replaced this text
+    Column("body", LargeBinary, nullable=False),
+    Column("written_at", DateTime(timezone=True), nullable=False),
+)
+"""The texts an edit replaced, shown to the message's sender only."""
+
 # A media download is allowed to whoever sees a message of the chat that carries it.
 MESSAGES_BY_MEDIA = (
     "CREATE INDEX IF NOT EXISTS messages_by_media ON {schema}.messages "
@@ -163,7 +211,7 @@ inbox = Table(
 # Which tables each projection owns; the projection's name is its checkpoint key.
 PROJECTION_TABLES: dict[str, list[Table]] = {
     "chats": [chats, members, membership_history],
-    "messages": [messages],
+    "messages": [messages, reactions, message_versions],
     "receipts": [receipts, receipt_counts, unread],
     "inbox": [inbox],
 }
@@ -171,7 +219,9 @@ PROJECTION_TABLES: dict[str, list[Table]] = {
 MIGRATIONS: list[tuple[int, str]] = [
     (1, "read model v1: chats, members, history, messages, receipts, counts, unread, inbox"),
     (2, "messages found by chat and media id"),
-    (3, "messages found by media id alone (the media retention sweep)"),
+    (3, "replies, reactions, edits and deletes: message columns, reactions, versions"),
+    (4, "disappearing and forwarded messages: when each expires, how often forwarded"),
+    (5, "messages found by media id alone (the media retention sweep)"),
 ]
 
 
@@ -240,6 +290,7 @@ OWN_TABLES = (
     REBUILDS_DDL,
     *MEDIA_DDL,
     *PUSH_DDL,
+    *E2E_DDL,
 )
 """Created with the live schema, each `IF NOT EXISTS`: tables no projection rebuilds."""
 
@@ -278,6 +329,16 @@ def migrate(settings: Settings, schema: str = LIVE_SCHEMA) -> int:
                 if version == 2:
                     conn.execute(text(MESSAGES_BY_MEDIA.format(schema=f'"{schema}"')))
                 if version == 3:
+                    conn.execute(text(MESSAGE_ACTION_COLUMNS.format(schema=f'"{schema}"')))
+                    conn.execute(text(MESSAGES_BY_REF.format(schema=f'"{schema}"')))
+                    metadata.create_all(
+                        conn.execution_options(schema_translate_map={None: schema}),
+                        tables=[reactions, message_versions],
+                    )
+                if version == 4:
+                    for statement in MESSAGE_EXPIRY:
+                        conn.execute(text(statement.format(schema=f'"{schema}"')))
+                if version == 5:
                     conn.execute(text(MESSAGES_BY_MEDIA_ID.format(schema=f'"{schema}"')))
                 conn.execute(
                     text(f'INSERT INTO "{schema}".schema_version (version, note) VALUES (:v, :n)'),

@@ -6,15 +6,18 @@ With neither, the newest page. Messages are in ascending seq order; the answer's
 `before_seq` / `after_seq` are the cursors for the older / newer page (null: none).
 A removed member sees only the messages sent while they were a member. A message from
 a user the caller blocks is shown `hidden` (seq, id and time; no sender, no content),
-as the WebSocket shows it (`domain.visibility.is_delivered`).
+as the WebSocket shows it (`domain.visibility.is_delivered`). Each shown message carries
+its `reactions`, counted (`queries.reactions`).
 
 The cache is asked for the likely page while PostgreSQL checks the membership, so a
-page the cache holds costs one database round trip.
+page the cache holds costs two database round trips: the membership, then the page's
+reactions.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -22,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from infra.auth import Identity
+from projections.message_view import as_of, device_view
 from queries.membership import load_membership, page_of
 from queries.messages import (
     Message,
@@ -34,6 +38,7 @@ from queries.messages import (
 from queries.params import MAX_SEQ, chat_id_param, int_query, limit_query
 from queries.position import read_your_writes
 from queries.privacy import blocked_by
+from queries.reactions import reactions_of
 from queries.resources import read_side_of
 from queries.responses import answer
 
@@ -50,10 +55,11 @@ async def history(request: Request, identity: Identity) -> Response:
         async with read_side.pool.connection() as conn:
             membership = await load_membership(conn, chat_id, identity.user_id)
             blocked = await blocked_by(conn, identity.user_id)
+            page = page_of(membership.intervals, after, before, limit)
+            reactions = await reactions_of(conn, chat_id, page.seqs, identity.user_id)
     except BaseException:
         cached_task.cancel()
         raise
-    page = page_of(membership.intervals, after, before, limit)
     messages: list[Message] | None = pick_cached(await cached_task, page.seqs)
     if messages is None and page.seqs:
         nearby = await cached_range(read_side.redis, chat_id, page.seqs[0], page.seqs[-1])
@@ -63,11 +69,14 @@ async def history(request: Request, identity: Identity) -> Response:
         source = "database"
         async with read_side.pool.connection() as conn:
             messages = await stored_messages(conn, chat_id, page.seqs)
-    if blocked:
-        messages = [
-            hidden(m) if m["sender"] is not None and UUID(m["sender"]) in blocked else m
-            for m in messages
-        ]
+    now = datetime.now(UTC)
+    user, device = str(identity.user_id), identity.device_id
+    messages = [
+        hidden(m)
+        if blocked and m["sender"] is not None and UUID(m["sender"]) in blocked
+        else device_view({**as_of(m, now), "reactions": reactions.get(m["seq"], [])}, user, device)
+        for m in messages
+    ]
     body: dict[str, Any] = {
         "chat_id": str(chat_id),
         "messages": messages,

@@ -10,7 +10,7 @@ Pages are ordered by (queued at, chat, seq); `after` is the cursor of the last p
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import sql
@@ -20,6 +20,7 @@ from starlette.responses import Response
 from infra.auth import Identity
 from infra.timestamps import utc_iso
 from projections.directory import DIRECTORY_SCHEMA
+from projections.message_view import as_of, device_view
 from projections.schema import LIVE_SCHEMA
 from queries.chat_list import EPOCH, micros
 from queries.errors import BadCursor
@@ -37,7 +38,8 @@ from queries.responses import answer
 
 _INBOX = """
 SELECT i.chat_id, i.seq, msg.message_id, msg.sender, msg.kind, msg.body, msg.media,
-       msg.sent_at, i.created_at
+       msg.sent_at, msg.ref, msg.quote, msg.edited_at, msg.deleted_at, msg.expires_at,
+       msg.forwarded, i.created_at
 FROM {s}.inbox i
 JOIN {s}.messages msg ON msg.chat_id = i.chat_id AND msg.seq = i.seq
 WHERE i.recipient = %(user)s {after}
@@ -73,11 +75,18 @@ async def inbox(request: Request, identity: Identity) -> Response:
         cur = await conn.execute(_QUERIES[parts is not None], params)
         rows = await cur.fetchall()
     page = rows[:limit]
+    now = datetime.now(UTC)
+    user, device = str(identity.user_id), identity.device_id
     messages = [
-        {**message_from_row(row[0], row[1:8]), "queued_at": utc_iso(row[8])} for row in page
+        device_view(
+            {**as_of(message_from_row(row[0], row[1:14]), now), "queued_at": utc_iso(row[14])},
+            user,
+            device,
+        )
+        for row in page
     ]
     after = None
     if len(rows) > limit:
         last = page[-1]
-        after = encode_cursor(micros(last[8]), last[0], last[1])
+        after = encode_cursor(micros(last[-1]), last[0], last[1])
     return answer({"messages": messages, "after": after})

@@ -2,8 +2,9 @@
 
 The recent-messages cache (`parley:chat:<id>:recent`, a sorted set scored by seq, the
 last 50 messages) answers a page when it holds every seq of the page; otherwise
-PostgreSQL does. Messages never change once stored, so any message found in the cache
-is the same as the row; both are turned into the same JSON here.
+PostgreSQL does. A message changes once stored only by an edit or a delete, and those
+empty the chat's cached set (`projections.cache.REWRITING_KINDS`), so any message found
+in the cache is the same as the row; both are turned into the same JSON here.
 """
 
 from __future__ import annotations
@@ -29,17 +30,41 @@ log = logging.getLogger("parley.queries")
 
 Message = dict[str, Any]
 
+MESSAGE_COLUMNS = (
+    "seq, message_id, sender, kind, body, media, sent_at, ref, quote, edited_at, deleted_at, "
+    "expires_at, forwarded"
+)
+"""The columns `message_from_row` reads, in its order."""
+
 _BY_SEQ = sql.SQL(
-    "SELECT seq, message_id, sender, kind, body, media, sent_at FROM {s}.messages "
-    "WHERE chat_id = %s AND seq = ANY(%s) ORDER BY seq"
+    "SELECT " + MESSAGE_COLUMNS + " FROM {s}.messages WHERE chat_id = %s AND seq = ANY(%s) "
+    "ORDER BY seq"
 ).format(s=sql.Identifier(LIVE_SCHEMA))
 
 
 def message_from_row(chat_id: UUID, row: Sequence[Any]) -> Message:
-    """A message from `(seq, message_id, sender, kind, body, media, sent_at)`."""
-    seq, message_id, sender, kind, body, media, sent_at = row
+    """A message from a row of `MESSAGE_COLUMNS`."""
+    seq, message_id, sender, kind, body, media, sent_at, ref, quote, edited_at, deleted_at = row[
+        :11
+    ]
+    expires_at, forwarded = row[11:13]
     body_text = base64.b64encode(body).decode("ascii")
-    return message_view(chat_id, seq, message_id, sender, kind, body_text, media, utc_iso(sent_at))
+    return message_view(
+        chat_id,
+        seq,
+        message_id,
+        sender,
+        kind,
+        body_text,
+        media,
+        utc_iso(sent_at),
+        ref=ref,
+        quote=quote,
+        edited=edited_at is not None,
+        deleted=deleted_at is not None,
+        expires_at=None if expires_at is None else utc_iso(expires_at),
+        forwarded=forwarded,
+    )
 
 
 def hidden(message: Message) -> Message:
@@ -64,6 +89,12 @@ def message_from_cache(raw: bytes) -> Message:
         body_text,
         c["media"],
         sent_at,
+        ref=c.get("ref"),
+        quote=c.get("quote"),
+        edited=c.get("edited", False),
+        deleted=c.get("deleted", False),
+        expires_at=c.get("expires_at"),
+        forwarded=c.get("forwarded", 0),
     )
 
 

@@ -82,10 +82,51 @@ _MESSAGE_FIELDS: dict[str, Any] = {
     "seq": SEQ,
     "message_id": MESSAGE_ID,
     "sender": UUID,
-    "kind": {"type": "string", "enum": ["text", "media", "ciphertext"]},
+    "kind": {
+        "type": "string",
+        "enum": ["text", "media", "ciphertext", "reaction", "edit", "delete", "timer"],
+        "description": (
+            "`reaction`, `edit`, `delete` act on the message `ref` names; `timer` sets the "
+            "chat's disappearing-messages timer, its body the seconds (docs/protocol.md)"
+        ),
+    },
     "body": {"type": "string", "contentEncoding": "base64"},
     "media": _nullable(_schema("MediaRef")),
     "sent_at": TIMESTAMP,
+    "ref": {
+        "type": ["integer", "null"],
+        "description": "the seq a reply answers, or a reaction, edit or delete acts on",
+    },
+    "quote": _nullable(_schema("Quote")),
+    "edited": {"type": "boolean", "description": "the body is the latest of its edits"},
+    "deleted": {
+        "type": "boolean",
+        "description": "deleted for everyone: a tombstone, with an empty body and no media",
+    },
+    "expires_at": {
+        "oneOf": [TIMESTAMP, {"type": "null"}],
+        "description": "a disappearing message's end: from then on it is shown deleted",
+    },
+    "forwarded": {
+        "type": "integer",
+        "minimum": 0,
+        "description": "forwarded this many hops (0: written here; 5 or more: many times)",
+    },
+}
+_HIDDEN_ACTION_FIELDS: dict[str, Any] = {
+    "ref": {"type": "null"},
+    "quote": {"type": "null"},
+    "edited": {"const": False},
+    "deleted": {"const": False},
+    "expires_at": {"type": "null"},
+    "forwarded": {"const": 0},
+}
+
+_ENVELOPE_FIELDS: dict[str, Any] = {
+    **_MESSAGE_FIELDS,
+    "kind": {"const": "ciphertext"},
+    "body": {"type": ["string", "null"], "contentEncoding": "base64"},
+    "envelope": {"const": True},
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -132,7 +173,53 @@ SCHEMAS: dict[str, Any] = {
         },
         "A short-lived download URL of a media file.",
     ),
-    "Message": _object(_MESSAGE_FIELDS, "One message; `body` is the stored bytes in base64."),
+    "Message": _object(
+        {**_MESSAGE_FIELDS, "reactions": {"type": "array", "items": _schema("Reaction")}},
+        "One message; `body` is the stored bytes in base64.",
+    ),
+    "Quote": {
+        "type": "object",
+        "description": (
+            "What a reply shows of the message it answers; `{seq, deleted: true}` once "
+            "that message is deleted"
+        ),
+        "properties": {
+            "seq": SEQ,
+            "sender": UUID,
+            "kind": {"type": "string"},
+            "excerpt": {"type": "string", "description": "up to 100 characters of its text"},
+            "deleted": {"const": True},
+        },
+        "required": ["seq"],
+        "additionalProperties": False,
+    },
+    "Reaction": _object(
+        {
+            "emoji": {"type": "string"},
+            "count": {"type": "integer", "minimum": 1},
+            "mine": {"type": "boolean", "description": "the caller's own reaction"},
+        },
+        "One emoji on a message, with how many members chose it.",
+    ),
+    "Versions": _object(
+        {
+            "chat_id": UUID,
+            "seq": SEQ,
+            "kind": {"type": "string"},
+            "deleted": {"type": "boolean"},
+            "versions": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "body": {"type": "string", "contentEncoding": "base64"},
+                        "written_at": TIMESTAMP,
+                    }
+                ),
+                "description": "oldest first, the current text last; none once deleted",
+            },
+        },
+        "The texts of one of the caller's messages.",
+    ),
     "HiddenMessage": _object(
         {
             "chat_id": UUID,
@@ -144,12 +231,22 @@ SCHEMAS: dict[str, Any] = {
             "body": {"type": "null"},
             "media": {"type": "null"},
             "sent_at": TIMESTAMP,
+            **_HIDDEN_ACTION_FIELDS,
         },
         "A message from a user the caller blocks: its seq, id and time only.",
     ),
     "InboxMessage": _object(
         {**_MESSAGE_FIELDS, "queued_at": TIMESTAMP},
         "An undelivered message and when it entered the inbox.",
+    ),
+    "EncryptedMessage": _object(
+        {**_ENVELOPE_FIELDS, "reactions": {"type": "array", "items": _schema("Reaction")}},
+        "An end-to-end encrypted 1:1 message (docs/e2e.md): `body` is the caller's device's"
+        " envelope, null when there is none for it.",
+    ),
+    "EncryptedInboxMessage": _object(
+        {**_ENVELOPE_FIELDS, "queued_at": TIMESTAMP},
+        "An undelivered encrypted message: the caller's device's envelope.",
     ),
     "LastMessage": _object(
         {"seq": SEQ, "message_id": MESSAGE_ID, "sender": UUID, "sent_at": TIMESTAMP}
@@ -178,7 +275,13 @@ SCHEMAS: dict[str, Any] = {
             "chat_id": UUID,
             "messages": {
                 "type": "array",
-                "items": {"oneOf": [_schema("Message"), _schema("HiddenMessage")]},
+                "items": {
+                    "oneOf": [
+                        _schema("Message"),
+                        _schema("HiddenMessage"),
+                        _schema("EncryptedMessage"),
+                    ]
+                },
             },
             "before_seq": {
                 "type": ["integer", "null"],
@@ -229,7 +332,10 @@ SCHEMAS: dict[str, Any] = {
     "Receipts": {"oneOf": [_schema("DirectReceipts"), _schema("GroupReceipts")]},
     "Inbox": _object(
         {
-            "messages": {"type": "array", "items": _schema("InboxMessage")},
+            "messages": {
+                "type": "array",
+                "items": {"oneOf": [_schema("InboxMessage"), _schema("EncryptedInboxMessage")]},
+            },
             "after": _nullable({**CURSOR, "description": "pass as `after`"}),
         }
     ),
@@ -477,6 +583,13 @@ PATHS: dict[str, Any] = {
         ["ChatId", "Seq"],
         _ok("Receipts", "the receipts"),
         {"403": _error("`not_sender`: receipts are shown to the message's sender")},
+    ),
+    "/v1/chats/{chat_id}/messages/{seq}/versions": _guarded(
+        "getVersions",
+        "The texts of one of the caller's edited messages, oldest first",
+        ["ChatId", "Seq"],
+        _ok("Versions", "the versions"),
+        {"403": _error("`not_sender`: versions are shown to the message's sender")},
     ),
     "/v1/chats/{chat_id}/media/{media_id}": _guarded(
         "getMediaDownload",

@@ -29,6 +29,7 @@ from queries.openapi import openapi_json
 from queries.profiles import profile
 from queries.receipts import receipts
 from queries.resources import read_side_of
+from queries.versions import versions
 
 Handler = Callable[[Request, Identity], Awaitable[Response]]
 
@@ -37,6 +38,7 @@ QUERY_PARAMETERS: dict[str, tuple[str, ...]] = {
     "/v1/chats/{chat_id}": (),
     "/v1/chats/{chat_id}/messages": ("after_seq", "before_seq", "limit"),
     "/v1/chats/{chat_id}/messages/{seq}/receipts": (),
+    "/v1/chats/{chat_id}/messages/{seq}/versions": (),
     "/v1/chats/{chat_id}/media/{media_id}": (),
     "/v1/inbox": ("limit", "after"),
     "/v1/users/{user_id}": (),
@@ -77,6 +79,7 @@ def routes() -> list[Route]:
         guarded("/v1/chats/{chat_id}", chat_info),
         guarded("/v1/chats/{chat_id}/messages", history),
         guarded("/v1/chats/{chat_id}/messages/{seq}/receipts", receipts),
+        guarded("/v1/chats/{chat_id}/messages/{seq}/versions", versions),
         guarded("/v1/chats/{chat_id}/media/{media_id}", media_download),
         guarded("/v1/inbox", inbox),
         guarded("/v1/users/{user_id}", profile),

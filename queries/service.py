@@ -21,6 +21,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from infra.http import serve
+from infra.metrics import metrics_routes
 from infra.settings import Settings
 from infra.web import AccessLog, error_handlers
 from queries.errors import BACKEND_ERRORS, STATUS_BY_CODE, backend_unavailable
@@ -48,7 +49,7 @@ def create_app(settings: Settings, open_read_side: OpenReadSide) -> Starlette:
         log.info("event=queries_app_stopped")
 
     return Starlette(
-        routes=routes(),
+        routes=[*routes(), *metrics_routes()],
         middleware=[
             Middleware(AccessLog, logger="parley.queries.http", by_route=True),
             # The web client is served by the commands service: another origin reads here.

@@ -4,9 +4,10 @@ devices have not received (docs/push.md).
 Three loops in one process:
 
 - the log consumer reads `parley.events` and records each `MessageSent` younger than
-  `push_max_age_s` in `push.pending`, due when its grace period (`push_grace_s`) is
-  over, keyed by event id; it commits its Kafka offsets only after that, so a crash
-  reads the events again and the key drops the copies;
+  `push_max_age_s` (but reactions, edits and deletes) in `push.pending`, due when its
+  grace period (`push_grace_s`) is over, keyed by event id, and drops the pushes not
+  yet sent of messages deleted for everyone; it commits its Kafka offsets only after
+  that, so a crash reads the events again and the key drops the copies;
 - the dispatcher (`streams/push_dispatch.py`) turns due messages into notifications per
   device and sends them, one push per (device, chat), retrying with backoff;
 - the record of what was sent is trimmed after `push_record_days`.
@@ -24,6 +25,7 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import orjson
 import psycopg
@@ -35,6 +37,7 @@ from infra.push.provider import Provider
 from infra.retry import Backoff
 from infra.settings import Settings
 from infra.topics import EVENTS, PUSH_DEAD
+from projections.projector import NOTICE_KINDS
 from projections.push_store import PUSH_SCHEMA
 from streams.push_dispatch import Sender, due_groups, fan_out
 
@@ -48,6 +51,15 @@ ENQUEUE = (
     '(event_id, chat_id, seq, sender, partition, "offset", due_at) '
     "SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::uuid[], %s::int[], "
     "%s::bigint[], %s::timestamptz[]) ON CONFLICT DO NOTHING"
+)
+WITHDRAW_PENDING = (
+    f"DELETE FROM {PUSH_SCHEMA}.pending p USING unnest(%s::uuid[], %s::bigint[]) AS d(chat, seq) "
+    "WHERE p.chat_id = d.chat AND p.seq = d.seq"
+)
+WITHDRAW_DUE = (
+    f"UPDATE {PUSH_SCHEMA}.notifications n SET state = 'skipped' "
+    "FROM unnest(%s::uuid[], %s::bigint[]) AS d(chat, seq) "
+    "WHERE n.chat_id = d.chat AND n.seq = d.seq AND n.state = 'due'"
 )
 
 
@@ -68,6 +80,8 @@ def pending_rows(
         if e.type != "MessageSent" or e.timestamp < oldest:
             continue
         p = e.payload
+        if p["kind"] in NOTICE_KINDS:  # reactions, edits, deletes, timers: not announced
+            continue
         rows.append(
             (e.event_id, e.chat_id, p["seq"], p["sender"], partition, offset, e.timestamp + grace)
         )
@@ -77,6 +91,25 @@ def pending_rows(
 async def enqueue(conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any, ...]]) -> None:
     if rows:
         await conn.execute(ENQUEUE, [list(column) for column in zip(*rows, strict=True)])
+
+
+def withdrawals(values: Sequence[tuple[int, int, bytes]]) -> list[tuple[UUID, int]]:
+    """(chat, seq) of the messages a batch deletes for everyone."""
+    found = []
+    for _, _, value in values:
+        with contextlib.suppress(EnvelopeError):
+            e = decode_envelope(value)
+            if e.type == "MessageSent" and e.payload["kind"] == "delete":
+                found.append((e.chat_id, int(e.payload["ref"])))
+    return found
+
+
+async def withdraw(conn: psycopg.AsyncConnection[Any], deleted: list[tuple[UUID, int]]) -> None:
+    """Deleted messages are not pushed: pending ones are dropped, due ones skipped."""
+    if deleted:
+        columns = [[chat for chat, _ in deleted], [seq for _, seq in deleted]]
+        await conn.execute(WITHDRAW_PENDING, columns)
+        await conn.execute(WITHDRAW_DUE, columns)
 
 
 async def consume(settings: Settings, stop: asyncio.Event) -> None:
@@ -107,6 +140,7 @@ async def consume(settings: Settings, stop: asyncio.Event) -> None:
                 continue
             rows = pending_rows(values, settings, datetime.now(UTC))
             await enqueue(conn, rows)
+            await withdraw(conn, withdrawals(values))
             await consumer.commit()
     finally:
         await conn.close()

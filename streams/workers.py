@@ -33,6 +33,7 @@ from infra.topics import EVENTS
 from projections.bulk import BulkProjector
 from projections.cache import members_by_chat, members_query, plan_cache, queue_cache, unread_query
 from projections.cache_heal import CHECK_EVERY_S, CacheWatch
+from projections.expiry import erase_expired
 from projections.projector import Projector, Record, expire_inbox
 from projections.replay.locks import WORKER_LOCK, WORKER_UNLOCK
 from projections.schema import LIVE_SCHEMA
@@ -66,7 +67,7 @@ AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type
 
 
 def create_app(settings: Settings) -> faust.App:
-    """The Faust app with the projection agent and the inbox expiry timer."""
+    """The Faust app with the projection agent and the inbox and message expiry timers."""
     # Faust creates a data directory on start (empty with the memory store): keep it in
     # the stack's state directory, not in whatever directory the worker was started from.
     datadir = Path(settings.state_dir) / "faust"
@@ -133,6 +134,17 @@ def create_app(settings: Settings) -> faust.App:
             removed = await expire_inbox(conn, settings.inbox_ttl_days, datetime.now(UTC))
         if removed:
             log.info("event=inbox_expired rows=%d", removed)
+
+    @app.timer(interval=settings.message_expiry_interval_s)  # type: ignore[untyped-decorator]
+    async def disappear() -> None:
+        try:
+            async with await _connect(settings) as conn:
+                gone = await erase_expired(conn, watch_redis, datetime.now(UTC))
+        except (psycopg.OperationalError, aioredis.RedisError, OSError) as exc:
+            log.warning("event=message_expiry_failed error=%s", type(exc).__name__)
+            return
+        if gone:
+            log.info("event=messages_expired messages=%d", len(gone))
 
     return app
 

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from commands.accounts.access import Access, access_of, authenticated
+from commands.accounts.key_routes import forget_device_keys
 from commands.accounts.push_routes import forget_device_targets
 from domain.account_errors import UnknownUser
 from domain.handles import normalise_phone, normalise_username
@@ -92,6 +93,7 @@ async def devices(request: Request) -> JSONResponse:
     response = await _change(access, identity.user_id, lambda user: user.remove_device(device_id))
     await access.tokens.logout_device(identity.user_id, device_id)
     await forget_device_targets(access.settings, identity.user_id, device_id)
+    await forget_device_keys(request.app.state.gateway.pool, identity.user_id, device_id)
     return response
 
 

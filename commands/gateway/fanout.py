@@ -17,8 +17,10 @@ from uuid import UUID
 import orjson
 
 from commands.gateway.connection import Connection
+from commands.gateway.metrics import DELIVERIES
 from commands.gateway.protocol import dump
 from commands.gateway.typing_indicator import Typing
+from projections.message_view import device_view
 
 log = logging.getLogger("parley.gateway")
 
@@ -43,13 +45,26 @@ class FanOut:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             log.warning("event=bad_delivery")
             return
+        trail = log.isEnabledFor(logging.DEBUG)  # PARLEY_LOG_LEVEL=debug
         for item in items:
             frame = item["frame"]
             kind = frame.get("type")
+            DELIVERIES.inc(str(kind))
             if kind == "chat":  # membership may have changed: read it again
                 with contextlib.suppress(KeyError, ValueError, TypeError):
                     self.typing.forget(UUID(frame["chat_id"]))
             text = dump(frame)
+            # An encrypted message with per-device envelopes: each device gets its own.
+            per_device = kind == "message" and frame.get("kind") == "ciphertext"
+            if trail and kind == "message":
+                log.debug(
+                    "event=message_pushed chat=%s seq=%s message=%s local_id=%s users=%d",
+                    frame.get("chat_id"),
+                    frame.get("seq"),
+                    frame.get("message_id"),
+                    frame.get("local_id"),
+                    len(item["users"]),
+                )
             skip_user, skip_device = item.get("except") or (None, None)
             # A receipt about the reader goes to the reader's other devices, not to the
             # one whose acknowledgement it is.
@@ -60,7 +75,11 @@ class FanOut:
                         continue
                     if user == reader and connection.knows(frame):
                         continue
-                    connection.push(text)
+                    if per_device:
+                        device = connection.identity.device_id
+                        connection.push(dump(device_view(frame, user, device)))
+                    else:
+                        connection.push(text)
 
     def logout(self, raw: bytes) -> None:
         try:

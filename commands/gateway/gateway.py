@@ -40,9 +40,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from commands.accounts.access import Access
 from commands.command import Command, CommandType, Outcome
+from commands.gateway import metrics
 from commands.gateway.bus import CommandBus
 from commands.gateway.connection import Connection, credentials, now_ms
+from commands.gateway.envelopes import checked_envelopes, refuse_forged_envelopes
 from commands.gateway.fanout import FanOut
+from commands.gateway.forward import forward, parse_forward
 from commands.gateway.presence import Presence
 from commands.gateway.protocol import (
     COMMAND_FRAMES,
@@ -62,6 +65,7 @@ from domain.errors import DomainError
 from domain.ids import direct_chat_id
 from infra.auth import Identity
 from infra.health import Health
+from infra.registry import GatewayRecord, GatewayRegistry
 from infra.routing import (
     deliver_channel,
     last_seen_key,
@@ -94,13 +98,14 @@ USER_LIMITS = (Limit.SEND_PER_USER, Limit.GROUP_CHANGE_PER_USER)
 class GatewayAdapters:
     """What a gateway works with besides `Access`, built by the composition root: its id
     (its reply channel and its key in the registry), what it reports as down (`/readyz`),
-    the command bus replying on that channel, and a PostgreSQL pool (closed) for sync and
-    last seen. `start` opens them."""
+    the command bus replying on that channel, a PostgreSQL pool (closed) for sync and
+    last seen, and the registry of live gateways it joins. `start` opens them."""
 
     gateway_id: str
     health: Health
     bus: CommandBus
     pool: AsyncConnectionPool
+    registry: GatewayRegistry
 
 
 class Gateway:
@@ -114,12 +119,14 @@ class Gateway:
         self.health = adapters.health
         self.bus = adapters.bus
         self.pool = adapters.pool
+        self.registry = adapters.registry
         self.connections: dict[str, Connection] = {}
         self.draining = False
         self.health_checks = 0  # `/healthz` requests answered: a balancer watches us
         self.refused_checks = 0  # of them, answered "draining"
         self.by_user: dict[UUID, set[Connection]] = defaultdict(set)
         self._tasks: list[asyncio.Task[None]] = []
+        self._forwards: set[asyncio.Task[None]] = set()  # held until done
         self.typing = Typing(self.pool, self.redis)
         self.presence = Presence(
             self.id, self.redis, self.pool, access.accounts, self.health, self.by_user
@@ -143,16 +150,31 @@ class Gateway:
 
     # Lifecycle
 
-    async def start(self) -> None:
+    async def start(self, url: str) -> None:
+        """Open the links, then join the registry as reachable at `url` (ws://…/ws)."""
         await self.pool.open()
         await self.bus.start()
-        await self.presence.register()
         await self._routes.start()
+        await self.registry.join(GatewayRecord(self.id, url, 0))
+        metrics.CONNECTIONS.read = lambda: len(self.connections)
         self._tasks = [
             asyncio.create_task(self.presence.heartbeat(), name="gateway-heartbeat"),
             asyncio.create_task(self._flush_limits(), name="gateway-rate-flush"),
+            asyncio.create_task(self._report_load(), name="gateway-registry"),
         ]
-        log.info("event=gateway_started gateway=%s", self.id)
+        log.info("event=gateway_started gateway=%s url=%s", self.id, url)
+
+    async def _report_load(self) -> None:
+        """Tell the registry this gateway lives and how many connections it holds."""
+        while not self.draining:
+            await asyncio.sleep(self.settings.registry_report_s)
+            if self.draining:
+                return
+            try:
+                await self.registry.report(len(self.connections))
+                self.health.up("registry")
+            except Exception as exc:  # the registry is down: keep serving, say so
+                self.health.down("registry", exc)
 
     async def stop(self) -> None:
         for connection in list(self.connections.values()):
@@ -165,7 +187,9 @@ class Gateway:
                 await task
         await self.presence.forget(list(self.connections.values()))
         with contextlib.suppress(Exception):
-            await self.presence.unregister()
+            await self.registry.leave()
+        with contextlib.suppress(Exception):
+            await self.registry.close()
         await self.bus.stop()
         await self.pool.close()
         log.info("event=gateway_stopped gateway=%s", self.id)
@@ -189,6 +213,10 @@ class Gateway:
         self.draining = True
         loop = asyncio.get_running_loop()
         log.info("event=gateway_draining connections=%d", len(self.connections))
+        try:  # no more clients sent here by the assignment endpoint
+            await self.registry.leave()
+        except Exception as exc:
+            log.warning("event=registry_leave_failed error=%s", type(exc).__name__)
         if self.health_checks:
             notice = loop.time() + self.settings.gateway_drain_notice_s
             while self.refused_checks < self.settings.balancer_fall and loop.time() < notice:
@@ -211,6 +239,7 @@ class Gateway:
         if identity is None:
             return
         await ws.accept()
+        metrics.CONNECTS.inc()
         connection = Connection(ws, identity, self.settings.ws_send_queue)
         self.connections[connection.id] = connection
         self.by_user[connection.user_id].add(connection)
@@ -301,7 +330,7 @@ class Gateway:
                 frame = parse_frame(raw)
                 await self._handle(connection, frame)
             except ProtocolError as exc:
-                connection.push(error_frame(exc.code, exc.message, exc.request_id))
+                connection.push(error_frame(exc.code, exc.message, exc.request_id, **exc.extra()))
             except DomainError as exc:
                 request_id = frame.request_id if frame is not None else ""
                 connection.push(
@@ -336,6 +365,7 @@ class Gateway:
     # Frames
 
     async def _handle(self, connection: Connection, frame: ClientFrame) -> None:
+        metrics.FRAMES.inc(frame.type)
         if frame.type in COMMAND_FRAMES:
             await self._command(connection, frame)
         elif frame.type == "ping":
@@ -347,6 +377,8 @@ class Gateway:
             await answer_sync(self.pool, self.redis, connection, frame)
         elif frame.type == "presence":
             await self.presence.answer(connection, frame)
+        elif frame.type == "forward":
+            self._forward(connection, frame)
 
     async def _command(self, connection: Connection, frame: ClientFrame) -> None:
         actor = connection.user_id
@@ -364,6 +396,13 @@ class Gateway:
             allowed = True
         if not allowed:
             return
+        if frame.type == "send" and frame.fields.get("envelopes") is not None:
+            peer = frame.uuid("to", required=False)
+            args["body"] = await checked_envelopes(
+                self.pool, frame, actor, connection.identity.device_id, peer
+            )
+        elif frame.type == "send":
+            refuse_forged_envelopes(frame, args["body"])
         if frame.type == "create_group":
             chat_id = new_chat_id(frame)
         elif frame.type == "send" and frame.fields.get("to") is not None:
@@ -397,6 +436,18 @@ class Gateway:
             if command.quiet:  # coalesced: nobody waits for its answer
                 self._receipts(connection).submit(chat_id, frame.type == "read", args["up_to"])
                 return
+        metrics.COMMANDS.inc(frame.type)
+        if log.isEnabledFor(logging.DEBUG):  # the command's trail (PARLEY_LOG_LEVEL=debug)
+            log.debug(
+                "event=command_sent command=%s type=%s chat=%s local_id=%s request=%s "
+                "connection=%s",
+                command.command_id,
+                frame.type,
+                chat_id,
+                args.get("local_id", "-"),
+                frame.request_id or "-",
+                connection.id,
+            )
         if command.quiet:
 
             def failed(outcome: Outcome) -> None:
@@ -412,6 +463,18 @@ class Gateway:
             raise
         task = asyncio.create_task(self._answer(connection, command, waiter))
         task.add_done_callback(lambda _: connection.command_done())
+
+    def _forward(self, connection: Connection, frame: ClientFrame) -> None:
+        """Copy a message to a few chats (`commands.gateway.forward`), as one send for
+        the rate limits; its copies are answered together, in the background."""
+        request = parse_forward(frame, self.settings.forward_max_chats)
+        limits = (Limit.SEND_PER_USER, Limit.SEND_PER_CONNECTION)
+        if not self._within_limits(connection, frame, *limits):
+            return
+        copies = forward(connection, request, frame.request_id, self.pool, self.bus, self.id)
+        task = asyncio.create_task(copies)
+        self._forwards.add(task)
+        task.add_done_callback(self._forwards.discard)
 
     def _receipts(self, connection: Connection) -> ReceiptWindow:
         if connection.receipts is None:
@@ -442,9 +505,21 @@ class Gateway:
         return decision.allowed
 
     async def _answer(self, connection: Connection, command: Command, waiter: Any) -> None:
+        started = asyncio.get_running_loop().time()
         try:
             outcome: Outcome = await waiter
+            took = asyncio.get_running_loop().time() - started
+            metrics.COMMAND_SECONDS.observe(took)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "event=command_answered command=%s ok=%s code=%s ms=%.1f",
+                    command.command_id,
+                    outcome.ok,
+                    outcome.error_code or "-",
+                    took * 1000,
+                )
         except TimeoutError:
+            log.info("event=command_timeout command=%s", command.command_id)
             connection.push(
                 error_frame(
                     "timeout",
@@ -454,7 +529,9 @@ class Gateway:
             )
             return
         except Exception as exc:
-            log.warning("event=command_failed error=%s", type(exc).__name__)
+            log.warning(
+                "event=command_failed command=%s error=%s", command.command_id, type(exc).__name__
+            )
             connection.push(
                 error_frame("unavailable", "the command could not be sent", command.request_id)
             )
@@ -467,6 +544,7 @@ class Gateway:
                 error_frame(outcome.error_code, outcome.error_message, command.request_id)
             )
         elif command.type is CommandType.SEND:
+            metrics.ACKS.inc()
             connection.push(
                 {
                     "type": "ack",

@@ -1,10 +1,10 @@
-"""Presence: which of this gateway's users are online, their last seen, and its lease.
+"""Presence: which of this gateway's users are online, and their last seen.
 
-Redis holds the live values: the gateway's lease (`gateway_key`, renewed three times per
-`GATEWAY_TTL_S`), each user's connections here (`presence_key`) and last seen; the
-heartbeat renews them, a Redis that came back (and may have lost them) gets them again
-at once. On disconnect, last seen goes to PostgreSQL too. A `presence` frame is answered
-from Redis, as the owner's privacy allows the asker to see.
+Redis holds the live values: each user's connections here (`presence_key`) and last
+seen; the heartbeat renews them, a Redis that came back (and may have lost them) gets
+them again at once. On disconnect, last seen goes to PostgreSQL too. A `presence` frame
+is answered from Redis, as the owner's privacy allows the asker to see. (The gateway's
+own liveness is in the registry of gateways, `infra.registry`.)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from commands.gateway.protocol import ClientFrame
 from domain.errors import DomainError
 from domain.visibility import can_see_last_seen
 from infra.health import Health
-from infra.routing import GATEWAY_TTL_S, PRESENCE_TTL_S, gateway_key, last_seen_key, presence_key
+from infra.routing import GATEWAY_TTL_S, PRESENCE_TTL_S, last_seen_key, presence_key
 
 log = logging.getLogger("parley.gateway")
 
@@ -50,19 +50,11 @@ class Presence:
         self.health = health
         self.by_user = by_user
 
-    async def register(self) -> None:
-        """This gateway is alive (its lease), so the workers route pushes here."""
-        await self.redis.set(gateway_key(self.gateway_id), "1", ex=GATEWAY_TTL_S)
-
-    async def unregister(self) -> None:
-        await self.redis.delete(gateway_key(self.gateway_id))
-
     async def register_again(self) -> None:
         """After Redis came back (it may have lost the last second of writes, or all of
-        them): this gateway's lease and its users' presence, written again at once, so
+        them): this gateway's users' presence, written again at once, so
         the workers route pushes here before the next heartbeat would."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.set(gateway_key(self.gateway_id), "1", ex=GATEWAY_TTL_S)
         self._queue(pipe)
         await pipe.execute()
         log.info(
@@ -115,11 +107,11 @@ class Presence:
             log.warning("event=last_seen_persist_failed error=%s", type(exc).__name__)
 
     async def heartbeat(self) -> None:
-        """Renew this gateway's lease often, its users' presence and last seen less often.
+        """Check Redis often (a PING every `GATEWAY_TTL_S` / 3: `/readyz` says when it is
+        down), its users' presence and last seen less often.
 
-        The lease (`GATEWAY_TTL_S`) is one key, renewed three times per TTL. Presence
-        entries live `PRESENCE_TTL_S` and are renewed three times per that TTL, one
-        hash write, one expiry and one last-seen stamp per user, not per connection.
+        Presence entries live `PRESENCE_TTL_S` and are renewed three times per that TTL,
+        one hash write, one expiry and one last-seen stamp per user, not per connection.
         """
         lease_every = GATEWAY_TTL_S / 3
         presence_every = PRESENCE_TTL_S / 3
@@ -128,7 +120,7 @@ class Presence:
             await asyncio.sleep(lease_every)
             try:
                 pipe = self.redis.pipeline(transaction=False)
-                pipe.set(gateway_key(self.gateway_id), "1", ex=GATEWAY_TTL_S)
+                pipe.ping()
                 if time.monotonic() - last_presence >= presence_every - 0.5:
                     last_presence = time.monotonic()
                     self._queue(pipe)

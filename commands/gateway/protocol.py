@@ -16,6 +16,7 @@ from uuid import UUID
 import orjson
 
 from commands.command import CommandType
+from commands.gateway.metrics import ERRORS
 from infra.json_bounds import MAX_JSON_DEPTH, JsonTooDeep, loads_bounded
 
 MAX_ID_CHARS = 64
@@ -24,11 +25,17 @@ MAX_ID_CHARS = 64
 class ProtocolError(Exception):
     """A frame the server cannot act on; answered with an `error` frame, never fatal."""
 
-    def __init__(self, code: str, message: str, request_id: str = "") -> None:
+    def __init__(self, code: str, message: str, request_id: str = "", devices: Any = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.request_id = request_id
+        self.devices = devices
+        """For `stale_devices`: each named user's current device list (docs/e2e.md)."""
+
+    def extra(self) -> dict[str, Any]:
+        """What the error frame carries besides code and message."""
+        return {} if self.devices is None else {"devices": self.devices}
 
 
 # Client frames that become commands, and the args each carries over.
@@ -44,7 +51,7 @@ COMMAND_FRAMES: dict[str, CommandType] = {
     "promote_admin": CommandType.PROMOTE_ADMIN,
     "demote_admin": CommandType.DEMOTE_ADMIN,
 }
-OTHER_FRAMES = frozenset({"typing", "sync", "ping", "presence"})
+OTHER_FRAMES = frozenset({"typing", "sync", "ping", "presence", "forward"})
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,10 @@ def command_args(frame: ClientFrame) -> dict[str, Any]:
         }
         if frame.fields.get("media") is not None:
             args["media"] = frame.fields["media"]
+        if frame.fields.get("ref") is not None:  # a reply, or the message an action is on
+            args["ref"] = frame.integer("ref", low=1)
+        if frame.fields.get("timer_s") is not None:  # a `timer`: disappearing messages
+            args["timer_s"] = frame.integer("timer_s")
         return args
     if kind in ("delivered", "read"):
         return {"up_to": frame.integer("up_to")}
@@ -167,4 +178,5 @@ def dump(frame: dict[str, Any]) -> str:
 
 
 def error_frame(code: str, message: str, request_id: str = "", **extra: Any) -> dict[str, Any]:
+    ERRORS.inc(code)
     return {"type": "error", "id": request_id, "code": code, "message": message, **extra}

@@ -25,6 +25,7 @@ import base64
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -38,7 +39,13 @@ from infra.event_store import EVENTS_TABLE
 from infra.routing import joined_key
 from infra.timestamps import utc_iso
 from projections.directory import DIRECTORY_SCHEMA
-from projections.message_view import hidden_frame, message_frame, message_view
+from projections.message_view import (
+    as_of,
+    device_view,
+    hidden_frame,
+    message_frame,
+    message_view,
+)
 from projections.schema import LIVE_SCHEMA
 
 log = logging.getLogger("parley.gateway")
@@ -104,12 +111,28 @@ async def projected(
 
 
 def row_frame(row: tuple[Any, ...]) -> dict[str, Any]:
-    chat_id, seq, message_id, sender, local_id, kind, body, media, sent_at, blocked = row
+    chat_id, seq, message_id, sender, local_id, kind, body, media, sent_at, blocked = row[:10]
+    ref, quote, edited_at, deleted_at, expires_at, forwarded = row[10:]
     if blocked:  # its sender is blocked by the one syncing
         return hidden_frame(chat_id, seq, message_id, utc_iso(sent_at))
     body_text = base64.b64encode(body).decode("ascii")
-    view = message_view(chat_id, seq, message_id, sender, kind, body_text, media, utc_iso(sent_at))
-    return message_frame(view, local_id)
+    view = message_view(
+        chat_id,
+        seq,
+        message_id,
+        sender,
+        kind,
+        body_text,
+        media,
+        utc_iso(sent_at),
+        ref=ref,
+        quote=quote,
+        edited=edited_at is not None,
+        deleted=deleted_at is not None,
+        expires_at=None if expires_at is None else utc_iso(expires_at),
+        forwarded=forwarded,
+    )
+    return message_frame(as_of(view, datetime.now(UTC)), local_id)
 
 
 _BLOCKED_EITHER_WAY = sql.SQL(
@@ -201,7 +224,8 @@ async def missed_messages(
                     sql.SQL(
                         "SELECT m.chat_id, m.seq, m.message_id, m.sender, m.local_id, m.kind, "
                         "m.body, m.media, m.sent_at, m.sender = ANY(coalesce((SELECT b.blocks "
-                        "FROM {d}.users b WHERE b.user_id = %(user)s), '{{}}'::uuid[])) "
+                        "FROM {d}.users b WHERE b.user_id = %(user)s), '{{}}'::uuid[])), "
+                        "m.ref, m.quote, m.edited_at, m.deleted_at, m.expires_at, m.forwarded "
                         "FROM {s}.messages m "
                         "WHERE m.chat_id = %(chat)s AND m.seq > %(after)s AND m.seq <= %(last)s "
                         "AND EXISTS ("
@@ -253,8 +277,10 @@ async def answer_sync(
         chats = await chat_summaries(conn, connection.user_id)
         connection.push({"type": "sync_chats", "id": frame.request_id, "chats": chats})
         pages = 0
+        user, device = str(connection.user_id), connection.identity.device_id
         async for page in missed_messages(conn, connection.user_id, cursors, chats):
             pages += 1
+            page = [device_view(message, user, device) for message in page]
             connection.push({"type": "sync_page", "id": frame.request_id, "messages": page})
             await asyncio.sleep(0)
     connection.push({"type": "sync_done", "id": frame.request_id, "pages": pages})

@@ -16,10 +16,17 @@ from uuid import UUID
 from commands.command import BadCommand, Command, CommandType, decode_body
 from commands.processor.people import People
 from domain.account_errors import UnknownUser
-from domain.chat import Chat
+from domain.chat import (
+    DELETE_WINDOW_MS,
+    DISAPPEARING_TIMERS_S,
+    EDIT_WINDOW_MS,
+    Chat,
+    SendResult,
+)
 from domain.errors import UnknownChat
 from domain.ids import direct_chat_id
-from domain.messages import MediaRef
+from domain.messages import ACTION_KINDS, MediaRef, MessageKind
+from infra.settings import Settings
 
 Result = dict[str, Any]
 
@@ -40,6 +47,20 @@ class IdGenerator(Protocol):
 class Limits:
     max_body_bytes: int
     max_group_members: int
+    edit_window_ms: int = EDIT_WINDOW_MS
+    delete_window_ms: int = DELETE_WINDOW_MS
+    disappearing_timers_s: tuple[int, ...] = DISAPPEARING_TIMERS_S
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        timers = settings.disappearing_timers_s.split(",")
+        return cls(
+            settings.max_body_bytes,
+            settings.max_group_members,
+            int(settings.edit_window_s * 1000),
+            int(settings.delete_window_s * 1000),
+            tuple(int(timer) for timer in timers if timer.strip()),
+        )
 
 
 @dataclass
@@ -97,9 +118,59 @@ def _direct(ctx: Context, command: Command) -> Chat:
     return chat
 
 
+def _ref_arg(command: Command) -> int | None:
+    value = command.args.get("ref")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise BadCommand("ref must be a seq (an integer >= 1)")
+    return value
+
+
+def _forwarded_arg(command: Command) -> int:
+    """How many hops a forwarded copy made (set by the gateway's `forward`, never a client)."""
+    value = command.args.get("forwarded", 0)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadCommand("forwarded must be an integer")
+    return value
+
+
 def send(ctx: Context, command: Command) -> Result:
+    """A message, or an action on one (its kind in `ACTION_KINDS`, its `ref` the seq)."""
     chat = _direct(ctx, command) if "to" in command.args else _require(ctx, command)
     peer = chat.peer_of(command.actor)
+    blocked = peer is not None and ctx.people.has_blocked(command.actor, peer)
+    kind = _str_arg(command, "kind")
+    ref = _ref_arg(command)
+    if kind == MessageKind.TIMER:
+        outcome = chat.set_timer(
+            command.actor,
+            command.device_id,
+            _str_arg(command, "local_id"),
+            _int_arg(command, "timer_s"),
+            ctx.ids.next_id(),
+            ctx.clock_ms(),
+            ctx.limits.disappearing_timers_s,
+        )
+        return _sent(command, outcome)
+    if kind in ACTION_KINDS:
+        if ref is None:
+            raise BadCommand(f"a {kind} names the seq of its message in `ref`")
+        outcome = chat.act(
+            sender=command.actor,
+            device_id=command.device_id,
+            local_id=_str_arg(command, "local_id"),
+            kind=kind,
+            ref=ref,
+            body=decode_body(command.args.get("body", "")),
+            message_id=ctx.ids.next_id(),
+            sent_at_ms=ctx.clock_ms(),
+            edit_window_ms=ctx.limits.edit_window_ms,
+            delete_window_ms=ctx.limits.delete_window_ms,
+            max_body=ctx.limits.max_body_bytes,
+            sender_blocked_peer=blocked,
+        )
+        return _sent(command, outcome)
     media_arg = command.args.get("media")
     if media_arg is not None and not isinstance(media_arg, dict):
         raise BadCommand("media must be an object")
@@ -111,14 +182,20 @@ def send(ctx: Context, command: Command) -> Result:
         sender=command.actor,
         device_id=command.device_id,
         local_id=_str_arg(command, "local_id"),
-        kind=_str_arg(command, "kind"),
+        kind=kind,
         body=decode_body(command.args.get("body", "")),
         media=media,
         message_id=ctx.ids.next_id(),
         sent_at_ms=ctx.clock_ms(),
         max_body=ctx.limits.max_body_bytes,
-        sender_blocked_peer=peer is not None and ctx.people.has_blocked(command.actor, peer),
+        sender_blocked_peer=blocked,
+        reply_to=ref,
+        forwarded=_forwarded_arg(command),
     )
+    return _sent(command, outcome)
+
+
+def _sent(command: Command, outcome: SendResult) -> Result:
     return {
         "local_id": command.args["local_id"],
         "message_id": str(outcome.message_id),

@@ -32,6 +32,7 @@ names it in `parley:joined:<user>` for the sync to wait for too.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -202,3 +203,34 @@ def audience_of(chats: Iterable[Chat | None]) -> set[UUID]:
         if chat is not None:
             users.update(chat.members)
     return users
+
+
+def log_trail(
+    log: logging.Logger, decided: Sequence[Any], outcomes: Sequence[Any], items: Iterable[Item]
+) -> None:
+    """The batch's lines of each command's trail (`PARLEY_LOG_LEVEL=debug`): each command
+    decided, by its id with the message id and `local_id` it got, then each message
+    pushed, by that message id and `local_id` (docs/observability.md)."""
+    for d, outcome in zip(decided, outcomes, strict=True):
+        log.debug(
+            "event=command_decided command=%s chat=%s ok=%s code=%s seq=%s message=%s "
+            "local_id=%s position=%s",
+            d.command_id,
+            d.chat_id or "-",
+            outcome.ok,
+            outcome.error_code or "-",
+            outcome.result.get("seq", "-"),
+            outcome.result.get("message_id", "-"),
+            outcome.result.get("local_id", "-"),
+            outcome.position,
+        )
+    for users, frame, _ in items:
+        if frame.get("type") == "message":
+            log.debug(
+                "event=message_routed chat=%s seq=%s message=%s local_id=%s users=%d",
+                frame.get("chat_id"),
+                frame.get("seq"),
+                frame.get("message_id"),
+                frame.get("local_id"),
+                len(users),
+            )

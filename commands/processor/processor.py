@@ -25,7 +25,7 @@ from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from commands.command import BadCommand, Command, Outcome, peek_reply, reply_channel
 from commands.processor.handlers import HANDLERS, Context, IdGenerator, Limits
-from commands.processor.live import LiveBatch, RecentSenders, audience_of, cursors_of
+from commands.processor.live import LiveBatch, RecentSenders, audience_of, cursors_of, log_trail
 from commands.processor.people import BatchPeople, asked_of_people
 from domain.chat import Chat
 from domain.errors import DomainError
@@ -113,7 +113,7 @@ class CommandProcessor:
         self.ids = ids
         self.replies = replies
         self.people = people
-        self.limits = Limits(settings.max_body_bytes, settings.max_group_members)
+        self.limits = Limits.from_settings(settings)
         self.owned: dict[int, set[UUID]] = defaultdict(set)  # partition -> cached chats
         self.last_position: dict[UUID, int] = {}
         self.decided_total = 0
@@ -275,6 +275,8 @@ class CommandProcessor:
             for user, chat_id, version in self.live.joins
             if (chat_id, version) in positions
         ]
+        if log.isEnabledFor(logging.DEBUG):  # PARLEY_LOG_LEVEL=debug: each command's trail
+            log_trail(log, decided, outcomes, items)
         if not replies and not items:
             return
 

@@ -222,12 +222,58 @@ export class Messenger {
     const key = this.openKey;
     if (!key || !text.trim()) return;
     const entry = { local_id: `${Date.now()}-${uuid4().slice(0, 8)}`, text, state: "pending" };
+    if (this.replying && this.replying.chat_id === key) entry.ref = this.replying.seq;
+    this.replying = null;
     if (key.startsWith("to:")) entry.to = key.slice(3);
     else entry.chat_id = key;
     this.store.queue(entry);
     this.stopTyping();
     this.onChange();
     this._transmit(entry);
+  }
+
+  chatTitle(chat) {
+    if (chat.kind === "group") return chat.name || "group";
+    const peer = chat.peer(this.me);
+    return peer ? this.profiles.name(peer) : "chat";
+  }
+
+  /** Reply to a message: the next text sent in its chat quotes it. */
+  replyTo(chat, message) {
+    this.replying = message ? { chat_id: chat.id, seq: message.seq, text: message.text } : null;
+    this.onChange();
+  }
+
+  /** A reaction (text: one emoji, "" to remove), edit (the new text) or delete of `ref`;
+   *  a `timer` (text: the seconds) has no `ref`. Queued and resent like a send. */
+  act(chat, kind, ref, text) {
+    const entry = { local_id: `${Date.now()}-${uuid4().slice(0, 8)}`, chat_id: chat.id, kind, text, state: "pending" };
+    if (kind === "timer") entry.timer_s = Number(text);
+    else entry.ref = ref;
+    this.store.queue(entry);
+    this.onChange();
+    this._transmit(entry);
+  }
+
+  editMessage(chat, message) {
+    const text = window.prompt("Edit your message", message.text);
+    if (text && text.trim() && text !== message.text) this.act(chat, "edit", message.seq, text);
+  }
+
+  /** Forward a message to chats picked by name (up to five). */
+  async forwardMessage(chat, message) {
+    const names = window.prompt("Forward to (chat names, comma separated)", "");
+    if (!names) return;
+    const wanted = names.split(",").map((n) => n.trim().toLowerCase()).filter(Boolean);
+    const targets = this.store.sortedChats().filter((c) => c.member && wanted.includes(this.chatTitle(c).toLowerCase()));
+    if (!targets.length) return this.onNotice("no chat by that name");
+    try {
+      const answer = await this.connection.request({ type: "forward", chat_id: chat.id, seq: message.seq, to_chats: targets.map((c) => c.id), local_id: uuid4() });
+      const failed = answer.results.filter((r) => r.error);
+      if (failed.length) this.onNotice(`not forwarded to ${failed.length}: ${failed[0].error.message}`);
+    } catch (error) {
+      this.onNotice(`not forwarded: ${error.message}`);
+    }
   }
 
   /** Attach a file to the open chat: upload it (progress on the outbox entry), then send it. */
@@ -274,8 +320,10 @@ export class Messenger {
 
   async _transmit(entry) {
     if (!this.connection.online) return; // resent after the next sync
-    const frame = { type: "send", id: `s-${entry.local_id}`, local_id: entry.local_id, kind: "text", text: entry.text };
+    const frame = { type: "send", id: `s-${entry.local_id}`, local_id: entry.local_id, kind: entry.kind || "text", text: entry.text };
     if (entry.media) Object.assign(frame, { kind: "media", media: { media_id: entry.media.media_id } });
+    if (entry.ref) frame.ref = entry.ref;
+    if (entry.timer_s !== undefined) frame.timer_s = entry.timer_s;
     if (entry.chat_id) frame.chat_id = entry.chat_id;
     else frame.to = entry.to;
     try {
@@ -314,9 +362,10 @@ export class Messenger {
         message_id: ack.message_id,
         sender: this.me,
         local_id: ack.local_id,
-        kind: entry.media ? "media" : "text",
+        kind: entry.media ? "media" : entry.kind || "text",
         media: entry.media || null,
         text: entry.text,
+        ref: entry.ref || null,
         sent_at: new Date().toISOString(),
         provisional: true, // the server's copy replaces it if a sync brings it
       });

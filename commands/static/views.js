@@ -2,6 +2,7 @@
 // Messenger's state on every change (at most once a frame); the composer is built once
 // so typing is never interrupted.
 
+import { decorations, menu, shown } from "./actions.js";
 import { clear, clockTime, h, hue, initials, lastSeenText } from "./dom.js";
 import { ContactsPane, findUser, findUsers } from "./people.js";
 
@@ -69,9 +70,11 @@ export class MainView {
         this.picker.value = "";
       },
     });
+    this.replyBar = h("div", { class: "reply-bar", id: "reply-bar", hidden: true });
     this.composer = h(
       "form",
       { class: "composer", id: "composer", onsubmit: (e) => this._send(e) },
+      this.replyBar,
       this.picker,
       h("button", { type: "button", class: "attach", id: "composer-attach", title: "Attach a photo or file", "aria-label": "Attach a photo or file", onclick: () => this.picker.click() }, "+"),
       this.input,
@@ -196,9 +199,7 @@ export class MainView {
   }
 
   _title(chat) {
-    if (chat.kind === "group") return chat.name || "group";
-    const peer = chat.peer(this.m.me);
-    return peer ? this.m.profiles.name(peer) : "chat";
+    return this.m.chatTitle(chat);
   }
 
   _renderConversation() {
@@ -253,6 +254,13 @@ export class MainView {
     if (chat && chat.kind === "group" && chat.member && chat.cursor(m.me).role === "admin") {
       actions.push(h("button", { id: "add-member", onclick: () => this._addMemberDialog(chat) }, "Add member"));
     }
+    if (chat && chat.member && (chat.kind === "direct" || chat.cursor(m.me).role === "admin")) {
+      const choices = [["0", "Off"], ["86400", "24 hours"], ["604800", "7 days"], ["7776000", "90 days"]];
+      const current = String(chat.timer || 0);
+      const pick = (e) => m.act(chat, "timer", null, e.target.value);
+      const options = choices.map(([value, label]) => h("option", { value, selected: value === current ? "" : undefined }, `⏱ ${label}`));
+      actions.push(h("select", { id: "disappearing-timer", title: "Disappearing messages", onchange: pick }, options));
+    }
     clear(
       this.header,
       avatar(chat ? this._avatarId(chat) : draftPeer, title, chat && chat.kind),
@@ -272,16 +280,22 @@ export class MainView {
     const rows = [];
     const group = chat && chat.kind === "group";
     let day = "";
-    for (const message of chat ? chat.sortedMessages() : []) {
-      if (message.hidden) continue; // from someone you blocked: its seq is held, not shown
+    for (const message of chat ? shown(chat).values() : []) {
+      // Hidden messages (from someone you blocked) and actions are folded into `shown`.
       const when = new Date(message.sent_at);
       if (when.toDateString() !== day) {
         day = when.toDateString();
         rows.push(h("div", { class: "day" }, h("span", {}, when.toLocaleDateString([], { weekday: "short", day: "numeric", month: "short" }))));
       }
+      if (message.notice) {
+        rows.push(h("div", { class: "day notice" }, h("span", {}, message.notice)));
+        continue;
+      }
       const mine = message.sender === m.me;
       const status = mine ? m.store.ticks(chat, message.seq) : null;
       const meta = [h("span", { class: "time" }, clockTime(when))];
+      if (message.edited && !message.deleted) meta.unshift(h("span", { class: "edited" }, "edited"));
+      const extra = message.deleted ? { above: [], below: null } : decorations(message, (id) => m.profiles.name(id));
       if (mine && group) {
         const others = chat.others(m.me).length;
         meta.unshift(h("span", { class: "read-by", dataset: { readBy: String(m.store.readBy(chat, message.seq)) } }, `read by ${m.store.readBy(chat, message.seq)} of ${others}`));
@@ -294,13 +308,21 @@ export class MainView {
           group && !mine
             ? h("div", { class: "sender", style: `--hue:${hue(message.sender)}` }, m.profiles.name(message.sender))
             : null,
-          message.media ? this._mediaView(message) : null,
-          message.media && message.text.startsWith("📷") ? null : h("div", { class: "text" }, message.text),
+          ...extra.above,
+          message.deleted ? h("div", { class: "text deleted" }, "🚫 This message was deleted") : null,
+          !message.deleted && message.media ? this._mediaView(message) : null,
+          message.deleted || (message.media && message.text.startsWith("📷")) ? null : h("div", { class: "text" }, message.text),
+          extra.below,
           h("div", { class: "meta" }, meta),
+          !message.deleted && chat.member ? menu(m, chat, message) : null,
         ),
       );
     }
+    const replying = m.replying && chat && m.replying.chat_id === chat.id ? m.replying : null;
+    this.replyBar.hidden = !replying;
+    if (replying) clear(this.replyBar, h("span", {}, `↩ ${replying.text.slice(0, 80)}`), h("button", { type: "button", class: "quiet", title: "Cancel the reply", onclick: () => m.replyTo(chat, null) }, "×"));
     for (const entry of m.store.pendingFor(chat ? chat.id : `to:${draftPeer}`)) {
+      if (entry.kind && entry.kind !== "text") continue; // an action: shown once it is stored
       rows.push(
         h(
           "div",

@@ -1,4 +1,5 @@
-"""The local stack: Kafka, PostgreSQL, Redis and the object store, from the state folder.
+"""The local stack: Kafka, PostgreSQL, Redis, the object store and, when it is the gateways'
+registry, ZooKeeper, from the state folder.
 
 Imported by the CLI and the test fixtures only; services never import it.
 """
@@ -12,13 +13,17 @@ from infra.stack.postgres import Postgres
 from infra.stack.process import StackError, say
 from infra.stack.redis import Redis
 from infra.stack.service import LocalService, State, Status
+from infra.stack.zookeeper import ZooKeeper
 
 __all__ = ["LocalService", "StackError", "State", "Status", "services", "stack_down", "stack_up"]
 
 
 def services(settings: Settings) -> list[LocalService]:
-    """The four services, in start order."""
-    return [Postgres(settings), Redis(settings), Kafka(settings), ObjectStoreService(settings)]
+    """The servers, in start order: ZooKeeper only when it is the registry."""
+    servers = [Postgres(settings), Redis(settings), Kafka(settings), ObjectStoreService(settings)]
+    if settings.registry == "zookeeper":
+        servers.append(ZooKeeper(settings))
+    return servers
 
 
 def stack_up(settings: Settings) -> None:

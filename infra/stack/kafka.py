@@ -8,7 +8,8 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from infra.stack.process import StackError, require_binary, say
+from infra.stack.maven import resolve_jars
+from infra.stack.process import StackError, say
 from infra.stack.service import LocalService
 
 POM = Path(__file__).resolve().parent.parent / "kafka" / "pom.xml"
@@ -71,35 +72,7 @@ class Kafka(LocalService):
         return self.home / "data"
 
     def install(self) -> None:
-        require_binary("java", "install a JDK 17+, e.g. `apt-get install default-jre-headless`")
-        marker = self.lib / ".complete"
-        if marker.exists():
-            return
-        mvn = require_binary("mvn", "install Maven, e.g. `apt-get install maven`")
-        say(f"kafka: resolving Apache Kafka {self.settings.kafka_version} jars from Maven Central")
-        build = self.home / "build"
-        build.mkdir(parents=True, exist_ok=True)
-        (build / "pom.xml").write_text(
-            POM.read_text().replace("KAFKA_VERSION", self.settings.kafka_version)
-        )
-        done = subprocess.run(
-            [
-                mvn,
-                "-q",
-                "-B",
-                "-f",
-                str(build / "pom.xml"),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={self.lib}",
-                "-DincludeScope=runtime",
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            tail = (done.stdout + done.stderr).strip()[-400:]
-            raise StackError(f"kafka: Maven could not resolve the Kafka jars: {tail}")
-        marker.write_text(self.settings.kafka_version + "\n")
+        resolve_jars("kafka", POM, "KAFKA_VERSION", self.settings.kafka_version, self.lib)
 
     def _java(self, main: str, *args: str) -> list[str]:
         return [

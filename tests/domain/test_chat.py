@@ -119,8 +119,20 @@ def test_every_event_class_is_explicitly_versioned() -> None:
         "MessagesRead",
     ]  # fmt: skip
     assert Chat.__dict__["class_version"] == 1
+    current = {"MessageSent": 2}  # v2: `ref`, `quote`, `timer_s`, `forwarded`
     for name in names:
-        assert getattr(Chat, name).__dict__["class_version"] == 1, name
+        cls = getattr(Chat, name)
+        version = cls.__dict__["class_version"]
+        assert version == current.get(name, 1), name
+        for old in range(1, version):
+            assert callable(getattr(cls, f"upcast_v{old}_v{old + 1}")), name
+
+
+def test_a_v1_message_sent_reads_as_v2_a_plain_message() -> None:
+    state: dict[str, Any] = {"seq": 1, "kind": "text"}
+    Chat.MessageSent.upcast_v1_v2(state)
+    plain = {"ref": None, "quote": None, "timer_s": None, "forwarded": 0}
+    assert state == {"seq": 1, "kind": "text", **plain}
 
 
 # Sending

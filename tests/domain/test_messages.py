@@ -32,10 +32,12 @@ def test_ciphertext_is_any_non_empty_bytes() -> None:
         validate_message("ciphertext", b"", None)
 
 
-@pytest.mark.parametrize("kind", ["text", "ciphertext"])
-def test_only_media_messages_carry_a_media_ref(kind: str) -> None:
+def test_text_carries_no_media_ref_and_ciphertext_may_carry_an_encrypted_file() -> None:
     with pytest.raises(InvalidBody, match="cannot carry a media ref"):
-        validate_message(kind, b"x", PHOTO)
+        validate_message("text", b"x", PHOTO)
+    assert validate_message("ciphertext", b"x", PHOTO) is MessageKind.CIPHERTEXT
+    with pytest.raises(InvalidBody, match="empty"):  # the key travels in the body
+        validate_message("ciphertext", b"", PHOTO)
 
 
 def test_unknown_kind_and_non_bytes_are_invalid() -> None:

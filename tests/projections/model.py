@@ -84,11 +84,16 @@ def read_back(conninfo: str, schema: str) -> ReadModel:
             model.history[(r[0], r[1], r[2])] = r[3]
         for r in rows(
             "SELECT chat_id, seq, message_id, sender, device_id, local_id, kind, "
-            "body, media, sent_at FROM {s}.messages"
+            "body, media, sent_at, ref, quote, edited_at, deleted_at, expires_at, forwarded "
+            "FROM {s}.messages"
         ):
             model.messages[(r[0], r[1])] = MessageRow(
-                r[2], r[3], r[4], r[5], r[6], base64.b64encode(r[7]).decode(), r[8], r[9]
+                r[2], r[3], r[4], r[5], r[6], base64.b64encode(r[7]).decode(), *r[8:]
             )
+        for r in rows("SELECT chat_id, seq, user_id, emoji, reacted_at FROM {s}.reactions"):
+            model.reactions[(r[0], r[1], r[2])] = (r[3], r[4])
+        for r in rows("SELECT chat_id, seq, edit_seq, body, written_at FROM {s}.message_versions"):
+            model.versions[(r[0], r[1], r[2])] = (base64.b64encode(r[3]).decode(), r[4])
         for r in rows(
             "SELECT chat_id, seq, recipient, status, delivered_at, read_at FROM {s}.receipts"
         ):
@@ -109,6 +114,8 @@ def comparable(model: ReadModel) -> dict[str, Any]:
         "members": model.members,
         "history": model.history,
         "messages": model.messages,
+        "reactions": model.reactions,
+        "versions": model.versions,
         "receipts": model.receipts,
         "counts": model.counts,
         "inbox": model.inbox,

@@ -1,9 +1,10 @@
 """For random event sequences, the PostgreSQL projections equal the pure fold.
 
-Events come from the real domain (random sends, joins, leaves, removals, receipts over a
-group and a 1:1 chat), pass through the relay's envelope, and are applied in random
-batches, with redeliveries (same offset) and re-publications (same event, new offset)
-injected: the tables must equal `projections.fold.ReadModel` over the same events.
+Events come from the real domain (random sends, replies, reactions, edits, deletes, joins,
+leaves, removals, receipts over a group and a 1:1 chat), pass through the relay's
+envelope, and are applied in random batches, with redeliveries (same offset) and
+re-publications (same event, new offset) injected: the tables must equal
+`projections.fold.ReadModel` over the same events.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from tests.projections.model import (
 
 SCHEMA = "prop_fold"
 USERS = [user(i) for i in range(6)]
+EMOJI = st.sampled_from(["👍", "❤️", ""])
+ACTIONS = {"react": "reaction", "edit": "edit", "delete": "delete"}
 
 op = st.one_of(
     st.tuples(st.just("send"), st.integers(0, 5), st.booleans()),
@@ -42,7 +45,13 @@ op = st.one_of(
     st.tuples(st.just("leave"), st.integers(0, 5)),
     st.tuples(st.just("delivered"), st.integers(0, 5), st.integers(0, 12)),
     st.tuples(st.just("read"), st.integers(0, 5), st.integers(0, 12)),
+    st.tuples(st.just("reply"), st.integers(0, 5), st.booleans(), st.integers(1, 12)),
+    st.tuples(st.just("react"), st.integers(0, 5), st.booleans(), st.integers(1, 12), EMOJI),
+    st.tuples(st.just("edit"), st.integers(0, 5), st.booleans(), st.integers(1, 12)),
+    st.tuples(st.just("delete"), st.integers(0, 5), st.booleans(), st.integers(1, 12)),
 )
+"""An action: (kind, actor, in the 1:1 chat, the seq it names, ...); most are refused
+(not the sender, not a message, deleted): those add nothing, as live."""
 
 
 def _events(ops: list[tuple[Any, ...]]) -> list[Any]:
@@ -50,13 +59,20 @@ def _events(ops: list[tuple[Any, ...]]) -> list[Any]:
     direct = Chat.open_direct(USERS[0], USERS[1], opened_by=USERS[0])
     out: list[Any] = [*group.collect_events(), *direct.collect_events()]
     for n, (kind, *args) in enumerate(ops):
-        chat = direct if kind == "send" and args[1] else group
+        chat = direct if kind in ("send", "reply", *ACTIONS) and args[1] else group
         if kind in ("delivered", "read") and n % 3 == 0:
             chat = direct
         try:
             if kind == "send":
                 sender = USERS[args[0]] if chat is group else USERS[args[0] % 2]
                 chat.send(sender, "d", f"l{n}", "text", b"hi", None, n + 1, 0)
+            elif kind == "reply":
+                sender = USERS[args[0]] if chat is group else USERS[args[0] % 2]
+                chat.send(sender, "d", f"l{n}", "text", b"re", None, n + 1, 0, reply_to=args[2])
+            elif kind in ACTIONS:
+                sender = USERS[args[0]] if chat is group else USERS[args[0] % 2]
+                body = args[3].encode() if kind == "react" else f"v{n}".encode()
+                chat.act(sender, "d", f"l{n}", ACTIONS[kind], args[2], body, n + 1, 0)
             elif kind == "add":
                 chat.add_member(USERS[args[0]], by=USERS[0])
             elif kind == "remove":

@@ -103,6 +103,12 @@ async def test_a_blocked_users_messages_are_hidden_from_the_blocker(
         "body": None,
         "media": None,
         "sent_at": psst["sent_at"],
+        "ref": None,
+        "quote": None,
+        "edited": False,
+        "deleted": False,
+        "expires_at": None,
+        "forwarded": 0,
     }
     assert int(psst["message_id"]) > 0 and psst["sent_at"].endswith("Z")
     assert reply["sender"] == str(world.frank.user_id) and "hidden" not in reply

@@ -117,3 +117,23 @@ async def test_an_unreachable_database_answers_503(query_settings: Settings, wor
     assert answer.status_code == 503, answer.text
     assert answer.json()["error"]["code"] == "unavailable"
     assert answer.headers["retry-after"] == "1"
+
+
+async def test_metrics_count_requests_by_status_and_errors_by_code(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    from tests.metrics_text import parse
+
+    before = parse((await client.get("/metrics")).text)
+    refused = await client.get("/v1/inbox")  # no token
+    assert refused.status_code == 401
+    answer = await client.get("/metrics")
+    assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+    after = parse(answer.text)
+    key = 'parley_http_requests_total{status="401"}'
+    assert after[key] - before.get(key, 0) >= 1
+    code = refused.json()["error"]["code"]
+    errors = f'parley_http_errors_total{{code="{code}"}}'
+    assert after[errors] - before.get(errors, 0) >= 1
+    seconds = "parley_http_request_seconds_count"
+    assert after[seconds] > before.get(seconds, 0)

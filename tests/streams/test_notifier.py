@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -20,6 +21,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from client.chat import Account, ChatClient, CommandFailed, _post, register_and_login
+from client.e2e import SecureChat
 from infra.settings import Settings
 from infra.topics import PUSH_DEAD
 from projections.schema import migrate
@@ -210,6 +212,31 @@ async def test_ten_messages_in_one_chat_collapse_into_one_push(push: PushStack) 
     (arrival,) = push.webpush.arrivals[device]
     assert arrival.payload["count"] == "10"
     assert arrival.payload["preview"] == "message 9"  # the newest, allowed by bob
+
+
+async def test_an_encrypted_message_gives_no_preview_even_when_previews_are_on(
+    push: PushStack, tmp_path: Path
+) -> None:
+    alice, bob = user(push, "alice"), user(push, "bob")
+    _post(push.base, "/v1/me/push/prefs", {"previews": True}, bob.access_token)
+    device = webpush_device(push, bob)
+    SecureChat(ChatClient(push.base, bob), tmp_path / "bob", "pw").publish_keys()  # offline
+    sender = await connected(push, alice)
+    secure = SecureChat(sender, tmp_path / "alice", "pw")
+    secure.publish_keys()
+    try:
+        ack = await secure.send_text(bob.user_id, "a secret no push may show")
+        await wait_for("the push", lambda: push.webpush.arrivals[device])
+        await settle(push, ack.chat_id, ack.seq)
+    finally:
+        await sender.close()
+    (arrival,) = push.webpush.arrivals[device]
+    assert arrival.payload == {
+        "type": "message",
+        "chat_id": ack.chat_id,
+        "sender": alice.username,
+        "count": "1",
+    }
 
 
 async def test_mute_do_not_disturb_blocked_senders_and_own_devices_get_no_push(
