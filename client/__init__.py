@@ -15,7 +15,7 @@ from client.chat import (
     lookup_user,
     register_and_login,
 )
-from client.media import fetch_media, upload_media
+from client.media import fetch_media, upload_large_media, upload_media
 
 __all__ = [
     "Account",
@@ -25,5 +25,6 @@ __all__ = [
     "fetch_media",
     "lookup_user",
     "register_and_login",
+    "upload_large_media",
     "upload_media",
 ]

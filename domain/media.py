@@ -73,6 +73,18 @@ class UnknownMedia(MediaError):
     default_message = "no such media"
 
 
+class MediaExpired(MediaError):
+    """Sent, never delivered to anyone, and kept past the inbox's retention: deleted."""
+
+    code = "media_expired"
+    default_message = "this media was never delivered and has been deleted"
+
+
+class MediaSent(MediaError):
+    code = "media_sent"
+    default_message = "a message carries this upload: it can no longer be aborted"
+
+
 class MediaNotUploaded(MediaError):
     code = "media_not_uploaded"
     default_message = "nothing was uploaded with the upload URL yet"

@@ -1,9 +1,10 @@
 """The media probe: one uploaded object read in a separate, limited process.
 
 Untrusted bytes are hashed and (images, video, sound) decoded there, never in a
-service: `probe(...)` runs `infra/probe_child.py` as a script (`python -I`, standard
-library, Pillow and PyAV only), hands it a presigned GET URL and the limits on its
-standard input, and reads one JSON line back. The child caps its own address space
+service: `probe(...)` takes a child running `infra/probe_child.py` as a script
+(`python -I`, standard library, Pillow and PyAV only; started ahead by
+`ProbeChildren`), hands it a presigned GET URL and the limits on its standard input,
+and reads one JSON line back. The child caps its own address space
 (`media_probe_memory_mib`) and CPU time (`media_probe_cpu_s`) before it touches the
 bytes and refuses images of more than `media_max_pixels` pixels before decoding them;
 the parent kills it after `media_probe_timeout_s`. The parent sniffs the type from the
@@ -45,9 +46,52 @@ class Probed:
     image_error: MediaError | None = None  # the image did not decode into a thumbnail
 
 
+async def _start_child() -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-I",
+        str(CHILD),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
+class ProbeChildren:
+    """Probe processes started one ahead: a confirm takes the child already waiting for
+    its job (interpreter up, urllib and Pillow imported) and starts the next one.
+
+    Each child still probes exactly one object and exits, so uploads share nothing; the
+    start-up (measured in docs/media.md: about 130 ms of CPU and, on a loaded machine,
+    300 ms of wall time) leaves the confirm's path. One idle child costs about 30 MB.
+    """
+
+    def __init__(self) -> None:
+        self._spare: asyncio.Task[asyncio.subprocess.Process] | None = None
+
+    async def take(self) -> asyncio.subprocess.Process:
+        """A started child, waiting on its standard input for one job."""
+        spare = self._spare or asyncio.create_task(_start_child())
+        self._spare = asyncio.create_task(_start_child())
+        child = await spare
+        if child.returncode is not None:  # it died waiting: start a fresh one
+            child = await _start_child()
+        return child
+
+    async def close(self) -> None:
+        """Stop the child kept waiting (it would exit on its own once its stdin closes)."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            child = await spare
+            if child.returncode is None:
+                child.kill()
+            await child.wait()
+
+
 async def probe(
     url: str,
     max_bytes: int,
+    children: ProbeChildren,
     *,
     kind: MediaKind,
     max_pixels: int,
@@ -72,14 +116,7 @@ async def probe(
         "memory_mib": memory_mib,
         "cpu_s": cpu_s,
     }
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-I",
-        str(CHILD),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    child = await children.take()
     try:
         out, _ = await asyncio.wait_for(child.communicate(json.dumps(job).encode()), timeout_s)
     except TimeoutError:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import urllib.error
 import urllib.request
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -26,7 +27,10 @@ from typing import Any
 import obstore
 from obstore.store import S3Store
 
+from infra.s3_presign import Presigner
 from infra.settings import Settings
+
+_S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
 
 @dataclass(frozen=True)
@@ -37,8 +41,25 @@ class ObjectHead:
     size: int
 
 
+@dataclass(frozen=True)
+class StoredPart:
+    """One uploaded part of a multipart upload, as the store lists it."""
+
+    number: int
+    etag: str
+    size: int
+
+
 class ObjectStoreUnavailable(Exception):
     """The object store did not answer, or refused Parley's own credentials."""
+
+
+class NoSuchUpload(Exception):
+    """The store knows no such multipart upload (completed, aborted or expired)."""
+
+
+class PartRejected(Exception):
+    """The store refused to complete a multipart upload with the parts listed."""
 
 
 class ObjectStore:
@@ -46,6 +67,13 @@ class ObjectStore:
 
     def __init__(self, settings: Settings) -> None:
         self.bucket = settings.s3_bucket
+        self._presigner = Presigner(
+            settings.s3_endpoint,
+            settings.s3_region,
+            settings.s3_bucket,
+            settings.s3_access_key,
+            settings.s3_secret_key,
+        )
         self._store = S3Store(
             settings.s3_bucket,
             endpoint=settings.s3_endpoint,
@@ -119,3 +147,79 @@ class ObjectStore:
         request = urllib.request.Request(url, method="DELETE")
         with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=30):
             return
+
+    # Multipart uploads: the client PUTs each part with a URL signed here; Parley starts,
+    # lists, completes and aborts (infra.s3_presign signs what obstore does not).
+
+    def presign_part(self, key: str, upload_id: str, number: int, ttl_s: int) -> str:
+        """A URL that lets its holder PUT part `number` of the multipart upload."""
+        query = {"partNumber": str(number), "uploadId": upload_id}
+        return self._presigner.url("PUT", key, query, ttl_s)
+
+    async def create_multipart(self, key: str, content_type: str) -> str:
+        """Start a multipart upload of `key`; the store's upload id."""
+        url = self._presigner.url("POST", key, {"uploads": ""}, 60)
+        body = await self._call("POST", url, b"", {"Content-Type": content_type})
+        upload_id = ET.fromstring(body).findtext(f"{_S3_NS}UploadId")
+        if not upload_id:
+            raise ObjectStoreUnavailable(f"starting a multipart upload of {key}: no UploadId")
+        return upload_id
+
+    async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
+        """The parts uploaded so far (at most 1000, the S3 page: more than Parley allows)."""
+        url = self._presigner.url("GET", key, {"uploadId": upload_id}, 60)
+        root = ET.fromstring(await self._call("GET", url))
+        return [
+            StoredPart(
+                int(part.findtext(f"{_S3_NS}PartNumber") or 0),
+                (part.findtext(f"{_S3_NS}ETag") or "").strip('"'),
+                int(part.findtext(f"{_S3_NS}Size") or 0),
+            )
+            for part in root.iter(f"{_S3_NS}Part")
+        ]
+
+    async def complete_multipart(self, key: str, upload_id: str, parts: list[StoredPart]) -> None:
+        """Join the parts into the object `key`."""
+        body = "".join(
+            f'<Part><PartNumber>{p.number}</PartNumber><ETag>"{p.etag}"</ETag></Part>'
+            for p in parts
+        )
+        xml = f"<CompleteMultipartUpload>{body}</CompleteMultipartUpload>".encode()
+        url = self._presigner.url("POST", key, {"uploadId": upload_id}, 60)
+        answer = await self._call("POST", url, xml, {"Content-Type": "application/xml"})
+        if b"<Error>" in answer:  # S3 may answer 200 and report the failure in the body
+            raise PartRejected(answer.decode("utf-8", "replace")[:200])
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Drop a multipart upload and its parts; aborting what is gone is not an error."""
+        url = self._presigner.url("DELETE", key, {"uploadId": upload_id}, 60)
+        with contextlib.suppress(NoSuchUpload):
+            await self._call("DELETE", url)
+
+    async def _call(
+        self,
+        method: str,
+        url: str,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> bytes:
+        return await asyncio.to_thread(self._call_blocking, method, url, data, headers or {})
+
+    def _call_blocking(
+        self, method: str, url: str, data: bytes | None, headers: dict[str, str]
+    ) -> bytes:
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answer: bytes = response.read()
+                return answer
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+            code = ET.fromstring(body).findtext("Code") if body.startswith(b"<") else None
+            if code == "NoSuchUpload":
+                raise NoSuchUpload() from None
+            if code in ("InvalidPart", "InvalidPartOrder", "EntityTooSmall"):
+                raise PartRejected(code) from None
+            raise ObjectStoreUnavailable(f"{method}: {exc.code} {code}") from exc
+        except OSError as exc:
+            raise ObjectStoreUnavailable(f"{method}: {exc}") from exc

@@ -1,13 +1,14 @@
 """The media probe's child: run as a script, one object per process, untrusted bytes.
 
-`python -I infra/probe_child.py` reads one JSON job on standard input (a presigned GET
-URL and limits), caps its own address space and CPU time before it reads a byte, and
-writes one JSON line: the object's size, sha256 and first 64 bytes (hex), and, when the
-job says so, an image's dimensions and WebP thumbnail, a video's dimensions, duration
-and poster frame, or a sound's duration; or an `image_error`. It imports only the
-standard library, Pillow and (for video and sound) PyAV, never Parley's packages: it
-starts in a fraction of the time, and the parent (`infra.media_probe`) applies
-Parley's rules to what it reports.
+`python -I infra/probe_child.py` is started ahead of its job and imports Pillow while
+it waits; then it reads one JSON job on standard input (a presigned GET URL and
+limits), caps its own address space and CPU time before it reads a byte, and writes
+one JSON line: the object's size, sha256 and first 64 bytes (hex), and, when the job
+says so, an image's dimensions and WebP thumbnail, a video's dimensions, duration and
+poster frame, or a sound's duration; or an `image_error`. It imports only the standard
+library, Pillow and (for video and sound) PyAV, never Parley's packages: it starts in
+a fraction of the time, and the parent (`infra.media_probe`) applies Parley's rules to
+what it reports.
 """
 
 import base64
@@ -118,7 +119,16 @@ def webp(small: Any, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    job = json.loads(sys.stdin.read())
+    # Started ahead of its job (infra.media_probe.ProbeChildren): import what every image
+    # needs while waiting, so the confirm does not wait for it.
+    from PIL import Image, ImageOps  # noqa: F401
+
+    Image.init()  # Pillow's format plugins, which it would import at the first open or save
+
+    raw = sys.stdin.read()
+    if not raw:
+        return  # the service stopped before it had a job for us
+    job = json.loads(raw)
     limit_self(job["memory_mib"], job["cpu_s"])
     try:
         size, sha256, head, data = read(job["url"], job["max_bytes"], job["image"])

@@ -148,6 +148,12 @@ class Settings:
     media_gc_grace_s: float = 3600.0
     media_unsent_grace_s: float = 24 * 3600.0
     media_gc_interval_s: float = 300.0
+    media_part_min_bytes: int = 8 * 1024 * 1024  # a multipart upload's parts (docs/media.md)
+    media_part_max_bytes: int = 64 * 1024 * 1024
+    media_max_parts: int = 1000
+    media_multipart_ttl_s: float = 24 * 3600.0  # to PUT every part and complete
+    media_sweep_interval_s: float = 3600.0  # the retention sweep's rounds (docs/media.md)
+    media_sweep_batch: int = 500  # uploads decided per query of a sweep round
 
     # The Faust workers and the projections.
     workers_app_id: str = ""  # empty: <topic prefix>parley-workers

@@ -225,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_push_parser(sub)  # parley push status|test (docs/push.md)
 
+    from parley.media_console import add_parser as add_media_parser
+
+    add_media_parser(sub)  # parley media sweep (docs/media.md)
+
     from parley.top import add_parser as add_top_parser
 
     add_top_parser(sub)  # parley top (docs/observability.md)

@@ -199,9 +199,11 @@ async def open_media(settings: Settings) -> AsyncIterator[MediaUploads]:
         settings.pg_conninfo, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}
     )
     await pool.open()
+    media = MediaUploads(settings, ObjectStore(settings), pool)
     try:
-        yield MediaUploads(settings, ObjectStore(settings), pool)
+        yield media
     finally:
+        await media.close()
         await pool.close()
 
 

@@ -162,6 +162,11 @@ MESSAGES_BY_MEDIA = (
     "CREATE INDEX IF NOT EXISTS messages_by_media ON {schema}.messages "
     "(chat_id, (media->>'media_id')) WHERE media IS NOT NULL"
 )
+# The retention sweep asks, per upload, whether any message carrying it was delivered.
+MESSAGES_BY_MEDIA_ID = (
+    "CREATE INDEX IF NOT EXISTS messages_by_media_id ON {schema}.messages "
+    "((media->>'media_id')) WHERE media IS NOT NULL"
+)
 
 receipts = Table(
     "receipts",
@@ -216,6 +221,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (2, "messages found by chat and media id"),
     (3, "replies, reactions, edits and deletes: message columns, reactions, versions"),
     (4, "disappearing and forwarded messages: when each expires, how often forwarded"),
+    (5, "messages found by media id alone (the media retention sweep)"),
 ]
 
 
@@ -253,6 +259,28 @@ MEDIA_DDL = (
     " width int, height int, thumbnail text, duration_ms bigint,"
     " created_at timestamptz NOT NULL DEFAULT now())",
     "CREATE INDEX IF NOT EXISTS uploads_unsent_by_age ON media.uploads (created_at) WHERE NOT sent",
+    # Sends in flight (a refused one gives its count back), when the last one took it, and
+    # what the retention sweep decided: NULL undecided, 'kept' (delivered), 'expiring'
+    # (objects being deleted), 'expired' (deleted; the row stays as a tombstone).
+    "ALTER TABLE media.uploads ADD COLUMN IF NOT EXISTS sends int NOT NULL DEFAULT 0",
+    "ALTER TABLE media.uploads ADD COLUMN IF NOT EXISTS sent_at timestamptz",
+    "ALTER TABLE media.uploads ADD COLUMN IF NOT EXISTS fate text",
+    # Rows marked sent before the count and its time existed: one send, at upload time.
+    "UPDATE media.uploads SET sends = 1, sent_at = coalesce(sent_at, created_at) "
+    "WHERE sent AND sends = 0",
+    "CREATE INDEX IF NOT EXISTS uploads_undecided_by_sent ON media.uploads (sent_at) "
+    "WHERE sent AND (fate IS NULL OR fate = 'expiring')",
+    # Multipart uploads (`commands.media.multipart`): the store's upload id and the plan.
+    "ALTER TABLE media.uploads ADD COLUMN IF NOT EXISTS multipart_id text",
+    "ALTER TABLE media.uploads ADD COLUMN IF NOT EXISTS part_size bigint",
+    "ALTER TABLE media.uploads ADD COLUMN IF NOT EXISTS completed boolean NOT NULL DEFAULT true",
+    # The retention sweep's schedule and last round, shared by every commands process.
+    "CREATE TABLE IF NOT EXISTS media.sweeps ("
+    " name text PRIMARY KEY,"
+    " next_at timestamptz NOT NULL,"
+    " started_at timestamptz, finished_at timestamptz,"
+    " kept int NOT NULL DEFAULT 0, expired int NOT NULL DEFAULT 0, dropped int NOT NULL DEFAULT 0,"
+    " expired_total bigint NOT NULL DEFAULT 0)",
 )
 """Uploads (`commands.media.uploads`): state of the commands service, not a projection."""
 OWN_TABLES = (
@@ -310,6 +338,8 @@ def migrate(settings: Settings, schema: str = LIVE_SCHEMA) -> int:
                 if version == 4:
                     for statement in MESSAGE_EXPIRY:
                         conn.execute(text(statement.format(schema=f'"{schema}"')))
+                if version == 5:
+                    conn.execute(text(MESSAGES_BY_MEDIA_ID.format(schema=f'"{schema}"')))
                 conn.execute(
                     text(f'INSERT INTO "{schema}".schema_version (version, note) VALUES (:v, :n)'),
                     {"v": version, "n": note},

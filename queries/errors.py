@@ -28,6 +28,7 @@ STATUS_BY_CODE = {
     "unknown_message": 404,
     "unknown_media": 404,
     "unknown_user": 404,
+    "media_expired": 410,
     "not_yet_projected": 425,
 }
 """HTTP status of each error code; any other `DomainError` (bad_parameter, ...) is a 400."""

@@ -29,6 +29,7 @@ ERROR_CODES = [
     "unknown_message",
     "unknown_media",
     "unknown_user",
+    "media_expired",
     "not_yet_projected",
     "not_found",
     "method_not_allowed",
@@ -595,6 +596,7 @@ PATHS: dict[str, Any] = {
         "A short-lived download URL for media sent in a chat the caller sees",
         ["ChatId", "MediaId"],
         _ok("MediaDownload", "the download URL"),
+        {"410": _error("`media_expired`: never delivered, deleted after the inbox's retention")},
     ),
     "/v1/inbox": _guarded(
         "listInbox",

@@ -59,7 +59,7 @@ from commands.gateway.protocol import (
 from commands.gateway.receipts import ReceiptWindow, receipt_window
 from commands.gateway.sync import answer_sync
 from commands.gateway.typing_indicator import Typing
-from commands.media.uploads import confirmed_media
+from commands.media.uploads import confirmed_media, release_media
 from commands.ratelimit import Limit, LocalBuckets, SharedBuckets, buckets_from_settings
 from domain.errors import DomainError
 from domain.ids import direct_chat_id
@@ -403,10 +403,6 @@ class Gateway:
             )
         elif frame.type == "send":
             refuse_forged_envelopes(frame, args["body"])
-        if frame.type == "send" and "media" in args:
-            # Only the sender's own confirmed upload; the stored reference replaces theirs.
-            async with self.pool.connection() as conn:
-                args["media"] = await confirmed_media(conn, actor, args["media"])
         if frame.type == "create_group":
             chat_id = new_chat_id(frame)
         elif frame.type == "send" and frame.fields.get("to") is not None:
@@ -420,6 +416,10 @@ class Gateway:
             chat = frame.uuid("chat_id")
             assert chat is not None
             chat_id = chat
+        if frame.type == "send" and "media" in args:
+            # Only the sender's own confirmed upload; the stored reference replaces theirs.
+            async with self.pool.connection() as conn:
+                args["media"] = await confirmed_media(conn, actor, args["media"])
         command = Command(
             kind,
             chat_id,
@@ -537,6 +537,9 @@ class Gateway:
             )
             return
         if not outcome.ok:
+            if command.type is CommandType.SEND and "media" in command.args:
+                async with self.pool.connection() as conn:  # refused: the upload was not sent
+                    await release_media(conn, command.actor, command.args["media"])
             connection.push(
                 error_frame(outcome.error_code, outcome.error_message, command.request_id)
             )

@@ -2,7 +2,8 @@
 
 Download URLs live a few seconds here (so their expiry can be watched), unconfirmed
 uploads are collected after a few seconds (confirmed ones never sent after 20 s), a
-user may ask for five uploads at once, and a video or sound may last a minute.
+user may ask for five uploads at once, and a video or sound may last a minute. A
+multipart upload has at most four parts of 5 to 6 MiB and 20 s to be completed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ GC_GRACE_S = 8
 UNSENT_GRACE_S = 20
 UPLOAD_BURST = 5
 MAX_DURATION_S = 60
+PART_MIN = 5 * 1024 * 1024  # S3's own floor for every part but the last
+PART_MAX = 6 * 1024 * 1024
+MAX_PARTS = 4
+MULTIPART_TTL_S = 20
 
 
 @dataclass
@@ -61,6 +66,10 @@ def media_stack(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
         "PARLEY_RATE_MEDIA_UPLOAD_USER_BURST": str(UPLOAD_BURST),
         "PARLEY_RATE_MEDIA_UPLOAD_USER_PER_S": "0.01",
         "PARLEY_MEDIA_MAX_DURATION_S": str(MAX_DURATION_S),
+        "PARLEY_MEDIA_PART_MIN_BYTES": str(PART_MIN),
+        "PARLEY_MEDIA_PART_MAX_BYTES": str(PART_MAX),
+        "PARLEY_MEDIA_MAX_PARTS": str(MAX_PARTS),
+        "PARLEY_MEDIA_MULTIPART_TTL_S": str(MULTIPART_TTL_S),
     }
     with full_stack(topics, tmp_path_factory.mktemp("media"), **env) as stack:
         yield MediaStack(stack, ObjectStore(topics))
