@@ -32,6 +32,35 @@ KAFKA_WAIT_LOG_S = 5.0
 MAX_BACKOFF_S = 5.0
 
 
+class Repeats(logging.Filter):
+    """Lets through one of each librdkafka log line (by its first 100 characters) per
+    `every_s`: while a broker is down librdkafka reports every reconnect attempt, tens a
+    second, and the line says nothing new after the first."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = record.getMessage()[:100]
+        now = time.monotonic()
+        if now - self._last.get(key, -self.every_s) < self.every_s:
+            return False
+        if len(self._last) > 1_000:
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
+def librdkafka_logger(name: str) -> logging.Logger:
+    """The logger a librdkafka client of service `name` writes to, repeats held back."""
+    logger = logging.getLogger(f"parley.{name}.librdkafka")
+    if not any(isinstance(f, Repeats) for f in logger.filters):
+        logger.addFilter(Repeats())
+    return logger
+
+
 class Stopped(Exception):
     """Asked to stop in the middle of a batch: not all of it is acknowledged."""
 
@@ -95,7 +124,8 @@ class Publisher:
         """The producer, created (and the topic's metadata fetched) if need be."""
         backoff = Backoff(cap_s=MAX_BACKOFF_S)
         while self._producer is None:
-            producer = Producer(producer_config(self.settings, self.client_id), logger=log)
+            config = producer_config(self.settings, self.client_id)
+            producer = Producer(config, logger=librdkafka_logger("producer"))
             try:
                 metadata = producer.list_topics(self.topic, timeout=5)
                 found = metadata.topics.get(self.topic)

@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from eventsourcing.persistence import IntegrityError, OperationalError, PersistenceError
 
 from commands.processor.processor import CommandProcessor
+from infra.producer import librdkafka_logger
 from infra.retry import Backoff
 from infra.settings import Settings
 from infra.topics import COMMANDS
@@ -43,7 +44,11 @@ def consumer_config(settings: Settings, client_id: str) -> dict[str, Any]:
         "client.id": client_id,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
-        "session.timeout.ms": 10_000,
+        # The broker's minimum. After a broker restart the coordinator waits this long
+        # for the members it remembers before it assigns partitions again (librdkafka
+        # rejoins with a new member id once its session ran out while the broker was
+        # down): 10 s made a send wait 10 s for its ack after Kafka came back.
+        "session.timeout.ms": 6_000,
         "heartbeat.interval.ms": 1_000,
         # The broker answers a fetch as soon as any record is there, and otherwise
         # after 10 ms: a command waits for no fetch interval at light load.
@@ -56,7 +61,7 @@ def consumer_config(settings: Settings, client_id: str) -> dict[str, Any]:
 
 
 def open_consumer(settings: Settings, client_id: str) -> Consumer:
-    return Consumer(consumer_config(settings, client_id), logger=log)
+    return Consumer(consumer_config(settings, client_id), logger=librdkafka_logger("processor"))
 
 
 def consume_commands(
