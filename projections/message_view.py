@@ -15,10 +15,13 @@ each as their source holds them.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import orjson
+
+from infra.timestamps import utc_iso
 
 
 def message_view(
@@ -54,6 +57,53 @@ def message_view(
         "expires_at": expires_at,
         "forwarded": forwarded,
     }
+
+
+MESSAGE_COLUMNS = (
+    "seq",
+    "message_id",
+    "sender",
+    "kind",
+    "body",
+    "media",
+    "sent_at",
+    "ref",
+    "quote",
+    "edited_at",
+    "deleted_at",
+    "expires_at",
+    "forwarded",
+)
+"""The `messages` columns `view_of_row` reads, in its order."""
+
+
+def message_columns(alias: str = "") -> str:
+    """`MESSAGE_COLUMNS` for a SELECT list, each prefixed with `alias.` if given."""
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(prefix + column for column in MESSAGE_COLUMNS)
+
+
+def view_of_row(chat_id: object, row: Sequence[Any]) -> dict[str, Any]:
+    """The message of a `messages` row read as `MESSAGE_COLUMNS` (the sync, the history,
+    the inbox)."""
+    seq, message_id, sender, kind, body, media, sent_at, ref, quote = row[:9]
+    edited_at, deleted_at, expires_at, forwarded = row[9:13]
+    return message_view(
+        chat_id,
+        seq,
+        message_id,
+        sender,
+        kind,
+        base64.b64encode(body).decode("ascii"),
+        media,
+        utc_iso(sent_at),
+        ref=ref,
+        quote=quote,
+        edited=edited_at is not None,
+        deleted=deleted_at is not None,
+        expires_at=None if expires_at is None else utc_iso(expires_at),
+        forwarded=forwarded,
+    )
 
 
 def as_of(view: dict[str, Any], now: datetime) -> dict[str, Any]:

@@ -23,17 +23,14 @@ from redis.exceptions import RedisError
 
 from infra.timestamps import utc_iso
 from projections.cache import recent_key
-from projections.message_view import hidden_view, message_view
+from projections.message_view import hidden_view, message_columns, message_view, view_of_row
 from projections.schema import LIVE_SCHEMA
 
 log = logging.getLogger("parley.queries")
 
 Message = dict[str, Any]
 
-MESSAGE_COLUMNS = (
-    "seq, message_id, sender, kind, body, media, sent_at, ref, quote, edited_at, deleted_at, "
-    "expires_at, forwarded"
-)
+MESSAGE_COLUMNS = message_columns()
 """The columns `message_from_row` reads, in its order."""
 
 _BY_SEQ = sql.SQL(
@@ -41,30 +38,8 @@ _BY_SEQ = sql.SQL(
     "ORDER BY seq"
 ).format(s=sql.Identifier(LIVE_SCHEMA))
 
-
-def message_from_row(chat_id: UUID, row: Sequence[Any]) -> Message:
-    """A message from a row of `MESSAGE_COLUMNS`."""
-    seq, message_id, sender, kind, body, media, sent_at, ref, quote, edited_at, deleted_at = row[
-        :11
-    ]
-    expires_at, forwarded = row[11:13]
-    body_text = base64.b64encode(body).decode("ascii")
-    return message_view(
-        chat_id,
-        seq,
-        message_id,
-        sender,
-        kind,
-        body_text,
-        media,
-        utc_iso(sent_at),
-        ref=ref,
-        quote=quote,
-        edited=edited_at is not None,
-        deleted=deleted_at is not None,
-        expires_at=None if expires_at is None else utc_iso(expires_at),
-        forwarded=forwarded,
-    )
+message_from_row = view_of_row
+"""A message from a row of `MESSAGE_COLUMNS`."""
 
 
 def hidden(message: Message) -> Message:

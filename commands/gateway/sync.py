@@ -21,7 +21,6 @@ is there; the client's gap check asks again). What is stored after that comes li
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -40,11 +39,13 @@ from infra.routing import joined_key
 from infra.timestamps import utc_iso
 from projections.directory import DIRECTORY_SCHEMA
 from projections.message_view import (
+    MESSAGE_COLUMNS,
     as_of,
     device_view,
     hidden_frame,
+    message_columns,
     message_frame,
-    message_view,
+    view_of_row,
 )
 from projections.schema import LIVE_SCHEMA
 
@@ -110,29 +111,14 @@ async def projected(
     return time.monotonic() - started, len(heads)
 
 
-def row_frame(row: tuple[Any, ...]) -> dict[str, Any]:
-    chat_id, seq, message_id, sender, local_id, kind, body, media, sent_at, blocked = row[:10]
-    ref, quote, edited_at, deleted_at, expires_at, forwarded = row[10:]
-    if blocked:  # its sender is blocked by the one syncing
+def row_frame(chat_id: UUID, row: tuple[Any, ...]) -> dict[str, Any]:
+    """The `message` frame of a row of `_MISSED`: `MESSAGE_COLUMNS`, then the sender's
+    local id and whether the one syncing blocked the sender."""
+    local_id, blocked = row[len(MESSAGE_COLUMNS) :]
+    if blocked:
+        seq, message_id, sent_at = row[0], row[1], row[6]
         return hidden_frame(chat_id, seq, message_id, utc_iso(sent_at))
-    body_text = base64.b64encode(body).decode("ascii")
-    view = message_view(
-        chat_id,
-        seq,
-        message_id,
-        sender,
-        kind,
-        body_text,
-        media,
-        utc_iso(sent_at),
-        ref=ref,
-        quote=quote,
-        edited=edited_at is not None,
-        deleted=deleted_at is not None,
-        expires_at=None if expires_at is None else utc_iso(expires_at),
-        forwarded=forwarded,
-    )
-    return message_frame(as_of(view, datetime.now(UTC)), local_id)
+    return message_frame(as_of(view_of_row(chat_id, row), datetime.now(UTC)), local_id)
 
 
 _BLOCKED_EITHER_WAY = sql.SQL(
@@ -222,10 +208,9 @@ async def missed_messages(
             async with conn.cursor() as cur:
                 await cur.execute(
                     sql.SQL(
-                        "SELECT m.chat_id, m.seq, m.message_id, m.sender, m.local_id, m.kind, "
-                        "m.body, m.media, m.sent_at, m.sender = ANY(coalesce((SELECT b.blocks "
-                        "FROM {d}.users b WHERE b.user_id = %(user)s), '{{}}'::uuid[])), "
-                        "m.ref, m.quote, m.edited_at, m.deleted_at, m.expires_at, m.forwarded "
+                        "SELECT " + message_columns("m") + ", m.local_id, "
+                        "m.sender = ANY(coalesce((SELECT b.blocks "
+                        "FROM {d}.users b WHERE b.user_id = %(user)s), '{{}}'::uuid[])) "
                         "FROM {s}.messages m "
                         "WHERE m.chat_id = %(chat)s AND m.seq > %(after)s AND m.seq <= %(last)s "
                         "AND EXISTS ("
@@ -245,8 +230,8 @@ async def missed_messages(
                 rows = await cur.fetchall()
             if not rows:
                 break
-            page.extend(row_frame(row) for row in rows)
-            after = rows[-1][1]
+            page.extend(row_frame(chat_id, row) for row in rows)
+            after = rows[-1][0]
             if len(page) >= page_size:
                 yield page
                 page = []
