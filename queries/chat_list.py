@@ -9,12 +9,12 @@ nothing that happened after they left shows through.
 The order comes from Redis (`parley:user:<id>:chats`, scored by last activity) when it
 is warm: the cache names the candidates of the page, PostgreSQL fills in their details
 in one round trip (primary-key lookups instead of sorting every chat of the user), and
-adds the chats the user has left, whose place the cache cannot know (their score stops
-when the user leaves, and a user who joined and left within one projected batch is not
-in the key at all). The cache is cold, and PostgreSQL sorts, when the key is missing,
-when it holds fewer chats than the user is currently in (a Redis that lost data and
-was partly refilled since), or when the candidates it named cannot prove the page
-complete. Both paths give the same answer.
+adds the chats the user has left, whose place the cache does not give (their score
+stops at the chat's last activity before they left, `projections.chat_order`; here they
+are placed at the last message they saw). The cache is cold, and PostgreSQL sorts,
+when the key is missing, when it holds fewer chats than the user is currently in (a
+Redis that lost data and was partly refilled since), or when the candidates it named
+cannot prove the page complete. Both paths give the same answer.
 """
 
 from __future__ import annotations
