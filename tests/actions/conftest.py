@@ -15,6 +15,8 @@ from tests.fullstack import FullStack, full_stack
 EDIT_WINDOW_S = 5.0
 """Short enough that a test can outlast it; edits inside it follow their send at once."""
 SHORT_TIMER_S = 3
+ERASE_GRACE_S = 1.0
+"""How old a deleted message's media note must be before its object may go."""
 
 
 @pytest.fixture(scope="package")
@@ -43,5 +45,7 @@ def live(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         PARLEY_EDIT_WINDOW_S=str(EDIT_WINDOW_S),
         PARLEY_DISAPPEARING_TIMERS_S=f"0,{SHORT_TIMER_S},86400",
         PARLEY_MESSAGE_EXPIRY_INTERVAL_S="1",
+        PARLEY_MEDIA_ERASE_GRACE_S=str(ERASE_GRACE_S),
+        PARLEY_MEDIA_ERASE_INTERVAL_S="1",
     ) as stack:
         yield stack
