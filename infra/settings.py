@@ -180,6 +180,9 @@ class Settings:
     # starts. With more than one gateway, HAProxy takes `commands_port` and balances it
     # over the gateways, gateway i (from 1) listening on `gateway_base_port + i`.
     gateways: int = 1
+    # The gateway's producer waits this long for more commands before a request (one
+    # request then carries every partition's records); librdkafka's `linger.ms`.
+    gateway_linger_ms: int = 1
     processors: int = 1
     workers: int = 1
     gateway_base_port: int = 18100
