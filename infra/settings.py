@@ -182,7 +182,7 @@ class Settings:
     gateways: int = 1
     # The gateway's producer waits this long for more commands before a request (one
     # request then carries every partition's records); librdkafka's `linger.ms`.
-    gateway_linger_ms: int = 1
+    gateway_linger_ms: int = 5
     processors: int = 1
     workers: int = 1
     gateway_base_port: int = 18100
