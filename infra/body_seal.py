@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import threading
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -270,13 +271,28 @@ def open_recent(
 # The store's side: keys made before a save, sealing in the mapper, opening on load
 
 
+class _Prepared(threading.local):
+    """What one thread's save prepared (a store may be saved to from several threads)."""
+
+    def __init__(self) -> None:
+        self.events: dict[tuple[UUID, int], dict[str, MessageKey]] = {}
+        self.snapshots: dict[tuple[UUID, int], dict[int, MessageKey]] = {}
+
+
 class BodySeal:
     """The keys of the events (and snapshots) about to be stored, and the key store."""
 
     def __init__(self, keys: MessageKeys | None = None) -> None:
         self.keys: MessageKeys = keys if keys is not None else MemoryMessageKeys()
-        self._events: dict[tuple[UUID, int], dict[str, MessageKey]] = {}
-        self._snapshots: dict[tuple[UUID, int], dict[int, MessageKey]] = {}
+        self._prepared = _Prepared()
+
+    @property
+    def _events(self) -> dict[tuple[UUID, int], dict[str, MessageKey]]:
+        return self._prepared.events
+
+    @property
+    def _snapshots(self) -> dict[tuple[UUID, int], dict[int, MessageKey]]:
+        return self._prepared.snapshots
 
     def prepare(self, aggregates: Iterable[Any]) -> None:
         """Make and store the keys of the chats' pending events (one round trip)."""
