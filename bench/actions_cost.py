@@ -12,7 +12,9 @@ through the gateway's `CommandBus` in this process, over 200 1:1 chats.
 - seal: in this process, the CPU of making a key and sealing a message, and of opening
   it, per message (a 100-byte text, and a 64 KiB body); on PostgreSQL, the round trip of
   the key statements a batch adds (insert a batch's keys, look them up, erase one
-  message's), next to a bare `SELECT 1` and to an insert that waits for the WAL flush.
+  message's), next to a bare `SELECT 1` and to an insert that waits for the WAL flush;
+  and a save of one send (or one delete) with its keys in PostgreSQL against one with
+  them in memory, and a snapshot of a chat with 1,000 recent messages.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ import uvloop
 from bench.processor_throughput import at_rate, private_processor, throughput
 from commands.command import Command, CommandType, Outcome, encode_body
 from commands.gateway.bus import CommandBus
+from domain.chat import Chat
 from domain.ids import direct_chat_id
 from infra.body_seal import key_seqs, new_key, open_message, seal_message
-from infra.message_keys import PUT_STATEMENT, PgMessageKeys, key_columns
+from infra.event_store import open_store
+from infra.message_keys import PUT_STATEMENT, MemoryMessageKeys, PgMessageKeys, key_columns
 from infra.settings import Settings
 from projections.directory import enrol_stand_ins
 
@@ -179,11 +183,66 @@ def _round_trips(settings: Settings, repeat: int = 300) -> dict[str, Any]:
         }
 
 
+def _saves(settings: Settings, repeat: int = 300) -> dict[str, Any]:
+    """One chat saved in this process, a send (or a delete) a save, with its keys in
+    PostgreSQL or in memory, alternately: what the key statement adds to a save
+    (median wall µs, and CPU µs of this process), and a snapshot of a chat holding
+    1,000 recent messages (ms)."""
+    store = open_store(settings, AGGREGATE_CACHE_MAXSIZE="")
+    on_disk, in_memory = store.seal.keys, MemoryMessageKeys()
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    chat = Chat.open_direct(alice, bob, alice)
+    store.save(chat)
+    took: dict[str, list[tuple[float, float]]] = {}
+
+    def save(name: str) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        store.save(chat)
+        took.setdefault(name, []).append((time.perf_counter() - wall, time.process_time() - cpu))
+
+    try:
+        now = int(time.time() * 1000)
+        for i in range(repeat):
+            for where, keys in (("postgres", on_disk), ("memory", in_memory)):
+                store.seal.keys = keys
+                sent = chat.send(alice, "d", f"{where}{i}", "text", b"x" * 100, None, i, now)
+                save(f"send_keys_in_{where}")
+                chat.act(alice, "d", f"{where}-d{i}", "delete", sent.seq, b"", i, now)
+                save(f"delete_keys_in_{where}")
+        figures: dict[str, Any] = {
+            name: {
+                "wall_us": round(statistics.median(w for w, _ in runs) * 1e6),
+                "cpu_us": round(statistics.median(c for _, c in runs) * 1e6),
+            }
+            for name, runs in took.items()
+        }
+        store.seal.keys = on_disk
+        full = Chat.open_direct(uuid.uuid4(), bob, bob)
+        for i in range(1_000):
+            full.send(bob, "d", f"f{i}", "text", b"y" * 100, None, i, now)
+        store.save(full)
+        snapshots = []
+        for i in range(20):
+            full.send(bob, "d", f"g{i}", "text", b"z" * 100, None, i, now)
+            store.save(full)
+            wall = time.perf_counter()
+            store.snapshot([full])
+            snapshots.append(time.perf_counter() - wall)
+        figures["snapshot_1000_recent_ms"] = round(statistics.median(snapshots) * 1000, 2)
+        return figures
+    finally:
+        store.close()
+
+
 def run(
     settings: Settings, messages: int = 10_000, rate: int = 1_000, seconds: float = 10.0
 ) -> dict[str, Any]:
     """Run the actions benchmark against the local stack; return its figures."""
     with private_processor(settings) as bench:
         results = uvloop.run(_write_path(bench, messages, rate, seconds))
-        results["seal"] = {**_sealing(), "postgres": _round_trips(bench)}
+        results["seal"] = {
+            **_sealing(),
+            "postgres": _round_trips(bench),
+            "store": _saves(bench),
+        }
     return {"scenario": "actions", "messages": messages, **results}
