@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
+from collections.abc import Collection
 from typing import Any
 from uuid import UUID
 
@@ -201,3 +202,34 @@ def test_a_message_whose_keys_nobody_prepared_is_refused() -> None:
     chat.send(alice, "d", "1", "text", b"plain", None, 1, 0)
     with pytest.raises(SealError):
         store.events.put(chat.collect_events())  # past the store's save: no keys
+
+
+class CountedKeys(MemoryMessageKeys):
+    """In-memory keys that count the messages whose keys a snapshot looked up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.looked_up: list[int] = []
+
+    def of_messages(self, chat_id: UUID, seqs: Collection[int]) -> dict[int, Any]:
+        self.looked_up.append(len(seqs))
+        return super().of_messages(chat_id, seqs)
+
+
+def test_a_snapshot_reuses_what_the_last_one_sealed_and_reseals_an_edit() -> None:
+    now = int(time.time() * 1000)
+    store = memory_store()
+    keys = store.seal.keys = CountedKeys()
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    chat = Chat.open_direct(alice, bob, alice)
+    for n in range(1, 6):
+        chat.send(alice, "d", f"{n}", "text", f"note {n}".encode(), None, n, now)
+    store.save(chat)
+    store.snapshot([chat])
+    chat.act(alice, "d", "e", "edit", 2, b"note 2, fixed", 6, now)
+    chat.send(alice, "d", "6", "text", b"note 6", None, 7, now)
+    store.save(chat)
+    store.snapshot([chat])
+    assert keys.looked_up == [5, 2]  # then only the edited and the new message
+    again = reloaded(store, chat.id)
+    assert [again.recent[n].excerpt for n in (1, 2, 7)] == ["note 1", "note 2, fixed", "note 6"]
