@@ -184,6 +184,15 @@ class Settings:
     gateway_drain_notice_s: float = 5.0
     gateway_drain_s: float = 10.0
 
+    # `GET /metrics` of the services that serve no HTTP (docs/observability.md), each on
+    # a port of its own; with several of a kind (`processors`, `workers`), instance i
+    # (from 1) listens on the port + i. 0: no `/metrics` for that service.
+    metrics_host: str = "127.0.0.1"
+    processor_metrics_port: int = 18120
+    workers_metrics_port: int = 18130
+    relay_metrics_port: int = 18140
+    notifier_metrics_port: int = 18150
+
     # The registry of live gateways (docs/scaling.md): "redis" (a lease key per gateway)
     # or "zookeeper" (an ephemeral sequential znode per gateway; `parley stack` then runs
     # ZooKeeper). Each gateway reports its address and connection count every

@@ -19,6 +19,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from infra.metrics_http import metrics_port_of
 from infra.settings import Settings
 from infra.stack.haproxy import HAProxy, gateway_ports
 from infra.stack.process import say
@@ -51,7 +52,19 @@ class ParleyService(LocalService):
         self.log = self.home / f"{self.name}.log"
         self.pidfile = self.home / f"{self.name}.pid"
         self._log_start = 0
-        self.port_variable = "PARLEY_GATEWAY_BASE_PORT" if port else f"PARLEY_{kind.upper()}_PORT"
+        self.index = index
+        if port:
+            self.port_variable = "PARLEY_GATEWAY_BASE_PORT"
+        elif kind in ("commands", "queries"):
+            self.port_variable = f"PARLEY_{kind.upper()}_PORT"
+        else:
+            self.port_variable = f"PARLEY_{kind.upper()}_METRICS_PORT"
+
+    @property
+    def metrics_port(self) -> int:
+        """Where a service without HTTP serves `/metrics` (0: nowhere)."""
+        base = metrics_port_of(self.settings, self.kind)
+        return base + self.index if base else 0
 
     @property
     def managed(self) -> bool:
@@ -66,6 +79,8 @@ class ParleyService(LocalService):
                 getattr(self.settings, "queries_host", "127.0.0.1"),
                 int(getattr(self.settings, "queries_port", 18081)),
             )
+        if self.metrics_port:
+            return self.settings.metrics_host, self.metrics_port
         return "background", 0
 
     @property
@@ -83,6 +98,8 @@ class ParleyService(LocalService):
         return [sys.executable, "-m", "parley.cli", "serve", self.kind]
 
     def environment(self) -> dict[str, str] | None:
+        if self.index and self.metrics_port:  # one of several: its own metrics port
+            return {**os.environ, self.port_variable: str(self.metrics_port)}
         if not self.port:
             return None
         # A gateway behind the balancer: its own port; browsers still come from the
