@@ -179,6 +179,11 @@ class Settings:
     balancer_check_ms: int = 1000  # HAProxy's health check of each gateway's /healthz
     balancer_fall: int = 2  # failed checks before HAProxy stops routing to a gateway
     balancer_maxconn: int = 40_000
+    # HAProxy's gateways come from the registry (`parley serve balancer`, infra/balancer.py)
+    # into this many server slots; the runtime API sockets it fills (comma-separated;
+    # empty: the one of the stack's HAProxy, in its state folder).
+    balancer_slots: int = 16
+    balancer_api: str = ""
     # SIGTERM on a gateway: how long it waits for the balancer to see it draining, then
     # for its clients (told to reconnect, close 1012) to leave, before it exits anyway.
     gateway_drain_notice_s: float = 5.0

@@ -125,6 +125,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         from parley.wiring import run_commands as run
     elif args.service == "notifier":
         from parley.wiring import run_notifier as run
+    elif args.service == "balancer":
+        from parley.wiring import run_balancer as run
     else:
         from parley.wiring import run_queries as run
     tune_gc(settings.gc_gen0_threshold)  # once the service's modules are loaded
@@ -213,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run one of Parley's services in the foreground")
     serve.add_argument(
-        "service", choices=["processor", "relay", "workers", "notifier", "commands", "queries"]
+        "service",
+        choices=["processor", "relay", "workers", "notifier", "commands", "queries", "balancer"],
     )
     serve.set_defaults(run=_serve)
 

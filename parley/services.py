@@ -8,7 +8,11 @@ the HTTP ones answer `/healthz`, the others have logged that they are ready.
 they are then named `commands-1`, `commands-2`… (each its own log and pid file);
 processors and workers share the partitions through their consumer group, and the
 gateways (the commands service) listen on `gateway_base_port + i` behind HAProxy, which
-takes the commands port (`infra/stack/haproxy.py`, docs/scaling.md).
+takes the commands port (`infra/stack/haproxy.py`, docs/scaling.md) and learns of them
+from the registry through `parley serve balancer` (`infra/balancer.py`), started after
+it. The services without HTTP serve `/metrics` on a port of their own
+(`PARLEY_PROCESSOR_METRICS_PORT`…, instance i on that port + i), which `parley stack
+status` shows as their address.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ READY = {
     "commands": None,
     "queries": None,
     "notifier": r"event=notifier_(ready|standby)",
+    "balancer": r"event=balancer_synced gateways=[1-9]",
 }
 
 
@@ -136,6 +141,10 @@ def parley_services(settings: Settings) -> list[ParleyService]:
     for kind in READY:
         if kind == "queries" and not _has_queries():
             continue
+        if kind == "balancer":  # HAProxy's slots from the registry: after the gateways
+            if settings.gateways > 1:
+                instances.append(ParleyService(settings, kind))
+            continue
         if kind == "commands" and settings.gateways > 1:
             for i, port in enumerate(gateway_ports(settings), 1):
                 instances.append(ParleyService(settings, kind, i, port))
@@ -198,11 +207,11 @@ def services_up(settings: Settings) -> None:
     front = balancer(settings)
     running = HAProxy(settings)
     if running.pid() is not None and (front is None or not front.configured_as_now()):
-        running.down()  # no longer wanted, or balancing another set of gateways
+        running.down()  # no longer wanted, or configured otherwise
     for service in wanted:
+        if service.kind == "balancer" and front is not None:
+            front.up()  # HAProxy first, then what fills its slots
         service.up()
-    if front is not None:
-        front.up()
 
 
 def services_down(settings: Settings) -> None:
