@@ -34,7 +34,8 @@ def test_oneone_delivers_everything_once_with_receipts(parley: Target, workdir: 
     # The services' own /metrics, scraped around the window, count what the clients saw.
     metrics = figures["metrics"]
     assert metrics["down"] == []
-    assert metrics["agreement"]["acks"] == {"bench": 30, "metrics": 30, "agree": True}
+    acks = metrics["agreement"]["acks"]
+    assert acks["bench"] == 30 and acks["agree"], acks
     assert metrics["processor_commands"] >= 30  # the sends, and the receipts
     assert metrics["processor_wait_ms"]["count"] >= 30
     assert metrics["workers_projected_ms"]["count"] >= 30
