@@ -34,7 +34,7 @@ global
 defaults
     mode http
     log global
-    option httplog
+    log-format "{log_format}"
     option forwardfor
     option redispatch
     retries 3
@@ -57,6 +57,13 @@ backend gateways
     default-server inter {inter}ms fastinter {inter}ms fall {fall} rise 2
 {servers}
 """
+
+LOG_FORMAT = (
+    "%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %CC %CS %tsc "
+    '%ac/%fc/%bc/%sc/%rc %sq/%bq %hr %hs \\"%HM %HP %HV\\"'
+)
+"""`option httplog`'s format, with the path instead of the whole request line: a
+WebSocket's query string carries its access token, which must not reach a log file."""
 
 
 def gateway_ports(settings: Settings) -> list[int]:
@@ -104,6 +111,7 @@ class HAProxy(LocalService):
         return CONF.format(
             host=host,
             api=self.api.path,
+            log_format=LOG_FORMAT,
             port=self.settings.commands_port,
             maxconn=self.maxconn,
             inter=self.settings.balancer_check_ms,

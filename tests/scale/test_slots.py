@@ -71,3 +71,6 @@ def test_a_gateway_started_later_is_routed_to_and_drained_when_it_leaves(
     assert int(state["srv_admin_state"]) & DRAIN
     assert balanced.routed() >= live
     assert balanced.balancer.pid() == pid  # the same HAProxy all along: no reload
+    # Its log names each WebSocket's path, never the access token in its query string.
+    log = balanced.balancer_log()
+    assert '"GET /ws HTTP/1.1"' in log and "access_token" not in log

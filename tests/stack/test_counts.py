@@ -73,5 +73,6 @@ def test_the_balancer_takes_the_commands_port_and_has_slots_for_the_registry(
     # The gateway count does not change the configuration: no restart to add one.
     assert config == balancer(settings.replace(gateways=5)).config  # type: ignore[union-attr]
     assert "option forwardfor" in config
+    assert "%HM %HP %HV" in config and "%{+Q}r" not in config  # paths, not tokens
     assert "maxconn 5000" in config and "timeout tunnel 1h" in config
     assert front.log.parent == tmp_path / "haproxy"
