@@ -184,6 +184,10 @@ class Settings:
     workers: int = 1
     gateway_base_port: int = 18100
     balancer_check_ms: int = 1000  # HAProxy's health check of each gateway's /healthz
+    # How long a check may wait for the answer. HAProxy's default is `balancer_check_ms`:
+    # with 1 s, gateways admitting 30,000 sockets on a loaded machine answered later,
+    # were taken out in turn, and 701 connects met a balancer with no gateway (503).
+    balancer_check_timeout_ms: int = 3000
     balancer_fall: int = 2  # failed checks before HAProxy stops routing to a gateway
     balancer_maxconn: int = 40_000
     # HAProxy's gateways come from the registry (`parley serve balancer`, infra/balancer.py)

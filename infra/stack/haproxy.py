@@ -54,6 +54,7 @@ backend gateways
     balance leastconn
     option httpchk GET /healthz
     http-check expect status 200
+    timeout check {check_timeout}ms
     default-server inter {inter}ms fastinter {inter}ms fall {fall} rise 2
 {servers}
 """
@@ -115,6 +116,7 @@ class HAProxy(LocalService):
             port=self.settings.commands_port,
             maxconn=self.maxconn,
             inter=self.settings.balancer_check_ms,
+            check_timeout=self.settings.balancer_check_timeout_ms,
             fall=self.settings.balancer_fall,
             servers=servers,
         )

@@ -65,6 +65,7 @@ def test_the_balancer_takes_the_commands_port_and_has_slots_for_the_registry(
     config = front.config
     assert f"bind 127.0.0.1:{settings.commands_port}" in config
     assert "balance leastconn" in config and "option httpchk GET /healthz" in config
+    assert "timeout check 3000ms" in config  # a busy gateway is slow, not dead
     # No gateway is named: empty slots, filled from the registry over the runtime API.
     for i in range(1, settings.balancer_slots + 1):
         assert f"server gw{i} 127.0.0.1:1 check disabled" in config
