@@ -12,7 +12,8 @@ measured windows of several generators at one moment and read /proc around them:
 
 Spec: {"kind": "parley" | "xmpp", "base": url, "accounts": [...], "routes": [[sender,
 to, chat, recipients], ...] (indices into accounts for sender and `to`), "size",
-"auto_delivered", "read_interval_s", "connect_concurrency", "resync", "groups":
+"auto_delivered", "read_interval_s", "connect_concurrency", "resync", "source_host"
+(the loopback address its connections come from), "groups":
 [{"admin", "members", "senders"}] (created on connect; their routes replace "routes")}.
 """
 
@@ -71,6 +72,7 @@ def build_peers(spec: dict[str, Any], ledger: Ledger) -> list[Peer]:
                 ledger,
                 auto_delivered=spec.get("auto_delivered", True),
                 read_interval_s=spec.get("read_interval_s", 1.0),
+                source_host=spec.get("source_host"),
             )
         )
     return peers
