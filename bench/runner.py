@@ -1,6 +1,7 @@
 """`parley bench SCENARIO`: the one way into every benchmark; run, print, write JSON.
 
-Scenarios: `processor` (write path), `relay`, `projection` (the live workers), `queries`
+Scenarios: `processor` (write path), `actions` (a reaction, an edit, a delete next to a
+send, and what sealing costs), `relay`, `projection` (the live workers), `queries`
 (the HTTP query API), `replay` (rebuild speed), `media` (uploads and downloads), `push`
 (the notifier), and over WebSockets end to end `oneone`, `group`, `connections`,
 `ramp`, `baselines`; `compare` sets two result files side by side.
@@ -28,12 +29,18 @@ from infra.settings import Settings
 if TYPE_CHECKING:
     from bench.targets import Target
 
-COMPONENTS = ("processor", "relay", "projection", "queries", "replay", "media", "push")
+COMPONENTS = ("processor", "actions", "relay", "projection", "queries", "replay", "media", "push")
 """One part of Parley measured on its own, each against private databases and topics."""
 END_TO_END = ("oneone", "group", "connections", "ramp", "baselines")
 SCENARIOS = (*COMPONENTS, *END_TO_END, "compare")
 DEFAULT_RATES = "250,500,1000,1500,2000,2500,3000,4000"
-DEFAULT_EVENTS = {"processor": 20_000, "relay": 20_000, "projection": 60_000, "replay": 100_000}
+DEFAULT_EVENTS = {
+    "processor": 20_000,
+    "actions": 10_000,
+    "relay": 20_000,
+    "projection": 60_000,
+    "replay": 100_000,
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--messages",
         type=int,
         default=None,
-        help="processor, relay: sends (20,000); projection: events (60,000); replay (100,000)",
+        help="processor, relay: sends (20,000); actions: sends, and as many of each action "
+        "(10,000); projection: events (60,000); replay (100,000)",
     )
     parser.add_argument(
         "--rate", type=int, default=None, help="messages/s for latency (push: 100, else 1,000)"
@@ -148,6 +156,10 @@ def _component(args: argparse.Namespace, settings: Settings) -> dict[str, Any] |
         from bench.processor_throughput import run as run_processor
 
         return run_processor(settings, messages=events, rate=args.rate, seconds=args.seconds)
+    if args.scenario == "actions":
+        from bench.actions_cost import run as run_actions
+
+        return run_actions(settings, messages=events, rate=args.rate, seconds=args.seconds)
     if args.scenario == "relay":
         from bench.relay_throughput import run as run_relay
 

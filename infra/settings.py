@@ -157,6 +157,10 @@ class Settings:
     media_multipart_ttl_s: float = 24 * 3600.0  # to PUT every part and complete
     media_sweep_interval_s: float = 3600.0  # the retention sweep's rounds (docs/media.md)
     media_sweep_batch: int = 500  # uploads decided per query of a sweep round
+    # The objects of deleted and disappeared messages (commands/media/erasure.py): looked
+    # at this often, once their note is this old (a forward's copy in flight is stored).
+    media_erase_interval_s: float = 10.0
+    media_erase_grace_s: float = 60.0
 
     # The Faust workers and the projections.
     workers_app_id: str = ""  # empty: <topic prefix>parley-workers
