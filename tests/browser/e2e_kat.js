@@ -139,3 +139,49 @@ export async function run(vectors) {
   same("safety number, the other side", await safetyNumber(s.user_b, s.keys_b.map(unb64), s.user_a, s.keys_a.map(unb64)), s.number);
   return results;
 }
+
+/** What each operation costs in this browser: wall-clock ms per operation (Web Crypto
+ *  runs on the page's thread here; the figures are for docs/e2e.md). */
+export async function costs() {
+  const out = {};
+  const time = async (name, n, run) => {
+    const started = performance.now();
+    for (let i = 0; i < n; i += 1) await run(i);
+    out[name] = Number(((performance.now() - started) / n).toFixed(3));
+  };
+  let bob;
+  await time("a new device: identity, signed prekey, 100 one-time prekeys", 3, async () => {
+    bob = await Device.create();
+  });
+  const alice = await Device.create();
+  const body = bob.uploadBody();
+  const bundle = { identity_key: body.identity_key, signed_prekey: body.signed_prekey, one_time_prekey: body.one_time_prekeys[0] };
+  let session;
+  await time("X3DH, active (bundle to session)", 20, async () => {
+    session = await alice.startSession(bundle);
+  });
+  const plain = utf8(pyJson({ type: "text", text: "x".repeat(100) }));
+  const first = await session.encrypt(plain);
+  const firsts = [];
+  for (let i = 0; i < 20; i += 1) firsts.push(await (await alice.startSession(bundle)).encrypt(plain));
+  await time("X3DH, passive (first message to session)", 20, async (i) => {
+    bob.record.opks.unshift({ ...bob.record.opks[0] }); // the same prekey, again
+    await bob.openPrekeyMessage(firsts[i]);
+  });
+  const [bobSession] = await bob.openPrekeyMessage(first);
+  const sealed = [];
+  await time("Double Ratchet, same chain: encrypt", 200, async () => sealed.push(await session.encrypt(plain)));
+  await time("Double Ratchet, same chain: decrypt", 200, async (i) => bobSession.decrypt(sealed[i]));
+  await time("Double Ratchet, turns taking (a DH step each): encrypt + decrypt", 50, async (i) => {
+    const [from, to] = i % 2 ? [session, bobSession] : [bobSession, session];
+    await to.decrypt(await from.encrypt(plain));
+  });
+  const own = await newOwnSenderKey();
+  const peer = peerSenderKey(distribution(own, "chat"));
+  const wires = [];
+  await time("Sender Keys: encrypt (with signature)", 200, async () => wires.push(await encryptGroup(own, "chat", "u", "d", plain)));
+  await time("Sender Keys: decrypt (with verification)", 200, async (i) => decryptGroup(peer, "chat", "u", "d", wires[i]));
+  const keys = [alice.identityKey, bob.identityKey];
+  await time("safety number (two users, one device each)", 3, async () => safetyNumber("a", [keys[0]], "b", [keys[1]]));
+  return out;
+}

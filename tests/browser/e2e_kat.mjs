@@ -3,7 +3,8 @@
 // secure context (loopback), so Web Crypto is there. Prints one line per check; exits
 // non-zero when one fails.
 //
-// Environment: PARLEY_VECTORS (a JSON file from e2e_vectors.py), PARLEY_CHROMIUM.
+// Environment: PARLEY_VECTORS (a JSON file from e2e_vectors.py), PARLEY_CHROMIUM;
+// PARLEY_E2E_COSTS=1 also prints what each operation costs in this browser (docs/e2e.md).
 
 import { readFileSync } from "node:fs";
 import path from "node:path";
@@ -37,6 +38,10 @@ try {
     if (!r.ok) failed += 1;
   }
   console.log(`${results.length - failed} passed, ${failed} failed`);
+  if (process.env.PARLEY_E2E_COSTS) {
+    const costs = await page.evaluate(async () => (await import("/e2e_kat.js")).costs());
+    for (const [name, ms] of Object.entries(costs)) console.log(`cost ${name}: ${ms} ms`);
+  }
   if (!results.length) failed = 1;
 } finally {
   await browser.close();
