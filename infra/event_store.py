@@ -14,13 +14,22 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
 import psycopg
 from eventsourcing.application import Application
-from eventsourcing.persistence import JSONTranscoder, Transcoding
+from eventsourcing.persistence import (
+    InterfaceError,
+    JSONTranscoder,
+    OperationalError,
+    StoredEvent,
+    Transcoding,
+)
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.utils import retry
+from psycopg import sql
 
 from domain.chat import Chat
 from infra.settings import Settings
@@ -57,6 +66,68 @@ class ChatStore(Application[UUID]):
         transcoder.register(BytesAsBase64())
 
 
+class OneStatementRecorder(PostgresApplicationRecorder):
+    """eventsourcing's PostgreSQL recorder, saving a batch in one statement.
+
+    The library's save sends seven statements in a pipeline (BEGIN, the lock timeout,
+    the table lock, NOTIFY, the insert, a sync, COMMIT). Here one call of a function
+    does the same in one statement, which is its own transaction: the table is locked
+    in EXCLUSIVE mode so that notification ids commit in their order (the relay never
+    passes a gap that fills later), the store's channel is notified, and the rows are
+    inserted from the same composite array. Fewer messages and less Python a batch
+    (docs/performance.md, "A save in one statement"); the table, its rows and every
+    read are the library's own.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        schema = sql.Identifier(self.datastore.schema)
+        function = sql.Identifier(f"parley_insert_{self.events_table_name}")
+        self.sql_create_statements.append(
+            sql.SQL(
+                "CREATE OR REPLACE FUNCTION {schema}.{function}("
+                "ids uuid[], versions bigint[], topics text[], states bytea[]) "
+                "RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ BEGIN "
+                "SET LOCAL lock_timeout = '{timeout}s'; "
+                "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
+                "NOTIFY {channel}; "
+                "RETURN QUERY INSERT INTO {schema}.{table} "
+                "(originator_id, originator_version, topic, state) "
+                "SELECT * FROM unnest(ids, versions, topics, states) "
+                "RETURNING notification_id; "
+                "END; $body$"
+            ).format(
+                schema=schema,
+                function=function,
+                timeout=sql.SQL(str(self.datastore.lock_timeout)),
+                table=sql.Identifier(self.events_table_name),
+                channel=sql.Identifier(self.channel_name),
+            )
+        )
+        self._insert_in_one = sql.SQL("SELECT {schema}.{function}(%b, %b, %b, %b) AS id").format(
+            schema=schema, function=function
+        )
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(self, stored_events: Sequence[StoredEvent], **_: Any) -> Sequence[int]:
+        if not stored_events:
+            return []
+        # Four arrays of plain types, dumped in binary by psycopg's C code (a composite
+        # array is dumped as text, in Python).
+        columns = (
+            [e.originator_id for e in stored_events],
+            [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events],
+            [e.state for e in stored_events],
+        )
+        with self.datastore.get_connection() as conn, conn.cursor() as cursor:
+            cursor.execute(self._insert_in_one, columns, prepare=True)
+            # The ids are drawn in the rows' order inside one locked statement.
+            return sorted(row["id"] for row in cursor.fetchall())
+
+
+RECORDER_TOPIC = f"{OneStatementRecorder.__module__}:{OneStatementRecorder.__qualname__}"
+
 EVENTS_TABLE = f"{ChatStore.name}_events"
 """The stored events' table (eventsourcing names it after the application, in `public`)."""
 
@@ -78,6 +149,7 @@ def store_env(settings: Settings, **overrides: str) -> dict[str, str]:
         "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
         "AGGREGATE_CACHE_FASTFORWARD": "n",
         "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
+        "APPLICATION_RECORDER_TOPIC": RECORDER_TOPIC,
     }
     env.update(overrides)
     return env

@@ -76,6 +76,9 @@ class Settings:
     processor_group: str = ""  # empty: <topic prefix>parley-processor
     processor_batch_max: int = 500
     processor_linger_ms: int = 2
+    # How long the broker may hold the processor's fetch when no command is there. It
+    # answers as soon as one is, so this bounds only idle polling (docs/performance.md).
+    processor_fetch_wait_ms: int = 500
     snowflake_lease_ttl_ms: int = 15_000
     command_timeout_s: float = 10.0
     receipt_window_ms: int = 200  # a connection's receipts per chat coalesced within it
@@ -84,7 +87,7 @@ class Settings:
     relay_name: str = "parley"
     relay_batch_max: int = 500
     relay_poll_s: float = 1.0
-    relay_linger_ms: int = 10  # after a wake-up, wait this long for more commits
+    relay_linger_ms: int = 50  # after a wake-up, wait this long for more commits
 
     # Accounts and access (commands service HTTP, tokens, passwords, rate limits; docs/auth.md).
     commands_host: str = "127.0.0.1"
@@ -158,6 +161,10 @@ class Settings:
     # The Faust workers and the projections.
     workers_app_id: str = ""  # empty: <topic prefix>parley-workers
     workers_batch_max: int = 500
+    # A batch that finds nothing more waiting waits this long after its first event for
+    # more (the workers are off the live path; at light load a batch of one event costs
+    # almost what a batch of fifty does). 0: a batch is whatever is ready.
+    workers_linger_ms: int = 50
     workers_session_timeout_s: float = 10.0
     inbox_ttl_days: float = 30.0
     inbox_expiry_interval_s: float = 3600.0

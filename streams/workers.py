@@ -100,7 +100,8 @@ def create_app(settings: Settings) -> faust.App:
         pace = Pace()
         manual = stream.noack()  # type: ignore[attr-defined]  # acked below, once applied
         try:
-            async for events in ready_batches(manual, settings.workers_batch_max):
+            linger_s = settings.workers_linger_ms / 1000
+            async for events in ready_batches(manual, settings.workers_batch_max, linger_s):
                 started = time.monotonic()
                 taken_at = time.time()
                 records = decode_batch(
@@ -202,7 +203,9 @@ def _p99(values: list[float]) -> float:
     return sorted(values)[int(0.99 * (len(values) - 1))] if values else 0.0
 
 
-async def ready_batches(stream: Any, max_events: int) -> AsyncIterator[list[Any]]:
+async def ready_batches(
+    stream: Any, max_events: int, linger_s: float = 0.0
+) -> AsyncIterator[list[Any]]:
     """The stream's events in batches of what is ready: a batch ends at `max_events` or
     when no further event is waiting in the stream's queue, and the next one starts
     with whatever arrived meanwhile.
@@ -216,8 +219,15 @@ async def ready_batches(stream: Any, max_events: int) -> AsyncIterator[list[Any]
     """
     queue = stream.channel.queue
     batch: list[Any] = []
+    first = 0.0
     async for event in stream.events():
+        if not batch:
+            first = time.monotonic()
         batch.append(event)
+        if len(batch) < max_events and queue.empty() and linger_s > 0:
+            wait = first + linger_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
         if len(batch) < max_events and not queue.empty():
             continue
         yield batch

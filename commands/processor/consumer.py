@@ -51,8 +51,8 @@ def consumer_config(settings: Settings, client_id: str) -> dict[str, Any]:
         "session.timeout.ms": 6_000,
         "heartbeat.interval.ms": 1_000,
         # The broker answers a fetch as soon as any record is there, and otherwise
-        # after 10 ms: a command waits for no fetch interval at light load.
-        "fetch.wait.max.ms": 10,
+        # after this long: it bounds idle polling, not a command's wait.
+        "fetch.wait.max.ms": settings.processor_fetch_wait_ms,
         "fetch.min.bytes": 1,
         "reconnect.backoff.ms": 50,
         "reconnect.backoff.max.ms": 1_000,
