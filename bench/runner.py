@@ -98,6 +98,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-baselines", action="store_true", help="oneone/ramp: skip them")
     parser.add_argument("--peer", action="store_true", help="oneone/ramp: race ejabberd too")
     parser.add_argument("--profile", action="store_true", help="oneone: py-spy the services")
+    parser.add_argument(
+        "--e2e",
+        action="store_true",
+        help="oneone/group: clients encrypt end to end (client.e2e, docs/e2e.md)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="own stack: workers processes")
     parser.add_argument(
         "--stack",
@@ -255,6 +260,7 @@ def _run(args: argparse.Namespace, settings: Settings, workdir: Path) -> dict[st
     from bench.baselines import baselines, ratios
 
     pair_params = {"pairs": args.pairs, "size": args.size, "procs": args.procs}
+    e2e = {"e2e": str(workdir / "keys")} if args.e2e else {}
     if args.scenario == "connections":
         conn_params = {
             "count": args.connections,
@@ -288,6 +294,7 @@ def _run(args: argparse.Namespace, settings: Settings, workdir: Path) -> dict[st
                 args.seconds,
                 args.size,
                 args.ack_interval,
+                e2e,
             )
     if args.scenario == "baselines":
         return baselines(settings, workdir, _say, float(args.rate), args.seconds, **pair_params)
@@ -301,6 +308,7 @@ def _run(args: argparse.Namespace, settings: Settings, workdir: Path) -> dict[st
                     rate=float(args.rate),
                     seconds=args.seconds,
                     profile=args.profile,
+                    spec=e2e,
                     **pair_params,
                 )
             }

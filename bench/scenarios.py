@@ -26,9 +26,11 @@ def oneone(
     size: int,
     procs: int,
     profile: bool = False,
+    spec: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """N pairs at a total rate, receipts acked as the client library does."""
-    fleet = pair_fleet(target, pairs, procs, workdir, {"size": size})
+    """N pairs at a total rate, receipts acked as the client library does; `spec`: more
+    for the load generators (`{"e2e": folder}`: the clients encrypt end to end)."""
+    fleet = pair_fleet(target, pairs, procs, workdir, {"size": size, **(spec or {})})
     try:
         say(f"{target.name}: connecting {2 * pairs} users")
         connected = fleet.connect()
@@ -112,8 +114,10 @@ def group(
     seconds: float,
     size: int,
     ack_interval_s: float,
+    spec: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Groups of `members`, `senders` of them sending; fanout and latency to the last member."""
+    """Groups of `members`, `senders` of them sending; fanout and latency to the last member.
+    `spec`: more for the load generator (`{"e2e": folder}`: the clients encrypt)."""
     accounts = target.accounts(groups * members)
     spec_groups = [
         {
@@ -133,6 +137,7 @@ def group(
             "auto_delivered": False,
             "read_interval_s": ack_interval_s,
             **target.spec,
+            **(spec or {}),
         },
         workdir,
         f"{target.name}-group",
