@@ -191,12 +191,30 @@ class Settings:
     workers: int = 1
     gateway_base_port: int = 18100
     balancer_check_ms: int = 1000  # HAProxy's health check of each gateway's /healthz
+    # How long a check may wait for the answer. HAProxy's default is `balancer_check_ms`:
+    # with 1 s, gateways admitting 30,000 sockets on a loaded machine answered later,
+    # were taken out in turn, and 701 connects met a balancer with no gateway (503).
+    balancer_check_timeout_ms: int = 3000
     balancer_fall: int = 2  # failed checks before HAProxy stops routing to a gateway
     balancer_maxconn: int = 40_000
+    # HAProxy's gateways come from the registry (`parley serve balancer`, infra/balancer.py)
+    # into this many server slots; the runtime API sockets it fills (comma-separated;
+    # empty: the one of the stack's HAProxy, in its state folder).
+    balancer_slots: int = 16
+    balancer_api: str = ""
     # SIGTERM on a gateway: how long it waits for the balancer to see it draining, then
     # for its clients (told to reconnect, close 1012) to leave, before it exits anyway.
     gateway_drain_notice_s: float = 5.0
     gateway_drain_s: float = 10.0
+
+    # `GET /metrics` of the services that serve no HTTP (docs/observability.md), each on
+    # a port of its own; with several of a kind (`processors`, `workers`), instance i
+    # (from 1) listens on the port + i. 0: no `/metrics` for that service.
+    metrics_host: str = "127.0.0.1"
+    processor_metrics_port: int = 18120
+    workers_metrics_port: int = 18130
+    relay_metrics_port: int = 18140
+    notifier_metrics_port: int = 18150
 
     # The registry of live gateways (docs/scaling.md): "redis" (a lease key per gateway)
     # or "zookeeper" (an ephemeral sequential znode per gateway; `parley stack` then runs

@@ -40,6 +40,7 @@ from projections.projector import Projector, Record, expire_inbox
 from projections.replay.locks import WORKER_LOCK, WORKER_UNLOCK
 from projections.schema import LIVE_SCHEMA
 from projections.upcasting import upcast_envelope
+from streams import workers_metrics as metrics
 
 log = logging.getLogger("parley.workers")
 
@@ -116,6 +117,7 @@ def create_app(settings: Settings) -> faust.App:
                     [done_at - e.message.timestamp for e in events],
                 )
                 pace.batch(len(events), time.monotonic() - started)
+                metrics.note_lags(app.consumer, events)
                 for event in events:
                     await manual.ack(event)
                 yield None
@@ -171,12 +173,19 @@ class Pace:
     def lags(self, taken: list[float], done: list[float]) -> None:
         self.taken += taken
         self.done += done
+        for lag in done:
+            metrics.PROJECTED_SECONDS.observe(lag)
 
     def stages(self, marks: list[float]) -> None:
         for i in range(len(self.stage_s)):
             self.stage_s[i] += marks[i + 1] - marks[i]
+        metrics.POSTGRES_SECONDS.observe(marks[1] - marks[0])
+        metrics.REDIS_SECONDS.observe(marks[2] - marks[1])
 
     def batch(self, events: int, took_s: float) -> None:
+        metrics.BATCH_SECONDS.observe(took_s)
+        metrics.BATCH_EVENTS.observe(events)
+        metrics.EVENTS.inc(amount=events)
         self.batches += 1
         self.events += events
         self.busy_s += took_s
@@ -249,6 +258,7 @@ def decode_batch(values: list[tuple[int, int, bytes]]) -> list[Record]:
             envelope = upcast_envelope(decode_envelope(value))
         except EnvelopeError as exc:
             log.error("event=bad_envelope partition=%d offset=%d error=%s", partition, offset, exc)
+            metrics.BAD_ENVELOPES.inc()
             continue
         records.append(Record(partition, offset, envelope))
     return records
@@ -286,6 +296,7 @@ async def _apply_until_done(
                 log.debug("event=projected records=%d applied=%d", len(records), applied)
             return conn
         except (psycopg.OperationalError, aioredis.RedisError, OSError) as exc:
+            metrics.RETRIES.inc(type(exc).__name__)
             log.warning(
                 "event=projection_retry in=%.1fs error=%s", backoff.delay, type(exc).__name__
             )
