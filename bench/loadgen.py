@@ -12,7 +12,8 @@ measured windows of several generators at one moment and read /proc around them:
 
 Spec: {"kind": "parley" | "xmpp", "base": url, "accounts": [...], "routes": [[sender,
 to, chat, recipients], ...] (indices into accounts for sender and `to`), "size",
-"auto_delivered", "read_interval_s", "connect_concurrency", "resync", "groups":
+"auto_delivered", "read_interval_s", "connect_concurrency", "resync", "source_host"
+(the loopback address its connections come from), "groups":
 [{"admin", "members", "senders"}] (created on connect; their routes replace "routes"),
 "e2e": a folder for key stores when the peers encrypt (`bench.e2e_peer`)}.
 """
@@ -75,7 +76,15 @@ def build_peers(spec: dict[str, Any], ledger: Ledger) -> list[Peer]:
             stores = Path(spec["e2e"])
             peers.append(EncryptingPeer(spec["base"], account, ledger, stores, **options))
         else:
-            peers.append(ParleyPeer(spec["base"], account, ledger, **options))
+            peers.append(
+                ParleyPeer(
+                    spec["base"],
+                    account,
+                    ledger,
+                    source_host=spec.get("source_host"),
+                    **options,
+                )
+            )
     return peers
 
 

@@ -44,8 +44,11 @@ class ParleyPeer(ChatClient):
         ledger: Ledger,
         auto_delivered: bool = True,
         read_interval_s: float = 1.0,
+        source_host: str | None = None,
     ) -> None:
-        super().__init__(base, account, auto_delivered=auto_delivered, timeout_s=30.0)
+        super().__init__(
+            base, account, auto_delivered=auto_delivered, timeout_s=30.0, source_host=source_host
+        )
         self.address = account.user_id
         self.ledger = ledger
         self.read_interval_s = read_interval_s

@@ -5,7 +5,9 @@ object store with the presigned URL, and confirms; it returns the stored referen
 send with `ChatClient.send_media`. `upload_large_media` does the same for a big file in
 parts (a multipart upload), reading the file a part at a time and PUTting a part that
 failed again with a fresh URL. `fetch_media` asks the queries service for a download
-URL and GETs the bytes from the store. Both block: call them in a thread from asyncio.
+URL and GETs the bytes from the store; given the position of the message carrying the
+media, it can be called as soon as that message is pushed. Both block: call them in a
+thread from asyncio.
 """
 
 from __future__ import annotations
@@ -150,11 +152,20 @@ def confirm_upload(base: str, account: Account, media_id: str) -> dict[str, Any]
     return media
 
 
-def download_url(queries: str, account: Account, chat_id: str, media_id: str) -> dict[str, Any]:
-    """`GET /v1/chats/{chat_id}/media/{media_id}`: a short-lived download URL."""
+def download_url(
+    queries: str, account: Account, chat_id: str, media_id: str, position: int | None = None
+) -> dict[str, Any]:
+    """`GET /v1/chats/{chat_id}/media/{media_id}`: a short-lived download URL.
+
+    `position` is that of the message carrying the media (a pushed `message` frame's, or
+    the sender's `ack`): a push can come before the query side holds the message, and
+    with the position the service waits for it (`X-Parley-Position`, docs/queries.md)
+    instead of answering `unknown_media`; `not_yet_projected` if it waited too long."""
+    headers = {"Authorization": f"Bearer {account.access_token}"}
+    if position is not None:
+        headers["X-Parley-Position"] = f"{chat_id}:{position}"
     request = urllib.request.Request(
-        f"{queries}/v1/chats/{chat_id}/media/{media_id}",
-        headers={"Authorization": f"Bearer {account.access_token}"},
+        f"{queries}/v1/chats/{chat_id}/media/{media_id}", headers=headers
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -164,9 +175,12 @@ def download_url(queries: str, account: Account, chat_id: str, media_id: str) ->
         raise CommandFailed(json.loads(exc.read() or b"{}").get("error", {})) from None
 
 
-def fetch_media(queries: str, account: Account, chat_id: str, media_id: str) -> bytes:
-    """The bytes of media sent in a chat the account sees."""
-    found = download_url(queries, account, chat_id, media_id)
+def fetch_media(
+    queries: str, account: Account, chat_id: str, media_id: str, position: int | None = None
+) -> bytes:
+    """The bytes of media sent in a chat the account sees (`position`: as for
+    `download_url`)."""
+    found = download_url(queries, account, chat_id, media_id, position)
     with urllib.request.urlopen(found["url"], timeout=120) as response:
         data: bytes = response.read()
     return data

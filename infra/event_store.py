@@ -8,6 +8,10 @@ chat whose save failed instead). A snapshot every ``SNAPSHOT_INTERVAL`` events b
 the cost of loading a long chat after a restart or a rebalance; the processor takes it
 from the chat it holds in memory, right after the save, instead of the library's way
 (which reloads the chat from the database first).
+
+Message content is stored sealed, each part under a key of its own that a delete or a
+disappearing message's expiry erases (`infra.body_seal`, `infra.message_keys`): `save`
+stores the keys first, the mapper seals, the event and snapshot stores open on load.
 """
 
 from __future__ import annotations
@@ -21,17 +25,21 @@ from uuid import UUID
 import psycopg
 from eventsourcing.application import Application
 from eventsourcing.persistence import (
+    EventStore,
     InterfaceError,
     JSONTranscoder,
+    Mapper,
     OperationalError,
     StoredEvent,
     Transcoding,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.utils import retry
+from eventsourcing.utils import EnvType, retry
 from psycopg import sql
 
 from domain.chat import Chat
+from infra.body_seal import BodySeal, SealingMapper, UnsealingEventStore
+from infra.message_keys import KEYS_DDL, MemoryMessageKeys, MessageKeys, PgMessageKeys
 from infra.settings import Settings
 
 SNAPSHOT_INTERVAL = 200
@@ -56,14 +64,44 @@ class ChatStore(Application[UUID]):
     name = "parley"
     is_snapshotting_enabled = True
 
+    def __init__(self, env: EnvType | None = None) -> None:
+        self.seal = BodySeal()
+        super().__init__(env)
+        self.seal.keys = _keys_of(self.recorder)
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        self.seal.prepare(objs)  # the keys, in their own transaction, before the events
+        recordings = super().save(*objs, **kwargs)
+        self.seal.erase_deleted(r.domain_event for r in recordings)
+        return recordings
+
     def snapshot(self, chats: list[Chat]) -> None:
         """Store a snapshot of each chat as it is now (it must have no pending events)."""
         assert self.snapshots is not None
-        self.snapshots.put([type(chat).Snapshot.take(chat) for chat in chats])
+        snapshots = [type(chat).Snapshot.take(chat) for chat in chats]
+        self.seal.prepare_snapshots(snapshots)
+        self.snapshots.put(snapshots)
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return SealingMapper(self.construct_transcoder(), self.seal)
+
+    def construct_event_store(self) -> EventStore[UUID]:
+        return UnsealingEventStore(self.mapper, self.recorder, self.seal)
+
+    def construct_snapshot_store(self) -> EventStore[UUID]:
+        recorder = self.factory.aggregate_recorder(purpose="snapshots")
+        return UnsealingEventStore(self.mapper, recorder, self.seal)
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         transcoder.register(BytesAsBase64())
+
+
+def _keys_of(recorder: Any) -> MessageKeys:
+    """The message keys beside the events: in PostgreSQL, on the store's own pool."""
+    if isinstance(recorder, PostgresApplicationRecorder):
+        return PgMessageKeys(recorder.datastore.get_connection)
+    return MemoryMessageKeys()
 
 
 class OneStatementRecorder(PostgresApplicationRecorder):
@@ -157,7 +195,8 @@ def store_env(settings: Settings, **overrides: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def tables_created_alone(settings: Settings) -> Iterator[None]:
-    """Serialise the table creation an eventsourcing application does when it opens.
+    """Serialise the table creation an eventsourcing application does when it opens
+    (and create the message keys' tables).
 
     Processes starting together on a fresh database would race on CREATE TABLE IF NOT
     EXISTS (PostgreSQL answers one of them with a duplicate-key or "tuple concurrently
@@ -166,6 +205,9 @@ def tables_created_alone(settings: Settings) -> Iterator[None]:
     with psycopg.connect(settings.pg_conninfo, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(hashtext('parley:event-store-ddl'))")
         try:
+            with conn.transaction():
+                for statement in KEYS_DDL:
+                    conn.execute(statement)
             yield
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext('parley:event-store-ddl'))")

@@ -38,6 +38,7 @@ from psycopg import AsyncConnection, AsyncCursor, sql
 
 from infra.log_envelope import Envelope
 from projections.projector import (
+    ACTION_KINDS,
     RECEIPT_EVENTS,
     After,
     Projector,
@@ -228,6 +229,7 @@ class BulkProjector(Projector):
 
     async def _run_chats(self, cur: AsyncCursor[Any], events: list[Envelope]) -> None:
         last_sent: dict[UUID, Envelope] = {}
+        last_shown: dict[UUID, int] = {}  # chat -> seq of its newest send that is no action
         position: dict[UUID, int] = {}
         activity: dict[UUID, datetime] = {}
         cursors: dict[tuple[UUID, str], list[int]] = {}  # -> [delivered, read]
@@ -235,6 +237,8 @@ class BulkProjector(Projector):
             position[e.chat_id] = max(position.get(e.chat_id, 0), e.position)
             if e.type == "MessageSent":
                 last_sent[e.chat_id] = e
+                if e.payload["kind"] not in ACTION_KINDS:
+                    last_shown[e.chat_id] = int(e.payload["seq"])
                 activity[e.chat_id] = e.timestamp
                 continue
             marks = cursors.setdefault((e.chat_id, str(e.payload["user_id"])), [0, 0])
@@ -247,8 +251,9 @@ class BulkProjector(Projector):
             await cur.execute(
                 self._q(
                     "UPDATE {s}.chats c SET last_seq = v.seq, last_message_id = v.message_id, "
-                    "last_sender = v.sender FROM unnest(%b::uuid[], %b::int8[], %b::int8[], "
-                    "%b::uuid[]) AS v(chat_id, seq, message_id, sender) "
+                    "last_sender = v.sender, last_message_seq = coalesce(v.shown, "
+                    "c.last_message_seq) FROM unnest(%b::uuid[], %b::int8[], %b::int8[], "
+                    "%b::uuid[], %b::int8[]) AS v(chat_id, seq, message_id, sender, shown) "
                     "WHERE c.chat_id = v.chat_id AND c.last_seq < v.seq"
                 ),
                 (
@@ -256,6 +261,7 @@ class BulkProjector(Projector):
                     [int(e.payload["seq"]) for e in sends],
                     [int(e.payload["message_id"]) for e in sends],
                     [str(e.payload["sender"]) for e in sends],
+                    [last_shown.get(e.chat_id) for e in sends],
                 ),
             )
         if cursors:

@@ -1,10 +1,11 @@
 """The Redis projections: recent messages per chat, each user's chat order, unread counts.
 
 Redis is a cache here: recent messages come straight from the log (a sorted set per chat
-keyed by seq, so a re-applied event changes nothing); chat order and unread counters are
-copied from the PostgreSQL read model as the batch that changed them left it (read in
-its transaction, after its writes) and written once it committed. Everything can be
-rebuilt: `parley replay rebuild cache`.
+keyed by seq, so a re-applied event changes nothing); chat order comes from the events'
+times and the members the PostgreSQL read model holds after the batch
+(`projections.chat_order`), and unread counters are copied from it as the batch that
+changed them left it (read in its transaction, after its writes); both are written once
+it committed. Everything can be rebuilt: `parley replay rebuild cache`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from psycopg import AsyncConnection, sql
 
 from infra.lua import Lua, execute
 from infra.timestamps import utc_iso
+from projections.chat_order import ChatActivity
 from projections.message_view import message_view
 from projections.projector import RECEIPT_EVENTS, Record, expires_at
 from projections.schema import LIVE_SCHEMA
@@ -154,7 +156,7 @@ class CacheBatch:
 
     prefix: str = PREFIX  # of every key written
     recent_args: list[Any] = field(default_factory=list)  # `_RECENT`'s ARGV, or empty
-    active_chats: dict[UUID, float] = field(default_factory=dict)  # chat -> last activity ms
+    activity: dict[UUID, ChatActivity] = field(default_factory=dict)  # for the chat lists
     unread_chats: set[UUID] = field(default_factory=set)  # whose unread counts moved
     offsets: dict[int, int] = field(default_factory=dict)  # partition -> last offset
 
@@ -175,9 +177,13 @@ def plan_cache(
     # One ZADD, trim and EXPIRE per chat and batch: the same set as one per message.
     recent: dict[UUID, dict[bytes, int]] = {}
     emptied: set[UUID] = set()  # replay: a gap longer than the TTL expired the set first
+    newest: dict[UUID, int] = {}  # chat -> the newest version in the batch so far
     for record in records:
         e = record.envelope
         plan.offsets[record.partition] = record.offset
+        if e.aggregate_version <= newest.get(e.chat_id, 0):
+            continue  # re-published (a relay crash) after its original in this batch
+        newest[e.chat_id] = e.aggregate_version
         if e.type == "MessageSent":
             if recent_clock is not None:
                 at, last = e.timestamp.timestamp(), recent_clock.get(e.chat_id)
@@ -194,7 +200,7 @@ def plan_cache(
             message = message_json(e.chat_id, dict(e.payload), sent_at, expires_at(e))
             recent.setdefault(e.chat_id, {})[message] = e.payload["seq"]
         if e.type not in RECEIPT_EVENTS:
-            plan.active_chats[e.chat_id] = e.timestamp.timestamp() * 1000
+            plan.activity.setdefault(e.chat_id, ChatActivity()).add(e)
         if e.type in ("MessageSent", "MessagesRead", "MemberAdded", "MemberRemoved", "MemberLeft"):
             plan.unread_chats.add(e.chat_id)
     if recent:
@@ -233,15 +239,17 @@ def queue_cache(
 ) -> None:
     """Queue a batch's Redis writes in `pipe`: three commands whatever its size.
 
-    `members` are the active members of at least the batch's active chats, and
+    `members` are the active members of at least the batch's active chats (each
+    member's score: `projections.chat_order`), and
     `unread_rows` the counts of its unread chats, both read after the batch's
     PostgreSQL writes (`members_query`, `unread_query`)."""
     if plan.recent_args:
         _RECENT.queue(pipe, *plan.recent_args)
     orders = [
-        (str(chat_id), repr(when), members[chat_id])
-        for chat_id, when in plan.active_chats.items()
-        if members.get(chat_id)
+        (str(chat_id), repr(when), users)
+        for chat_id, activity in plan.activity.items()
+        for when, users in activity.scores(members.get(chat_id, [])).items()
+        if users
     ]
     unread = [(str(user_id), str(chat_id), count) for user_id, chat_id, count in unread_rows]
     if orders or unread:
@@ -272,8 +280,8 @@ async def apply_cache(
     members: dict[UUID, list[str]] = {}
     unread_rows: list[tuple[UUID, UUID, int]] = []
     async with conn.cursor() as cur:
-        if plan.active_chats:
-            members = await active_members(conn, plan.active_chats, schema)
+        if plan.activity:
+            members = await active_members(conn, plan.activity, schema)
         if plan.unread_chats:
             await cur.execute(*unread_query(plan.unread_chats, schema))
             unread_rows = await cur.fetchall()

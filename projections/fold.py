@@ -31,6 +31,7 @@ class ChatRow:
     last_message_id: int | None = None
     last_sender: UUID | None = None
     last_activity_at: datetime | None = None
+    last_message_seq: int | None = None  # the newest message that is no action
 
 
 @dataclass
@@ -73,6 +74,8 @@ class ReadModel:
     members: dict[tuple[UUID, UUID], MemberRow] = field(default_factory=dict)
     # (chat, user, joined after seq) -> left at seq (None while a member)
     history: dict[tuple[UUID, UUID, int], int | None] = field(default_factory=dict)
+    # (chat, user, joined after seq) -> the chat's last_message_seq when they left
+    left_messages: dict[tuple[UUID, UUID, int], int | None] = field(default_factory=dict)
     messages: dict[tuple[UUID, int], MessageRow] = field(default_factory=dict)
     receipts: dict[tuple[UUID, int, UUID], ReceiptRow] = field(default_factory=dict)
     # (chat, seq) -> [recipients, delivered, read]
@@ -109,6 +112,7 @@ class ReadModel:
         else:
             row.role, row.active, row.joined_at = role, True, e.timestamp
         self.history[(e.chat_id, user, chat.last_seq)] = None
+        self.left_messages[(e.chat_id, user, chat.last_seq)] = None
 
     def _leave(self, e: Envelope, user: UUID) -> None:
         row = self.members[(e.chat_id, user)]
@@ -117,6 +121,7 @@ class ReadModel:
         for key, left in self.history.items():
             if key[0] == e.chat_id and key[1] == user and left is None:
                 self.history[key] = chat.last_seq
+                self.left_messages[key] = chat.last_message_seq
 
     def _on_DirectChatOpened(self, e: Envelope, p: Any) -> None:
         self.chats[e.chat_id] = ChatRow("direct", None, UUID(p["opened_by"]), e.timestamp)
@@ -170,6 +175,8 @@ class ReadModel:
         )
         chat = self.chats[e.chat_id]
         chat.last_seq, chat.last_message_id, chat.last_sender = seq, message_id, sender
+        if p["kind"] not in ACTION_KINDS:
+            chat.last_message_seq = seq
         recipients = [u for u in self.active_members(e.chat_id) if u != sender]
         for user in recipients:
             self.inbox[(user, e.chat_id, seq)] = (message_id, e.timestamp)
@@ -204,7 +211,7 @@ class ReadModel:
                 target.body, target.media, target.quote = "", None, None
                 target.edited_at, target.deleted_at = None, e.timestamp
             for row in [r for (c, _), r in self.messages.items() if c == chat_id]:
-                if row.ref == ref and row.kind == "edit":
+                if row.ref == ref and row.kind in ("edit", "reaction"):
                     row.body = ""
                 elif row.ref == ref and row.kind not in NOTICE_KINDS:
                     row.quote = {"seq": ref, "deleted": True}

@@ -191,7 +191,8 @@ class Projector:
             self._q(
                 "INSERT INTO {s}.membership_history (chat_id, user_id, joined_after_seq) "
                 "SELECT %s, %s, last_seq FROM {s}.chats WHERE chat_id = %s "
-                "ON CONFLICT (chat_id, user_id, joined_after_seq) DO UPDATE SET left_at_seq = NULL"
+                "ON CONFLICT (chat_id, user_id, joined_after_seq) "
+                "DO UPDATE SET left_at_seq = NULL, left_at_message_seq = NULL"
             ),
             (e.chat_id, user, e.chat_id),
         )
@@ -206,7 +207,8 @@ class Projector:
         )
         await cur.execute(
             self._q(
-                "UPDATE {s}.membership_history h SET left_at_seq = c.last_seq FROM {s}.chats c "
+                "UPDATE {s}.membership_history h SET left_at_seq = c.last_seq, "
+                "left_at_message_seq = c.last_message_seq FROM {s}.chats c "
                 "WHERE h.chat_id = %s AND h.user_id = %s AND h.left_at_seq IS NULL "
                 "AND c.chat_id = h.chat_id"
             ),
@@ -263,12 +265,15 @@ class Projector:
         await self._set_role(cur, e, p["user_id"], "member")
 
     async def _chats_MessageSent(self, cur: AsyncCursor[Any], e: Envelope, p: Any) -> None:
+        shown = None if p["kind"] in ACTION_KINDS else p["seq"]  # the chat list's last message
         await cur.execute(
             self._q(
                 "UPDATE {s}.chats SET last_seq = GREATEST(last_seq, %s), "
-                "last_message_id = %s, last_sender = %s WHERE chat_id = %s AND last_seq < %s"
+                "last_message_id = %s, last_sender = %s, "
+                "last_message_seq = coalesce(%s, last_message_seq) "
+                "WHERE chat_id = %s AND last_seq < %s"
             ),
-            (p["seq"], int(p["message_id"]), UUID(p["sender"]), e.chat_id, p["seq"]),
+            (p["seq"], int(p["message_id"]), UUID(p["sender"]), shown, e.chat_id, p["seq"]),
         )
 
     async def _cursors(self, cur: AsyncCursor[Any], e: Envelope, p: Any, read: bool) -> None:
@@ -359,12 +364,13 @@ class Projector:
 
     async def _on_delete(self, cur: AsyncCursor[Any], keys: dict[str, Any], p: Any) -> None:
         """A tombstone: the message, its edits, its versions and its reactions lose their
-        content; the replies quoting it show it deleted."""
+        content (a reaction's message keeps no emoji); the replies quoting it show it
+        deleted."""
         for statement in (
             "UPDATE {s}.messages SET body = '', media = NULL, quote = NULL, edited_at = NULL, "
             "deleted_at = %(at)s WHERE chat_id = %(chat)s AND seq = %(ref)s",
             "UPDATE {s}.messages SET body = '' WHERE chat_id = %(chat)s AND ref = %(ref)s "
-            "AND kind = 'edit'",
+            "AND kind IN ('edit', 'reaction')",
             "UPDATE {s}.messages SET quote = jsonb_build_object('seq', %(ref)s, 'deleted', true) "
             "WHERE chat_id = %(chat)s AND ref = %(ref)s "
             "AND kind NOT IN ('reaction', 'edit', 'delete', 'timer')",

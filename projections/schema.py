@@ -3,7 +3,8 @@
 `migrate(settings)` creates every table Parley keeps in PostgreSQL besides the event
 stores (which the eventsourcing library creates): the read model in `read`, and
 `OWN_TABLES`, the tables written outside the projections (the user directory, last seen,
-the relay's position, replay runs, media uploads). The composition root runs it before any service
+the relay's position, replay runs, media uploads, the message keys; the event store
+creates these too when it opens). The composition root runs it before any service
 starts (`parley up`, `parley serve`); nothing else creates tables at start-up.
 
 Every projection lives in one PostgreSQL schema (`read` when live); a rebuild fills a
@@ -32,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from infra.message_keys import KEYS_DDL
 from infra.settings import Settings
 from projections.directory import DIRECTORY_DDL
 from projections.key_store import E2E_DDL
@@ -72,6 +74,9 @@ chats = Table(
     Column("last_sender", Uuid),
     Column("last_activity_at", DateTime(timezone=True), nullable=False),
     Column("position", BigInteger, nullable=False, server_default="0"),
+    # The newest message that is no action on another (a reaction, an edit, a delete):
+    # the chat list's last message (migration 6). `last_seq` counts every message.
+    Column("last_message_seq", BigInteger),
 )
 
 members = Table(
@@ -94,6 +99,7 @@ membership_history = Table(
     Column("user_id", Uuid, primary_key=True),
     Column("joined_after_seq", BigInteger, primary_key=True),
     Column("left_at_seq", BigInteger),  # null while a member
+    Column("left_at_message_seq", BigInteger),  # the chat's `last_message_seq` then (migr. 6)
 )
 
 messages = Table(
@@ -134,6 +140,19 @@ MESSAGE_ACTION_COLUMNS = (
 MESSAGES_BY_REF = (
     "CREATE INDEX IF NOT EXISTS messages_by_ref ON {schema}.messages (chat_id, ref) "
     "WHERE ref IS NOT NULL"
+)
+
+LAST_MESSAGE = (
+    "ALTER TABLE {schema}.chats ADD COLUMN IF NOT EXISTS last_message_seq bigint",
+    "ALTER TABLE {schema}.membership_history ADD COLUMN IF NOT EXISTS left_at_message_seq bigint",
+    # What the projections would have written, from the messages already projected.
+    "UPDATE {schema}.chats c SET last_message_seq = (SELECT max(m.seq) "
+    "FROM {schema}.messages m WHERE m.chat_id = c.chat_id "
+    "AND m.kind NOT IN ('reaction', 'edit', 'delete')) WHERE c.last_message_seq IS NULL",
+    "UPDATE {schema}.membership_history h SET left_at_message_seq = (SELECT max(m.seq) "
+    "FROM {schema}.messages m WHERE m.chat_id = h.chat_id AND m.seq <= h.left_at_seq "
+    "AND m.kind NOT IN ('reaction', 'edit', 'delete')) "
+    "WHERE h.left_at_seq IS NOT NULL AND h.left_at_message_seq IS NULL",
 )
 
 reactions = Table(
@@ -222,6 +241,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (3, "replies, reactions, edits and deletes: message columns, reactions, versions"),
     (4, "disappearing and forwarded messages: when each expires, how often forwarded"),
     (5, "messages found by media id alone (the media retention sweep)"),
+    (6, "the chat list's last message: the newest that is no action, per chat and on leaving"),
 ]
 
 
@@ -291,6 +311,7 @@ OWN_TABLES = (
     *MEDIA_DDL,
     *PUSH_DDL,
     *E2E_DDL,
+    *KEYS_DDL,
 )
 """Created with the live schema, each `IF NOT EXISTS`: tables no projection rebuilds."""
 
@@ -340,6 +361,9 @@ def migrate(settings: Settings, schema: str = LIVE_SCHEMA) -> int:
                         conn.execute(text(statement.format(schema=f'"{schema}"')))
                 if version == 5:
                     conn.execute(text(MESSAGES_BY_MEDIA_ID.format(schema=f'"{schema}"')))
+                if version == 6:
+                    for statement in LAST_MESSAGE:
+                        conn.execute(text(statement.format(schema=f'"{schema}"')))
                 conn.execute(
                     text(f'INSERT INTO "{schema}".schema_version (version, note) VALUES (:v, :n)'),
                     {"v": version, "n": note},

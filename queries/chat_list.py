@@ -1,7 +1,9 @@
 """`GET /v1/chats`: the caller's chats, most recent activity first, in pages.
 
 Each chat: kind, name, the other user of a 1:1 chat, whether the caller is still a
-member, the last message the caller may see, the last activity and the unread count.
+member, the last message the caller may see (the last that is no reaction, edit or
+delete, with whether it was edited or deleted since), the last activity and the unread
+count.
 A former member's chat shows what they saw: its last message is the last one before
 they left, and its activity is that message's time (or when they joined, if none), so
 nothing that happened after they left shows through.
@@ -9,12 +11,12 @@ nothing that happened after they left shows through.
 The order comes from Redis (`parley:user:<id>:chats`, scored by last activity) when it
 is warm: the cache names the candidates of the page, PostgreSQL fills in their details
 in one round trip (primary-key lookups instead of sorting every chat of the user), and
-adds the chats the user has left, whose place the cache cannot know (their score stops
-when the user leaves, and a user who joined and left within one projected batch is not
-in the key at all). The cache is cold, and PostgreSQL sorts, when the key is missing,
-when it holds fewer chats than the user is currently in (a Redis that lost data and
-was partly refilled since), or when the candidates it named cannot prove the page
-complete. Both paths give the same answer.
+adds the chats the user has left, whose place the cache does not give (their score
+stops at the chat's last activity before they left, `projections.chat_order`; here they
+are placed at the last message they saw). The cache is cold, and PostgreSQL sorts,
+when the key is missing, when it holds fewer chats than the user is currently in (a
+Redis that lost data and was partly refilled since), or when the candidates it named
+cannot prove the page complete. Both paths give the same answer.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from starlette.responses import Response
 from infra.auth import Identity
 from infra.timestamps import utc_iso
 from projections.cache import chats_key
+from projections.expiry import expired
 from projections.schema import LIVE_SCHEMA
 from queries.errors import BadCursor, log
 from queries.params import cursor_int, cursor_uuid, decode_cursor, encode_cursor, limit_query
@@ -48,6 +51,7 @@ model has microseconds. Comparisons between the two allow this much."""
 _PAGE = """
 WITH mine AS (
   SELECT m.chat_id, m.active, m.role, m.joined_at, c.kind, c.name, c.last_activity_at,
+         c.last_message_seq,
          (SELECT max(least(coalesce(h.left_at_seq, c.last_seq), c.last_seq))
           FROM {s}.membership_history h
           WHERE h.chat_id = m.chat_id AND h.user_id = m.user_id
@@ -66,19 +70,29 @@ WITH mine AS (
   SELECT * FROM ordered {after} ORDER BY activity DESC, chat_id DESC LIMIT %(n)s
 )
 SELECT p.chat_id, p.kind, p.name, p.active, p.role,
-       p.seq, msg.message_id, msg.sender, msg.sent_at, p.activity,
+       shown.seq, msg.message_id, msg.sender, msg.sent_at, p.activity,
        coalesce(u.count, 0),
        CASE WHEN p.kind = 'direct' THEN (
          SELECT o.user_id FROM {s}.members o
-         WHERE o.chat_id = p.chat_id AND o.user_id <> %(user)s LIMIT 1) END
+         WHERE o.chat_id = p.chat_id AND o.user_id <> %(user)s LIMIT 1) END,
+       msg.kind, msg.edited_at, msg.deleted_at, msg.expires_at
 FROM page p
-LEFT JOIN {s}.messages msg ON msg.chat_id = p.chat_id AND msg.seq = p.seq
+LEFT JOIN LATERAL (
+  SELECT max(v.seq) AS seq FROM (
+    SELECT CASE WHEN h.left_at_seq IS NULL THEN p.last_message_seq
+                ELSE h.left_at_message_seq END AS seq, h.joined_after_seq
+    FROM {s}.membership_history h WHERE h.chat_id = p.chat_id AND h.user_id = %(user)s) v
+  WHERE v.seq > v.joined_after_seq
+) shown ON true
+LEFT JOIN {s}.messages msg ON msg.chat_id = p.chat_id AND msg.seq = shown.seq
 LEFT JOIN {s}.unread u ON u.user_id = %(user)s AND u.chat_id = p.chat_id
 ORDER BY p.activity DESC, p.chat_id DESC
 """
-"""One page of the user's chats (`which` narrows the memberships considered). Details
-are joined for the page's rows only; a former member's activity needs the time of the
-last message they saw, looked up for those rows only."""
+"""One page of the user's chats (`which` narrows the memberships considered). `seq` is
+the last seq the user saw (a former member's activity is its time). The page's rows
+then get their last message: the last the user saw that is no reaction, edit or delete
+(`chats.last_message_seq` while a member, its value when they left otherwise:
+`membership_history.left_at_message_seq`), and its details."""
 
 
 def _page_sql(which: str, after_cursor: bool) -> sql.Composed:
@@ -174,16 +188,21 @@ async def _from_cache(
     return rows
 
 
-def _chat(row: tuple[Any, ...]) -> dict[str, Any]:
+def _chat(row: tuple[Any, ...], now: datetime) -> dict[str, Any]:
     chat_id, kind, name, active, role, seq, message_id, sender, sent_at, activity = row[:10]
     unread, peer = row[10], row[11]
+    message_kind, edited_at, deleted_at, expires_at = row[12:16]
     last = None
     if seq is not None and message_id is not None:
+        deleted = deleted_at is not None or expired(expires_at, now)
         last = {
             "seq": seq,
             "message_id": str(message_id),
             "sender": str(sender),
             "sent_at": utc_iso(sent_at),
+            "kind": message_kind,
+            "edited": edited_at is not None and not deleted,
+            "deleted": deleted,
         }
     return {
         "chat_id": str(chat_id),
@@ -214,4 +233,6 @@ async def chat_list(request: Request, identity: Identity) -> Response:
     if len(rows) > limit:
         last = page[-1]
         next_cursor = encode_cursor(micros(last[9]), last[0])
-    return answer({"chats": [_chat(row) for row in page], "next_cursor": next_cursor}, source)
+    now = datetime.now(UTC)
+    chats = [_chat(row, now) for row in page]
+    return answer({"chats": chats, "next_cursor": next_cursor}, source)

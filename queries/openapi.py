@@ -249,7 +249,22 @@ SCHEMAS: dict[str, Any] = {
         "An undelivered encrypted message: the caller's device's envelope.",
     ),
     "LastMessage": _object(
-        {"seq": SEQ, "message_id": MESSAGE_ID, "sender": UUID, "sent_at": TIMESTAMP}
+        {
+            "seq": SEQ,
+            "message_id": MESSAGE_ID,
+            "sender": UUID,
+            "sent_at": TIMESTAMP,
+            "kind": {
+                "type": "string",
+                "enum": ["text", "media", "ciphertext", "timer"],
+                "description": "never a reaction, edit or delete: the message before them",
+            },
+            "edited": _MESSAGE_FIELDS["edited"],
+            "deleted": {
+                "type": "boolean",
+                "description": "deleted for everyone, or a disappearing message past its end",
+            },
+        }
     ),
     "ChatSummary": _object(
         {

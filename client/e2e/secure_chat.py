@@ -205,10 +205,13 @@ class SecureChat:
         }
         return await self.send_content(peer, content, media_id=ref["media_id"])
 
-    async def open_file(self, queries: str, chat_id: str, content: dict[str, Any]) -> bytes:
-        """Download an encrypted file a message carries and decrypt it."""
+    async def open_file(
+        self, queries: str, chat_id: str, content: dict[str, Any], position: int | None = None
+    ) -> bytes:
+        """Download an encrypted file a message carries and decrypt it (`position`: the
+        pushed message's, so the download waits for the query side to hold it)."""
         sealed = await asyncio.to_thread(
-            fetch_media, queries, self.account, chat_id, content["media_id"]
+            fetch_media, queries, self.account, chat_id, content["media_id"], position
         )
         return decrypt_file(sealed, content)
 

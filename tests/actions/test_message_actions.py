@@ -10,7 +10,6 @@ import base64
 import io
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,49 +20,13 @@ from PIL import Image
 
 from bench.stand_ins import stand_in_account
 from client import Account, Ack, ChatClient, CommandFailed, upload_media
-from infra.scratch import fresh_database
 from infra.settings import Settings
-from infra.topics import ensure_topics
 from projections.cache import PREFIX
 from projections.replay.listing import PROJECTIONS
 from projections.replay.rebuild import RebuildOptions, rebuild
-from projections.schema import migrate
-from tests.fullstack import FullStack, full_stack
+from tests.actions.conftest import EDIT_WINDOW_S, SHORT_TIMER_S
+from tests.fullstack import FullStack
 from tests.replay.conftest import settle
-
-EDIT_WINDOW_S = 5.0
-"""Short enough that a test can outlast it; edits inside it follow their send at once."""
-SHORT_TIMER_S = 3
-
-
-@pytest.fixture(scope="module")
-def live(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FullStack]:
-    """A stack on a database, topics and consumer groups of this module's own: its
-    disappearing messages are erased by a clock no fold models, and its rebuild swaps
-    the read schema, so the modules that compare the whole read model with a fold of
-    the whole store (tests/projections) must not see them."""
-    logs = tmp_path_factory.mktemp("actions")
-    own = topics.replace(
-        pg_db=f"{topics.pg_db}_actions",
-        topic_prefix=f"{topics.topic_prefix}actions.",
-        processor_group=f"{topics.processor_group}-actions",
-        workers_app_id=f"{topics.workers_app_id}-actions",
-    )
-    fresh_database(topics, own.pg_db)
-    migrate(own)
-    ensure_topics(own)
-    with full_stack(
-        own,
-        logs,
-        PARLEY_PG_DB=own.pg_db,
-        PARLEY_TOPIC_PREFIX=own.topic_prefix,
-        PARLEY_PROCESSOR_GROUP=own.processor_group,
-        PARLEY_WORKERS_APP_ID=own.workers_app_id,
-        PARLEY_EDIT_WINDOW_S=str(EDIT_WINDOW_S),
-        PARLEY_DISAPPEARING_TIMERS_S=f"0,{SHORT_TIMER_S},86400",
-        PARLEY_MESSAGE_EXPIRY_INTERVAL_S="1",
-    ) as stack:
-        yield stack
 
 
 def account(live: FullStack, name: str) -> Account:
@@ -104,6 +67,20 @@ async def versions(live: FullStack, who: Account, ack: Ack, seq: int) -> httpx.R
             headers=headers,
             timeout=30,
         )
+
+
+async def last_message(live: FullStack, who: Account, chat_id: str, position: int) -> Any:
+    """The chat's `last_message` in `who`'s chat list, once the query side has `position`."""
+    assert live.queries is not None
+    headers = {
+        "Authorization": f"Bearer {who.access_token}",
+        "X-Parley-Position": f"{chat_id}:{position}",
+    }
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(f"{live.queries}/v1/chats", headers=headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+    [chat] = [c for c in answer.json()["chats"] if c["chat_id"] == chat_id]
+    return chat["last_message"]
 
 
 def text(message: dict[str, Any]) -> str:
@@ -484,5 +461,71 @@ def test_a_forward_copies_text_and_media_to_a_few_chats_counting_hops(live: Full
         finally:
             for each in (a, b, c):
                 await each.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_chat_list_shows_the_message_its_actions_act_on_not_the_actions(
+    live: FullStack,
+) -> None:
+    alice, bob, carol, dave = (account(live, n) for n in ("alice", "bob", "carol", "dave"))
+
+    def state(last: dict[str, Any]) -> tuple[Any, ...]:
+        return last["seq"], last["kind"], last["edited"], last["deleted"]
+
+    async def scenario() -> None:
+        a, b, c = [await client(live, who) for who in (alice, bob, carol)]
+        try:
+            group = await a.create_group("Dinner", [bob.user_id, carol.user_id])
+            await a.send_text("at 8?", chat_id=group)
+            second = await a.send_text("or 9?", chat_id=group)
+            await b.wait_until(lambda: second.seq in b.chats[group].messages)
+            reacted = await b.react(group, second.seq, "👍")  # seq 3
+            assert state(await last_message(live, carol, group, reacted.position)) == (
+                2,
+                "text",
+                False,
+                False,
+            )
+            edited = await a.edit(group, second.seq, "or 9:30?")  # seq 4
+            assert state(await last_message(live, carol, group, edited.position)) == (
+                2,
+                "text",
+                True,
+                False,
+            )
+            await c.group("leave_group", group)  # Carol saw seqs 1-4
+            gone = await a.delete(group, second.seq)  # seq 5
+            assert state(await last_message(live, bob, group, gone.position)) == (
+                2,
+                "text",
+                False,
+                True,
+            )
+            # Carol left before the delete: her last message is the one she saw, in the
+            # state it is in now (deleted for everyone since), as in her history.
+            assert state(await last_message(live, carol, group, gone.position)) == (
+                2,
+                "text",
+                False,
+                True,
+            )
+            later = await a.send_text("9:30 then", chat_id=group)  # seq 6
+            await b.react(group, later.seq, "🍝")
+            again = await b.react(group, 1, "👍")  # seq 8
+            assert state(await last_message(live, bob, group, again.position)) == (
+                6,
+                "text",
+                False,
+                False,
+            )
+            # Dave joins after seq 8 and sees only a reaction since: no last message.
+            await a.group("add_member", group, user_id=dave.user_id)
+            since = await b.react(group, later.seq, "👍")
+            assert await last_message(live, dave, group, since.position) is None
+        finally:
+            await a.close()
+            await b.close()
+            await c.close()
 
     asyncio.run(scenario())

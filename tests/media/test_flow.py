@@ -10,12 +10,14 @@ import time
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from PIL import Image
 
 from client import CommandFailed, fetch_media, upload_media
 from client.media import download_url
 from domain.media import object_key, upload_key
+from projections.replay.locks import pause_workers, resume_workers
 from tests.media.conftest import DOWNLOAD_TTL_S, MediaStack, photo, video, voice_note
 
 
@@ -44,11 +46,9 @@ async def test_a_photo_arrives_with_its_thumbnail_and_downloads(media_stack: Med
     assert max(thumbnail.size) <= 160 and thumbnail.size[0] > thumbnail.size[1]
     assert "exif" not in thumbnail.info and not thumbnail.getexif()
 
-    await _when_projected(
-        lambda: download_url(media_stack.queries, bob, ack.chat_id, media["media_id"])
-    )
+    # The pushed message's position: the download waits for the query side to hold it.
     got = await asyncio.to_thread(
-        fetch_media, media_stack.queries, bob, ack.chat_id, media["media_id"]
+        fetch_media, media_stack.queries, bob, ack.chat_id, media["media_id"], pushed["position"]
     )
     assert got == data
     # The URL is a plain presigned GET: a range of the file comes back as asked.
@@ -61,6 +61,42 @@ async def test_a_photo_arrives_with_its_thumbnail_and_downloads(media_stack: Med
     # Parley keeps the bytes where the client cannot write them any more.
     assert await media_stack.objects.head(upload_key(media["media_id"])) is None
     assert (await media_stack.objects.head(object_key(media["media_id"]))) is not None
+
+
+async def test_media_pushed_before_it_is_projected_downloads_with_its_position(
+    media_stack: MediaStack,
+) -> None:
+    alice, bob = await media_stack.account(), await media_stack.account()
+    data = photo(48, 48)
+    media = await asyncio.to_thread(upload_media, media_stack.base, alice, data, "image/jpeg")
+    sender, receiver = await media_stack.client(alice), await media_stack.client(bob)
+    # The projections wait (the replay's pause): the push still comes, the query side lags.
+    paused = psycopg.connect(media_stack.stack.settings.pg_conninfo, autocommit=True)
+    try:
+        pause_workers(paused)
+        ack = await sender.send_media(media, to=bob.user_id)
+        await receiver.wait_until(lambda: ack.seq in receiver.chats[ack.chat_id].messages)
+        position = receiver.chats[ack.chat_id].messages[ack.seq]["position"]
+        assert isinstance(position, int)
+        with pytest.raises(CommandFailed) as unseen:
+            await asyncio.to_thread(
+                download_url, media_stack.queries, bob, ack.chat_id, media["media_id"]
+            )
+        assert unseen.value.code == "unknown_chat"  # not projected: the chat is new too
+        with pytest.raises(CommandFailed) as waited:  # for the 2 s the service waits
+            await asyncio.to_thread(
+                download_url, media_stack.queries, bob, ack.chat_id, media["media_id"], position
+            )
+        assert waited.value.code == "not_yet_projected"
+    finally:
+        resume_workers(paused)
+        paused.close()
+        await sender.close()
+        await receiver.close()
+    got = await asyncio.to_thread(
+        fetch_media, media_stack.queries, bob, ack.chat_id, media["media_id"], position
+    )
+    assert got == data
 
 
 async def test_a_download_url_expires(media_stack: MediaStack) -> None:

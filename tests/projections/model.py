@@ -70,7 +70,7 @@ def read_back(conninfo: str, schema: str) -> ReadModel:
     with psycopg.connect(conninfo) as conn:
         for r in rows(
             "SELECT chat_id, kind, name, created_by, created_at, last_seq, "
-            "last_message_id, last_sender, last_activity_at FROM {s}.chats"
+            "last_message_id, last_sender, last_activity_at, last_message_seq FROM {s}.chats"
         ):
             model.chats[r[0]] = ChatRow(*r[1:])
         for r in rows(
@@ -79,9 +79,11 @@ def read_back(conninfo: str, schema: str) -> ReadModel:
         ):
             model.members[(r[0], r[1])] = MemberRow(*r[2:])
         for r in rows(
-            "SELECT chat_id, user_id, joined_after_seq, left_at_seq FROM {s}.membership_history"
+            "SELECT chat_id, user_id, joined_after_seq, left_at_seq, left_at_message_seq "
+            "FROM {s}.membership_history"
         ):
             model.history[(r[0], r[1], r[2])] = r[3]
+            model.left_messages[(r[0], r[1], r[2])] = r[4]
         for r in rows(
             "SELECT chat_id, seq, message_id, sender, device_id, local_id, kind, "
             "body, media, sent_at, ref, quote, edited_at, deleted_at, expires_at, forwarded "
@@ -113,6 +115,7 @@ def comparable(model: ReadModel) -> dict[str, Any]:
         "chats": model.chats,
         "members": model.members,
         "history": model.history,
+        "left_messages": model.left_messages,
         "messages": model.messages,
         "reactions": model.reactions,
         "versions": model.versions,
