@@ -15,12 +15,14 @@ import { decryptFile, encryptFile, KeysUnavailable, SecureWeb } from "./e2e/secu
 const SEND_ATTEMPTS = 3;
 const MODE_FRESH_MS = 60_000;
 const LOAD_TRIES = 10; // a photo's download, a second apart
+const PUBLISH_RETRY_MS = 10_000;
 
 export class Encryption {
   constructor(messenger) {
     this.m = messenger;
     this.secure = null; // SecureWeb once started
     this.unavailable = null; // why this browser sends plaintext, when it must
+    this.published = false; // the server has this device's keys: others can encrypt for it
     this.ready = new Promise((resolve) => (this._ready = resolve));
     this.modes = new Map(); // "chat id" or "to:user" -> {encrypted, reason, at}
     this.files = new Map(); // media_id -> object URL of the decrypted file
@@ -33,12 +35,28 @@ export class Encryption {
     try {
       const started = await SecureWeb.start(this.m.session);
       if (started.unavailable) this.unavailable = started.unavailable;
-      else this.secure = started;
+      else {
+        this.secure = started;
+        await this._publish();
+      }
     } catch (error) {
-      this.unavailable = `the keys could not be published (${error.message})`;
+      this.unavailable = `this browser's key store does not open (${error.message})`;
     }
     this._ready();
     this.m.onChange();
+  }
+
+  /** Publish this device's keys; while the server does not take them, try again every
+   *  PUBLISH_RETRY_MS (others cannot encrypt for this device until it has). */
+  async _publish() {
+    try {
+      await this.secure.publishKeys();
+      this.published = true;
+    } catch (error) {
+      this.published = false;
+      this.m.onNotice(`encryption keys not published yet (${error.message}): trying again`);
+      setTimeout(() => this._publish(), PUBLISH_RETRY_MS);
+    }
   }
 
   /** Members a chat's messages are encrypted for: the peer, or the group's others. */
@@ -92,12 +110,14 @@ export class Encryption {
   /** The send fields of an outbox entry: encrypted, or null for plaintext, decided at its
    *  first try. Actions on messages (a delete, the timer) carry no content: plaintext. */
   async fields(entry) {
+    await this.ready;
     if (entry.e2e === undefined) {
       entry.e2e = !entry.kind && (await this.encrypts(entry.chat_id || `to:${entry.to}`));
       if (entry.e2e) entry.content = { type: "text", text: entry.text };
       this.m.store.queue(entry); // the choice is kept with the entry
     }
     if (!entry.e2e) return null;
+    if (!this.secure) throw Object.assign(new Error(`not sent: it was to go encrypted, and ${this.unavailable}`), { code: "keys_unavailable" });
     const chat = entry.chat_id ? this.m.store.chats.get(entry.chat_id) : null;
     if (chat && chat.kind === "group") {
       const members = chat.others(this.m.me).map(([id]) => id);
@@ -151,7 +171,11 @@ export class Encryption {
   async _open(messages) {
     await this.ready;
     if (!this.secure) {
-      for (const message of messages) message.e2e = "unavailable";
+      for (const message of messages) {
+        message.e2e = "unavailable";
+        message.text = `This encrypted message cannot be opened here: ${this.unavailable}`;
+      }
+      this.m.onChange();
       return;
     }
     const results = await this.secure.open(messages);

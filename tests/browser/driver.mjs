@@ -62,7 +62,7 @@ const commands = {
     await page.fill("#auth-password", password);
     await page.click("#auth-submit");
     await page.waitForSelector('#connection-state[data-state="online"]', { timeout: WAIT });
-    await page.waitForFunction(() => window.parley.messenger.crypto.secure !== null, null, { timeout: WAIT });
+    await page.waitForFunction(() => window.parley.messenger.crypto.published === true, null, { timeout: WAIT });
     return page.evaluate(() => ({ user_id: window.parley.messenger.me, device_id: window.parley.messenger.session.device_id }));
   },
   async eval({ name, body, arg }) {

@@ -4,6 +4,7 @@
 // bytes and read the other's.
 
 import { b64, fromUtf8, pyJson, unb64, utf8 } from "/web/e2e/bytes.js";
+import { KeyStore } from "/web/e2e/keystore.js";
 import { decryptFile, encryptFile } from "/web/e2e/media.js";
 import { identityFromSeed, missingPrimitive, x25519FromScalar } from "/web/e2e/primitives.js";
 import { safetyNumber } from "/web/e2e/safety.js";
@@ -181,6 +182,15 @@ export async function costs() {
   const wires = [];
   await time("Sender Keys: encrypt (with signature)", 200, async () => wires.push(await encryptGroup(own, "chat", "u", "d", plain)));
   await time("Sender Keys: decrypt (with verification)", 200, async (i) => decryptGroup(peer, "chat", "u", "d", wires[i]));
+  const store = await KeyStore.open(`costs/${Math.random()}`);
+  const { opks, ...device } = bob.record; // the one-time prekeys have a record of their own
+  const state = { device, sessions: { "u/d": [bobSession.toRecord()] }, lists: {}, ownKeys: {}, peerKeys: {}, identityChanges: [], encryptedWith: [] };
+  await time("IndexedDB: the device's record read and written again (each change)", 50, async () => {
+    await store.save((await store.load()) || state);
+  });
+  await time("IndexedDB: the 100 one-time prekeys read and written again (a new session)", 20, async () => {
+    await store.savePrekeys((await store.prekeys()) || opks);
+  });
   const keys = [alice.identityKey, bob.identityKey];
   await time("safety number (two users, one device each)", 3, async () => safetyNumber("a", [keys[0]], "b", [keys[1]]));
   return out;

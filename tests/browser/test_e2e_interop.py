@@ -1,7 +1,8 @@
 """The web client and the Python client in encrypted chats with each other, through the
 real stack (docs/e2e.md): 1:1 and group, both directions, two devices per user (one of
 bob's is his browser), a message the browser gets late, one a Python device never gets,
-the same safety number on both sides, and a removed member who cannot read on.
+the same safety number on both sides, a device added to a list the browser held, and a
+removed member who cannot read on.
 
 The browser is driven through `driver.mjs` (`web_driver.Web`); the Python devices are
 `client.e2e.SecureChat`s with key stores in the test's temporary directory.
@@ -188,6 +189,7 @@ async def test_one_to_one_between_python_and_web_both_ways(people: People, web: 
 
     # Lost at a Python device: the browser sends three; alice's laptop never gets the
     # second and gets the first after the third.
+    await received(alice_laptop, chat_id, [step1, step2, step3, *three])
     before = seqs(alice_laptop, chat_id)()
     web3 = ["web: first (late at the laptop)", "web: second (lost)", "web: third"]
     for text in web3:
@@ -213,6 +215,14 @@ async def test_one_to_one_between_python_and_web_both_ways(people: People, web: 
     shown = await web.call("text", name="bob", selector="#safety-number-digits")
     assert shown == alice_phone.safety_number(bob_id)
     await web.call("click", name="bob", selector="#dialog-submit")
+
+    # alice adds a device: the browser's list of hers is stale (the send is refused with
+    # `stale_devices`, or the list was old enough to be read again): the new device
+    # gets the next message all the same.
+    alice_desk = await people.python("alice", "desk")
+    fresh = "after alice's new desk"
+    await web_sends(web, "bob", chat_id, fresh)
+    await received(alice_desk, chat_id, [fresh])
     assert await web.call("problems", name="bob") == []
 
 

@@ -35,7 +35,7 @@ async function register(page, username, displayName) {
   await page.waitForSelector("#me-id", WAIT);
   await page.waitForSelector('#connection-state[data-state="online"]', WAIT);
   // Its device publishes its encryption keys (docs/e2e.md) before anyone writes to it.
-  await page.waitForFunction(() => window.parley.messenger.crypto.secure !== null, null, WAIT);
+  await page.waitForFunction(() => window.parley.messenger.crypto.published === true, null, WAIT);
   return (await page.textContent("#me-id")).trim();
 }
 

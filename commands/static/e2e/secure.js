@@ -23,17 +23,25 @@ const LIST_FRESH_MS = 60_000; // a device list younger than this is used without
 
 export class KeysUnavailable extends Error {}
 
+/** A JSON request to the commands service; errors carry the API's `code` (and, like a
+ *  refused frame, `frame.retry_after_s`), `unavailable` when it does not answer. */
 async function api(session, method, path, body) {
-  const response = await fetch(path, {
-    method,
-    headers: { Authorization: `Bearer ${await session.accessToken()}`, ...(body ? { "Content-Type": "application/json" } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers: { Authorization: `Bearer ${await session.accessToken()}`, ...(body ? { "Content-Type": "application/json" } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+  } catch {
+    throw Object.assign(new Error("the server does not answer"), { code: "unavailable", frame: {} });
+  }
   const data = await response.json().catch(() => ({}));
   if (!response.ok) {
     const error = new Error((data.error && data.error.message) || `HTTP ${response.status}`);
     error.code = (data.error && data.error.code) || "http_error";
     error.status = response.status;
+    error.frame = { retry_after_s: Number(response.headers.get("Retry-After")) || 1 };
     throw error;
   }
   return data;
@@ -60,20 +68,30 @@ export class SecureWeb {
     this.opened = new Map(); // "chat/seq" -> content, what this page has opened or sent
   }
 
-  /** This device's encryption, keys published; or {unavailable: what the browser lacks}. */
+  /** This device's encryption (its keys are published by `publishKeys`), or
+   *  {unavailable: what the browser lacks}. */
   static async start(session) {
     const missing = await missingPrimitive();
     if (missing) return { unavailable: `this browser lacks ${missing}` };
     const store = await KeyStore.open(`${session.user_id}/${session.device_id}`);
-    const secure = new SecureWeb(session, store);
-    await secure.publishKeys();
-    return secure;
+    return new SecureWeb(session, store);
   }
 
-  async _change(fn) {
+  /** Run `fn(state)` under the device's lock on the state read afresh, then save it.
+   *  With `prekeys`, `state.device.opks` holds the one-time prekeys meanwhile (kept in
+   *  their own record, keystore.js). */
+  async _change(fn, prekeys = false) {
     return this.store.locked(async () => {
-      const state = (await this.store.load()) || (await this._newState());
+      let state = await this.store.load();
+      if (!state) {
+        state = await this._newState();
+        prekeys = true;
+      } else if (prekeys) state.device.opks = (await this.store.prekeys()) || [];
       const result = await fn(state);
+      if (prekeys) {
+        await this.store.savePrekeys(state.device.opks);
+        delete state.device.opks;
+      }
       await this.store.save(state);
       return result;
     });
@@ -98,7 +116,7 @@ export class SecureWeb {
       const answer = await api(this.session, "PUT", "/v1/me/keys", body);
       device.markUploaded(body);
       return answer.one_time_prekeys;
-    });
+    }, true);
   }
 
   async _refreshList(state, userId) {
@@ -247,6 +265,7 @@ export class SecureWeb {
     if (!todo.length) return results;
     let newSession = false;
     todo.sort((a, b) => Number("kid" in wireOf(a)) - Number("kid" in wireOf(b)));
+    const firstMessages = todo.some((m) => wireOf(m).x3dh); // may start a session: prekeys needed
     await this._change(async (state) => {
       for (const message of todo) {
         const key = `${message.chat_id}/${message.seq}`;
@@ -265,7 +284,7 @@ export class SecureWeb {
           results.push({ chat_id: message.chat_id, seq: message.seq, error: error.message });
         }
       }
-    });
+    }, firstMessages);
     if (newSession) await this.publishKeys().catch(() => {}); // replace the prekey it used
     return results;
   }
