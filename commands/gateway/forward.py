@@ -3,8 +3,10 @@
 The gateway reads the message from the read model as the user sees it (a member when it
 was sent, not deleted, not expired, its sender not blocked by them), then sends, for each
 chat named, a `send` command carrying the same kind, body and media reference (no
-re-upload: the object is shared) with `forwarded` one more than the original's, so a
-client shows "Forwarded", and "Forwarded many times" from `MANY_TIMES` hops. Each copy's
+re-upload: the object is shared, and its retention counts from this send: it moves the
+upload's `sent_at`, or answers `media_expired` if the sweep took it) with `forwarded`
+one more than the original's, so a client shows "Forwarded", and "Forwarded many times"
+from `MANY_TIMES` hops. Each copy's
 `local_id` is the frame's and the chat's, so a resent `forward` stores nothing twice.
 The answer is one `forwarded` frame with each chat's outcome, as `ack`s and `error`s
 would have said.
@@ -24,6 +26,7 @@ from commands.command import Command, CommandType
 from commands.gateway.bus import CommandBus
 from commands.gateway.connection import Connection
 from commands.gateway.protocol import ClientFrame, ProtocolError, error_frame
+from commands.media.uploads import forwarded_media
 from domain.errors import DomainError, UnknownMessage
 from projections.directory import DIRECTORY_SCHEMA
 from projections.schema import LIVE_SCHEMA
@@ -94,8 +97,10 @@ async def forward(
                 _SOURCE, {"chat": request.source, "seq": request.seq, "user": connection.user_id}
             )
             row = await cur.fetchone()
-        if row is None:
-            raise UnknownMessage("no message with this seq that you can forward")
+            if row is None:
+                raise UnknownMessage("no message with this seq that you can forward")
+            if row[2] is not None:  # its retention counts from this send (docs/media.md)
+                await forwarded_media(conn, row[2])
     except DomainError as exc:
         connection.push(error_frame(exc.code, exc.message, request_id))
         return

@@ -7,7 +7,8 @@ the type its bytes show must match what was declared, and an image gets its
 dimensions and a WebP thumbnail. Only a confirmed upload can be sent, and only by its
 owner; the gateway swaps the client's `media` for the stored reference
 (`confirmed_media`), counting the send on the upload, and gives the count back if the
-processor refuses the send (`release_media`). A failed confirm deletes the object and
+processor refuses the send (`release_media`); a forward of it by anyone moves its last
+send too (`forwarded_media`). A failed confirm deletes the object and
 the row; unconfirmed uploads are deleted after `media_gc_grace_s`, and confirmed ones
 that no send took after `media_unsent_grace_s` (`MediaUploads.collect`); sent ones
 nobody received, after the inbox's retention (`commands.media.retention`); the objects
@@ -113,6 +114,23 @@ async def confirmed_media(conn: AsyncConnection[Any], owner: UUID, media: object
     if row[-1] in ("expiring", "expired", "erasing", "erased"):
         raise MediaExpired()
     return _ref(tuple(row[:-1])).to_dict()
+
+
+async def forwarded_media(conn: AsyncConnection[Any], media: object) -> None:
+    """A forward sends someone's media again: its retention counts from now, as for its
+    owner's sends (`sent_at`); `media_expired` if the sweep has taken it. A reference
+    with no upload row (sent before uploads were kept) is forwarded as it is."""
+    media_id = media.get("media_id") if isinstance(media, dict) else None
+    if not is_media_id(media_id):
+        return
+    cur = await conn.execute(
+        "UPDATE media.uploads SET sent_at = CASE WHEN fate IS NULL THEN now() ELSE sent_at END "
+        "WHERE media_id = %s RETURNING fate",
+        (media_id,),
+    )
+    row = await cur.fetchone()
+    if row is not None and row[0] in ("expiring", "expired"):
+        raise MediaExpired()
 
 
 async def release_media(conn: AsyncConnection[Any], owner: UUID, media: object) -> None:

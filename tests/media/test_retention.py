@@ -19,7 +19,7 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from client import CommandFailed, fetch_media, upload_media
+from client import ChatClient, CommandFailed, fetch_media, upload_media
 from client.media import download_url
 from commands.media.retention import MediaRetention
 from domain.media import object_key
@@ -176,4 +176,70 @@ async def test_the_sweep_runs_once_per_interval_across_processes_and_restarts(
             assert time.monotonic() < deadline, "the next round never came due"
             await asyncio.sleep(0.2)
     finally:
+        await pool.close()
+
+
+async def test_a_forward_of_someone_elses_media_restarts_its_retention(
+    media_stack: MediaStack, topics: Settings
+) -> None:
+    alice, bob, carol = [await media_stack.account() for _ in range(3)]
+    media = await asyncio.to_thread(
+        upload_media, media_stack.base, alice, photo(20, 20), "image/jpeg"
+    )
+    media_id = media["media_id"]
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        topics.pg_conninfo, min_size=1, max_size=2, open=False, kwargs={"autocommit": True}
+    )
+    await pool.open()
+    sender = await media_stack.client(alice)
+    forwarder = ChatClient(media_stack.base, bob, auto_delivered=False)  # never delivered
+    await forwarder.connect()
+
+    async def backdate() -> None:  # as if alice had sent it an hour ago
+        async with pool.connection() as conn:
+            await conn.execute(
+                "UPDATE media.uploads SET sent_at = now() - interval '1 hour' WHERE media_id = %s",
+                (media_id,),
+            )
+
+    async def upload() -> tuple[Any, ...]:
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT sent_at > now() - interval '1 minute', fate FROM media.uploads "
+                "WHERE media_id = %s",
+                (media_id,),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return tuple(row)
+
+    # Undelivered media is kept 30 minutes past its last send by this sweep.
+    sweep = MediaRetention(ObjectStore(topics), pool, 1800, 100, 3600, f"test-{uuid.uuid4().hex}")
+    try:
+        sent = await sender.send_media(media, to=bob.user_id)
+        with_carol = (await forwarder.send_text("look", to=carol.user_id)).chat_id
+        await forwarder.wait_until(lambda: sent.seq in forwarder.chats[sent.chat_id].messages)
+        position = forwarder.chats[sent.chat_id].messages[sent.seq]["position"]
+        await asyncio.to_thread(  # the message is projected: a forward reads it there
+            download_url, media_stack.queries, bob, sent.chat_id, media_id, position
+        )
+        await backdate()
+
+        answer = await forwarder.forward(sent.chat_id, sent.seq, [with_carol])
+        assert "seq" in answer["results"][0], answer
+        assert await upload() == (True, None)  # the forward is its last send
+        await sweep.sweep()
+        assert await upload() == (True, None)  # not due: kept undecided
+        assert await media_stack.objects.head(object_key(media_id)) is not None
+
+        # Past the retention again, never delivered: expired, and no forward revives it.
+        await backdate()
+        await sweep.sweep()
+        assert (await upload())[1] == "expired"
+        with pytest.raises(CommandFailed) as refused:
+            await forwarder.forward(sent.chat_id, sent.seq, [with_carol])
+        assert refused.value.code == "media_expired"
+    finally:
+        await sender.close()
+        await forwarder.close()
         await pool.close()
