@@ -12,8 +12,10 @@ measured windows of several generators at one moment and read /proc around them:
 
 Spec: {"kind": "parley" | "xmpp", "base": url, "accounts": [...], "routes": [[sender,
 to, chat, recipients], ...] (indices into accounts for sender and `to`), "size",
-"auto_delivered", "read_interval_s", "connect_concurrency", "resync", "groups":
-[{"admin", "members", "senders"}] (created on connect; their routes replace "routes")}.
+"auto_delivered", "read_interval_s", "connect_concurrency", "resync", "source_host"
+(the loopback address its connections come from), "groups":
+[{"admin", "members", "senders"}] (created on connect; their routes replace "routes"),
+"e2e": a folder for key stores when the peers encrypt (`bench.e2e_peer`)}.
 """
 
 from __future__ import annotations
@@ -62,17 +64,27 @@ def build_peers(spec: dict[str, Any], ledger: Ledger) -> list[Peer]:
                 )
             )
         return peers
+    options = {
+        "auto_delivered": spec.get("auto_delivered", True),
+        "read_interval_s": spec.get("read_interval_s", 1.0),
+    }
     for user_id, device_id, token in spec["accounts"]:
         account = Account(user_id, user_id[:8], device_id, token, "")
-        peers.append(
-            ParleyPeer(
-                spec["base"],
-                account,
-                ledger,
-                auto_delivered=spec.get("auto_delivered", True),
-                read_interval_s=spec.get("read_interval_s", 1.0),
+        if spec.get("e2e"):
+            from bench.e2e_peer import EncryptingPeer
+
+            stores = Path(spec["e2e"])
+            peers.append(EncryptingPeer(spec["base"], account, ledger, stores, **options))
+        else:
+            peers.append(
+                ParleyPeer(
+                    spec["base"],
+                    account,
+                    ledger,
+                    source_host=spec.get("source_host"),
+                    **options,
+                )
             )
-        )
     return peers
 
 
@@ -125,6 +137,14 @@ class LoadGenerator:
             assert isinstance(admin, ParleyPeer), "groups are measured on Parley only"
             others = [self.peers[m].address for m in spec["members"] if m != spec["admin"]]
             chats.append(await admin.create_group(f"bench-{len(chats)}", others))
+            if self.spec.get("e2e"):
+                from bench.e2e_peer import EncryptingPeer
+
+                members = [self.peers[m].address for m in spec["members"]]
+                for sender in spec["senders"]:
+                    peer = self.peers[sender]
+                    assert isinstance(peer, EncryptingPeer)
+                    await peer.share_keys(chats[-1], members)
         longest = max(len(spec["senders"]) for spec in groups)
         self.routes = [
             Route(self.peers[spec["senders"][j]], None, chat, len(spec["members"]) - 1)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.driver import Fleet, Generator
+from bench.metrics_stages import scrape_all, stages
 from bench.procfs import CpuMeter
 from bench.stats import summary
 from bench.targets import Target, server_cpu_groups
@@ -58,6 +59,7 @@ def window(
     """
     groups = {**target.processes(), "loadgen": fleet.pids}
     meter = CpuMeter(groups)
+    scraped = scrape_all(target.metrics)  # the services' /metrics, before and after
     start = fleet.start_traffic(rate, seconds, drain_s, tag)
     time.sleep(max(0.0, start - time.monotonic()))
     meter.start()
@@ -70,12 +72,13 @@ def window(
     time.sleep(seconds)
     cpu = meter.stop()
     raw = fleet.finish_traffic()
+    scraped_after = scrape_all(target.metrics)
     span = max(raw["window_s"], raw["last_delivery"] - raw["first_send"])
     deliveries = raw["deliveries"]
     server_cpu = sum(cpu[g] for g in server_cpu_groups(groups))
     # The CPU window is the send window; in steady state it holds that many deliveries.
     in_window = deliveries
-    return {
+    figures: dict[str, Any] = {
         **({"profile": profiler.summary()} if profiler is not None else {}),
         "rate": rate,
         "seconds": seconds,
@@ -110,6 +113,9 @@ def window(
         if in_window
         else None,
     }
+    if target.metrics:
+        figures["metrics"] = stages(scraped, scraped_after, figures)
+    return figures
 
 
 def warm(fleet: Fleet, routes: int, tag: str = "warm") -> dict[str, Any]:

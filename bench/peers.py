@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from bench.ledger import Ledger, body_text
-from client import Account, ChatClient, CommandFailed
+from client import Account, Ack, ChatClient, CommandFailed
 
 
 class Peer(Protocol):
@@ -44,8 +44,11 @@ class ParleyPeer(ChatClient):
         ledger: Ledger,
         auto_delivered: bool = True,
         read_interval_s: float = 1.0,
+        source_host: str | None = None,
     ) -> None:
-        super().__init__(base, account, auto_delivered=auto_delivered, timeout_s=30.0)
+        super().__init__(
+            base, account, auto_delivered=auto_delivered, timeout_s=30.0, source_host=source_host
+        )
         self.address = account.user_id
         self.ledger = ledger
         self.read_interval_s = read_interval_s
@@ -62,7 +65,7 @@ class ParleyPeer(ChatClient):
         text = body_text(local_id, size)
         for attempt in range(3):
             try:
-                ack = await self.send_text(text, chat_id=chat, to=to, local_id=local_id)
+                ack = await self.send_one(text, local_id, to, chat)
             except CommandFailed as exc:
                 if exc.code != "timeout" or attempt == 2:
                     self.ledger.on_error(exc.code, local_id)
@@ -83,6 +86,10 @@ class ParleyPeer(ChatClient):
             else:
                 bisect.insort(self._awaiting_receipt[ack.chat_id], (ack.seq, local_id))
             return
+
+    async def send_one(self, text: str, local_id: str, to: str | None, chat: str | None) -> Ack:
+        """One text as this client sends it (in plaintext here; `bench.e2e_peer` encrypts)."""
+        return await self.send_text(text, chat_id=chat, to=to, local_id=local_id)
 
     async def _on_frame(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")

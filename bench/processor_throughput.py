@@ -14,13 +14,15 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import uvloop
 
-from commands.command import Command, CommandType, encode_body
+from commands.command import Command, CommandType, Outcome, encode_body
 from commands.gateway.bus import CommandBus
 from domain.ids import direct_chat_id
 from infra.settings import ROOT, Settings
@@ -43,12 +45,19 @@ def _percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-async def _throughput(bus: CommandBus, commands: list[Command], in_flight: int) -> dict[str, Any]:
+async def throughput(
+    bus: CommandBus,
+    commands: list[Command],
+    in_flight: int,
+    outcomes: dict[int, Outcome] | None = None,
+) -> dict[str, Any]:
+    """Submit every command, `in_flight` at a time; its figures (and each outcome, by the
+    command's index, into `outcomes`)."""
     gate = asyncio.Semaphore(in_flight)
     latencies: list[float] = []
     errors = 0
 
-    async def one(command: Command) -> None:
+    async def one(index: int, command: Command) -> None:
         nonlocal errors
         async with gate:
             start = time.perf_counter()
@@ -56,9 +65,11 @@ async def _throughput(bus: CommandBus, commands: list[Command], in_flight: int) 
             latencies.append((time.perf_counter() - start) * 1000)
             if not outcome.ok:
                 errors += 1
+            if outcomes is not None:
+                outcomes[index] = outcome
 
     start = time.perf_counter()
-    await asyncio.gather(*(one(c) for c in commands))
+    await asyncio.gather(*(one(i, c) for i, c in enumerate(commands)))
     elapsed = time.perf_counter() - start
     return {
         "commands": len(commands),
@@ -70,18 +81,28 @@ async def _throughput(bus: CommandBus, commands: list[Command], in_flight: int) 
     }
 
 
-async def _at_rate(bus: CommandBus, make: Any, rate: int, seconds: float) -> dict[str, Any]:
+async def at_rate(
+    bus: CommandBus,
+    make: Any,
+    rate: int,
+    seconds: float,
+    outcomes: dict[int, Outcome] | None = None,
+) -> dict[str, Any]:
+    """`make(i)` for i in 0..rate * seconds, paced at `rate` a second; the ack figures (and
+    each outcome, by i, into `outcomes`)."""
     latencies: list[float] = []
     errors = 0
     tasks = []
 
-    async def one(command: Command) -> None:
+    async def one(index: int, command: Command) -> None:
         nonlocal errors
         start = time.perf_counter()
         outcome = await bus.submit(command, timeout_s=60)
         latencies.append((time.perf_counter() - start) * 1000)
         if not outcome.ok:
             errors += 1
+        if outcomes is not None:
+            outcomes[index] = outcome
 
     total = int(rate * seconds)
     begin = time.perf_counter()
@@ -90,7 +111,7 @@ async def _at_rate(bus: CommandBus, make: Any, rate: int, seconds: float) -> dic
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(make(i))))
+        tasks.append(asyncio.create_task(one(i, make(i))))
     await asyncio.gather(*tasks)
     return {
         "rate": rate,
@@ -113,13 +134,13 @@ async def _scenarios(
         pairs = [(uuid.uuid4(), uuid.uuid4()) for _ in range(200)]
         enrol_stand_ins(settings.pg_conninfo, [user for pair in pairs for user in pair])
         warm = [_send(direct_chat_id(a, b), a, "warm", bus.reply_to, to=b) for a, b in pairs]
-        await _throughput(bus, warm, 200)
+        await throughput(bus, warm, 200)
         many = [
             _send(direct_chat_id(a, b), a, f"m{i}", bus.reply_to, to=b)
             for i in range(messages // len(pairs))
             for a, b in pairs
         ]
-        results: dict[str, Any] = {"many_chats": await _throughput(bus, many, 2000)}
+        results: dict[str, Any] = {"many_chats": await throughput(bus, many, 2000)}
 
         admin = uuid.uuid4()
         members = [uuid.uuid4() for _ in range(49)]
@@ -136,22 +157,22 @@ async def _scenarios(
         assert created.ok, created
         senders = [admin, *members]
         hot = [_send(group, senders[i % 50], f"h{i}", bus.reply_to) for i in range(messages // 4)]
-        results["hot_chat"] = await _throughput(bus, hot, 2000)
+        results["hot_chat"] = await throughput(bus, hot, 2000)
 
         def make(i: int) -> Command:
             a, b = pairs[i % len(pairs)]
             return _send(direct_chat_id(a, b), a, f"r{i}", bus.reply_to, to=b)
 
-        results["latency_at_rate"] = await _at_rate(bus, make, rate, seconds)
+        results["latency_at_rate"] = await at_rate(bus, make, rate, seconds)
         return results
     finally:
         await bus.stop()
 
 
-def run(
-    settings: Settings, messages: int = 20_000, rate: int = 1_000, seconds: float = 10.0
-) -> dict[str, Any]:
-    """Run the write-path benchmark against the local stack; return its figures."""
+@contextmanager
+def private_processor(settings: Settings) -> Iterator[Settings]:
+    """A `parley serve processor` subprocess on a database and topics of its own; the
+    settings to reach them (stopped on leaving)."""
     run_id = uuid.uuid4().hex[:8]
     bench = settings.replace(pg_db=f"{settings.pg_db}_bench", topic_prefix=f"bench-{run_id}.")
     admin = settings.replace(pg_db="postgres").pg_conninfo
@@ -177,8 +198,16 @@ def run(
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError(f"processor did not start; see {log}")
             time.sleep(0.1)
-        results = uvloop.run(_scenarios(bench, messages, rate, seconds))
+        yield bench
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def run(
+    settings: Settings, messages: int = 20_000, rate: int = 1_000, seconds: float = 10.0
+) -> dict[str, Any]:
+    """Run the write-path benchmark against the local stack; return its figures."""
+    with private_processor(settings) as bench:
+        results = uvloop.run(_scenarios(bench, messages, rate, seconds))
     return {"scenario": "processor", "messages": messages, **results}

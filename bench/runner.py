@@ -1,6 +1,7 @@
 """`parley bench SCENARIO`: the one way into every benchmark; run, print, write JSON.
 
-Scenarios: `processor` (write path), `relay`, `projection` (the live workers), `queries`
+Scenarios: `processor` (write path), `actions` (a reaction, an edit, a delete next to a
+send, and what sealing costs), `relay`, `projection` (the live workers), `queries`
 (the HTTP query API), `replay` (rebuild speed), `media` (uploads and downloads), `push`
 (the notifier), and over WebSockets end to end `oneone`, `group`, `connections`,
 `ramp`, `baselines`; `compare` sets two result files side by side.
@@ -28,12 +29,18 @@ from infra.settings import Settings
 if TYPE_CHECKING:
     from bench.targets import Target
 
-COMPONENTS = ("processor", "relay", "projection", "queries", "replay", "media", "push")
+COMPONENTS = ("processor", "actions", "relay", "projection", "queries", "replay", "media", "push")
 """One part of Parley measured on its own, each against private databases and topics."""
 END_TO_END = ("oneone", "group", "connections", "ramp", "baselines")
 SCENARIOS = (*COMPONENTS, *END_TO_END, "compare")
 DEFAULT_RATES = "250,500,1000,1500,2000,2500,3000,4000"
-DEFAULT_EVENTS = {"processor": 20_000, "relay": 20_000, "projection": 60_000, "replay": 100_000}
+DEFAULT_EVENTS = {
+    "processor": 20_000,
+    "actions": 10_000,
+    "relay": 20_000,
+    "projection": 60_000,
+    "replay": 100_000,
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--messages",
         type=int,
         default=None,
-        help="processor, relay: sends (20,000); projection: events (60,000); replay (100,000)",
+        help="processor, relay: sends (20,000); actions: sends, and as many of each action "
+        "(10,000); projection: events (60,000); replay (100,000)",
     )
     parser.add_argument(
         "--rate", type=int, default=None, help="messages/s for latency (push: 100, else 1,000)"
@@ -66,6 +74,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold-ms", type=float, default=100.0, help="ramp: p99 limit")
     parser.add_argument("--beyond", type=int, default=0, help="ramp: steps after the knee")
     parser.add_argument("--connections", type=int, default=10_000)
+    parser.add_argument(
+        "--gateways", type=int, default=1, help="connections: gateways behind HAProxy (>1)"
+    )
+    parser.add_argument(
+        "--balancers", type=int, default=1, help="connections: HAProxy processes on one port"
+    )
+    parser.add_argument(
+        "--sources", type=int, default=1, help="connections: loopback addresses to connect from"
+    )
     parser.add_argument("--hold-seconds", type=float, default=30.0)
     parser.add_argument("--server", choices=["parley", "echo"], default="parley")
     parser.add_argument(
@@ -81,6 +98,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-baselines", action="store_true", help="oneone/ramp: skip them")
     parser.add_argument("--peer", action="store_true", help="oneone/ramp: race ejabberd too")
     parser.add_argument("--profile", action="store_true", help="oneone: py-spy the services")
+    parser.add_argument(
+        "--e2e",
+        action="store_true",
+        help="oneone/group: clients encrypt end to end (client.e2e, docs/e2e.md)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="own stack: workers processes")
     parser.add_argument(
         "--stack",
@@ -139,6 +161,10 @@ def _component(args: argparse.Namespace, settings: Settings) -> dict[str, Any] |
         from bench.processor_throughput import run as run_processor
 
         return run_processor(settings, messages=events, rate=args.rate, seconds=args.seconds)
+    if args.scenario == "actions":
+        from bench.actions_cost import run as run_actions
+
+        return run_actions(settings, messages=events, rate=args.rate, seconds=args.seconds)
     if args.scenario == "relay":
         from bench.relay_throughput import run as run_relay
 
@@ -182,13 +208,44 @@ def _parley(args: argparse.Namespace, settings: Settings, workdir: Path) -> Iter
     from bench.targets import parley_target
 
     if args.stack == "running":
-        yield parley_target(settings)
+        from infra.metrics_http import metrics_urls
+
+        yield parley_target(settings, metrics=metrics_urls(settings, queries=False))
         return
     from bench.stack import private_services
 
     _say("starting private copies of processor, relay, workers and commands")
     with private_services(settings, workdir / "services", args.workers) as services:
-        yield parley_target(services.settings, services.base, services.processes)
+        yield parley_target(services.settings, services.base, services.processes, services.metrics)
+
+
+def _balanced_connections(
+    args: argparse.Namespace, settings: Settings, workdir: Path, params: dict[str, Any]
+) -> dict[str, Any]:
+    """`connections` through HAProxy to `--gateways` private gateways (`bench.balanced`)."""
+    from bench import scenarios
+    from bench.balanced import balanced_services
+    from bench.targets import parley_target
+    from infra.metrics_scrape import scrape
+
+    _say(f"starting {args.gateways} gateways behind {args.balancers} HAProxy processes")
+    with balanced_services(settings, workdir, args.gateways, args.balancers) as front:
+        services = front.services
+        target = parley_target(
+            services.settings, services.base, services.processes, services.metrics
+        )
+        gateway_pids = [services.pids[name] for name in front.gateways]
+        measured = {"gateway": gateway_pids, "haproxy": front.balancer_pids()}
+
+        def spread() -> dict[str, int]:
+            held = {}
+            for name in front.gateways:
+                samples = scrape(services.metrics[name]) or {}
+                held[name] = int(samples.get("parley_gateway_connections", -1))
+            return {**held, **front.balancer_connections()}
+
+        figures = scenarios.connections(target, measured, workdir, _say, spread=spread, **params)
+    return {"gateways": args.gateways, "balancers": args.balancers, **figures}
 
 
 def _gateway_pid(target: Target, settings: Settings) -> int:
@@ -203,18 +260,27 @@ def _run(args: argparse.Namespace, settings: Settings, workdir: Path) -> dict[st
     from bench.baselines import baselines, ratios
 
     pair_params = {"pairs": args.pairs, "size": args.size, "procs": args.procs}
+    e2e = {"e2e": str(workdir / "keys")} if args.e2e else {}
     if args.scenario == "connections":
-        conn_params = {"count": args.connections, "hold_s": args.hold_seconds, "procs": args.procs}
+        conn_params = {
+            "count": args.connections,
+            "hold_s": args.hold_seconds,
+            "procs": args.procs,
+            "sources": args.sources,
+        }
         if args.server == "echo":
             from bench.servers import echo_server
             from bench.targets import echo_target
 
             with echo_server(settings, workdir, args.echo_ws) as server:
                 target = echo_target(server.base, server.pid)
-                return scenarios.connections(target, server.pid, workdir, _say, **conn_params)
+                measured = {"gateway": [server.pid]}
+                return scenarios.connections(target, measured, workdir, _say, **conn_params)
+        if args.gateways > 1:
+            return _balanced_connections(args, settings, workdir, conn_params)
         with _parley(args, settings, workdir) as target:
-            pid = _gateway_pid(target, settings)
-            return scenarios.connections(target, pid, workdir, _say, **conn_params)
+            measured = {"gateway": [_gateway_pid(target, settings)]}
+            return scenarios.connections(target, measured, workdir, _say, **conn_params)
     if args.scenario == "group":
         with _parley(args, settings, workdir) as target:
             return scenarios.group(
@@ -228,6 +294,7 @@ def _run(args: argparse.Namespace, settings: Settings, workdir: Path) -> dict[st
                 args.seconds,
                 args.size,
                 args.ack_interval,
+                e2e,
             )
     if args.scenario == "baselines":
         return baselines(settings, workdir, _say, float(args.rate), args.seconds, **pair_params)
@@ -241,6 +308,7 @@ def _run(args: argparse.Namespace, settings: Settings, workdir: Path) -> dict[st
                     rate=float(args.rate),
                     seconds=args.seconds,
                     profile=args.profile,
+                    spec=e2e,
                     **pair_params,
                 )
             }

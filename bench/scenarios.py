@@ -26,9 +26,11 @@ def oneone(
     size: int,
     procs: int,
     profile: bool = False,
+    spec: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """N pairs at a total rate, receipts acked as the client library does."""
-    fleet = pair_fleet(target, pairs, procs, workdir, {"size": size})
+    """N pairs at a total rate, receipts acked as the client library does; `spec`: more
+    for the load generators (`{"e2e": folder}`: the clients encrypt end to end)."""
+    fleet = pair_fleet(target, pairs, procs, workdir, {"size": size, **(spec or {})})
     try:
         say(f"{target.name}: connecting {2 * pairs} users")
         connected = fleet.connect()
@@ -112,8 +114,10 @@ def group(
     seconds: float,
     size: int,
     ack_interval_s: float,
+    spec: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Groups of `members`, `senders` of them sending; fanout and latency to the last member."""
+    """Groups of `members`, `senders` of them sending; fanout and latency to the last member.
+    `spec`: more for the load generator (`{"e2e": folder}`: the clients encrypt)."""
     accounts = target.accounts(groups * members)
     spec_groups = [
         {
@@ -133,6 +137,7 @@ def group(
             "auto_delivered": False,
             "read_interval_s": ack_interval_s,
             **target.spec,
+            **(spec or {}),
         },
         workdir,
         f"{target.name}-group",
@@ -154,16 +159,22 @@ def group(
 
 def connections(
     target: Target,
-    gateway_pid: int,
+    measured: dict[str, list[int]],
     workdir: Path,
     say: Say,
     count: int,
     hold_s: float,
     procs: int,
+    sources: int = 1,
+    spread: Callable[[], dict[str, int]] | None = None,
 ) -> dict[str, Any]:
-    """N idle authenticated connections to one gateway process: held, RSS, CPU."""
+    """N idle authenticated connections: held, resident memory and CPU of the processes
+    that hold them (`measured`: "gateway", and "haproxy" behind a balancer, each a list
+    of pids). Generator k connects from 127.0.0.(1 + k % `sources`); `spread` says how
+    many connections each process holds, read while they are held."""
     time.sleep(2.0)
-    rss_before = rss_kib(gateway_pid)
+    pids = {pid: group for group, group_pids in measured.items() for pid in group_pids}
+    rss_before = {pid: rss_kib(pid) for pid in pids}
     accounts = target.accounts(count)
     generators = [
         Generator(
@@ -172,6 +183,7 @@ def connections(
                 "base": target.base,
                 "accounts": accounts[k::procs],
                 "connect_concurrency": 25,
+                **({"source_host": f"127.0.0.{1 + k % sources}"} if sources > 1 else {}),
                 **target.spec,
             },
             workdir,
@@ -181,12 +193,13 @@ def connections(
     ]
     fleet = Fleet(generators)
     try:
-        say(f"{target.name}: opening {count} connections to pid {gateway_pid}")
+        say(f"{target.name}: opening {count} connections to {target.base}")
         connected = fleet.connect()
         say(f"{target.name}: {connected['connected']} open in {connected['seconds']} s; holding")
         time.sleep(5.0)
-        rss_held = rss_kib(gateway_pid)
-        groups: dict[str, list[int]] = {"gateway": [gateway_pid], "loadgen": fleet.pids}
+        rss_held = {pid: rss_kib(pid) for pid in pids}
+        held_by = spread() if spread is not None else {}
+        groups: dict[str, list[int]] = {**measured, "loadgen": fleet.pids}
         stack = target.processes()
         if "redis" in stack:
             groups["redis"] = stack["redis"]
@@ -194,25 +207,42 @@ def connections(
         meter.start()
         held = fleet.ask({"cmd": "hold", "seconds": hold_s})
         cpu = meter.stop()
-        rss_after = rss_kib(gateway_pid)
+        rss_after = {pid: rss_kib(pid) for pid in pids}
     finally:
         fleet.close()
     still_open = sum(h["open"] for h in held)
-    per_connection = (rss_after - rss_before) / still_open if still_open else None
-    return {
+
+    def total(rss: dict[int, int], group: str) -> int:
+        return sum(kib for pid, kib in rss.items() if pids[pid] == group)
+
+    def per_connection(group: str) -> float | None:
+        grown = total(rss_after, group) - total(rss_before, group)
+        return round(grown / still_open, 1) if still_open else None
+
+    figures: dict[str, Any] = {
         "requested": count,
         "connected": connected["connected"],
         "connect_failures": connected["failures"],
         "connect_seconds": connected["seconds"],
         "held_after_s": hold_s,
         "held": still_open,
-        "gateway_rss_kib_idle": rss_before,
-        "gateway_rss_kib_connected": rss_held,
-        "gateway_rss_kib_after_hold": rss_after,
-        "kib_per_connection": round(per_connection, 1) if per_connection else None,
+        "gateway_processes": len(measured["gateway"]),
+        "gateway_rss_kib_idle": total(rss_before, "gateway"),
+        "gateway_rss_kib_connected": total(rss_held, "gateway"),
+        "gateway_rss_kib_after_hold": total(rss_after, "gateway"),
+        "kib_per_connection": per_connection("gateway"),
         "hold_cpu_s": cpu,
         "gateway_cpu_cores_idle_connections": round(cpu["gateway"] / hold_s, 3),
         "gateway_cpu_us_per_connection_per_s": round(cpu["gateway"] / hold_s / still_open * 1e6, 2)
         if still_open
         else None,
     }
+    if "haproxy" in measured:
+        figures["haproxy_processes"] = len(measured["haproxy"])
+        figures["haproxy_rss_kib_idle"] = total(rss_before, "haproxy")
+        figures["haproxy_rss_kib_after_hold"] = total(rss_after, "haproxy")
+        figures["haproxy_kib_per_connection"] = per_connection("haproxy")
+        figures["haproxy_cpu_cores_idle_connections"] = round(cpu["haproxy"] / hold_s, 3)
+    if held_by:
+        figures["held_by_process"] = held_by
+    return figures

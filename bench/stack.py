@@ -21,6 +21,7 @@ import redis
 
 from bench.procfs import children, stack_processes
 from bench.servers import free_port, spawned
+from infra.metrics_http import BACKGROUND
 from infra.scratch import delete_topics, drop_database, fresh_database, redis_db
 from infra.settings import Settings
 from infra.topics import ensure_topics
@@ -31,6 +32,7 @@ READY = {
     "workers": r"Worker ready",
     "commands": r"event=commands_listening",
     "notifier": r"event=notifier_ready",
+    "balancer": r"event=balancer_synced gateways=[1-9]",
 }
 
 
@@ -41,6 +43,7 @@ class Services:
     settings: Settings
     base: str
     pids: dict[str, int]
+    metrics: dict[str, str]  # name -> the base URL of its `/metrics`
 
     def processes(self) -> dict[str, list[int]]:
         groups = {name: [pid, *children(pid)] for name, pid in self.pids.items()}
@@ -71,6 +74,17 @@ def _service(name: str, env: dict[str, str], log: Path) -> Iterator[int]:
     argv = [sys.executable, "-m", "parley.cli", "serve", service]
     with spawned(argv, log, READY[service], env, "", start_s=90) as server:
         yield server.pid
+
+
+def _metrics_ports(bench: Settings, names: list[str]) -> dict[str, int]:
+    """A free port for each service's `/metrics`: the one gateway's is its own port, and
+    gateway `commands-i` (behind a balancer, `bench.balanced`) gets a free one."""
+    host = bench.metrics_host
+    return {
+        name: bench.commands_port if name == "commands" else free_port(host)
+        for name in names
+        if name.split("-")[0] in ("commands", *BACKGROUND)
+    }
 
 
 @contextmanager
@@ -106,9 +120,21 @@ def started(
     """`parley serve NAME` for each name on `bench`'s resources, until the block ends."""
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**environment(bench), **(extra_env or {})}
+    ports = _metrics_ports(bench, names)
+
+    def own(name: str) -> dict[str, str]:
+        kind = name.split("-")[0]
+        if kind == "commands" and name in ports:
+            return {**env, "PARLEY_COMMANDS_PORT": str(ports[name])}
+        if kind not in BACKGROUND:
+            return env
+        return {**env, f"PARLEY_{kind.upper()}_METRICS_PORT": str(ports[name])}
+
     with ExitStack() as stack:
         pids = {
-            name: stack.enter_context(_service(name, env, workdir / f"{name}.log"))
+            name: stack.enter_context(_service(name, own(name), workdir / f"{name}.log"))
             for name in names
         }
-        yield Services(bench, f"http://{bench.commands_host}:{bench.commands_port}", pids)
+        metrics = {name: f"http://{bench.metrics_host}:{port}" for name, port in ports.items()}
+        base = f"http://{bench.commands_host}:{bench.commands_port}"
+        yield Services(bench, base, pids, metrics)

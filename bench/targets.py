@@ -28,14 +28,18 @@ class Target:
     accounts: Callable[[int], list[list[str]]]
     processes: Callable[[], dict[str, list[int]]]
     spec: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, str] = field(default_factory=dict)  # name -> base URL of /metrics
 
 
 def parley_target(
     settings: Settings,
     base: str | None = None,
     processes: Callable[[], dict[str, list[int]]] | None = None,
+    metrics: dict[str, str] | None = None,
 ) -> Target:
-    """Parley at `base` (default: the settings' commands service), users issued in Redis."""
+    """Parley at `base` (default: the settings' commands service), users issued in Redis;
+    `metrics`: where its services' `/metrics` are (`infra.metrics_http.metrics_urls` for
+    `parley up`'s; none: not scraped)."""
     web = base or f"http://{settings.commands_host}:{settings.commands_port}"
     return Target(
         "parley",
@@ -43,6 +47,7 @@ def parley_target(
         web,
         lambda n: issue_accounts(settings, n),
         processes or (lambda: server_processes(settings)),
+        metrics=metrics or {},
     )
 
 

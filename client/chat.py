@@ -132,10 +132,18 @@ class ChatClient:
     """One device's connection; reconnects and syncs when asked to (`reconnect`)."""
 
     def __init__(
-        self, base: str, account: Account, auto_delivered: bool = True, timeout_s: float = 10.0
+        self,
+        base: str,
+        account: Account,
+        auto_delivered: bool = True,
+        timeout_s: float = 10.0,
+        source_host: str | None = None,
     ) -> None:
+        """`source_host`: the local address to connect from (a load generator opening
+        more connections to one server address than one source address has ports)."""
         self.base = base
         self.account = account
+        self.source_host = source_host
         self.auto_delivered = auto_delivered
         self.timeout_s = timeout_s
         self.chats: dict[str, ChatState] = defaultdict(ChatState)
@@ -158,7 +166,8 @@ class ChatClient:
 
     async def connect(self) -> None:
         url = self.base.replace("http", "ws", 1) + "/ws?access_token=" + self.account.access_token
-        self._ws = await websockets.connect(url, max_size=2**20, compression=None)
+        local: dict[str, Any] = {"local_addr": (self.source_host, 0)} if self.source_host else {}
+        self._ws = await websockets.connect(url, max_size=2**20, compression=None, **local)
         self.hello = json.loads(await asyncio.wait_for(self._ws.recv(), self.timeout_s))
         self._reader = asyncio.create_task(self._read())
 

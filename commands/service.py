@@ -130,11 +130,13 @@ def create_app(
             await gateway.start(gateway_url(settings, app))
             app.state.gateway = gateway
             collector = asyncio.create_task(media.collect_forever())
+            eraser = asyncio.create_task(media.erase_forever())
             log.info("event=commands_app_started")
             try:
                 yield
             finally:
                 collector.cancel()
+                eraser.cancel()
                 await gateway.stop()
         log.info("event=commands_app_stopped")
 

@@ -214,7 +214,10 @@ class Chat(Aggregate):
                 target.deleted, target.excerpt = True, ""
             elif self.kind not in NOTICE_KINDS:
                 excerpt = excerpt_of(self.kind, self.body)
-                recent[self.seq] = Remembered(self.sender, self.sent_at_ms, self.kind, excerpt)
+                expires = self.sent_at_ms + 1000 * self.timer_s if self.timer_s else None
+                recent[self.seq] = Remembered(
+                    self.sender, self.sent_at_ms, self.kind, excerpt, expires_at_ms=expires
+                )
                 if len(recent) > ACTION_MEMORY:
                     del recent[next(iter(recent))]
 
@@ -405,7 +408,7 @@ class Chat(Aggregate):
         message_kind = validate_message(kind, body, media, max_body)
         if not 0 <= forwarded <= MAX_FORWARDS:
             raise InvalidBody(f"forwarded counts 0..{MAX_FORWARDS} hops")
-        quote = None if reply_to is None else self._target(reply_to).quote(reply_to)
+        quote = None if reply_to is None else self._target(reply_to).quote(reply_to, sent_at_ms)
         return self._append(
             sender,
             device_id,
@@ -475,7 +478,7 @@ class Chat(Aggregate):
 
         Edit: the sender, a text message, within `edit_window_ms`. Delete: the sender,
         or an admin of the group, within `delete_window_ms`. Nothing acts on a deleted
-        message. A resend answers the original, like a send's.
+        or disappeared message. A resend answers the original, like a send's.
         """
         original = self._resent(sender, device_id, local_id)
         if original is not None:
@@ -488,7 +491,7 @@ class Chat(Aggregate):
             sender, device_id, local_id, sender_blocked_peer and action != MessageKind.DELETE
         )
         target = self._target(ref)
-        if target.deleted:
+        if target.gone(sent_at_ms):
             raise MessageDeleted()
         if action == MessageKind.REACTION:
             body = validate_reaction(_utf8(body)).encode("utf-8")

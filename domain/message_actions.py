@@ -35,25 +35,41 @@ MAX_REACTION_CODEPOINTS = 16
 
 @dataclass(slots=True)
 class Remembered:
-    """What the chat keeps of one recent message to decide the actions on it."""
+    """What the chat keeps of one recent message to decide the actions on it.
+
+    `expires_at_ms`: when a message sent under a disappearing-messages timer is gone
+    (None: never); from then on it is treated as deleted, though no event says so."""
 
     sender: UUID
     sent_at_ms: int
     kind: str
     excerpt: str
     deleted: bool = False
+    expires_at_ms: int | None = None
 
     def plain(self) -> list[Any]:
-        return [self.sender, self.sent_at_ms, self.kind, self.excerpt, self.deleted]
+        return [
+            self.sender,
+            self.sent_at_ms,
+            self.kind,
+            self.excerpt,
+            self.deleted,
+            self.expires_at_ms,
+        ]
 
     @classmethod
     def from_plain(cls, plain: list[Any]) -> Remembered:
-        sender, sent_at_ms, kind, excerpt, deleted = plain
-        return cls(sender, sent_at_ms, kind, excerpt, deleted)
+        """The inverse of `plain`; a snapshot from before timers has no expiry."""
+        sender, sent_at_ms, kind, excerpt, deleted, *rest = plain
+        return cls(sender, sent_at_ms, kind, excerpt, deleted, rest[0] if rest else None)
 
-    def quote(self, seq: int) -> dict[str, Any]:
+    def gone(self, now_ms: int) -> bool:
+        """Deleted for everyone, or disappeared (its time was up at `now_ms`)."""
+        return self.deleted or (self.expires_at_ms is not None and now_ms >= self.expires_at_ms)
+
+    def quote(self, seq: int, now_ms: int) -> dict[str, Any]:
         """The quote a reply to this message carries: enough to show it without fetching."""
-        if self.deleted:
+        if self.gone(now_ms):
             return {"seq": seq, "deleted": True}
         return {"seq": seq, "sender": str(self.sender), "kind": self.kind, "excerpt": self.excerpt}
 

@@ -3,9 +3,13 @@
 A small implementation of the three kinds Parley uses: counters, histograms and gauges
 read at scrape time. The modules that count declare their instruments at import, in one
 registry per process (`REGISTRY`), as Prometheus clients do; a service serves them with
-`metrics_routes()`. An instrument carries at most one label (a frame type, an error
-code, a status), always from a bounded set. An increment is a dict lookup and an
-addition, with no lock: each instrument is written from its process's event loop only.
+`metrics_routes()`; a service without HTTP (processor, relay, workers, notifier) serves
+them on a port of its own (`infra.metrics_http`). An instrument carries at most one label
+(a frame type, an error code, a partition), always from a bounded set. An increment is a
+dict lookup and an addition, with no lock: each instrument is written from one thread
+(the event loop, or the processor's or relay's loop). A scrape from another thread reads
+each instrument's dict in one C-level copy (`sorted(d.items())`, under the GIL), so it
+never sees one change size; it may miss an observation being added, never break.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import resource
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from starlette.requests import Request
@@ -25,6 +30,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+"""For counts per batch (commands, events)."""
 
 
 def _escape(value: str) -> str:
@@ -51,11 +58,6 @@ class Instrument:
 
     def samples(self) -> Iterator[str]:
         raise NotImplementedError
-
-    def render(self) -> Iterator[str]:
-        yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} {self.kind}"
-        yield from self.samples()
 
 
 class Counter(Instrument):
@@ -94,6 +96,15 @@ class Histogram(Instrument):
         series[bisect.bisect_left(self.bounds, value)] += 1
         series[-1] += value
 
+    @contextmanager
+    def time(self, label: str = "") -> Iterator[None]:
+        """Observe how long the block took (seconds), whether or not it raised."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.observe(time.perf_counter() - started, label)
+
     def samples(self) -> Iterator[str]:
         for label, series in sorted(self.series.items()):
             running = 0.0
@@ -107,16 +118,43 @@ class Histogram(Instrument):
 
 
 class Gauge(Instrument):
-    """A value read when scraped (`read`, set by whoever knows it; 0 until then). A total
-    kept elsewhere (the CPU time) is read the same way, declared a counter."""
+    """A value read when scraped (`read`, set by whoever knows it; not shown until then).
+    A total kept elsewhere (the CPU time) is read the same way, declared a counter."""
 
     def __init__(self, name: str, help: str, kind: str = "gauge") -> None:
         super().__init__(name, help)
         self.kind = kind
-        self.read: Callable[[], float] = lambda: 0.0
+        self.read: Callable[[], float] | None = None
 
     def samples(self) -> Iterator[str]:
-        yield f"{self.name} {_number(self.read())}"
+        if self.read is not None:
+            yield f"{self.name} {_number(self.read())}"
+
+
+class GaugeSet(Instrument):
+    """A gauge per label value (a partition's lag), all replaced at once by `replace`."""
+
+    kind = "gauge"
+
+    def __init__(self, name: str, help: str, label: str) -> None:
+        super().__init__(name, help, label)
+        self.values: dict[str, float] = {}
+
+    def replace(self, values: dict[str, float]) -> None:
+        self.values = values
+
+    def set(self, label: str, value: float) -> None:
+        self.values[label] = value
+
+    def samples(self) -> Iterator[str]:
+        for label, value in sorted(self.values.items(), key=_label_order):
+            yield f"{self.name}{self._labels(label)} {_number(value)}"
+
+
+def _label_order(item: tuple[str, float]) -> tuple[int, str]:
+    """Partitions in number order: 2 before 10."""
+    label = item[0]
+    return (int(label), "") if label.isdigit() else (1 << 62, label)
 
 
 AnyInstrument = TypeVar("AnyInstrument", bound=Instrument)
@@ -135,7 +173,14 @@ class Registry:
         return instrument
 
     def render(self) -> str:
-        lines = [line for i in self.instruments.values() for line in i.render()]
+        """Every instrument that has samples: one declared by a module this process
+        imports but never uses (a gateway's, in a processor) is left out."""
+        lines = []
+        for instrument in list(self.instruments.values()):
+            samples = list(instrument.samples())
+            if samples:
+                lines += [f"# HELP {instrument.name} {instrument.help}"]
+                lines += [f"# TYPE {instrument.name} {instrument.kind}", *samples]
         return "\n".join(lines) + "\n"
 
 

@@ -10,14 +10,24 @@ One small interface, `GatewayRegistry`, with two implementations chosen by
   znode per gateway under `<zookeeper_root>/gateways`, its data the same JSON. A gateway
   that dies is gone when its session expires (`zookeeper_session_timeout_ms`).
 
+Whatever routes to gateways reads them from a `GatewayWatch` (`registry.watch()`), a
+cache of the live ones kept current in the background, not from the registry per
+request: in ZooKeeper by watches on the folder and on each znode (a change arrives as it
+happens), in Redis by listing the leases every `registry_report_s` (as often as the
+gateways report). The assignment endpoint and HAProxy's slots (`infra.balancer`) read it.
+
 The registry holds service instances only. Which gateway a *user* is connected to
 (presence) stays in Redis (`infra.routing`), whatever the registry.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +36,8 @@ from redis.asyncio import Redis
 
 from infra.routing import GATEWAY_TTL_S, gateway_key
 from infra.settings import Settings
+
+log = logging.getLogger("parley.registry")
 
 REGISTRIES = ("redis", "zookeeper")
 
@@ -73,7 +85,47 @@ class GatewayRegistry(ABC):
     async def live(self) -> list[GatewayRecord]: ...
 
     @abstractmethod
+    def watch(self, refresh_s: float) -> GatewayWatch:
+        """A cache of the live gateways on this registry's connection, not yet started;
+        `refresh_s`: how often a registry without watches (Redis) lists them again."""
+
+    @abstractmethod
     async def close(self) -> None: ...
+
+
+class GatewayWatch(ABC):
+    """The live gateways, kept current in the background (`start` … `close`).
+
+    `gateways()` answers from memory. Until the first listing it raises
+    `RegistryUnavailable`; afterwards, if the registry stops answering, it keeps the
+    last list it had (a gateway that died meanwhile is still refused by its socket or
+    its balancer's health check). `on_change`, if set, is called on the event loop
+    after each change of the list or of a gateway's record."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, GatewayRecord] | None = None
+        self.on_change: Callable[[], None] | None = None
+
+    def gateways(self) -> list[GatewayRecord]:
+        if self.records is None:
+            raise RegistryUnavailable("the registry of gateways has not answered yet")
+        return list(self.records.values())
+
+    def _replace(self, records: dict[str, GatewayRecord]) -> None:
+        if records != self.records:
+            self.records = records
+            if self.on_change is not None:
+                self.on_change()
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+class RegistryUnavailable(Exception):
+    """The registry of gateways has not been read yet."""
 
 
 def listed_after_death_s(settings: Settings) -> float:
@@ -128,8 +180,48 @@ class RedisRegistry(GatewayRegistry):
         records = (GatewayRecord.decode(v) for v in values if v is not None)
         return [r for r in records if r is not None]
 
+    def watch(self, refresh_s: float) -> GatewayWatch:
+        return PolledWatch(self, refresh_s)
+
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+class PolledWatch(GatewayWatch):
+    """Redis leases have no watch here: listed every `refresh_s` (SCAN + MGET), which is
+    as fresh as the gateways' own reports of their load."""
+
+    def __init__(self, registry: GatewayRegistry, refresh_s: float) -> None:
+        super().__init__()
+        self.registry = registry
+        self.refresh_s = refresh_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        with contextlib.suppress(Exception):  # a registry away: the loop retries
+            await self._list()
+        self._task = asyncio.create_task(self._follow(), name="gateway-watch")
+
+    async def _list(self) -> None:
+        self._replace({r.gateway_id: r for r in await self.registry.live()})
+
+    async def _follow(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            try:
+                await self._list()
+                failing = False
+            except Exception as exc:
+                if not failing:
+                    log.warning("event=registry_watch_failed error=%s", type(exc).__name__)
+                failing = True
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 def open_registry(settings: Settings) -> GatewayRegistry:

@@ -76,6 +76,9 @@ class Settings:
     processor_group: str = ""  # empty: <topic prefix>parley-processor
     processor_batch_max: int = 500
     processor_linger_ms: int = 2
+    # How long the broker may hold the processor's fetch when no command is there. It
+    # answers as soon as one is, so this bounds only idle polling (docs/performance.md).
+    processor_fetch_wait_ms: int = 500
     snowflake_lease_ttl_ms: int = 15_000
     command_timeout_s: float = 10.0
     receipt_window_ms: int = 200  # a connection's receipts per chat coalesced within it
@@ -84,7 +87,7 @@ class Settings:
     relay_name: str = "parley"
     relay_batch_max: int = 500
     relay_poll_s: float = 1.0
-    relay_linger_ms: int = 10  # after a wake-up, wait this long for more commits
+    relay_linger_ms: int = 50  # after a wake-up, wait this long for more commits
 
     # Accounts and access (commands service HTTP, tokens, passwords, rate limits; docs/auth.md).
     commands_host: str = "127.0.0.1"
@@ -154,10 +157,18 @@ class Settings:
     media_multipart_ttl_s: float = 24 * 3600.0  # to PUT every part and complete
     media_sweep_interval_s: float = 3600.0  # the retention sweep's rounds (docs/media.md)
     media_sweep_batch: int = 500  # uploads decided per query of a sweep round
+    # The objects of deleted and disappeared messages (commands/media/erasure.py): looked
+    # at this often, once their note is this old (a forward's copy in flight is stored).
+    media_erase_interval_s: float = 10.0
+    media_erase_grace_s: float = 60.0
 
     # The Faust workers and the projections.
     workers_app_id: str = ""  # empty: <topic prefix>parley-workers
     workers_batch_max: int = 500
+    # A batch that finds nothing more waiting waits this long after its first event for
+    # more (the workers are off the live path; at light load a batch of one event costs
+    # almost what a batch of fifty does). 0: a batch is whatever is ready.
+    workers_linger_ms: int = 50
     workers_session_timeout_s: float = 10.0
     inbox_ttl_days: float = 30.0
     inbox_expiry_interval_s: float = 3600.0
@@ -173,16 +184,37 @@ class Settings:
     # starts. With more than one gateway, HAProxy takes `commands_port` and balances it
     # over the gateways, gateway i (from 1) listening on `gateway_base_port + i`.
     gateways: int = 1
+    # The gateway's producer waits this long for more commands before a request (one
+    # request then carries every partition's records); librdkafka's `linger.ms`.
+    gateway_linger_ms: int = 5
     processors: int = 1
     workers: int = 1
     gateway_base_port: int = 18100
     balancer_check_ms: int = 1000  # HAProxy's health check of each gateway's /healthz
+    # How long a check may wait for the answer. HAProxy's default is `balancer_check_ms`:
+    # with 1 s, gateways admitting 30,000 sockets on a loaded machine answered later,
+    # were taken out in turn, and 701 connects met a balancer with no gateway (503).
+    balancer_check_timeout_ms: int = 3000
     balancer_fall: int = 2  # failed checks before HAProxy stops routing to a gateway
     balancer_maxconn: int = 40_000
+    # HAProxy's gateways come from the registry (`parley serve balancer`, infra/balancer.py)
+    # into this many server slots; the runtime API sockets it fills (comma-separated;
+    # empty: the one of the stack's HAProxy, in its state folder).
+    balancer_slots: int = 16
+    balancer_api: str = ""
     # SIGTERM on a gateway: how long it waits for the balancer to see it draining, then
     # for its clients (told to reconnect, close 1012) to leave, before it exits anyway.
     gateway_drain_notice_s: float = 5.0
     gateway_drain_s: float = 10.0
+
+    # `GET /metrics` of the services that serve no HTTP (docs/observability.md), each on
+    # a port of its own; with several of a kind (`processors`, `workers`), instance i
+    # (from 1) listens on the port + i. 0: no `/metrics` for that service.
+    metrics_host: str = "127.0.0.1"
+    processor_metrics_port: int = 18120
+    workers_metrics_port: int = 18130
+    relay_metrics_port: int = 18140
+    notifier_metrics_port: int = 18150
 
     # The registry of live gateways (docs/scaling.md): "redis" (a lease key per gateway)
     # or "zookeeper" (an ephemeral sequential znode per gateway; `parley stack` then runs

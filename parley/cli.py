@@ -104,10 +104,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         except (ValueError, OSError) as exc:
             print(f"parley: error: {exc}", file=sys.stderr)
             return 2
+    from infra.metrics_http import serve_metrics  # the services without HTTP: /metrics
+
     if args.service == "workers":
         from parley.wiring import run_workers
 
         tune_gc(settings.gc_gen0_threshold)
+        serve_metrics(settings, "workers")  # a daemon thread, ended with the process
         run_workers(settings)  # Faust handles SIGTERM/SIGINT itself
         return 0
     stop = threading.Event()
@@ -122,10 +125,17 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         from parley.wiring import run_commands as run
     elif args.service == "notifier":
         from parley.wiring import run_notifier as run
+    elif args.service == "balancer":
+        from parley.wiring import run_balancer as run
     else:
         from parley.wiring import run_queries as run
     tune_gc(settings.gc_gen0_threshold)  # once the service's modules are loaded
-    run(settings, stop)
+    metrics = serve_metrics(settings, args.service)
+    try:
+        run(settings, stop)
+    finally:
+        if metrics is not None:
+            metrics.close()
     return 0
 
 
@@ -205,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run one of Parley's services in the foreground")
     serve.add_argument(
-        "service", choices=["processor", "relay", "workers", "notifier", "commands", "queries"]
+        "service",
+        choices=["processor", "relay", "workers", "notifier", "commands", "queries", "balancer"],
     )
     serve.set_defaults(run=_serve)
 

@@ -1,8 +1,9 @@
 """`parley demo`: a scripted tour of the running stack (`make up`), told in the terminal.
 
-Six steps, each checked: two people sign up and chat (ticks, typing, last seen); one
+Seven steps, each checked: two people sign up and chat (ticks, typing, last seen); one
 sends the other a photo whose thumbnail arrives inside the message
-(`parley/demo_media.py`); one goes offline and comes back to find every message, in
+(`parley/demo_media.py`); they reply, react, edit and delete a message for everyone
+(`parley/demo_actions.py`); one goes offline and comes back to find every message, in
 order, once; a group of 20 gets a message and its read count rises; a replay rebuilds
 the inbox projection and nothing in it changes. Everything goes through the Python
 client (`client/`) and the documented APIs, except that the group's 18 extra members
@@ -13,7 +14,7 @@ Exit status: 0 when every step did what it says (a step whose tool is not in thi
 like `parley replay`, is reported SKIPPED and does not fail the run); 1 when a step did
 not; 2 when the stack does not answer.
 
-Over 400 lines on purpose: a script of five steps told in order, each with its checks.
+Over 400 lines on purpose: a script of steps told in order, each with its checks.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Cast:
     bob: Account | None = None
     clients: dict[str, ChatClient] = field(default_factory=dict)
     chat: str = ""  # alice and bob's chat
+    first_seq: int = 0  # alice's first message in it
 
 
 def _http(
@@ -113,6 +115,7 @@ class Demo:
             ("Alice and Bob sign up", self.sign_up),
             ("They chat: ticks, typing, last seen", self.chat),
             ("Alice sends a photo; its thumbnail arrives first", self.photo),
+            ("They reply, react, edit, and delete for everyone", self.actions),
             ("Bob goes offline and comes back", self.offline_and_back),
             ("A group of 20 gets a message; the read count rises", self.group),
             ("A replay rebuilds the inbox projection", self.replay),
@@ -217,6 +220,7 @@ class Demo:
         text = "Hi Bob! Coffee later?"
         ack = await a.send_text(text, to=bob.user_id)
         chat = self.cast.chat = ack.chat_id
+        self.cast.first_seq = ack.seq
         self.say("alice", f'→ bob  "{text}"   {self.tick("sent")} (seq {ack.seq})')
         await b.wait_until(lambda: ack.seq in b.chats[chat].messages)
         self.say("bob", f'his phone has it: "{b.text_of(chat, ack.seq)}"')
@@ -252,6 +256,21 @@ class Demo:
         a, b = self.cast.clients["alice"], self.cast.clients["bob"]
         return await send_a_photo(
             self.base, self.queries, self.cast.chat, (alice, a), (bob, b), self.say
+        )
+
+    async def actions(self) -> str:
+        from parley.demo_actions import reply_react_edit_delete
+
+        alice, bob = self.cast.alice, self.cast.bob
+        assert alice is not None and bob is not None
+        a, b = self.cast.clients["alice"], self.cast.clients["bob"]
+        return await reply_react_edit_delete(
+            self.cast.chat,
+            self.cast.first_seq,
+            (alice, a),
+            (bob, b),
+            self.settings.pg_conninfo,
+            self.say,
         )
 
     # 3

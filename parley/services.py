@@ -8,7 +8,11 @@ the HTTP ones answer `/healthz`, the others have logged that they are ready.
 they are then named `commands-1`, `commands-2`… (each its own log and pid file);
 processors and workers share the partitions through their consumer group, and the
 gateways (the commands service) listen on `gateway_base_port + i` behind HAProxy, which
-takes the commands port (`infra/stack/haproxy.py`, docs/scaling.md).
+takes the commands port (`infra/stack/haproxy.py`, docs/scaling.md) and learns of them
+from the registry through `parley serve balancer` (`infra/balancer.py`), started after
+it. The services without HTTP serve `/metrics` on a port of their own
+(`PARLEY_PROCESSOR_METRICS_PORT`…, instance i on that port + i), which `parley stack
+status` shows as their address.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from infra.metrics_http import metrics_port_of
 from infra.settings import Settings
 from infra.stack.haproxy import HAProxy, gateway_ports
 from infra.stack.process import say
@@ -32,6 +37,7 @@ READY = {
     "commands": None,
     "queries": None,
     "notifier": r"event=notifier_(ready|standby)",
+    "balancer": r"event=balancer_synced gateways=[1-9]",
 }
 
 
@@ -51,7 +57,19 @@ class ParleyService(LocalService):
         self.log = self.home / f"{self.name}.log"
         self.pidfile = self.home / f"{self.name}.pid"
         self._log_start = 0
-        self.port_variable = "PARLEY_GATEWAY_BASE_PORT" if port else f"PARLEY_{kind.upper()}_PORT"
+        self.index = index
+        if port:
+            self.port_variable = "PARLEY_GATEWAY_BASE_PORT"
+        elif kind in ("commands", "queries"):
+            self.port_variable = f"PARLEY_{kind.upper()}_PORT"
+        else:
+            self.port_variable = f"PARLEY_{kind.upper()}_METRICS_PORT"
+
+    @property
+    def metrics_port(self) -> int:
+        """Where a service without HTTP serves `/metrics` (0: nowhere)."""
+        base = metrics_port_of(self.settings, self.kind)
+        return base + self.index if base else 0
 
     @property
     def managed(self) -> bool:
@@ -66,6 +84,8 @@ class ParleyService(LocalService):
                 getattr(self.settings, "queries_host", "127.0.0.1"),
                 int(getattr(self.settings, "queries_port", 18081)),
             )
+        if self.metrics_port:
+            return self.settings.metrics_host, self.metrics_port
         return "background", 0
 
     @property
@@ -83,6 +103,8 @@ class ParleyService(LocalService):
         return [sys.executable, "-m", "parley.cli", "serve", self.kind]
 
     def environment(self) -> dict[str, str] | None:
+        if self.index and self.metrics_port:  # one of several: its own metrics port
+            return {**os.environ, self.port_variable: str(self.metrics_port)}
         if not self.port:
             return None
         # A gateway behind the balancer: its own port; browsers still come from the
@@ -118,6 +140,10 @@ def parley_services(settings: Settings) -> list[ParleyService]:
     instances: list[ParleyService] = []
     for kind in READY:
         if kind == "queries" and not _has_queries():
+            continue
+        if kind == "balancer":  # HAProxy's slots from the registry: after the gateways
+            if settings.gateways > 1:
+                instances.append(ParleyService(settings, kind))
             continue
         if kind == "commands" and settings.gateways > 1:
             for i, port in enumerate(gateway_ports(settings), 1):
@@ -181,11 +207,11 @@ def services_up(settings: Settings) -> None:
     front = balancer(settings)
     running = HAProxy(settings)
     if running.pid() is not None and (front is None or not front.configured_as_now()):
-        running.down()  # no longer wanted, or balancing another set of gateways
+        running.down()  # no longer wanted, or configured otherwise
     for service in wanted:
+        if service.kind == "balancer" and front is not None:
+            front.up()  # HAProxy first, then what fills its slots
         service.up()
-    if front is not None:
-        front.up()
 
 
 def services_down(settings: Settings) -> None:

@@ -1,86 +1,77 @@
-"""`parley top`: the live rates and latencies of the HTTP services, from their `/metrics`.
+"""`parley top`: the live rates, latencies and lags of every service, from their `/metrics`.
 
-Every `--interval` seconds it scrapes each gateway (`commands_port`, or each
-`gateway_base_port + i` when there are several) and the queries service, and shows per
-service what changed since the last scrape: connections, frames, commands and acks per
-second, errors per second, the command round trip's p50 and p99 (from the histogram's
-buckets), HTTP requests per second, CPU and memory. `--once` prints one table (two
-scrapes an interval apart) and exits: 0 if every service answered, 3 if one did not.
+Every `--interval` seconds it scrapes each service `parley up` runs (each gateway, each
+processor and workers process, the relay, the notifier, the queries service: their
+`/metrics` addresses from the settings, `infra.metrics_http.metrics_urls`) and shows per
+service what changed since the last scrape: connections, frames, commands and events
+per second, acks and errors per second, the p50 and p99 of the service's main stage
+(from the histogram's buckets), the consumer lag summed over its partitions, HTTP
+requests per second, CPU and memory. `--once` prints one table (two scrapes an interval
+apart) and exits: 0 if every service answered, 3 if one did not.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from infra.metrics_http import metrics_urls
+from infra.metrics_scrape import Samples, quantile, scrape
+from infra.metrics_scrape import total as _sum
 from infra.settings import Settings
 
-SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
-COMMAND_SECONDS = "parley_gateway_command_seconds"
+
+@dataclass(frozen=True)
+class Kind:
+    """What the columns show for one kind of service (empty: nothing, shown `-`)."""
+
+    commands: str = ""
+    events: str = ""
+    errors: str = ""
+    stage: str = ""  # the histogram whose p50 and p99 are shown
+    lag: str = ""
 
 
-def scrape(url: str, timeout_s: float = 2.0) -> dict[str, float] | None:
-    """The samples of `url`/metrics by `name{labels}`, or None if it does not answer."""
-    try:
-        with urllib.request.urlopen(url + "/metrics", timeout=timeout_s) as answer:
-            text = answer.read().decode()
-    except (urllib.error.URLError, OSError):
-        return None
-    samples = {}
-    for line in text.splitlines():
-        found = SAMPLE.match(line)
-        if found and not line.startswith("#"):
-            samples[found.group(1) + (found.group(2) or "")] = float(found.group(3))
-    return samples
+KINDS = {
+    "commands": Kind(
+        commands="parley_gateway_commands_total",
+        errors="parley_gateway_errors_total",
+        stage="parley_gateway_command_seconds",  # a command's round trip
+    ),
+    "processor": Kind(
+        commands="parley_processor_commands_total",
+        errors="parley_processor_errors_total",
+        stage="parley_processor_batch_seconds",  # decided, committed, published
+        lag="parley_processor_consumer_lag",
+    ),
+    "relay": Kind(
+        events="parley_relay_published_total",
+        errors="parley_relay_errors_total",
+        stage="parley_relay_publish_seconds",
+        lag="parley_relay_lag",
+    ),
+    "workers": Kind(
+        events="parley_workers_events_total",
+        errors="parley_workers_retries_total",
+        stage="parley_workers_projected_seconds",  # appended to the topic -> projected
+        lag="parley_workers_consumer_lag",
+    ),
+    "notifier": Kind(
+        events="parley_notifier_events_total",
+        stage="parley_notifier_record_seconds",
+        lag="parley_notifier_consumer_lag",
+    ),
+}
 
 
 def targets(settings: Settings) -> list[tuple[str, str]]:
     """(name, base URL) of every service that serves `/metrics`."""
-    host = settings.commands_host
-    if settings.gateways > 1:
-        gateways = [
-            (f"commands-{i}", f"http://{host}:{settings.gateway_base_port + i}")
-            for i in range(1, settings.gateways + 1)
-        ]
-    else:
-        gateways = [("commands", f"http://{host}:{settings.commands_port}")]
-    return [*gateways, ("queries", f"http://{settings.queries_host}:{settings.queries_port}")]
-
-
-def _sum(samples: dict[str, float], name: str) -> float:
-    """A counter summed over its labels."""
-    return sum(v for k, v in samples.items() if k == name or k.startswith(name + "{"))
-
-
-def quantile(before: dict[str, float], after: dict[str, float], name: str, q: float) -> float:
-    """The q-quantile (seconds) of what `name` observed between two scrapes, interpolated
-    within its bucket as Prometheus' `histogram_quantile` does; NaN if nothing was."""
-    buckets = []
-    for key, value in after.items():
-        found = re.fullmatch(rf'{name}_bucket\{{le="([^"]+)"\}}', key)
-        if found:
-            buckets.append((float(found.group(1)), value - before.get(key, 0.0)))
-    buckets.sort()
-    total = buckets[-1][1] if buckets else 0.0
-    if total <= 0:
-        return float("nan")
-    rank, lower, below = q * total, 0.0, 0.0
-    for bound, cumulative in buckets:
-        if cumulative >= rank:
-            if bound == float("inf"):
-                return lower
-            inside = cumulative - below
-            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
-        lower, below = bound, cumulative
-    return lower
+    return list(metrics_urls(settings).items())
 
 
 @dataclass
@@ -90,47 +81,49 @@ class Row:
     cells: list[str]
 
 
+def _rate(old: Samples, new: Samples, metric: str, seconds: float) -> str:
+    if not metric:
+        return "-"
+    return f"{(_sum(new, metric) - _sum(old, metric)) / seconds:,.1f}"
+
+
+def _ms(old: Samples, new: Samples, histogram: str, q: float) -> str:
+    value = quantile(old, new, histogram, q) * 1000 if histogram else float("nan")
+    return "-" if value != value else f"{value:.1f}"
+
+
 def rows(
-    names: list[str], before: list[dict[str, float] | None], after: list[dict[str, float] | None],
-    seconds: float,
-) -> list[Row]:  # fmt: skip
+    names: list[str], before: list[Samples | None], after: list[Samples | None], seconds: float
+) -> list[Row]:
     out = []
     for name, old, new in zip(names, before, after, strict=True):
         if old is None or new is None:
-            out.append(Row(name, False, ["down"] + [""] * 9))
+            out.append(Row(name, False, ["down"] + [""] * (len(HEADERS) - 2)))
             continue
-
-        def rate(metric: str, old: dict[str, float] = old, new: dict[str, float] = new) -> str:
-            return f"{(_sum(new, metric) - _sum(old, metric)) / seconds:,.1f}"
-
-        p50 = quantile(old, new, COMMAND_SECONDS, 0.5) * 1000
-        p99 = quantile(old, new, COMMAND_SECONDS, 0.99) * 1000
-        cpu = (new["process_cpu_seconds_total"] - old["process_cpu_seconds_total"]) / seconds
+        kind = KINDS.get(name.split("-")[0], Kind())
         gateway = "parley_gateway_connections" in new
-        out.append(
-            Row(
-                name,
-                True,
-                [
-                    f"{new['parley_gateway_connections']:,.0f}" if gateway else "-",
-                    rate("parley_gateway_frames_total") if gateway else "-",
-                    rate("parley_gateway_commands_total") if gateway else "-",
-                    rate("parley_gateway_acks_total") if gateway else "-",
-                    rate("parley_gateway_errors_total") if gateway else "-",
-                    "-" if p50 != p50 else f"{p50:.1f}",
-                    "-" if p99 != p99 else f"{p99:.1f}",
-                    rate("parley_http_requests_total"),
-                    f"{cpu * 100:.0f}%",
-                    f"{new['process_resident_memory_bytes'] / 2**20:,.0f}",
-                ],
-            )
-        )
+        cpu = (new["process_cpu_seconds_total"] - old["process_cpu_seconds_total"]) / seconds
+        cells = [
+            f"{new['parley_gateway_connections']:,.0f}" if gateway else "-",
+            _rate(old, new, "parley_gateway_frames_total" if gateway else "", seconds),
+            _rate(old, new, kind.commands, seconds),
+            _rate(old, new, kind.events, seconds),
+            _rate(old, new, "parley_gateway_acks_total" if gateway else "", seconds),
+            _rate(old, new, kind.errors, seconds),
+            _ms(old, new, kind.stage, 0.5),
+            _ms(old, new, kind.stage, 0.99),
+            f"{_sum(new, kind.lag):,.0f}" if kind.lag else "-",
+            _rate(old, new, "parley_http_requests_total", seconds),
+            f"{cpu * 100:.0f}%",
+            f"{new['process_resident_memory_bytes'] / 2**20:,.0f}",
+        ]
+        out.append(Row(name, True, cells))
     return out
 
 
 HEADERS = [
-    "service", "conns", "frames/s", "commands/s", "acks/s", "errors/s",
-    "cmd p50 ms", "cmd p99 ms", "http/s", "cpu", "rss MiB",
+    "service", "conns", "frames/s", "commands/s", "events/s", "acks/s", "errors/s",
+    "p50 ms", "p99 ms", "lag", "http/s", "cpu", "rss MiB",
 ]  # fmt: skip
 
 

@@ -11,7 +11,8 @@ they are opened on the settings' servers, given to the service, and closed after
   the object store (`MediaUploads`);
 - the queries service: its PostgreSQL pool, Redis, the token checker and the object
   store's URL signer (`ReadSide`);
-- the notifier: the push providers the settings configure (`push_providers`).
+- the notifier: the push providers the settings configure (`push_providers`);
+- the balancer's sync: the registry's watch and HAProxy's runtime API.
 
 The relay and the Faust workers open their connections in `streams/` still: they have
 one adapter each and no test that would hand them another. Before any service starts,
@@ -48,6 +49,7 @@ from commands.processor.processor import CommandProcessor
 from commands.ratelimit import RateLimiter, buckets_from_settings
 from commands.service import run_commands_service
 from infra.auth import Passwords, Tokens
+from infra.balancer import BalancerSync, RuntimeApi, api_paths
 from infra.event_store import open_store
 from infra.health import Health
 from infra.leases import LeasedSnowflake, WorkerLease
@@ -115,6 +117,26 @@ def run_notifier(settings: Settings, stop: threading.Event) -> None:
     async def main() -> None:
         async with push_http(settings) as client:
             await notifier.run(settings, stop, push_providers(settings, client))
+
+    asyncio.run(main())
+
+
+def run_balancer(settings: Settings, stop: threading.Event) -> None:
+    """HAProxy's gateway slots kept equal to the registry's live gateways until `stop`."""
+
+    async def main() -> None:
+        registry = open_registry(settings)
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        threading.Thread(
+            target=lambda: (stop.wait(), loop.call_soon_threadsafe(stopped.set)), daemon=True
+        ).start()
+        try:
+            watch = registry.watch(settings.registry_report_s)
+            apis = [RuntimeApi(path) for path in api_paths(settings)]
+            await BalancerSync(settings, watch, apis).run(stopped)
+        finally:
+            await registry.close()
 
     asyncio.run(main())
 

@@ -3,11 +3,13 @@
 A message sent while its chat's timer was on has `expires_at` (its time plus the timer,
 set by the messages projection). `erase_expired` turns every message whose time is up
 into the tombstone a delete leaves (`Projector._on_delete`: no body, media or quote;
-its edits lose their text, its versions and reactions go, replies show their quote
-deleted) and empties the recent-messages cache of their chats. The workers run it every
-`PARLEY_MESSAGE_EXPIRY_INTERVAL_S`: the state it works from is the table itself, so a
-restart (or a rebuild, which projects expired messages again) loses nothing, and an
-expired message is erased at most one interval after its time. Clients and the query
+its edits and reactions lose their text, its versions and reactions go, replies show
+their quote deleted) and empties the recent-messages cache of their chats. The workers
+run it every `PARLEY_MESSAGE_EXPIRY_INTERVAL_S`, then erase the keys of what the event
+log keeps of those messages (`infra.message_keys`, by their own `expires_at`). The
+state both work from is in the tables, so a restart (or a rebuild, which projects
+expired messages again) loses nothing, and an expired message is erased at most one
+interval after its time. Clients and the query
 API hide it from its time on (`expired`).
 """
 
@@ -29,7 +31,7 @@ _ERASE = (
     "  edited_at = NULL, deleted_at = expires_at "
     "  WHERE expires_at <= %(now)s AND deleted_at IS NULL RETURNING chat_id, seq), "
     "edits AS (UPDATE {s}.messages m SET body = '' FROM gone "
-    "  WHERE m.chat_id = gone.chat_id AND m.ref = gone.seq AND m.kind = 'edit'), "
+    "  WHERE m.chat_id = gone.chat_id AND m.ref = gone.seq AND m.kind IN ('edit', 'reaction')), "
     "quotes AS (UPDATE {s}.messages m "
     "  SET quote = jsonb_build_object('seq', gone.seq, 'deleted', true) FROM gone "
     "  WHERE m.chat_id = gone.chat_id AND m.ref = gone.seq "

@@ -211,7 +211,7 @@ class ReadModel:
                 target.body, target.media, target.quote = "", None, None
                 target.edited_at, target.deleted_at = None, e.timestamp
             for row in [r for (c, _), r in self.messages.items() if c == chat_id]:
-                if row.ref == ref and row.kind == "edit":
+                if row.ref == ref and row.kind in ("edit", "reaction"):
                     row.body = ""
                 elif row.ref == ref and row.kind not in NOTICE_KINDS:
                     row.quote = {"seq": ref, "deleted": True}

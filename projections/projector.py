@@ -364,12 +364,13 @@ class Projector:
 
     async def _on_delete(self, cur: AsyncCursor[Any], keys: dict[str, Any], p: Any) -> None:
         """A tombstone: the message, its edits, its versions and its reactions lose their
-        content; the replies quoting it show it deleted."""
+        content (a reaction's message keeps no emoji); the replies quoting it show it
+        deleted."""
         for statement in (
             "UPDATE {s}.messages SET body = '', media = NULL, quote = NULL, edited_at = NULL, "
             "deleted_at = %(at)s WHERE chat_id = %(chat)s AND seq = %(ref)s",
             "UPDATE {s}.messages SET body = '' WHERE chat_id = %(chat)s AND ref = %(ref)s "
-            "AND kind = 'edit'",
+            "AND kind IN ('edit', 'reaction')",
             "UPDATE {s}.messages SET quote = jsonb_build_object('seq', %(ref)s, 'deleted', true) "
             "WHERE chat_id = %(chat)s AND ref = %(ref)s "
             "AND kind NOT IN ('reaction', 'edit', 'delete', 'timer')",

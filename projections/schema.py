@@ -3,7 +3,8 @@
 `migrate(settings)` creates every table Parley keeps in PostgreSQL besides the event
 stores (which the eventsourcing library creates): the read model in `read`, and
 `OWN_TABLES`, the tables written outside the projections (the user directory, last seen,
-the relay's position, replay runs, media uploads). The composition root runs it before any service
+the relay's position, replay runs, media uploads, the message keys; the event store
+creates these too when it opens). The composition root runs it before any service
 starts (`parley up`, `parley serve`); nothing else creates tables at start-up.
 
 Every projection lives in one PostgreSQL schema (`read` when live); a rebuild fills a
@@ -32,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from infra.message_keys import KEYS_DDL
 from infra.settings import Settings
 from projections.directory import DIRECTORY_DDL
 from projections.key_store import E2E_DDL
@@ -309,6 +311,7 @@ OWN_TABLES = (
     *MEDIA_DDL,
     *PUSH_DDL,
     *E2E_DDL,
+    *KEYS_DDL,
 )
 """Created with the live schema, each `IF NOT EXISTS`: tables no projection rebuilds."""
 

@@ -30,7 +30,10 @@ _CARRIED_BY = sql.SQL(
     "AND media->>'media_id' = %s ORDER BY seq"
 ).format(s=sql.Identifier(LIVE_SCHEMA))
 # Media sent but never delivered is deleted after the inbox's retention (docs/media.md).
-_EXPIRED = "SELECT 1 FROM media.uploads WHERE media_id = %s AND fate IN ('expiring', 'expired')"
+_EXPIRED = (
+    "SELECT 1 FROM media.uploads WHERE media_id = %s "
+    "AND fate IN ('expiring', 'expired', 'erasing', 'erased')"
+)
 
 
 async def media_download(request: Request, identity: Identity) -> Response:

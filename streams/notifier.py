@@ -39,6 +39,7 @@ from infra.settings import Settings
 from infra.topics import EVENTS, PUSH_DEAD
 from projections.projector import NOTICE_KINDS
 from projections.push_store import PUSH_SCHEMA
+from streams import notifier_metrics as metrics
 from streams.push_dispatch import Sender, due_groups, fan_out
 
 log = logging.getLogger("parley.notifier")
@@ -138,9 +139,11 @@ async def consume(settings: Settings, stop: asyncio.Event) -> None:
             ]
             if not values:
                 continue
-            rows = pending_rows(values, settings, datetime.now(UTC))
-            await enqueue(conn, rows)
-            await withdraw(conn, withdrawals(values))
+            metrics.note_batch(consumer, batches, len(values))
+            with metrics.RECORD_SECONDS.time():
+                rows = pending_rows(values, settings, datetime.now(UTC))
+                await enqueue(conn, rows)
+                await withdraw(conn, withdrawals(values))
             await consumer.commit()
     finally:
         await conn.close()

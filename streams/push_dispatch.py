@@ -37,6 +37,7 @@ from infra.settings import Settings
 from projections.directory import DIRECTORY_SCHEMA
 from projections.push_store import PUSH_SCHEMA
 from projections.schema import LIVE_SCHEMA
+from streams import notifier_metrics
 
 log = logging.getLogger("parley.notifier")
 
@@ -285,6 +286,7 @@ class Sender:
 
 
 def _log(group: Group, result: Result) -> None:
+    notifier_metrics.PUSHES.inc(result.outcome.value)
     log.info(
         "event=push provider=%s outcome=%s status=%d user=%s device=%s chat=%s messages=%d",
         group.provider,

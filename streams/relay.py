@@ -30,6 +30,7 @@ from infra.producer import Publisher, Stopped
 from infra.retry import Backoff
 from infra.settings import Settings
 from infra.topics import EVENTS
+from streams import relay_metrics as metrics
 
 log = logging.getLogger("parley.relay")
 
@@ -121,13 +122,15 @@ class Relay:
                     # the next few milliseconds into one read and one produce.
                     stop.wait(self.settings.relay_linger_ms / 1000)
                 continue
-            self.publisher.publish(self._encode(notifications), stop)
+            with metrics.PUBLISH_SECONDS.time():
+                self.publisher.publish(self._encode(notifications), stop)
             positions = [n.id for n in notifications]
             if self.on_published is not None:
                 self.on_published(positions)
             self.position = positions[-1]
             self.conn.execute(RECORD_POSITION, (self.settings.relay_name, self.position))
             self.published += len(positions)
+            metrics.note_batch(self.settings, len(positions), self.position, self._head)
             self._unreported[0] += len(positions)
             self._unreported[1] += 1
             self._report(idle=False)
@@ -145,6 +148,9 @@ class Relay:
             )
             self._unreported = [0, 0]
             self._reported_at = now
+
+    def _head(self) -> int:
+        return max_position(self.store)
 
     def _encode(self, notifications: Sequence[Notification]) -> list[tuple[bytes, bytes]]:
         to_event = self.store.mapper.to_domain_event
@@ -193,6 +199,7 @@ def run_relay(
             except Exception as exc:
                 if relay is not None and relay.published:
                     backoff.reset()  # it worked for a while: a new failure, not the same one
+                metrics.ERRORS.inc(type(exc).__name__)
                 log.warning(
                     "event=relay_error error=%s detail=%r retry_in=%.1fs",
                     type(exc).__name__,

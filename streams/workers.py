@@ -27,6 +27,7 @@ from psycopg.pq import TransactionStatus
 
 from infra.log_envelope import EnvelopeError, decode_envelope
 from infra.lua import execute
+from infra.message_keys import erase_expired_keys
 from infra.retry import Backoff
 from infra.settings import Settings
 from infra.topics import EVENTS
@@ -34,10 +35,12 @@ from projections.bulk import BulkProjector
 from projections.cache import members_by_chat, members_query, plan_cache, queue_cache, unread_query
 from projections.cache_heal import CHECK_EVERY_S, CacheWatch
 from projections.expiry import erase_expired
+from projections.opening import open_live
 from projections.projector import Projector, Record, expire_inbox
 from projections.replay.locks import WORKER_LOCK, WORKER_UNLOCK
 from projections.schema import LIVE_SCHEMA
 from projections.upcasting import upcast_envelope
+from streams import workers_metrics as metrics
 
 log = logging.getLogger("parley.workers")
 
@@ -100,7 +103,8 @@ def create_app(settings: Settings) -> faust.App:
         pace = Pace()
         manual = stream.noack()  # type: ignore[attr-defined]  # acked below, once applied
         try:
-            async for events in ready_batches(manual, settings.workers_batch_max):
+            linger_s = settings.workers_linger_ms / 1000
+            async for events in ready_batches(manual, settings.workers_batch_max, linger_s):
                 started = time.monotonic()
                 taken_at = time.time()
                 records = decode_batch(
@@ -113,6 +117,7 @@ def create_app(settings: Settings) -> faust.App:
                     [done_at - e.message.timestamp for e in events],
                 )
                 pace.batch(len(events), time.monotonic() - started)
+                metrics.note_lags(app.consumer, events)
                 for event in events:
                     await manual.ack(event)
                 yield None
@@ -138,13 +143,15 @@ def create_app(settings: Settings) -> faust.App:
     @app.timer(interval=settings.message_expiry_interval_s)  # type: ignore[untyped-decorator]
     async def disappear() -> None:
         try:
+            now = datetime.now(UTC)
             async with await _connect(settings) as conn:
-                gone = await erase_expired(conn, watch_redis, datetime.now(UTC))
+                gone = await erase_expired(conn, watch_redis, now)
+                keys = await erase_expired_keys(conn, now)  # what the log keeps of them
         except (psycopg.OperationalError, aioredis.RedisError, OSError) as exc:
             log.warning("event=message_expiry_failed error=%s", type(exc).__name__)
             return
-        if gone:
-            log.info("event=messages_expired messages=%d", len(gone))
+        if gone or keys:
+            log.info("event=messages_expired messages=%d keys=%d", len(gone), keys)
 
     return app
 
@@ -166,12 +173,19 @@ class Pace:
     def lags(self, taken: list[float], done: list[float]) -> None:
         self.taken += taken
         self.done += done
+        for lag in done:
+            metrics.PROJECTED_SECONDS.observe(lag)
 
     def stages(self, marks: list[float]) -> None:
         for i in range(len(self.stage_s)):
             self.stage_s[i] += marks[i + 1] - marks[i]
+        metrics.POSTGRES_SECONDS.observe(marks[1] - marks[0])
+        metrics.REDIS_SECONDS.observe(marks[2] - marks[1])
 
     def batch(self, events: int, took_s: float) -> None:
+        metrics.BATCH_SECONDS.observe(took_s)
+        metrics.BATCH_EVENTS.observe(events)
+        metrics.EVENTS.inc(amount=events)
         self.batches += 1
         self.events += events
         self.busy_s += took_s
@@ -202,7 +216,9 @@ def _p99(values: list[float]) -> float:
     return sorted(values)[int(0.99 * (len(values) - 1))] if values else 0.0
 
 
-async def ready_batches(stream: Any, max_events: int) -> AsyncIterator[list[Any]]:
+async def ready_batches(
+    stream: Any, max_events: int, linger_s: float = 0.0
+) -> AsyncIterator[list[Any]]:
     """The stream's events in batches of what is ready: a batch ends at `max_events` or
     when no further event is waiting in the stream's queue, and the next one starts
     with whatever arrived meanwhile.
@@ -216,8 +232,15 @@ async def ready_batches(stream: Any, max_events: int) -> AsyncIterator[list[Any]
     """
     queue = stream.channel.queue
     batch: list[Any] = []
+    first = 0.0
     async for event in stream.events():
+        if not batch:
+            first = time.monotonic()
         batch.append(event)
+        if len(batch) < max_events and queue.empty() and linger_s > 0:
+            wait = first + linger_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
         if len(batch) < max_events and not queue.empty():
             continue
         yield batch
@@ -235,6 +258,7 @@ def decode_batch(values: list[tuple[int, int, bytes]]) -> list[Record]:
             envelope = upcast_envelope(decode_envelope(value))
         except EnvelopeError as exc:
             log.error("event=bad_envelope partition=%d offset=%d error=%s", partition, offset, exc)
+            metrics.BAD_ENVELOPES.inc()
             continue
         records.append(Record(partition, offset, envelope))
     return records
@@ -257,17 +281,22 @@ async def _apply_until_done(
     """Apply a batch, retrying with backoff while PostgreSQL or Redis is unreachable.
 
     A retry applies the whole batch again: what PostgreSQL committed is skipped by its
-    checkpoints, and the Redis writes and pushes are computed from the records again."""
+    checkpoints, and the Redis writes and pushes are computed from the records again.
+    The sealed content is opened first, once (`projections.opening`: one round trip)."""
     backoff = Backoff()
+    plain: list[Record] | None = None
     while True:
         try:
             if conn.closed:
                 conn = await _connect(settings)
-            applied = await apply_live(conn, redis, projector, records, pace)
+            if plain is None:
+                plain = await open_live(conn, records)
+            applied = await apply_live(conn, redis, projector, plain, pace)
             if records:
                 log.debug("event=projected records=%d applied=%d", len(records), applied)
             return conn
         except (psycopg.OperationalError, aioredis.RedisError, OSError) as exc:
+            metrics.RETRIES.inc(type(exc).__name__)
             log.warning(
                 "event=projection_retry in=%.1fs error=%s", backoff.delay, type(exc).__name__
             )

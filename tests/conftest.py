@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from infra.metrics_http import BACKGROUND
 from infra.objectstore import ObjectStore
 from infra.scratch import delete_topics, fresh_database, redis_db
 from infra.settings import Settings, load_settings
@@ -53,6 +54,9 @@ def settings(base_settings: Settings) -> Iterator[Settings]:
             "PARLEY_EVENTS_PARTITIONS": str(test.events_partitions),
             "PARLEY_COMMANDS_PARTITIONS": str(test.commands_partitions),
             "PARLEY_S3_BUCKET": test.s3_bucket,
+            # No `/metrics` port for the services tests start, unless a test gives one:
+            # several runs (and `parley up`) share this machine's default ports.
+            **{f"PARLEY_{kind.upper()}_METRICS_PORT": "0" for kind in BACKGROUND},
         }
     )
     objects = ObjectStore(test)

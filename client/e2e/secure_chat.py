@@ -217,7 +217,9 @@ class SecureChat:
 
     # Groups
 
-    async def send_group(self, chat_id: str, members: list[str], text: str) -> Ack:
+    async def send_group(
+        self, chat_id: str, members: list[str], text: str, local_id: str | None = None
+    ) -> Ack:
         """Encrypt once with our sender key for the group and send; hand the key first
         to every member device that does not have it (a new key after a member left)."""
         await self._share_sender_key(chat_id, members)
@@ -230,10 +232,16 @@ class SecureChat:
         body = json.dumps(wire).encode()
         self.save()  # the chain moved: never reuse a step
         fields = {"kind": "ciphertext", "body": b64(body)}
-        ack = await self.chat.send_fields(fields, body, chat_id=chat_id)
+        ack = await self.chat.send_fields(fields, body, chat_id=chat_id, local_id=local_id)
         self.plain.setdefault(chat_id, {})[str(ack.seq)] = {"type": "text", "text": text}
         self.save()
         return ack
+
+    async def share_sender_key(self, chat_id: str, members: list[str]) -> None:
+        """Hand our sender key for the group to every member that does not have it yet
+        (`send_group` does this first; a client may do it ahead of its first message)."""
+        await self._share_sender_key(chat_id, members)
+        self.save()
 
     async def _share_sender_key(self, chat_id: str, members: list[str]) -> None:
         current = sorted(set(members) | {self.account.user_id})
@@ -271,20 +279,26 @@ class SecureChat:
                 pending.append((chat_id, seq, message))
         pending.sort(key=lambda item: "kid" in _wire(item[2]))  # envelopes first
         for chat_id, seq, message in pending:
-            try:
-                content = await self._open(chat_id, message)
-            except SessionError as exc:
-                self.failed.setdefault(chat_id, {})[str(seq)] = str(exc)
-                continue
-            self.failed.get(chat_id, {}).pop(str(seq), None)
-            self.plain.setdefault(chat_id, {})[str(seq)] = content
-            if content.get("type") == "sender_key":
-                sender = message["sender"]
-                name = f"{content['chat_id']}/{sender}/{_wire(message).get('sd')}"
-                self.peer_keys[f"{name}/{content['key_id']}"] = PeerSenderKey.from_distribution(
-                    content
-                )
+            await self.open_message(chat_id, seq, message)
         self.save()
+
+    async def open_message(
+        self, chat_id: str, seq: int, message: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Decrypt one ciphertext message and keep its content (a sender key it carries
+        too); None when it does not open (kept in `failed`). The caller saves."""
+        try:
+            content = await self._open(chat_id, message)
+        except SessionError as exc:
+            self.failed.setdefault(chat_id, {})[str(seq)] = str(exc)
+            return None
+        self.failed.get(chat_id, {}).pop(str(seq), None)
+        self.plain.setdefault(chat_id, {})[str(seq)] = content
+        if content.get("type") == "sender_key":
+            sender = message["sender"]
+            name = f"{content['chat_id']}/{sender}/{_wire(message).get('sd')}"
+            self.peer_keys[f"{name}/{content['key_id']}"] = PeerSenderKey.from_distribution(content)
+        return content
 
     async def _open(self, chat_id: str, message: dict[str, Any]) -> dict[str, Any]:
         wire = _wire(message)

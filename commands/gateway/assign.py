@@ -2,10 +2,11 @@
 
 The seed's alternative to a balancer: a client asks any gateway (through the balancer or
 not) which one to connect to, then opens its WebSocket there. The answer comes from the
-registry of live gateways (`infra.registry`: Redis or ZooKeeper), the one with the
-fewest connections as last reported (every `registry_report_s`). A gateway that drains
-has left the registry; one that died is gone within its lease or session timeout.
-No token needed: the answer names a gateway, nothing about users.
+gateway's watched cache of the registry of live gateways (`infra.registry.GatewayWatch`:
+ZooKeeper's watches, or Redis listed every `registry_report_s`), so a request reads
+memory, not the registry: the gateway with the fewest connections as last reported. A
+gateway that drains has left the registry; one that died is gone within its lease or
+session timeout. No token needed: the answer names a gateway, nothing about users.
 """
 
 from __future__ import annotations
@@ -16,18 +17,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from infra.registry import least_loaded
+from infra.registry import RegistryUnavailable, least_loaded
 from infra.web import error_response
 
 log = logging.getLogger("parley.gateway")
 
 
 async def assign(request: Request) -> JSONResponse:
-    registry = request.app.state.gateway.registry
     try:
-        live = await registry.live()
-    except Exception as exc:  # the registry is down: say so, never a 500
-        log.warning("event=assign_failed error=%s", type(exc).__name__)
+        live = request.app.state.gateway.gateways.gateways()
+    except RegistryUnavailable:  # not read once yet: say so, never a 500
+        log.warning("event=assign_failed error=registry_unread")
         return error_response("unavailable", "the gateway registry does not answer", 503)
     chosen = least_loaded(live)
     if chosen is None:

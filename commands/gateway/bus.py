@@ -17,8 +17,6 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-
 from commands.command import Command, CommandType, Outcome, reply_channel
 from commands.gateway.outbox import Outbox
 from infra.health import Health
@@ -46,7 +44,6 @@ class CommandBus:
         self._sends: dict[str, tuple[bytes, bytes]] = {}
         # Quiet commands: command id -> (when to forget it, what to do if it failed).
         self._quiet: OrderedDict[str, tuple[float, Callable[[Outcome], None]]] = OrderedDict()
-        self._producer: AIOKafkaProducer | None = None
         self._listener: Subscription | None = None
         self._outbox: Outbox | None = None
 
@@ -60,20 +57,12 @@ class CommandBus:
             on_subscribed=self._ask_again,
         )
         await self._listener.start()
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=1,
-        )
-        await self._producer.start()
-        self._outbox = Outbox(self._producer, self.topic)
+        self._outbox = Outbox(self.settings, self.topic, f"parley-gateway-{self.reply_to}")
+        self._outbox.start()
 
     async def stop(self) -> None:
         if self._outbox is not None:
             await self._outbox.stop()
-        if self._producer is not None:
-            await self._producer.stop()
         if self._listener is not None:
             await self._listener.stop()
         for future in self._pending.values():
@@ -101,9 +90,13 @@ class CommandBus:
         wait = self.settings.command_timeout_s if timeout_s is None else timeout_s
 
         async def outcome() -> Outcome:
+            # One deadline for both: Kafka taking the command (the producer retries it
+            # until Kafka is back) and its outcome.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait
             try:
-                await delivery
-                return await asyncio.wait_for(future, wait)
+                await asyncio.wait_for(asyncio.shield(delivery), wait)
+                return await asyncio.wait_for(future, max(deadline - loop.time(), 0.0))
             finally:
                 self._pending.pop(key, None)
                 self._sends.pop(key, None)

@@ -120,6 +120,7 @@ class Gateway:
         self.bus = adapters.bus
         self.pool = adapters.pool
         self.registry = adapters.registry
+        self.gateways = adapters.registry.watch(settings.registry_report_s)  # assign.py
         self.connections: dict[str, Connection] = {}
         self.draining = False
         self.health_checks = 0  # `/healthz` requests answered: a balancer watches us
@@ -156,6 +157,7 @@ class Gateway:
         await self.bus.start()
         await self._routes.start()
         await self.registry.join(GatewayRecord(self.id, url, 0))
+        await self.gateways.start()
         metrics.CONNECTIONS.read = lambda: len(self.connections)
         self._tasks = [
             asyncio.create_task(self.presence.heartbeat(), name="gateway-heartbeat"),
@@ -188,6 +190,7 @@ class Gateway:
         await self.presence.forget(list(self.connections.values()))
         with contextlib.suppress(Exception):
             await self.registry.leave()
+        await self.gateways.close()
         with contextlib.suppress(Exception):
             await self.registry.close()
         await self.bus.stop()

@@ -1,146 +1,144 @@
-"""Records to one Kafka topic, batched per partition without blocking the caller.
+"""Records to one Kafka topic through librdkafka, without blocking the event loop.
 
-`AIOKafkaProducer.send` costs a metadata wait, a partitioner call and a future per
-record, and makes its caller wait whenever the partition's batch is in flight (the
-idempotent producer keeps one per partition): a gateway's read loop then stalls for a
-Kafka round trip. `Outbox.append` only queues the record; one task per partition
-drains that partition's queue in order into batches (`create_batch`/`send_batch`), so
-records that arrive while a batch is in flight go out together in the next one.
-Order per partition is call order; the partition is the producer's default for the
-key (murmur2, as every other producer of the topic computes it).
+`Outbox.append` hands the record to librdkafka's producer (`infra.producer`'s shared
+configuration: idempotent, acks=all, murmur2 partitions, ordered per partition while it
+retries) and returns a future set once Kafka has the record. librdkafka batches in its
+own threads, per partition and across partitions into one request per
+`PARLEY_GATEWAY_LINGER_MS`; a thread of the outbox waits for its delivery reports and
+settles their futures on the event loop, one wake-up of the loop per report batch. The
+gateway's Kafka client was aiokafka, which encoded every batch in Python on the event
+loop (docs/performance.md, "The gateway's producer").
+
+Order per key is call order. A record Kafka cannot take now is retried inside the
+producer until Kafka is back (it never expires there); the gateway bounds its own wait
+(`CommandBus`), and a command that lands after its sender gave up is answered to no
+one and recognised when resent (commands are idempotent). A fatal producer error fails
+what it held and the next record starts a new producer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
+import logging
+import threading
+from functools import partial
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import MessageSizeTooLargeError
-from aiokafka.partitioner import DefaultPartitioner
+from confluent_kafka import KafkaError, KafkaException, Producer
 
-PARTITION_CACHE = 100_000
-"""Keys whose partition is remembered (chat ids: murmur2 in Python is not free)."""
+from infra.producer import librdkafka_logger, producer_config
+from infra.settings import Settings
+
+log = logging.getLogger("parley.outbox")
+
 MAX_RECORD_BYTES = 1_000_000
-"""Larger records are refused before they reach a batch: one the broker refuses would
-break the idempotent producer's sequence for every batch after it (as `send` checks
-against `max_request_size`, 1 MiB by default)."""
+"""Larger records are refused before they reach the producer (the broker's default
+limit is 1 MiB: one it refused would fail, and take the client's time, for nothing)."""
+POLL_S = 0.2
+"""How long the report thread waits for a delivery report before it looks at `stop`."""
 
 
-Record = tuple[bytes, bytes, asyncio.Future[None]]
-"""(key, value, set once Kafka has it)"""
+class RecordTooLarge(Exception):
+    """The record is over `MAX_RECORD_BYTES`."""
+
+
+class Unavailable(Exception):
+    """The producer could not take or deliver the record."""
+
+
+Report = tuple[asyncio.Future[None], KafkaError | None]
 
 
 class Outbox:
     """Queue records for `topic`; each `append` returns a future set once Kafka has it."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
-        self._producer = producer
+    def __init__(self, settings: Settings, topic: str, client_id: str) -> None:
+        self._config = producer_config(settings, client_id)
+        self._config["linger.ms"] = settings.gateway_linger_ms
         self._topic = topic
-        self._partitions: list[int] = []
-        self._partition_of: dict[bytes, int] = {}
-        self._queues: dict[int, deque[Record]] = {}
-        self._drainers: dict[int, asyncio.Task[None]] = {}
-        # Until the topic's partitions are known, records wait here, in order.
-        self._unplaced: deque[Record] = deque()
-        self._placer: asyncio.Task[None] | None = None
+        self._producer: Producer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reports: list[Report] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._retired: list[Producer] = []  # failed for good: their last reports to collect
 
-    async def stop(self) -> None:
-        """Wait for what was appended to be handed over (then stop the producer)."""
-        while self._drainers or self._placer is not None:
-            tasks = [*self._drainers.values(), *([self._placer] if self._placer else [])]
-            await asyncio.gather(*tasks, return_exceptions=True)
+    def start(self) -> None:
+        """Begin on the running loop: the producer and its report thread."""
+        self._loop = asyncio.get_running_loop()
+        self._producer = self._new_producer()
+        self._thread = threading.Thread(target=self._wait_for_reports, name="outbox-reports")
+        self._thread.daemon = True
+        self._thread.start()
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Wait (up to `timeout_s`) for what was appended to reach Kafka, then stop."""
+        producer = self._producer
+        if producer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, producer.flush, timeout_s)
+        self._stopping.set()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        self._settle()
 
     def append(self, key: bytes, value: bytes) -> asyncio.Future[None]:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        assert self._loop is not None, "start() the outbox first"
+        done: asyncio.Future[None] = self._loop.create_future()
         if len(key) + len(value) > MAX_RECORD_BYTES:
-            done.set_exception(MessageSizeTooLargeError())
+            done.set_exception(RecordTooLarge())
             return done
-        if not self._partitions or self._unplaced:
-            self._unplaced.append((key, value, done))
-            if self._placer is None:
-                self._placer = asyncio.create_task(self._place(), name="outbox-place")
-        else:
-            self._queue((key, value, done))
+        if self._producer is None:  # the last one failed for good
+            self._producer = self._new_producer()
+            log.info("event=producer_replaced")
+        try:
+            self._producer.produce(
+                self._topic, value=value, key=key, on_delivery=partial(self._delivered, done)
+            )
+        except BufferError:  # librdkafka's queue is full: Kafka has been away a while
+            done.set_exception(Unavailable("the producer's queue is full"))
+        except KafkaException as exc:
+            done.set_exception(Unavailable(str(exc)))
         return done
 
-    def _queue(self, record: Record) -> None:
-        key = record[0]
-        partition = self._partition_of.get(key)
-        if partition is None:
-            partition = _DEFAULT(key, self._partitions, self._partitions)
-            if len(self._partition_of) >= PARTITION_CACHE:
-                self._partition_of.clear()
-            self._partition_of[key] = partition
-        self._queues.setdefault(partition, deque()).append(record)
-        if partition not in self._drainers:
-            self._drainers[partition] = asyncio.create_task(
-                self._drain(partition), name=f"outbox-{partition}"
-            )
+    def _new_producer(self) -> Producer:
+        return Producer(self._config, logger=librdkafka_logger("gateway"))
 
-    async def _place(self) -> None:
-        """Learn the topic's partitions, then queue the records that waited, in order;
-        if the topic cannot be found, they fail (the next record tries again)."""
-        try:
-            self._partitions = sorted(await self._producer.partitions_for(self._topic))
-        except Exception as exc:
-            failed = list(self._unplaced)
-            self._unplaced.clear()
-            _settle([done for _, _, done in failed], exc)
-        else:
-            while self._unplaced:
-                self._queue(self._unplaced.popleft())
-        finally:
-            self._placer = None
+    def _delivered(self, done: asyncio.Future[None], error: KafkaError | None, _: Any) -> None:
+        """In the report thread: keep the report; wake the loop once per batch of them."""
+        if error is not None and error.fatal() and self._producer is not None:
+            log.error("event=producer_fatal error=%s", error.str())
+            retired, self._producer = self._producer, None  # the next record starts one
+            retired.purge(in_queue=True, in_flight=True, blocking=False)
+            self._retired.append(retired)
+        with self._lock:
+            self._reports.append((done, error))
+            first = len(self._reports) == 1
+        if first and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed while stopping
+                self._loop.call_soon_threadsafe(self._settle)
 
-    async def _drain(self, partition: int) -> None:
-        queue = self._queues[partition]
-        try:
-            while queue:
-                batch = self._producer.create_batch()
-                waiting: list[asyncio.Future[None]] = []
-                while queue:
-                    key, value, done = queue[0]
-                    if batch.append(key=key, value=value, timestamp=None) is None:
-                        if not waiting:  # alone it does not fit a batch
-                            queue.popleft()
-                            done.set_exception(MessageSizeTooLargeError())
-                            continue
-                        break  # the batch is full: send it, the rest go in the next
-                    queue.popleft()
-                    waiting.append(done)
-                if waiting:
-                    await self._send(batch, partition, waiting)
-        finally:
-            del self._drainers[partition]
-
-    async def _send(self, batch: Any, partition: int, waiting: list[asyncio.Future[None]]) -> None:
-        try:
-            sent = await self._producer.send_batch(batch, self._topic, partition=partition)
-        except Exception as exc:  # every waiter hears of it
-            _settle(waiting, exc)
-            return
-
-        def acked(future: asyncio.Future[Any]) -> None:
-            error = None if future.cancelled() else future.exception()
-            _settle(waiting, error or (asyncio.CancelledError() if future.cancelled() else None))
-
-        sent.add_done_callback(acked)
-
-
-def _settle(waiting: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for done in waiting:
-        if not done.done():
+    def _settle(self) -> None:
+        with self._lock:
+            reports, self._reports = self._reports, []
+        for done, error in reports:
+            if done.done():
+                continue
             if error is None:
                 done.set_result(None)
             else:
-                done.set_exception(error)
-    if error is not None:
-        for done in waiting:  # retrieved here: the callers that wait on them see it too
-            with contextlib.suppress(BaseException):
-                done.exception()
+                done.set_exception(Unavailable(error.str()))
+                done.exception()  # retrieved: a caller that stopped waiting is not told
 
-
-_DEFAULT = DefaultPartitioner()
+    def _wait_for_reports(self) -> None:
+        while not self._stopping.is_set():
+            for retired in list(self._retired):  # what it held fails, and is reported
+                retired.poll(0)
+                if len(retired) == 0:
+                    self._retired.remove(retired)
+            producer = self._producer
+            if producer is None:
+                self._stopping.wait(POLL_S)
+                continue
+            producer.poll(POLL_S)

@@ -51,6 +51,21 @@ _DUE = (
 )
 
 
+async def claim_round(pool: AsyncConnectionPool[Any], name: str, interval_s: float) -> bool:
+    """Take the round of sweep `name` if it is due, moving its next one `interval_s` on:
+    of the commands processes, the one whose statement moved it runs the round."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "INSERT INTO media.sweeps AS s (name, next_at, started_at) "
+            "VALUES (%s, now() + make_interval(secs => %s), now()) "
+            "ON CONFLICT (name) DO UPDATE SET next_at = excluded.next_at, "
+            "started_at = now(), finished_at = NULL WHERE s.next_at <= now() "
+            "RETURNING name",
+            (name, interval_s),
+        )
+        return await cur.fetchone() is not None
+
+
 @dataclass
 class SweepRound:
     """What one round decided."""
@@ -82,16 +97,7 @@ class MediaRetention:
 
     async def claim(self) -> bool:
         """Take this round if it is due (moving the next one `interval_s` on); whether taken."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "INSERT INTO media.sweeps AS s (name, next_at, started_at) "
-                "VALUES (%s, now() + make_interval(secs => %s), now()) "
-                "ON CONFLICT (name) DO UPDATE SET next_at = excluded.next_at, "
-                "started_at = now(), finished_at = NULL WHERE s.next_at <= now() "
-                "RETURNING name",
-                (self.name, self.interval_s),
-            )
-            return await cur.fetchone() is not None
+        return await claim_round(self.pool, self.name, self.interval_s)
 
     async def sweep(self, max_batches: int | None = None) -> SweepRound:
         """Decide every due upload, a batch at a time (all of them, or `max_batches`)."""

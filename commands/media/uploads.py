@@ -11,7 +11,9 @@ processor refuses the send (`release_media`); a forward of it by anyone moves it
 send too (`forwarded_media`). A failed confirm deletes the object and
 the row; unconfirmed uploads are deleted after `media_gc_grace_s`, and confirmed ones
 that no send took after `media_unsent_grace_s` (`MediaUploads.collect`); sent ones
-nobody received, after the inbox's retention (`commands.media.retention`).
+nobody received, after the inbox's retention (`commands.media.retention`); the objects
+of deleted and disappeared messages, once no live message carries them
+(`commands.media.erasure`).
 
 The uploads live in `media.uploads`, their own schema: they are state of the commands
 service, not a projection of the log.
@@ -28,6 +30,7 @@ from uuid import UUID
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from commands.media.erasure import MediaErasure
 from commands.media.multipart import MultipartUploads, part_limits_from_settings
 from commands.media.retention import MediaRetention
 from domain.media import (
@@ -108,7 +111,7 @@ async def confirmed_media(conn: AsyncConnection[Any], owner: UUID, media: object
         raise UnknownMedia()
     if not row[5]:
         raise MediaNotConfirmed()
-    if row[-1] in ("expiring", "expired"):
+    if row[-1] in ("expiring", "expired", "erasing", "erased"):
         raise MediaExpired()
     return _ref(tuple(row[:-1])).to_dict()
 
@@ -161,6 +164,13 @@ class MediaUploads:
             retention_s=settings.inbox_ttl_days * 86400,
             batch=settings.media_sweep_batch,
             interval_s=settings.media_sweep_interval_s,
+        )
+        self.erasure = MediaErasure(
+            store,
+            pool,
+            grace_s=settings.media_erase_grace_s,
+            batch=settings.media_sweep_batch,
+            interval_s=settings.media_erase_interval_s,
         )
 
     async def request(self, owner: UUID, declared: dict[str, Any]) -> dict[str, Any]:
@@ -316,6 +326,17 @@ class MediaUploads:
                     await self.retention.sweep()
             except Exception as exc:  # the store or database away: the next round retries
                 log.warning("event=media_collect_failed error=%s", type(exc).__name__)
+
+    async def erase_forever(self) -> None:
+        """The erasure sweep's round every `media_erase_interval_s`, when this process
+        claims it (`commands.media.erasure`); a failed round is logged and retried."""
+        while True:
+            await asyncio.sleep(self.settings.media_erase_interval_s)
+            try:
+                if await self.erasure.claim():
+                    await self.erasure.sweep()
+            except Exception as exc:  # the store or database away: the next round retries
+                log.warning("event=media_erasure_failed error=%s", type(exc).__name__)
 
     async def _forget(self, media_id: str, confirmed: bool = False) -> bool:
         """Delete an upload never sent, row first (a send marks it sent atomically), then

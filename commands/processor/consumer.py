@@ -22,6 +22,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from eventsourcing.persistence import IntegrityError, OperationalError, PersistenceError
 
+from commands.processor import metrics
 from commands.processor.processor import CommandProcessor
 from infra.producer import librdkafka_logger
 from infra.retry import Backoff
@@ -51,12 +52,14 @@ def consumer_config(settings: Settings, client_id: str) -> dict[str, Any]:
         "session.timeout.ms": 6_000,
         "heartbeat.interval.ms": 1_000,
         # The broker answers a fetch as soon as any record is there, and otherwise
-        # after 10 ms: a command waits for no fetch interval at light load.
-        "fetch.wait.max.ms": 10,
+        # after this long: it bounds idle polling, not a command's wait.
+        "fetch.wait.max.ms": settings.processor_fetch_wait_ms,
         "fetch.min.bytes": 1,
         "reconnect.backoff.ms": 50,
         "reconnect.backoff.max.ms": 1_000,
         "enable.partition.eof": False,
+        "statistics.interval.ms": metrics.STATS_INTERVAL_MS,  # the lag per partition
+        "stats_cb": metrics.kafka_stats,
     }
 
 
@@ -97,7 +100,9 @@ def consume_commands(
             batch = _next_batch(settings, consumer, stop, backoff)
             if not batch:
                 continue
-            _process_until_stored(processor, batch, stop)
+            with metrics.BATCH_SECONDS.time():
+                _process_until_stored(processor, batch, stop)
+            metrics.BATCH_COMMANDS.observe(len(batch))
             # The outcomes are stored and sent; a lost commit only redelivers idempotent
             # commands, so it need not hold up the next batch, nor go out for every batch
             # (at light load a batch is one command, and a commit costs a round trip).
@@ -142,6 +147,7 @@ def _records(
             partition = message.partition()
             if value is not None and partition is not None:
                 records.append((partition, value))
+                metrics.observe_wait(message.timestamp())
             continue
         if error.fatal():
             raise KafkaException(error)
@@ -180,6 +186,7 @@ def _process_until_stored(
         except (OperationalError, PersistenceError, psycopg.OperationalError) as exc:
             if isinstance(exc, IntegrityError):
                 raise
+            metrics.STORE_RETRIES.inc()
             log.warning(
                 "event=store_unavailable retry_in=%.1fs error=%s",
                 backoff.delay,

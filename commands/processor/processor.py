@@ -24,6 +24,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from commands.command import BadCommand, Command, Outcome, peek_reply, reply_channel
+from commands.processor import metrics
 from commands.processor.handlers import HANDLERS, Context, IdGenerator, Limits
 from commands.processor.live import LiveBatch, RecentSenders, audience_of, cursors_of, log_trail
 from commands.processor.people import BatchPeople, asked_of_people
@@ -140,12 +141,14 @@ class CommandProcessor:
                 self._evict(chats.touched)
                 continue
             try:
-                positions = self._save(chats)
+                with metrics.COMMIT_SECONDS.time():
+                    positions = self._save(chats)
             except IntegrityError:
                 # A stale writer: another processor appended to one of these chats (we
                 # lost its partition for a while). Reload them all and decide again.
                 self._evict(chats.touched)
                 conflicts += 1
+                metrics.CONFLICTS.inc()
                 log.warning("event=conflict attempt=%d chats=%d", conflicts, len(chats.touched))
                 continue
             except BaseException:
@@ -153,7 +156,9 @@ class CommandProcessor:
                 raise
             outcomes = [self._outcome(d, positions) for d in decided]
             self.live.committed(positions)
-            self._reply(decided, outcomes, positions)
+            with metrics.PUBLISH_SECONDS.time():
+                self._reply(decided, outcomes, positions)
+            metrics.count_outcomes(outcomes)
             self.decided_total += len(outcomes)
             return outcomes
         raise RuntimeError(f"batch still conflicts after {MAX_CONFLICT_RETRIES} retries")

@@ -67,6 +67,12 @@ export function decorations(message, nameOf) {
 export function menu(m, chat, message) {
   const mine = message.sender === m.me;
   const admin = chat.kind === "group" && chat.cursor(m.me).role === "admin";
+  if (message.kind === "ciphertext") {
+    // Replies, reactions, edits and forwards would carry their content in plaintext:
+    // an encrypted message offers only what reveals nothing (docs/e2e.md).
+    const del = mine || admin ? h("button", { class: "quiet", title: "Delete for everyone", onclick: () => m.act(chat, "delete", message.seq, "") }, "🗑") : null;
+    return h("div", { class: "msg-menu" }, del);
+  }
   const items = [h("button", { class: "quiet", title: "Reply", onclick: () => m.replyTo(chat, message) }, "↩")];
   for (const emoji of QUICK_REACTIONS) {
     const again = message.reactions.get(m.me) === emoji;

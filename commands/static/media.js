@@ -39,7 +39,12 @@ function put(url, headers, buffer, onProgress) {
 export async function uploadFile(session, file, onProgress) {
   const buffer = await file.arrayBuffer();
   const kind = file.type.startsWith("image/") ? "image" : file.type.startsWith("video/") ? "video" : file.type.startsWith("audio/") ? "audio" : "document";
-  const declared = { kind, size: buffer.byteLength, mime_type: file.type || "application/octet-stream", sha256: await sha256Hex(buffer) };
+  return uploadBytes(session, buffer, file.type || "application/octet-stream", kind, onProgress);
+}
+
+/** Upload bytes as media of this type and kind (an encrypted file is a `document`). */
+export async function uploadBytes(session, buffer, mimeType, kind, onProgress) {
+  const declared = { kind, size: buffer.byteLength, mime_type: mimeType, sha256: await sha256Hex(buffer) };
   const upload = await authorizedJson("/v1/media/uploads", await session.accessToken(), "POST", declared);
   await put(upload.upload_url, upload.headers, buffer, onProgress);
   const confirmed = await authorizedJson(`/v1/media/${upload.media_id}/confirm`, await session.accessToken(), "POST", {});

@@ -6,6 +6,7 @@
 import { Contacts, Profiles } from "./api.js";
 import { Connection } from "./connection.js";
 import { uuid4 } from "./dom.js";
+import { Encryption, show } from "./encryption.js";
 import { downloadUrl, uploadFile } from "./media.js";
 import { Store } from "./store.js";
 
@@ -30,6 +31,7 @@ export class Messenger {
     this._timers = new Map();
     this._typing = { chat: null, startedAt: 0, idle: null };
     this._acked = new Map(); // `${chat}:${cursor}` -> up_to asked for, not yet confirmed
+    this.crypto = new Encryption(this); // end-to-end encryption (docs/e2e.md)
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     this.connection = new Connection({
       url: `${scheme}//${location.host}/ws`,
@@ -45,6 +47,7 @@ export class Messenger {
   }
 
   start() {
+    this.crypto.start();
     this.connection.start();
     this.profiles.lookup(this.me);
     this.contacts.load();
@@ -181,6 +184,8 @@ export class Messenger {
     for (const message of messages) {
       const chat = this.store.chat(message.chat_id);
       this.store.addMessage(message);
+      const held = chat.messages.get(Number(message.seq));
+      if (held && held.kind === "ciphertext" && !held.e2e) this.crypto.reveal(held);
       chat.typists.delete(message.sender);
       if (chat.kind === null) this._refreshSummaries(); // a chat we did not know of
       if (this.store.hasGap(chat) && !this.syncing) this._fillGap(chat);
@@ -285,11 +290,19 @@ export class Messenger {
     else entry.chat_id = key;
     this.store.queue(entry);
     this.onChange();
+    const progress = (done) => {
+      entry.progress = done;
+      this.onChange();
+    };
     try {
-      entry.media = await uploadFile(this.session, file, (done) => {
-        entry.progress = done;
-        this.onChange();
-      });
+      // An encrypted chat gets the file encrypted before it leaves (docs/e2e.md).
+      if (await this.crypto.encrypts(key)) {
+        [entry.media, entry.content] = await this.crypto.upload(file, progress);
+        entry.e2e = true;
+      } else {
+        entry.media = await uploadFile(this.session, file, progress);
+        entry.e2e = false;
+      }
     } catch (error) {
       this.store.fail(entry.local_id, error.message);
       this.onNotice(`not sent: ${error.message}`);
@@ -305,6 +318,8 @@ export class Messenger {
   /** Open a photo of a message full size, from a short-lived download URL. */
   async openMedia(message) {
     try {
+      // The decrypted file exists only in this page: it opens from here (an opener).
+      if (message.secret) return window.open(await this.crypto.fileUrl(message), "_blank");
       const url = await downloadUrl(this.session, this.profiles.queriesUrl, message.chat_id, message.media.media_id);
       if (url) window.open(url, "_blank", "noopener");
     } catch (error) {
@@ -318,18 +333,25 @@ export class Messenger {
     for (const entry of this.store.outbox.values()) if (entry.state === "pending") this._transmit(entry);
   }
 
-  async _transmit(entry) {
+  async _transmit(entry, attempt = 1) {
     if (!this.connection.online) return; // resent after the next sync
-    const frame = { type: "send", id: `s-${entry.local_id}`, local_id: entry.local_id, kind: entry.kind || "text", text: entry.text };
+    let frame = { type: "send", id: `s-${entry.local_id}`, local_id: entry.local_id, kind: entry.kind || "text", text: entry.text };
     if (entry.media) Object.assign(frame, { kind: "media", media: { media_id: entry.media.media_id } });
     if (entry.ref) frame.ref = entry.ref;
     if (entry.timer_s !== undefined) frame.timer_s = entry.timer_s;
     if (entry.chat_id) frame.chat_id = entry.chat_id;
     else frame.to = entry.to;
     try {
+      const sealed = await this.crypto.fields(entry); // null: this one goes in plaintext
+      if (sealed) {
+        frame = { type: "send", id: frame.id, local_id: entry.local_id, ...sealed };
+        if (!sealed.to) frame.chat_id = entry.chat_id;
+        if (entry.media) frame.media = { media_id: entry.media.media_id };
+      }
       this._onAck(entry, await this.connection.request(frame));
     } catch (error) {
       if (error.code === "disconnected") return;
+      if (await this.crypto.staleHandled(error, attempt).catch(() => false)) return this._transmit(entry, attempt + 1);
       if (error.code === "timeout" || error.code === "unavailable") {
         setTimeout(() => this._transmit(entry), 2_000);
       } else if (error.code === "rate_limited") {
@@ -356,22 +378,25 @@ export class Messenger {
       this._refreshSummaries();
     }
     if (!chat.messages.has(ack.seq)) {
-      chat.messages.set(ack.seq, {
+      const message = {
         chat_id: chat.id,
         seq: ack.seq,
         message_id: ack.message_id,
         sender: this.me,
         local_id: ack.local_id,
-        kind: entry.media ? "media" : entry.kind || "text",
+        kind: entry.e2e ? "ciphertext" : entry.media ? "media" : entry.kind || "text",
         media: entry.media || null,
         text: entry.text,
         ref: entry.ref || null,
         sent_at: new Date().toISOString(),
         provisional: true, // the server's copy replaces it if a sync brings it
-      });
+      };
+      if (entry.e2e) show(message, entry.content);
+      chat.messages.set(ack.seq, message);
       chat.lastSeq = Math.max(chat.lastSeq, ack.seq);
       this.store.advance(chat);
     }
+    this.crypto.sent(entry, ack).catch((error) => this.onNotice(`not kept: ${error.message}`));
     this.store.settle(entry.local_id);
   }
 

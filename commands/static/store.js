@@ -6,7 +6,7 @@ const decoder = new TextDecoder();
 const OUTBOX_KEY = "parley.outbox";
 
 export function bodyText(message) {
-  if (message.kind === "ciphertext") return "🔒 encrypted";
+  if (message.kind === "ciphertext") return "encrypted message…"; // until it is opened (encryption.js)
   let text = "";
   try {
     const bytes = Uint8Array.from(atob(message.body || ""), (c) => c.charCodeAt(0));

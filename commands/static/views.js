@@ -36,6 +36,13 @@ function ticks(status) {
   return h("span", { class: `ticks ${status}`, title: label, "aria-label": label, dataset: { status } }, icon);
 }
 
+/** A padlock, closed (end-to-end encrypted) or open (not); drawn, as fonts may lack the emoji. */
+function lock(closed, label) {
+  const shackle = closed ? "M4.5 7V5a2.5 2.5 0 0 1 5 0v2" : "M4.5 7V4.5a2.5 2.5 0 0 1 5-0.6";
+  const icon = svg("0 0 14 14", [shackle, "M3 7h8v6H3z"], "lock-icon");
+  return h("span", { class: closed ? "lock" : "plain", title: label, "aria-label": label }, icon);
+}
+
 function avatar(id, name, kind) {
   return h(
     "span",
@@ -261,6 +268,8 @@ export class MainView {
       const options = choices.map(([value, label]) => h("option", { value, selected: value === current ? "" : undefined }, `⏱ ${label}`));
       actions.push(h("select", { id: "disappearing-timer", title: "Disappearing messages", onchange: pick }, options));
     }
+    const mode = m.crypto.mode(m.openKey);
+    if (mode.encrypted && peer) actions.unshift(h("button", { id: "safety-number", class: "quiet", onclick: () => this._safetyDialog(peer) }, "Safety number"));
     clear(
       this.header,
       avatar(chat ? this._avatarId(chat) : draftPeer, title, chat && chat.kind),
@@ -269,9 +278,35 @@ export class MainView {
         { class: "conversation-title" },
         h("div", { class: "title", id: "conversation-title" }, title),
         h("div", { class: `status${typing.length ? " typing" : ""}`, id: "conversation-status", dataset: { typing: typing.length ? "yes" : "no" } }, status),
+        this._encryptionLine(mode),
       ),
       h("div", { class: "header-actions" }, actions),
     );
+  }
+
+  /** Whether the open chat is end-to-end encrypted, and if not, why (docs/e2e.md). */
+  _encryptionLine(mode) {
+    const state = mode.encrypted === null ? "checking" : mode.encrypted ? "yes" : "no";
+    const shown = mode.encrypted === null ? [] : mode.encrypted ? [lock(true, "encrypted"), "End-to-end encrypted"] : [lock(false, "not encrypted"), `Not encrypted: ${mode.reason}`];
+    return h("div", { class: `e2e-state ${state}`, id: "e2e-state", dataset: { encrypted: state } }, shown);
+  }
+
+  async _safetyDialog(peer) {
+    const number = h("code", { class: "safety-number", id: "safety-number-digits" }, "computing…");
+    const changes = h("p", { class: "muted", id: "identity-changes" });
+    this._showDialog(
+      `Safety number with ${this.m.profiles.name(peer)}`,
+      [h("p", {}, "Compare these 60 digits with theirs, in person or over another channel. If they match, no one is in the middle."), number, changes],
+      "Done",
+      async () => {},
+    );
+    try {
+      number.textContent = await this.m.crypto.safetyNumber(peer);
+      const changed = await this.m.crypto.identityChanges(peer);
+      if (changed.length) changes.textContent = `⚠ Their key changed on device ${changed.map((c) => c.device_id).join(", ")} since you first saw it.`;
+    } catch (error) {
+      number.textContent = `not available: ${error.message}`;
+    }
   }
 
   _renderMessages(chat, draftPeer) {
@@ -300,17 +335,19 @@ export class MainView {
         const others = chat.others(m.me).length;
         meta.unshift(h("span", { class: "read-by", dataset: { readBy: String(m.store.readBy(chat, message.seq)) } }, `read by ${m.store.readBy(chat, message.seq)} of ${others}`));
       }
+      if (message.e2e === "open") meta.unshift(lock(true, "end-to-end encrypted"));
+      else if (message.kind === "text" || message.kind === "media") meta.unshift(lock(false, "not end-to-end encrypted"));
       if (mine) meta.push(ticks(status));
       rows.push(
         h(
           "div",
-          { class: `msg ${mine ? "mine" : "theirs"}`, dataset: { seq: String(message.seq), status: status || "" } },
+          { class: `msg ${mine ? "mine" : "theirs"}`, dataset: { seq: String(message.seq), status: status || "", e2e: message.e2e || "" } },
           group && !mine
             ? h("div", { class: "sender", style: `--hue:${hue(message.sender)}` }, m.profiles.name(message.sender))
             : null,
           ...extra.above,
           message.deleted ? h("div", { class: "text deleted" }, "🚫 This message was deleted") : null,
-          !message.deleted && message.media ? this._mediaView(message) : null,
+          !message.deleted && (message.media || (message.secret && message.secret.type === "media")) ? this._mediaView(message) : null,
           message.deleted || (message.media && message.text.startsWith("📷")) ? null : h("div", { class: "text" }, message.text),
           extra.below,
           h("div", { class: "meta" }, meta),
@@ -344,6 +381,7 @@ export class MainView {
   _mediaView(message) {
     const media = message.media;
     const open = () => this.m.openMedia(message);
+    if (message.secret) return this._secretMediaView(message, open);
     if (media.thumbnail) {
       return h("img", {
         class: "thumbnail",
@@ -355,6 +393,20 @@ export class MainView {
       });
     }
     return h("button", { class: "file-chip quiet", onclick: open }, `📎 ${media.mime_type}, ${Math.ceil(media.size / 1024)} KiB`);
+  }
+
+  /** An encrypted file: a photo shows once downloaded and decrypted here; a file is a chip. */
+  _secretMediaView(message, open) {
+    const content = message.secret;
+    const size = `${Math.ceil((content.plain_size || 0) / 1024)} KiB`;
+    if (String(content.mime_type).startsWith("image/")) {
+      const url = this.m.crypto.files.get(content.media_id);
+      if (url) return h("img", { class: "thumbnail secret", src: url, alt: "photo", title: "Open the photo", onclick: open });
+      if (this.m.crypto.failedImage(content.media_id)) return h("button", { class: "file-chip quiet", onclick: open }, `encrypted photo, ${size}: not downloaded, try again`);
+      this.m.crypto.loadImage(message);
+      return h("div", { class: "file-chip" }, `encrypted photo, ${size}: decrypting…`);
+    }
+    return h("button", { class: "file-chip quiet", onclick: open }, `📎 ${content.mime_type}, ${size} (encrypted)`);
   }
 
   _send(event) {

@@ -2,7 +2,10 @@
 
 Clients keep one address: HAProxy listens on the commands port (`commands_host:
 commands_port`) and hands each new connection, HTTP or WebSocket, to the gateway with
-the fewest connections (`leastconn`). Every `balancer_check_ms` it asks each gateway's
+the fewest connections (`leastconn`). Which gateways there are is not written here: the
+backend has `balancer_slots` empty server slots, which `parley serve balancer` fills
+from the registry of live gateways over HAProxy's runtime API (its admin socket;
+`infra/balancer.py`). Every `balancer_check_ms` it asks each gateway's
 `/healthz`; after `balancer_fall` failed checks (a gateway that died, or one draining
 after SIGTERM, which answers 503) it routes no new connection there, and a connection
 refused by a gateway it still thought up is tried again on another (`redispatch`).
@@ -15,8 +18,8 @@ client's heartbeat. Configuration and log live under `.state/haproxy/`.
 from __future__ import annotations
 
 import shutil
-import urllib.request
 
+from infra.balancer import RuntimeApi, api_path, slot_names
 from infra.settings import Settings
 from infra.stack.process import StackError, apt_install
 from infra.stack.service import LocalService
@@ -26,11 +29,12 @@ CONF = """\
 global
     log stdout format raw local0 info
     maxconn {maxconn}
+    stats socket {api} mode 600 level admin
 
 defaults
     mode http
     log global
-    option httplog
+    log-format "{log_format}"
     option forwardfor
     option redispatch
     retries 3
@@ -50,9 +54,17 @@ backend gateways
     balance leastconn
     option httpchk GET /healthz
     http-check expect status 200
+    timeout check {check_timeout}ms
     default-server inter {inter}ms fastinter {inter}ms fall {fall} rise 2
 {servers}
 """
+
+LOG_FORMAT = (
+    "%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %CC %CS %tsc "
+    '%ac/%fc/%bc/%sc/%rc %sq/%bq %hr %hs \\"%HM %HP %HV\\"'
+)
+"""`option httplog`'s format, with the path instead of the whole request line: a
+WebSocket's query string carries its access token, which must not reach a log file."""
 
 
 def gateway_ports(settings: Settings) -> list[int]:
@@ -64,9 +76,9 @@ class HAProxy(LocalService):
     name = "haproxy"
     port_variable = "PARLEY_COMMANDS_PORT"
 
-    def __init__(self, settings: Settings, ports: list[int] | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.ports = gateway_ports(settings) if ports is None else ports
+        self.api = RuntimeApi(api_path(settings))
 
     @property
     def managed(self) -> bool:
@@ -92,14 +104,19 @@ class HAProxy(LocalService):
     @property
     def config(self) -> str:
         host = self.settings.commands_host
+        # Empty slots in maintenance, on a placeholder address until a gateway takes one.
         servers = "\n".join(
-            f"    server gateway-{i} {host}:{port} check" for i, port in enumerate(self.ports, 1)
+            f"    server {name} {host}:1 check disabled"
+            for name in slot_names(self.settings.balancer_slots)
         )
         return CONF.format(
             host=host,
+            api=self.api.path,
+            log_format=LOG_FORMAT,
             port=self.settings.commands_port,
             maxconn=self.maxconn,
             inter=self.settings.balancer_check_ms,
+            check_timeout=self.settings.balancer_check_timeout_ms,
             fall=self.settings.balancer_fall,
             servers=servers,
         )
@@ -124,10 +141,9 @@ class HAProxy(LocalService):
         return ["haproxy", "-db", "-f", str(self.home / "haproxy.cfg")]
 
     def healthy(self) -> bool:
-        """A gateway's /healthz answered through the balancer."""
-        host, port = self.host_port
+        """Its runtime API answers (the gateways are routed to once `parley serve
+        balancer` has filled their slots)."""
         try:
-            with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=2) as answer:
-                return bool(answer.status == 200)
+            return "Name: HAProxy" in self.api.run(["show info"])
         except OSError:
             return False

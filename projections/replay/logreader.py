@@ -3,7 +3,9 @@
 No consumer group, no offset commits: a replay's progress lives in its shadow
 checkpoints, and the live workers' group is never touched. `LogReader.read(targets)`
 yields batches of decoded records up to (and never past) a target offset per partition,
-so a replay can stop exactly where the live projections are.
+so a replay can stop exactly where the live projections are. Each batch comes with its
+sealed message content opened (one key lookup; an erased message reads as a tombstone:
+`projections.opening`).
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from kafka import KafkaConsumer, TopicPartition
 
 from infra.log_envelope import EnvelopeError, decode_envelope
+from infra.message_keys import MessageKeys, PgMessageKeys
 from infra.settings import Settings
 from infra.topics import EVENTS
+from projections.opening import open_with
 from projections.projector import Record
 from projections.replay.errors import LogMissing
 from projections.upcasting import upcast_envelope
@@ -38,8 +43,13 @@ class ReadStats:
 class LogReader:
     """A manually assigned consumer over every partition of the events topic."""
 
-    def __init__(self, settings: Settings, topic: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, topic: str | None = None, keys: MessageKeys | None = None
+    ) -> None:
         self.topic = topic or settings.topic(EVENTS)
+        self.keys = keys or PgMessageKeys(
+            lambda: psycopg.connect(settings.pg_conninfo, autocommit=True)
+        )
         self.consumer: Any = KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             client_id="parley-replay",
@@ -109,7 +119,7 @@ class LogReader:
                 for tp in wanted:
                     self._take(tp.partition, targets[tp.partition], batch, batch_max)
             if batch:
-                yield batch
+                yield open_with(self.keys, batch)
 
     def _fetch(self, wanted: list[TopicPartition]) -> None:
         self.consumer.resume(*wanted)

@@ -28,7 +28,7 @@ def services(
 
 @pytest.fixture
 def parley(services: Services) -> Target:
-    return parley_target(services.settings, services.base, services.processes)
+    return parley_target(services.settings, services.base, services.processes, services.metrics)
 
 
 @pytest.fixture

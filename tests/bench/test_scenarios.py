@@ -35,6 +35,17 @@ def test_oneone_delivers_everything_once_with_receipts(parley: Target, workdir: 
     assert figures["receipt_ms"]["count"] > 0  # the recipients' `delivered` came back
     assert figures["cpu_us_per_delivery"] > 0
     assert {"processor", "relay", "workers", "commands"} <= set(figures["cpu_s"])
+    # The services' own /metrics, scraped around the window, count what the clients saw.
+    metrics = figures["metrics"]
+    assert metrics["down"] == []
+    acks = metrics["agreement"]["acks"]
+    assert acks["bench"] == 30 and acks["agree"], acks
+    assert metrics["processor_commands"] >= 30  # the sends, and the receipts
+    assert metrics["processor_wait_ms"]["count"] >= 30
+    assert metrics["workers_projected_ms"]["count"] >= 30
+    assert metrics["relay_published"] >= 30
+    for row in ("ack_vs_gateway_command_ms", "send_to_event_vs_processor_wait_ms"):
+        assert metrics["agreement"][row]["agree"], metrics["agreement"]
 
 
 def test_oneone_counts_the_servers_cpu_when_this_checkout_runs_them(
@@ -80,14 +91,82 @@ def test_group_fans_out_to_every_member(parley: Target, workdir: Path) -> None:
     assert figures["lost"] == 0
 
 
+def test_oneone_and_group_run_end_to_end_encrypted(parley: Target, workdir: Path) -> None:
+    stores = workdir / "keys"
+    spec = {"e2e": str(stores)}
+    one = scenarios.oneone(
+        parley, workdir, quiet, pairs=3, rate=30.0, seconds=1.0, size=100, procs=1, spec=spec
+    )
+    # Encrypting in the generator's event loop may make it late: a send past the window
+    # is not counted (the lag is reported), so only most of the 30 are.
+    assert one["acked"] == one["deliveries"] == one["sent"] >= 20
+    assert one["lost"] == one["failed"] == 0 and one["errors"] == {}  # none undecryptable
+    assert len(list(stores.glob("*.keys"))) == 6  # a key store per device
+    group = scenarios.group(
+        parley,
+        workdir,
+        quiet,
+        groups=1,
+        members=6,
+        senders=2,
+        rate=10.0,
+        seconds=1.0,
+        size=100,
+        ack_interval_s=0.0,
+        spec=spec,
+    )
+    assert group["deliveries"] == group["sent"] * 5 and group["sent"] >= 5
+    assert group["lost"] == 0 and group["errors"] == {}
+    assert group["loadgen_cpu_us_per_delivery"] > 0
+
+
 def test_connections_are_held_and_measured(
     parley: Target, services: Services, workdir: Path
 ) -> None:
-    figures = scenarios.connections(
-        parley, services.pids["commands"], workdir, quiet, count=20, hold_s=1.0, procs=1
-    )
+    measured = {"gateway": [services.pids["commands"]]}
+    figures = scenarios.connections(parley, measured, workdir, quiet, count=20, hold_s=1.0, procs=1)
     assert figures["connected"] == figures["held"] == 20
     assert figures["gateway_rss_kib_after_hold"] > 0
+
+
+def test_connections_through_haproxy_processes_to_several_gateways(
+    bench_settings: Settings, tmp_path: Path
+) -> None:
+    """Two gateways behind two HAProxy processes on one port (filled from the registry),
+    connected to from two loopback addresses: every connection held, and each process's
+    share and memory reported."""
+    args = build_parser().parse_args(
+        [
+            "bench",
+            "connections",
+            "--connections",
+            "60",
+            "--gateways",
+            "2",
+            "--balancers",
+            "2",
+            "--sources",
+            "2",
+            "--procs",
+            "2",
+            "--hold-seconds",
+            "1",
+            "--out",
+            str(tmp_path / "results"),
+        ]
+    )
+    assert args.run(args, bench_settings) == 0
+    (result,) = (tmp_path / "results").glob("connections-*.json")
+    figures = json.loads(result.read_text())["figures"]
+    assert figures["connected"] == figures["held"] == 60
+    assert figures["gateway_processes"] == figures["haproxy_processes"] == 2
+    held_by = figures["held_by_process"]
+    assert held_by["haproxy-1"] + held_by["haproxy-2"] == 60  # the client sides
+    assert held_by["haproxy-1"] > 0 and held_by["haproxy-2"] > 0  # SO_REUSEPORT spreads
+    # leastconn over the registry's gateways: both of the run's (and here also the one of
+    # the package's `services`, registered in the same Redis database)
+    assert held_by["commands-1"] > 0 and held_by["commands-2"] > 0
+    assert figures["haproxy_rss_kib_after_hold"] > 0
 
 
 def test_baselines_run_and_give_ratios(

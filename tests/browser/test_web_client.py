@@ -8,35 +8,17 @@ chromium and playwright-core first (`make browser-deps`).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-from pathlib import Path
 
-import pytest
-
+from tests.browser.tools import ARTIFACTS, CHROMIUM, HERE, node
 from tests.fullstack import FullStack
-
-HERE = Path(__file__).resolve().parent
-ARTIFACTS = HERE / "artifacts"
-CHROMIUM = os.environ.get("PARLEY_CHROMIUM", "/usr/bin/chromium")
 
 
 def test_two_people_chat_in_two_browser_windows(web_stack: FullStack) -> None:
-    node = shutil.which("node")
-    missing = [
-        what
-        for what, there in (
-            ("node", node is not None),
-            (CHROMIUM, Path(CHROMIUM).exists()),
-            ("playwright-core", (HERE / "node_modules" / "playwright-core").is_dir()),
-        )
-        if not there
-    ]
-    if missing:
-        pytest.fail(f"missing {', '.join(missing)}: run `make browser-deps` (or `make test`)")
+    node_path = node()
     ARTIFACTS.mkdir(exist_ok=True)
     result = subprocess.run(
-        [str(node), str(HERE / "two_windows.mjs")],
+        [node_path, str(HERE / "two_windows.mjs")],
         cwd=HERE,
         env={
             **os.environ,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.partitioner.default import murmur2
 
-from commands.gateway.outbox import Outbox
+from commands.gateway.outbox import Outbox, RecordTooLarge
 from infra.settings import Settings
 
 PARTITIONS = 6
@@ -22,12 +22,9 @@ async def test_records_keep_their_order_per_key_and_the_default_partition(
     topic = f"{settings.topic_prefix}outbox-{uuid.uuid4().hex[:6]}"
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
-    )
-    await producer.start()
+    outbox = Outbox(settings, topic, "test-outbox")
+    outbox.start()
     try:
-        outbox = Outbox(producer, topic)
         keys = [str(uuid.uuid4()).encode() for _ in range(20)]
         sent = []
         for i in range(3000):  # appended in bursts, while earlier batches are in flight
@@ -36,14 +33,13 @@ async def test_records_keep_their_order_per_key_and_the_default_partition(
             if i % 500 == 0:
                 await asyncio.sleep(0)
         await asyncio.wait_for(asyncio.gather(*(done for _, _, done in sent)), 30)
-        await outbox.stop()
-        # One record too big for any batch fails alone; the others still go.
+        # One record too big for Kafka fails alone; the others still go.
         huge = outbox.append(keys[0], b"x" * (2 << 20))
         after = outbox.append(keys[0], b"after")
         await asyncio.wait_for(asyncio.gather(huge, after, return_exceptions=True), 30)
-        assert huge.exception() is not None and after.exception() is None
+        assert isinstance(huge.exception(), RecordTooLarge) and after.exception() is None
     finally:
-        await producer.stop()
+        await outbox.stop()
 
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"

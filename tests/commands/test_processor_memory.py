@@ -95,6 +95,7 @@ def write_behind_its_back(store: ChatStore, chat_id: UUID, sender: UUID) -> None
     """Another writer appends to the chat: its events reach the store, not this cache."""
     chat: Chat = store.repository.get(chat_id, version=store.repository.get(chat_id).version)
     chat.send(sender, "tablet", "elsewhere", "text", b"x", None, 999, 0)
+    store.seal.prepare([chat])  # its keys, as any writer's save makes them
     store.recorder.insert_events([store.mapper.to_stored_event(e) for e in chat.collect_events()])
 
 

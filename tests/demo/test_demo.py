@@ -47,6 +47,9 @@ def test_parley_demo_passes_every_step(demo_stack: FullStack) -> None:
         "read by 19 of 19",
         "sees the thumbnail at once",
         "byte for byte",
+        "Coffee? Always!",
+        "This message was deleted",
+        "its key is erased",
     ):
         assert seen in out, seen
     if demo_stack.queries is not None:

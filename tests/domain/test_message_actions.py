@@ -288,3 +288,23 @@ def test_only_the_offered_timers_and_in_a_group_only_admins() -> None:
         chat.set_timer(BOB, "phone", "t", 86400, 50, T0)
     chat.set_timer(ALICE, "phone", "t", 60, 50, T0, timers_s=(0, 60))
     assert chat.timer_s == 60
+
+
+def test_a_disappeared_message_is_gone_for_actions_and_quotes() -> None:
+    chat = Chat.open_direct(ALICE, BOB, opened_by=ALICE)
+    chat.set_timer(BOB, "phone", "t", 86400, 50, T0)
+    say(chat, ALICE, "soon gone", at=T0)
+    assert chat.recent[2].expires_at_ms == T0 + 86400 * 1000
+    later = T0 + 86400 * 1000
+    say(chat, BOB, "still here?", at=later - 1, reply_to=2)
+    assert last_event(chat).quote == {
+        "seq": 2,
+        "sender": str(ALICE),
+        "kind": "text",
+        "excerpt": "soon gone",
+    }
+    say(chat, BOB, "gone", at=later, reply_to=2)
+    assert last_event(chat).quote == {"seq": 2, "deleted": True}
+    for kind, body in (("reaction", "👍"), ("delete", "")):
+        with pytest.raises(MessageDeleted):
+            act(chat, ALICE, kind, 2, body, at=later)

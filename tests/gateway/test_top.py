@@ -19,6 +19,7 @@ def test_top_shows_the_gateways_traffic_and_a_service_that_is_down(stack: Stack)
         **os.environ,
         "PARLEY_COMMANDS_PORT": port,
         "PARLEY_QUERIES_PORT": str(free_port()),  # nothing listens there
+        "PARLEY_PROCESSOR_METRICS_PORT": str(free_port()),  # nor there
         "COLUMNS": "200",
     }
     top = subprocess.Popen(
@@ -49,8 +50,10 @@ def test_top_shows_the_gateways_traffic_and_a_service_that_is_down(stack: Stack)
             if line.startswith("│")
         )
     }
-    # service, conns, frames/s, commands/s, acks/s, errors/s, p50, p99, http/s, cpu, rss
+    # service, conns, frames/s, commands/s, events/s, acks/s, errors/s, p50, p99, lag, …
     commands = table["commands"]
-    assert float(commands[4].replace(",", "")) > 0, out  # acks/s
-    assert float(commands[6]) > 0, out  # the command round trip's p50, in ms
+    assert float(commands[5].replace(",", "")) > 0, out  # acks/s
+    assert float(commands[7]) > 0, out  # the command round trip's p50, in ms
     assert table["queries"][1] == "down", out
+    # The services without HTTP are listed by their /metrics ports (none given: down).
+    assert table["processor"][1] == "down", out

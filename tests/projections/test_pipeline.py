@@ -25,6 +25,7 @@ from kafka import KafkaProducer
 from commands.command import Command, CommandType, Outcome
 from commands.gateway.bus import CommandBus
 from domain.ids import direct_chat_id
+from infra.body_seal import open_envelopes
 from infra.event_store import max_position
 from infra.log_envelope import Envelope, decode_envelope, encode_event
 from infra.settings import Settings
@@ -53,8 +54,9 @@ def pipeline(
         yield {"processor": processor, "relay": relay, "workers": workers}
 
 
-def store_envelopes(settings: Settings) -> list[Envelope]:
-    """Every event in the store, as the relay publishes it."""
+def store_envelopes(settings: Settings, opened: bool = False) -> list[Envelope]:
+    """Every event in the store, as the relay publishes it (message content sealed), or
+    `opened` as the workers project it."""
     store = fresh_store(settings)
     try:
         out: list[Any] = []
@@ -62,7 +64,7 @@ def store_envelopes(settings: Settings) -> list[Envelope]:
         while True:
             batch = store.recorder.select_notifications(start=start, limit=1000)
             if not batch:
-                return out
+                return open_envelopes(out, store.seal.keys) if opened else out
             for n in batch:
                 event = store.mapper.to_domain_event(n)
                 out.append(decode_envelope(encode_event(event, n.id)[1]))
@@ -73,7 +75,7 @@ def store_envelopes(settings: Settings) -> list[Envelope]:
 
 def oracle(settings: Settings) -> ReadModel:
     model = ReadModel()
-    for envelope in store_envelopes(settings):
+    for envelope in store_envelopes(settings, opened=True):
         model.apply(envelope)
     return model
 

@@ -102,7 +102,7 @@ def test_an_old_event_in_the_store_is_republished_upcast_and_projected(
 
     model = read_model(scratch)
     fold = ReadModel()
-    for envelope in store_envelopes(scratch):
+    for envelope in store_envelopes(scratch, opened=True):
         fold.apply(envelope)
     assert model == comparable(fold)
     assert model["members"][(group, late)].active

@@ -2,13 +2,18 @@
 
 The processes are this fixture's own (`tests.services.running`, HAProxy and ZooKeeper by
 their pid files in a temporary state folder), so stopping or killing one never touches
-anything else running on the machine. Clients reach the gateways through the balancer's
-address, or directly at the address the assignment endpoint names. Every test here runs
-twice: with the Redis registry of gateways and with ZooKeeper's.
+anything else running on the machine. HAProxy learns of the gateways from the registry
+(`parley serve balancer` fills its slots). Clients reach the gateways through the
+balancer's address, or directly at the address the assignment endpoint names. Every
+service without HTTP serves `/metrics` on a port of its own (`metrics`). Every test here
+runs twice: with the Redis registry of gateways and with ZooKeeper's.
 """
 
 from __future__ import annotations
 
+import re
+import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -16,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.balancer import servers_state
 from infra.settings import Settings
 from infra.stack.haproxy import HAProxy
 from infra.stack.zookeeper import ZooKeeper
@@ -38,6 +44,36 @@ class Balanced(Stack):
     balancer: HAProxy
     env: dict[str, str]
     logs: Path
+    sync: Service  # `parley serve balancer`: HAProxy's slots from the registry
+    metrics: dict[str, str]  # service name -> base URL of its /metrics
+
+    def routed(self) -> set[str]:
+        """The addresses HAProxy routes new connections to now: up, neither in
+        maintenance nor draining (its runtime API's `show servers state`)."""
+        return {
+            f"{row['srv_addr']}:{row['srv_port']}"
+            for row in servers_state(self.balancer.api).values()
+            if row["srv_op_state"] == "2" and not int(row["srv_admin_state"]) & 0x1B
+        }
+
+    def until_all_routed(self, deadline_s: float = 30.0) -> None:
+        """Wait until HAProxy routes to every gateway of the fixture that runs."""
+        running = {
+            f"127.0.0.1:{g.env['PARLEY_COMMANDS_PORT']}"
+            for g in self.gateways
+            if g.proc is not None and g.proc.poll() is None
+        }
+        deadline = time.monotonic() + deadline_s
+        while not running <= self.routed():
+            assert time.monotonic() < deadline, f"routed {self.routed()}, running {running}"
+            time.sleep(0.05)
+
+    def slot_of(self, gateway: Service) -> str:
+        """The HAProxy server slot (gw1…) the gateway was last given."""
+        port = gateway.env["PARLEY_COMMANDS_PORT"]
+        found = re.findall(rf"slot=(gw\d+) address=127\.0\.0\.1:{port} ", self.sync.text())
+        assert found, f"no slot for the gateway on port {port}"
+        return str(found[-1])
 
     def gateway_of(self, gateway_id: str) -> Service:
         """The gateway process that said it runs as `gateway_id` (hello's gateway_id)."""
@@ -99,13 +135,26 @@ def balanced(
         env["PARLEY_ZOOKEEPER_HOSTS"] = zk.zookeeper_hosts
         env["PARLEY_ZOOKEEPER_ROOT"] = zk.zookeeper_root
         env["PARLEY_ZOOKEEPER_SESSION_TIMEOUT_MS"] = str(zk.zookeeper_session_timeout_ms)
+    metrics_ports = {
+        name: free_port()
+        for name in ["relay", "workers", *(f"processor-{i}" for i in range(1, PROCESSORS + 1))]
+    }
+    metrics_urls = {name: f"http://127.0.0.1:{port}" for name, port in metrics_ports.items()}
+    metrics_urls.update({f"commands-{i}": f"http://127.0.0.1:{p}" for i, p in enumerate(ports, 1)})
+
+    def own(name: str) -> dict[str, str]:
+        kind = name.split("-")[0]
+        return {**env, f"PARLEY_{kind.upper()}_METRICS_PORT": str(metrics_ports[name])}
+
     with ExitStack() as stack:
         back = [
-            stack.enter_context(running("processor", logs / f"processor-{i}.log", env))
+            stack.enter_context(
+                running("processor", logs / f"processor-{i}.log", own(f"processor-{i}"))
+            )
             for i in range(1, PROCESSORS + 1)
         ]
-        relay = stack.enter_context(running("relay", logs / "relay.log", env))
-        workers = stack.enter_context(running("workers", logs / "workers.log", env))
+        relay = stack.enter_context(running("relay", logs / "relay.log", own("relay")))
+        workers = stack.enter_context(running("workers", logs / "workers.log", own("workers")))
         gateways = [
             stack.enter_context(
                 running(
@@ -122,10 +171,31 @@ def balanced(
         workers.wait_for_log(r"Worker ready", deadline_s=90)
         for gateway in gateways:
             gateway.wait_for_log(r"event=commands_listening", deadline_s=90)
-        balancer = HAProxy(settings.replace(state_dir=str(logs)), ports)
+        balancer = HAProxy(settings.replace(state_dir=str(logs)))
         balancer.up()
         stack.callback(balancer.down)
+        sync_env = {**env, "PARLEY_BALANCER_API": balancer.api.path}
+        sync = stack.enter_context(running("balancer", logs / "balancer.log", sync_env))
+        sync.wait_for_log(rf"event=balancer_synced gateways={GATEWAYS}", deadline_s=60)
+        _until_answers(base + "/healthz")
         services = {"relay": relay, "workers": workers}
         services.update({f"processor-{i}": p for i, p in enumerate(back, 1)})
         services.update({f"commands-{i}": g for i, g in enumerate(gateways, 1)})
-        yield Balanced(settings, base, services, gateways, balancer, env, logs)
+        balanced = Balanced(
+            settings, base, services, gateways, balancer, env, logs, sync, metrics_urls
+        )
+        balanced.until_all_routed()
+        yield balanced
+
+
+def _until_answers(url: str, deadline_s: float = 30.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)

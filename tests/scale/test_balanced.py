@@ -91,7 +91,7 @@ def _restart_dead(balanced: Balanced) -> None:
             offset = len(gateway.text())
             gateway.start()
             gateway.wait_for_log(r"event=commands_listening", 90, offset)
-    _wait_for(lambda: _count(balanced, " is UP") >= _count(balanced, " is DOWN"))
+    balanced.until_all_routed()
 
 
 def _count(balanced: Balanced, text: str) -> int:
@@ -113,7 +113,7 @@ def test_a_gateway_told_to_stop_drains_to_the_others(balanced: Balanced) -> None
         ws = await websockets.connect(url + alice.access_token, compression=None)
         hello = json.loads(await ws.recv())
         gateway = balanced.gateway_of(hello["gateway_id"])
-        server = f"gateway-{balanced.gateways.index(gateway) + 1}"
+        server = balanced.slot_of(gateway)
         assert gateway.proc is not None
         down = f"gateways/{server} is DOWN"
         downs = _count(balanced, down)

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -112,3 +112,45 @@ def test_a_killed_process_leaves_the_registry_within_its_timeout(
     finally:
         child.kill()
         child.wait()
+
+
+def test_the_watch_follows_joins_reports_and_leaves(registry_settings: Settings) -> None:
+    """The cache routing reads (assignment, HAProxy's slots) sees each change without a
+    request to the registry: ZooKeeper's watches tell it, Redis is listed every
+    `refresh_s`."""
+    refresh_s = 0.2
+
+    async def scenario() -> None:
+        one, two, reader = (open_registry(registry_settings) for _ in range(3))
+        watch = reader.watch(refresh_s)
+        changes = 0
+
+        def changed() -> None:
+            nonlocal changes
+            changes += 1
+
+        watch.on_change = changed
+
+        async def until(check: Callable[[dict[str, GatewayRecord]], bool], what: str) -> None:
+            deadline = time.monotonic() + 10 * refresh_s + 5
+            while not check({r.gateway_id: r for r in watch.gateways()}):
+                assert time.monotonic() < deadline, f"the watch never saw {what}"
+                await asyncio.sleep(0.02)
+
+        try:
+            await one.join(GatewayRecord("gw-w1", "ws://127.0.0.1:1/ws", 0))
+            await watch.start()
+            await until(lambda live: "gw-w1" in live, "the first gateway")
+            await two.join(GatewayRecord("gw-w2", "ws://127.0.0.1:2/ws", 0))
+            await until(lambda live: "gw-w2" in live, "a gateway join")
+            await one.report(7)
+            await until(lambda live: live["gw-w1"].connections == 7, "a report of load")
+            await two.leave()
+            await until(lambda live: "gw-w2" not in live, "a gateway leave")
+            assert changes >= 4
+        finally:
+            await watch.close()
+            for registry in (one, two, reader):
+                await registry.close()
+
+    asyncio.run(scenario())
