@@ -20,16 +20,14 @@ from domain.visibility import can_see_receipts
 from infra.auth import Identity
 from infra.timestamps import utc_iso
 from projections.schema import LIVE_SCHEMA
-from queries.errors import NotSender, UnknownMessage
-from queries.membership import load_membership
-from queries.params import chat_id_param, seq_param
-from queries.position import read_your_writes
 from queries.privacy import blocks_between
-from queries.resources import read_side_of
 from queries.responses import answer
+from queries.senders_message import senders_message
 
 _S = sql.Identifier(LIVE_SCHEMA)
-_MESSAGE = sql.SQL("SELECT message_id, sender FROM {s}.messages WHERE chat_id = %s AND seq = %s")
+_MESSAGE = sql.SQL(
+    "SELECT sender, message_id FROM {s}.messages WHERE chat_id = %(chat)s AND seq = %(seq)s"
+).format(s=_S)
 # `receipts` is keyed by (chat, recipient, seq): one message's rows are reached through
 # the chat's members (everyone it was sent to has a members row), one index probe each.
 # Asked by (chat, seq), PostgreSQL read every receipt of the chat: 24 ms for a group of
@@ -41,7 +39,7 @@ _RECEIPTS = sql.SQL(
     "CROSS JOIN LATERAL (SELECT recipient, status, delivered_at, read_at "
     "FROM {s}.receipts r WHERE r.chat_id = m.chat_id AND r.recipient = m.user_id "
     "AND r.seq = %(seq)s OFFSET 0) r WHERE m.chat_id = %(chat)s ORDER BY r.recipient"
-)
+).format(s=_S)
 
 
 def _receipt(row: tuple[Any, ...], shown: bool) -> dict[str, Any]:
@@ -57,31 +55,18 @@ def _receipt(row: tuple[Any, ...], shown: bool) -> dict[str, Any]:
 
 
 async def receipts(request: Request, identity: Identity) -> Response:
-    chat_id, seq = chat_id_param(request), seq_param(request)
-    await read_your_writes(request, identity.user_id)
-    read_side = read_side_of(request)
-    async with read_side.pool.connection() as conn:
-        membership = await load_membership(conn, chat_id, identity.user_id)
-        if not membership.sees(seq):
-            raise UnknownMessage()
-        async with conn.pipeline():
-            found = await conn.execute(_MESSAGE.format(s=_S), (chat_id, seq))
-            listed = await conn.execute(_RECEIPTS.format(s=_S), {"chat": chat_id, "seq": seq})
-            message = await found.fetchone()
-            rows = await listed.fetchall()
-        if message is None:
-            raise UnknownMessage()
-        message_id, sender = message
-        if sender != identity.user_id:
-            raise NotSender()
-        privacy = await blocks_between(conn, identity.user_id, [row[0] for row in rows])
+    async with senders_message(request, identity, _MESSAGE, _RECEIPTS) as mine:
+        rows = mine.listed
+        privacy = await blocks_between(mine.conn, identity.user_id, [row[0] for row in rows])
+    sender, message_id = mine.message
+    membership = mine.membership
     viewer = privacy[identity.user_id]
     shown: list[tuple[tuple[Any, ...], bool]] = [
         (row, can_see_receipts(viewer, privacy[row[0]])) for row in rows
     ]
     body: dict[str, Any] = {
-        "chat_id": str(chat_id),
-        "seq": seq,
+        "chat_id": str(mine.chat_id),
+        "seq": mine.seq,
         "message_id": str(message_id),
         "sender": str(sender),
         "kind": membership.kind,

@@ -18,21 +18,17 @@ from starlette.responses import Response
 from infra.auth import Identity
 from infra.timestamps import utc_iso
 from projections.schema import LIVE_SCHEMA
-from queries.errors import NotSender, UnknownMessage
-from queries.membership import load_membership
-from queries.params import chat_id_param, seq_param
-from queries.position import read_your_writes
-from queries.resources import read_side_of
 from queries.responses import answer
+from queries.senders_message import senders_message
 
 _S = sql.Identifier(LIVE_SCHEMA)
 _MESSAGE = sql.SQL(
     "SELECT sender, kind, body, coalesce(edited_at, sent_at), deleted_at FROM {s}.messages "
-    "WHERE chat_id = %s AND seq = %s"
+    "WHERE chat_id = %(chat)s AND seq = %(seq)s"
 ).format(s=_S)
 _VERSIONS = sql.SQL(
-    "SELECT body, written_at FROM {s}.message_versions WHERE chat_id = %s AND seq = %s "
-    "ORDER BY edit_seq"
+    "SELECT body, written_at FROM {s}.message_versions "
+    "WHERE chat_id = %(chat)s AND seq = %(seq)s ORDER BY edit_seq"
 ).format(s=_S)
 
 
@@ -41,28 +37,13 @@ def _version(body: bytes, written_at: Any) -> dict[str, Any]:
 
 
 async def versions(request: Request, identity: Identity) -> Response:
-    chat_id, seq = chat_id_param(request), seq_param(request)
-    await read_your_writes(request, identity.user_id)
-    read_side = read_side_of(request)
-    async with read_side.pool.connection() as conn:
-        membership = await load_membership(conn, chat_id, identity.user_id)
-        if not membership.sees(seq):
-            raise UnknownMessage()
-        async with conn.pipeline():
-            found = await conn.execute(_MESSAGE, (chat_id, seq))
-            listed = await conn.execute(_VERSIONS, (chat_id, seq))
-            message = await found.fetchone()
-            rows = await listed.fetchall()
-    if message is None:
-        raise UnknownMessage()
-    sender, kind, body, written_at, deleted_at = message
-    if sender != identity.user_id:
-        raise NotSender()
-    texts = [] if deleted_at is not None else [*rows, (body, written_at)]
+    async with senders_message(request, identity, _MESSAGE, _VERSIONS) as mine:
+        _, kind, body, written_at, deleted_at = mine.message
+        texts = [] if deleted_at is not None else [*mine.listed, (body, written_at)]
     return answer(
         {
-            "chat_id": str(chat_id),
-            "seq": seq,
+            "chat_id": str(mine.chat_id),
+            "seq": mine.seq,
             "kind": kind,
             "deleted": deleted_at is not None,
             "versions": [_version(*row) for row in texts],

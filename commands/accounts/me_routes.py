@@ -4,7 +4,7 @@ and devices (docs/auth.md). Each needs `Authorization: Bearer <access token>`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from uuid import UUID
 
@@ -57,26 +57,26 @@ async def privacy(request: Request) -> JSONResponse:
     )
 
 
-async def contacts(request: Request) -> JSONResponse:
+async def _about_a_user(
+    request: Request, actions: Mapping[str, Callable[[User, UUID], bool]], announce: str
+) -> JSONResponse:
+    """A change of the caller about another user the body names (`_target_user`): the
+    body's `action` picks one of `actions`; the gateways are told as `announce`."""
     identity = await authenticated(request)
     access = access_of(request)
     body = await read_json(request, access.settings.max_request_bytes)
-    action = choice_field(body, "action", ("add", "remove"))
+    act = actions[choice_field(body, "action", tuple(actions))]
     target = await run_in_threadpool(_target_user, access, body)
-    if action == "add":
-        return await _change(access, identity.user_id, lambda u: u.add_contact(target), "contacts")
-    return await _change(access, identity.user_id, lambda u: u.remove_contact(target), "contacts")
+    return await _change(access, identity.user_id, lambda user: act(user, target), announce)
+
+
+async def contacts(request: Request) -> JSONResponse:
+    actions = {"add": User.add_contact, "remove": User.remove_contact}
+    return await _about_a_user(request, actions, "contacts")
 
 
 async def blocks(request: Request) -> JSONResponse:
-    identity = await authenticated(request)
-    access = access_of(request)
-    body = await read_json(request, access.settings.max_request_bytes)
-    action = choice_field(body, "action", ("block", "unblock"))
-    target = await run_in_threadpool(_target_user, access, body)
-    if action == "block":
-        return await _change(access, identity.user_id, lambda u: u.block(target), "blocks")
-    return await _change(access, identity.user_id, lambda u: u.unblock(target), "blocks")
+    return await _about_a_user(request, {"block": User.block, "unblock": User.unblock}, "blocks")
 
 
 async def devices(request: Request) -> JSONResponse:

@@ -186,7 +186,7 @@ def test_one_messages_receipts_are_read_through_the_members(
     group, seq = chats[0], GROUP_MESSAGES // 2
     with psycopg.connect(scratch.pg_conninfo) as conn:
         # The query API's receipts of one message (queries/receipts.py).
-        query = _RECEIPTS.format(s=sql.Identifier(LIVE_SCHEMA))
+        query = _RECEIPTS
         named = {"chat": group, "seq": seq}
         rows = conn.execute(query, named).fetchall()
         # Removed members' receipts included, the member who joined later not.
