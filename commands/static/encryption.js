@@ -216,7 +216,7 @@ export class Encryption {
     const content = message.secret;
     let url = this.files.get(content.media_id);
     if (url) return url;
-    const signed = await downloadUrl(this.m.session, this.m.profiles.queriesUrl, message.chat_id, content.media_id);
+    const signed = await downloadUrl(this.m.session, this.m.profiles.queriesUrl, message.chat_id, content.media_id, message.position);
     if (!signed) throw new Error("the query API does not answer");
     const response = await fetch(signed);
     if (!response.ok) throw new Error(`download failed (${response.status})`);
@@ -227,8 +227,9 @@ export class Encryption {
   }
 
   /** Start fetching and decrypting a photo to show it (once); the view renders again.
-   *  The query API authorises the download once it has projected the message, which may
-   *  lag the push by a moment: a failure is tried again, a few times, a second apart. */
+   *  The query API authorises the download once it has projected the message: with the
+   *  pushed message's position it waits for that; a message without one (from a sync
+   *  page) may be asked for too early, so a failure is tried again, a second apart. */
   loadImage(message) {
     const id = message.secret.media_id;
     this._tries ??= new Map();

@@ -2,10 +2,10 @@
 // with a presigned PUT (progress from XHR), confirm it, and get a photo's short-lived
 // download URL from the query API. The bytes never go through Parley's services.
 
-async function authorizedJson(url, token, method = "GET", body = undefined) {
+async function authorizedJson(url, token, method = "GET", body = undefined, headers = {}) {
   const response = await fetch(url, {
     method,
-    headers: { Authorization: `Bearer ${token}`, ...(body ? { "Content-Type": "application/json" } : {}) },
+    headers: { Authorization: `Bearer ${token}`, ...(body ? { "Content-Type": "application/json" } : {}), ...headers },
     body: body ? JSON.stringify(body) : undefined,
   });
   const data = await response.json().catch(() => ({}));
@@ -51,9 +51,12 @@ export async function uploadBytes(session, buffer, mimeType, kind, onProgress) {
   return confirmed.media;
 }
 
-/** A short-lived URL of media sent in a chat (null when the query API is not running). */
-export async function downloadUrl(session, queriesUrl, chatId, mediaId) {
+/** A short-lived URL of media sent in a chat (null when the query API is not running).
+ *  `position`: that of the message carrying it, when known (a pushed frame's): the query
+ *  API then waits until it holds that message (`X-Parley-Position`, docs/queries.md). */
+export async function downloadUrl(session, queriesUrl, chatId, mediaId, position = null) {
   if (!queriesUrl) return null;
-  const found = await authorizedJson(`${queriesUrl}/v1/chats/${chatId}/media/${mediaId}`, await session.accessToken());
+  const headers = position === null || position === undefined ? {} : { "X-Parley-Position": `${chatId}:${position}` };
+  const found = await authorizedJson(`${queriesUrl}/v1/chats/${chatId}/media/${mediaId}`, await session.accessToken(), "GET", undefined, headers);
   return found.url;
 }

@@ -320,7 +320,7 @@ export class Messenger {
     try {
       // The decrypted file exists only in this page: it opens from here (an opener).
       if (message.secret) return window.open(await this.crypto.fileUrl(message), "_blank");
-      const url = await downloadUrl(this.session, this.profiles.queriesUrl, message.chat_id, message.media.media_id);
+      const url = await downloadUrl(this.session, this.profiles.queriesUrl, message.chat_id, message.media.media_id, message.position);
       if (url) window.open(url, "_blank", "noopener");
     } catch (error) {
       this.onNotice(`cannot open it: ${error.message}`);
