@@ -33,7 +33,8 @@ def raw_layer(which: str, rate: float, seconds: float) -> dict[str, Any]:
 def websocket_oneone(settings: Settings, workdir: Path, say: Say, **params: Any) -> dict[str, Any]:
     """The oneone scenario, same client and parameters, against the WebSocket baseline."""
     with echo_server(settings, workdir) as server:
-        return oneone(echo_target(server.base, server.pid), workdir, say, **params)
+        target = echo_target(server.base, server.pid, settings.bench_settle_s)
+        return oneone(target, workdir, say, **params)
 
 
 def baselines(

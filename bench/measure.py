@@ -12,8 +12,6 @@ from bench.procfs import CpuMeter
 from bench.stats import summary
 from bench.targets import Target, server_cpu_groups
 
-SETTLE_S = 5.0
-
 
 def pair_fleet(
     target: Target, pairs: int, procs: int, workdir: Path, spec: dict[str, Any]
@@ -118,11 +116,12 @@ def window(
     return figures
 
 
-def warm(fleet: Fleet, routes: int, tag: str = "warm") -> dict[str, Any]:
-    """Each route sends once, slowly (opens the chats, fills caches); not measured."""
+def warm(fleet: Fleet, routes: int, settle_s: float, tag: str = "warm") -> dict[str, Any]:
+    """Each route sends once, slowly (opens the chats, fills caches); not measured. Then
+    `settle_s` (the target's) for the warm-up's receipts and reads to pass."""
     rate = min(500.0, float(routes))
     start = fleet.start_traffic(rate, routes / rate, 20.0, tag)
     del start
     raw = fleet.finish_traffic()
-    time.sleep(SETTLE_S)  # let the warm-up's receipts and reads pass before measuring
+    time.sleep(settle_s)
     return {"sent": raw["sent"], "deliveries": raw["deliveries"], "errors": raw["errors"]}

@@ -27,6 +27,7 @@ def ejabberd_target(settings: Settings, say: Say) -> Iterator[tuple[Target, Ejab
             lambda n: xmpp_accounts(prefix, n, server.domain),
             server.processes,
             {"domain": server.domain},
+            settle_s=settings.bench_settle_s,
         )
         yield target, server
 

@@ -273,7 +273,7 @@ def _run(args: argparse.Namespace, settings: Settings, workdir: Path) -> dict[st
             from bench.targets import echo_target
 
             with echo_server(settings, workdir, args.echo_ws) as server:
-                target = echo_target(server.base, server.pid)
+                target = echo_target(server.base, server.pid, settings.bench_settle_s)
                 measured = {"gateway": [server.pid]}
                 return scenarios.connections(target, measured, workdir, _say, **conn_params)
         if args.gateways > 1:
@@ -351,7 +351,7 @@ def _run(args: argparse.Namespace, settings: Settings, workdir: Path) -> dict[st
 
         def websocket_ramp() -> dict[str, Any]:
             with echo_server(settings, workdir) as server:
-                target = echo_target(server.base, server.pid)
+                target = echo_target(server.base, server.pid, settings.bench_settle_s)
                 return scenarios.ramp(target, workdir, _say, **ramp_params)
 
         figures["websocket"] = _guarded(websocket_ramp)

@@ -35,7 +35,7 @@ def oneone(
         say(f"{target.name}: connecting {2 * pairs} users")
         connected = fleet.connect()
         say(f"{target.name}: {connected['connected']} connected; warming up")
-        warm(fleet, 2 * pairs)
+        warm(fleet, 2 * pairs, target.settle_s)
         say(f"{target.name}: {rate:g} msgs/s for {seconds:g} s")
         tag = f"m{uuid.uuid4().hex[:6]}"
         figures = window(
@@ -67,7 +67,7 @@ def ramp(
     steps: list[dict[str, Any]] = []
     try:
         fleet.connect()
-        warm(fleet, 2 * pairs)
+        warm(fleet, 2 * pairs, target.settle_s)
         for rate in rates:
             for attempt in (1, 2):  # a failing step is tried once more: the machine is shared
                 step = window(fleet, target, rate, step_s, f"r{int(rate)}-{uuid.uuid4().hex[:4]}")
@@ -146,7 +146,7 @@ def group(
     try:
         say(f"{target.name}: connecting {len(accounts)} users, creating {groups} groups")
         connected = fleet.connect()
-        warm(fleet, groups * senders)
+        warm(fleet, groups * senders, target.settle_s)
         say(f"{target.name}: {rate:g} group msgs/s for {seconds:g} s")
         figures = window(fleet, target, rate, seconds, f"g{uuid.uuid4().hex[:6]}", drain_s=30.0)
     finally:
@@ -171,8 +171,9 @@ def connections(
     """N idle authenticated connections: held, resident memory and CPU of the processes
     that hold them (`measured`: "gateway", and "haproxy" behind a balancer, each a list
     of pids). Generator k connects from 127.0.0.(1 + k % `sources`); `spread` says how
-    many connections each process holds, read while they are held."""
-    time.sleep(2.0)
+    many connections each process holds, read while they are held. The target's
+    `settle_s` passes before the idle memory is read and again once all are open."""
+    time.sleep(target.settle_s)
     pids = {pid: group for group, group_pids in measured.items() for pid in group_pids}
     rss_before = {pid: rss_kib(pid) for pid in pids}
     accounts = target.accounts(count)
@@ -196,7 +197,7 @@ def connections(
         say(f"{target.name}: opening {count} connections to {target.base}")
         connected = fleet.connect()
         say(f"{target.name}: {connected['connected']} open in {connected['seconds']} s; holding")
-        time.sleep(5.0)
+        time.sleep(target.settle_s)
         rss_held = {pid: rss_kib(pid) for pid in pids}
         held_by = spread() if spread is not None else {}
         groups: dict[str, list[int]] = {**measured, "loadgen": fleet.pids}

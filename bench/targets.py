@@ -29,6 +29,7 @@ class Target:
     processes: Callable[[], dict[str, list[int]]]
     spec: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, str] = field(default_factory=dict)  # name -> base URL of /metrics
+    settle_s: float = Settings.bench_settle_s  # the pause before a measured window
 
 
 def parley_target(
@@ -48,15 +49,17 @@ def parley_target(
         lambda n: issue_accounts(settings, n),
         processes or (lambda: server_processes(settings)),
         metrics=metrics or {},
+        settle_s=settings.bench_settle_s,
     )
 
 
-def echo_target(base: str, pid: int) -> Target:
+def echo_target(base: str, pid: int, settle_s: float) -> Target:
     def accounts(n: int) -> list[list[str]]:
         users = [str(uuid.uuid4()) for _ in range(n)]
         return [[u, "bench", u] for u in users]
 
-    return Target("echo", "parley", base, accounts, lambda: {"echo": [pid, *children(pid)]})
+    processes = lambda: {"echo": [pid, *children(pid)]}  # noqa: E731
+    return Target("echo", "parley", base, accounts, processes, settle_s=settle_s)
 
 
 def server_cpu_groups(groups: dict[str, list[int]]) -> list[str]:

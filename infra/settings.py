@@ -273,6 +273,10 @@ class Settings:
     # flushed at the start of each run, and the ejabberd peer's loopback ports.
     bench_redis_db: int = 14
     bench_ejabberd_port: int = 15280
+    # The pause before a measured window: the warm-up's receipts and reads (sent a second
+    # after delivery) pass, and idle connections settle before their memory is read. The
+    # tests' tiny runs are through in well under 1.5 s, so they set that.
+    bench_settle_s: float = 5.0
 
     # `parley replay` (docs/replay.md). `events_topic` names the events topic outright
     # (e.g. one rebuilt by `parley replay republish`); empty: `<topic_prefix>parley.events`.
