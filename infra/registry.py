@@ -4,8 +4,8 @@ One small interface, `GatewayRegistry`, with two implementations chosen by
 `PARLEY_REGISTRY` (`open_registry`):
 
 - `redis` (the default): a lease key per gateway, `parley:gateway:<id>`, holding its
-  record as JSON with a TTL of `GATEWAY_TTL_S`, rewritten at every `report`. A gateway
-  that dies is gone when its key expires.
+  record as JSON with a TTL of `registry_lease_s` (15 s), rewritten at every `report`. A
+  gateway that dies is gone when its key expires.
 - `zookeeper` (the seed's choice, `infra.registry_zookeeper`): an ephemeral sequential
   znode per gateway under `<zookeeper_root>/gateways`, its data the same JSON. A gateway
   that dies is gone when its session expires (`zookeeper_session_timeout_ms`).
@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from infra.routing import GATEWAY_TTL_S, gateway_key
+from infra.routing import gateway_key
 from infra.settings import Settings
 
 log = logging.getLogger("parley.registry")
@@ -133,7 +133,7 @@ def listed_after_death_s(settings: Settings) -> float:
     Redis, its session timeout in ZooKeeper."""
     if settings.registry == "zookeeper":
         return settings.zookeeper_session_timeout_ms / 1000
-    return float(GATEWAY_TTL_S)
+    return settings.registry_lease_s
 
 
 def least_loaded(records: list[GatewayRecord]) -> GatewayRecord | None:
@@ -145,24 +145,25 @@ def least_loaded(records: list[GatewayRecord]) -> GatewayRecord | None:
 
 
 class RedisRegistry(GatewayRegistry):
-    """Gateways as lease keys in Redis, renewed by `report`."""
+    """Gateways as lease keys in Redis, renewed by `report`; a lease lasts `lease_s`."""
 
     SCAN_COUNT = 1000
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, lease_s: float) -> None:
         self.redis = redis
+        self.lease_ms = round(lease_s * 1000)
         self.record: GatewayRecord | None = None
 
     async def join(self, record: GatewayRecord) -> None:
         self.record = record
-        await self.redis.set(gateway_key(record.gateway_id), record.encode(), ex=GATEWAY_TTL_S)
+        await self.redis.set(gateway_key(record.gateway_id), record.encode(), px=self.lease_ms)
 
     async def report(self, connections: int) -> None:
         if self.record is None:
             return
         self.record = GatewayRecord(self.record.gateway_id, self.record.url, connections)
         await self.redis.set(
-            gateway_key(self.record.gateway_id), self.record.encode(), ex=GATEWAY_TTL_S
+            gateway_key(self.record.gateway_id), self.record.encode(), px=self.lease_ms
         )
 
     async def leave(self) -> None:
@@ -227,7 +228,7 @@ class PolledWatch(GatewayWatch):
 def open_registry(settings: Settings) -> GatewayRegistry:
     """The registry `PARLEY_REGISTRY` names, not yet connected (its first call connects)."""
     if settings.registry == "redis":
-        return RedisRegistry(Redis.from_url(settings.redis_url))
+        return RedisRegistry(Redis.from_url(settings.redis_url), settings.registry_lease_s)
     if settings.registry == "zookeeper":
         from infra.registry_zookeeper import ZooKeeperRegistry
 

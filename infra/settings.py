@@ -220,9 +220,11 @@ class Settings:
     # or "zookeeper" (an ephemeral sequential znode per gateway; `parley stack` then runs
     # ZooKeeper). Each gateway reports its address and connection count every
     # `registry_report_s`; `gateway_public_url` is the address it reports (empty: the
-    # ws:// URL of the socket it listens on).
+    # ws:// URL of the socket it listens on). In Redis each report renews the gateway's
+    # lease for `registry_lease_s`: one that dies without leaving is listed that long.
     registry: str = "redis"
     registry_report_s: float = 5.0
+    registry_lease_s: float = 15.0
     gateway_public_url: str = ""
     zookeeper_hosts: str = "127.0.0.1:12181"
     zookeeper_version: str = "3.9.5"

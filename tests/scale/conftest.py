@@ -34,6 +34,9 @@ PROCESSORS = 2
 BALANCER = {"balancer_check_ms": 500, "balancer_fall": 2, "gateway_drain_notice_s": 2.0}
 REGISTRY_REPORT_S = 0.5
 ZOOKEEPER_SESSION_MS = 4_000
+REGISTRY_LEASE_S = ZOOKEEPER_SESSION_MS / 1000
+"""A Redis lease as long as a ZooKeeper session here (8 reports), not the default 15 s:
+the tests that wait for a killed gateway to leave wait that long."""
 
 
 @dataclass
@@ -121,10 +124,13 @@ def balanced(
         "PARLEY_GATEWAY_DRAIN_NOTICE_S": str(BALANCER["gateway_drain_notice_s"]),
         "PARLEY_REGISTRY": registry,
         "PARLEY_REGISTRY_REPORT_S": str(REGISTRY_REPORT_S),
+        "PARLEY_REGISTRY_LEASE_S": str(REGISTRY_LEASE_S),
         "PARLEY_LOG_LEVEL": "debug",  # each command's trail of ids (test_trail.py)
     }
     # The services' state folder (their token secret) is the run's; HAProxy's is ours.
-    settings = topics.replace(commands_port=front_port, registry=registry, **BALANCER)
+    settings = topics.replace(
+        commands_port=front_port, registry=registry, registry_lease_s=REGISTRY_LEASE_S, **BALANCER
+    )
     if registry == "zookeeper":
         zk: Settings = request.getfixturevalue("zookeeper")
         settings = settings.replace(

@@ -18,7 +18,6 @@ from typing import Any
 import websockets
 
 from infra.registry import listed_after_death_s
-from infra.routing import GATEWAY_TTL_S
 from tests.scale.conftest import REGISTRY_REPORT_S, Balanced
 from tests.scale.test_balanced import _restart_dead
 
@@ -54,7 +53,8 @@ def test_assign_names_the_least_loaded_gateway_and_forgets_a_killed_one(
 ) -> None:
     users = [balanced.account(f"a{i}") for i in range(5)]
     # Gateways killed by earlier tests may linger in the registry until their lease ends.
-    _until(lambda: _assign(balanced)["gateways"] == GATEWAYS, GATEWAY_TTL_S * 2, "3 gateways")
+    lease = listed_after_death_s(balanced.settings)
+    _until(lambda: _assign(balanced)["gateways"] == GATEWAYS, lease * 2 + 10, "3 gateways")
     ours = {f"ws://127.0.0.1:{g.env['PARLEY_COMMANDS_PORT']}/ws" for g in balanced.gateways}
     loads = REGISTRY_REPORT_S * 2 + 10  # two reports, with slack for a loaded machine
 

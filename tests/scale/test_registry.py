@@ -18,6 +18,7 @@ import pytest
 
 from infra.registry import GatewayRecord, least_loaded, listed_after_death_s, open_registry
 from infra.settings import Settings
+from tests.scale.conftest import REGISTRY_LEASE_S
 from tests.services import ROOT
 
 
@@ -26,7 +27,7 @@ def registry_settings(request: pytest.FixtureRequest, topics: Settings) -> Itera
     if request.param == "zookeeper":
         yield request.getfixturevalue("zookeeper")
     else:
-        yield topics.replace(registry="redis")
+        yield topics.replace(registry="redis", registry_lease_s=REGISTRY_LEASE_S)
 
 
 def _ids(records: list[GatewayRecord]) -> set[str]:
@@ -79,6 +80,7 @@ def test_a_killed_process_leaves_the_registry_within_its_timeout(
     env = {
         "PARLEY_REGISTRY": s.registry,
         "PARLEY_REDIS_URL": s.redis_url,
+        "PARLEY_REGISTRY_LEASE_S": str(s.registry_lease_s),
         "PARLEY_ZOOKEEPER_HOSTS": s.zookeeper_hosts,
         "PARLEY_ZOOKEEPER_ROOT": s.zookeeper_root,
         "PARLEY_ZOOKEEPER_SESSION_TIMEOUT_MS": str(s.zookeeper_session_timeout_ms),
