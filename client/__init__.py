@@ -4,7 +4,8 @@ Used by the tests, the benchmark and the demo; the server never imports it. It k
 what a real client keeps: per-chat messages by seq (so nothing is shown twice), the
 highest contiguous seq of each chat (its sync cursor), the ticks of its own messages
 from the receipt cursors, and unacknowledged sends to resend after a reconnect with the
-same local id (the server answers a resend with the original message).
+same local id (the server answers a resend with the original message). A request waiting
+when the connection drops fails at once with `ConnectionError`, not at its timeout.
 """
 
 from client.chat import (

@@ -417,10 +417,18 @@ class ChatClient:
 
     async def _read(self) -> None:
         assert self._ws is not None
-        async for raw in self._ws:
-            frame = json.loads(raw)
-            await self._on_frame(frame)
-            self._changed.set()
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for raw in self._ws:
+                frame = json.loads(raw)
+                await self._on_frame(frame)
+                self._changed.set()
+        # The server closed the connection or it dropped (`close` cancels this task before
+        # it gets here): nothing waiting is answered on it now. Each request fails at once
+        # instead of at its timeout, so its caller reconnects and resends without waiting.
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("the connection closed"))
+        self._changed.set()
 
     async def _on_frame(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
