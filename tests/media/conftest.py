@@ -1,9 +1,11 @@
 """The whole stack with the object store, for the media tests (docs/media.md).
 
-Download URLs live a few seconds here (so their expiry can be watched), unconfirmed
-uploads are collected after a few seconds (confirmed ones never sent after 20 s), a
-user may ask for five uploads at once, and a video or sound may last a minute. A
-multipart upload has at most four parts of 5 to 6 MiB and 20 s to be completed.
+Download URLs live a few seconds here (so their expiry can be watched), uploads are
+collected after 8 s unconfirmed or confirmed and never sent, a user may ask for five
+uploads at once, and a video or sound may last a minute. A multipart upload has at most
+four parts of 5 to 6 MiB and 10 s to be completed. The tests that watch an upload
+expire wait about that long: each grace is a few times what its test needs (a confirmed
+upload is sent, or four parts are put, within 1.5 s here), no more.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from tests.fullstack import FullStack, full_stack
 
 DOWNLOAD_TTL_S = 3
 GC_GRACE_S = 8
-UNSENT_GRACE_S = 20
+UNSENT_GRACE_S = 8
 UPLOAD_BURST = 5
 MAX_DURATION_S = 60
 PART_MIN = 5 * 1024 * 1024  # S3's own floor for every part but the last
 PART_MAX = 6 * 1024 * 1024
 MAX_PARTS = 4
-MULTIPART_TTL_S = 20
+MULTIPART_TTL_S = 10
 
 
 @dataclass
