@@ -63,6 +63,8 @@ class Web:
         if self.process.returncode is None:
             self.process.stdin.write(b'{"op": "quit"}\n')
             await self.process.stdin.drain()
+            # Node exits once its stdin ends: left open, it waited out the 20 s below.
+            self.process.stdin.close()
             try:
                 await asyncio.wait_for(self.process.wait(), 20)
             except TimeoutError:
