@@ -12,6 +12,7 @@ import pytest
 from bench.stand_ins import stand_in_account
 from client import Account, ChatClient
 from infra.settings import Settings
+from tests.accounts.client import FAST_HASHING
 from tests.services import Service, running
 
 GENEROUS_LIMITS = {
@@ -21,12 +22,17 @@ GENEROUS_LIMITS = {
 }
 
 REGISTRATION_LIMITS = {
-    f"PARLEY_RATE_{limit}_{knob}": "100000"
-    for limit in ("REGISTER_ADDRESS", "LOGIN_ADDRESS", "LOGIN_ACCOUNT")
-    for knob in ("BURST", "PER_S")
+    **{
+        f"PARLEY_RATE_{limit}_{knob}": "100000"
+        for limit in ("REGISTER_ADDRESS", "LOGIN_ADDRESS", "LOGIN_ACCOUNT")
+        for knob in ("BURST", "PER_S")
+    },
+    **{f"PARLEY_{name.upper()}": str(value) for name, value in FAST_HASHING.items()},
 }
 """Limits that let a test register and log in as many users as it likes: the stack of a
-package serves many tests from one address, and Redis is not emptied between them."""
+package serves many tests from one address, and Redis is not emptied between them. And
+cheap argon2 (tests/accounts' `FAST_HASHING`): at the defaults a registration and its
+login cost 0.4 s of CPU here, and these stacks' tests register dozens of users."""
 
 
 def _free_port() -> int:
