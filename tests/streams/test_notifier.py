@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 
 from client.chat import Account, ChatClient, CommandFailed, _post, register_and_login
 from client.e2e import SecureChat
@@ -145,6 +145,29 @@ async def settle(push: PushStack, chat_id: str, seq: int) -> None:
             return
         assert time.monotonic() < deadline + 60, f"the notifier never settled: {status}"
         await asyncio.sleep(0.1)
+
+
+def read_to_end(settings: Settings, name: str, deadline_s: float = 30.0) -> list[bytes]:
+    """Every record the topic holds now: read from the start up to its end offsets (what
+    was there when asked), not until a pause with nothing new."""
+    topic = settings.topic(name)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False
+    )
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        values: list[bytes] = []
+        deadline = time.monotonic() + deadline_s
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            assert time.monotonic() < deadline, f"{topic} not read to its end"
+            for batch in consumer.poll(timeout_ms=200).values():
+                values.extend(r.value for r in batch)
+        return values
+    finally:
+        consumer.close()
 
 
 def target_count(push: PushStack, account: Account) -> int:
@@ -316,17 +339,14 @@ async def test_a_push_that_fails_every_try_goes_to_the_dead_letter_topic(
     finally:
         await sender.close()
     assert len(push.webpush.attempts[device]) == MAX_TRIES
-    consumer = KafkaConsumer(
-        push.settings.topic(PUSH_DEAD),
-        bootstrap_servers=push.settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=5_000,
-    )
-    try:
-        dead = [json.loads(r.value) for r in consumer]
-    finally:
-        consumer.close()
-    mine = [d for d in dead if d["chat_id"] == ack.chat_id]
+    # Marked dead, then written to the topic: read it whole until the letter is there.
+    deadline = time.monotonic() + 30
+    while True:
+        dead = [json.loads(value) for value in read_to_end(push.settings, PUSH_DEAD)]
+        mine = [d for d in dead if d["chat_id"] == ack.chat_id]
+        if mine or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
     assert len(mine) == 1
     assert mine[0]["tries"] == MAX_TRIES and mine[0]["status"] == 503
     assert target_count(push, bob) == 1  # a failing provider is not a gone device
