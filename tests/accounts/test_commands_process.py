@@ -15,10 +15,12 @@ from redis.asyncio import Redis
 from infra.auth import logout_channel
 from infra.settings import Settings
 from tests.accounts.client import FAST_HASHING, GENEROUS_LIMITS, PASSWORD, new_handles, subscribed
+from tests.fullstack import NO_BALANCER
 from tests.services import Service
 
 ENV = {
     "PARLEY_COMMANDS_PORT": "0",  # any free port; the service logs which
+    **NO_BALANCER,
     **{f"PARLEY_{name.upper()}": str(value) for name, value in FAST_HASHING.items()},
     **{f"PARLEY_{name.upper()}": str(value) for name, value in GENEROUS_LIMITS.items()},
 }

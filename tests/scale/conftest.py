@@ -27,7 +27,7 @@ from infra.stack.haproxy import HAProxy
 from infra.stack.zookeeper import ZooKeeper
 from tests.fullstack import free_port
 from tests.gateway.conftest import GENEROUS_LIMITS, Stack
-from tests.services import Service, running
+from tests.services import Service, running, stop_together
 
 GATEWAYS = 3
 PROCESSORS = 2
@@ -191,6 +191,7 @@ def balanced(
             settings, base, services, gateways, balancer, env, logs, sync, metrics_urls
         )
         balanced.until_all_routed()
+        stack.callback(stop_together, [sync, *gateways, *back, relay, workers])
         yield balanced
 
 
