@@ -259,6 +259,16 @@ class Settings:
     notifier_group: str = ""  # empty: <topic prefix>parley-notifier
     webpush_subject: str = ""  # e.g. mailto:ops@example.com; empty: Web Push off
     webpush_vapid_key: str = ""  # a PEM file; empty: <state_dir>/push/vapid.pem, made once
+    # The push services a Web Push endpoint may point at (infra/push/endpoints.py): a
+    # host, or `*.` and any subdomain of one. The browsers' own: Chrome's FCM, Firefox's
+    # autopush, Edge's WNS on Windows, Safari's (WebKit asks servers that restrict
+    # endpoints to allow every subdomain of push.apple.com).
+    webpush_endpoint_hosts: str = (
+        "fcm.googleapis.com,updates.push.services.mozilla.com,*.notify.windows.com,*.push.apple.com"
+    )
+    # Origins (`scheme://host:port`) accepted as they are, on any address, loopback and
+    # private included: a local receiver in tests, a push service inside your network.
+    webpush_trusted_origins: str = ""
     fcm_service_account: str = ""  # the JSON key file; empty: FCM off
     fcm_base_url: str = "https://fcm.googleapis.com"
     fcm_token_url: str = ""  # empty: the service account's token_uri

@@ -32,6 +32,7 @@ from typing import Any
 import aiohttp
 import psycopg
 import redis
+from aiohttp.abc import AbstractResolver
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -56,6 +57,7 @@ from infra.leases import LeasedSnowflake, WorkerLease
 from infra.objectstore import ObjectStore
 from infra.pg_pool import checked_pool
 from infra.push.apns import Apns
+from infra.push.endpoints import EndpointPolicy, PublicOnlyResolver
 from infra.push.fcm import Fcm
 from infra.push.provider import Provider
 from infra.push.webpush import WebPush
@@ -115,8 +117,8 @@ def run_notifier(settings: Settings, stop: threading.Event) -> None:
     migrate(settings)
 
     async def main() -> None:
-        async with push_http(settings) as client:
-            await notifier.run(settings, stop, push_providers(settings, client))
+        async with push_providers(settings) as providers:
+            await notifier.run(settings, stop, providers)
 
     asyncio.run(main())
 
@@ -141,26 +143,42 @@ def run_balancer(settings: Settings, stop: threading.Event) -> None:
     asyncio.run(main())
 
 
-def push_http(settings: Settings) -> aiohttp.ClientSession:
-    """The HTTP/1.1 client of Web Push and FCM (APNs has its own, on HTTP/2).
+def push_http(
+    settings: Settings, resolver: AbstractResolver | None = None
+) -> aiohttp.ClientSession:
+    """An HTTP/1.1 client of Web Push or FCM (APNs has its own, on HTTP/2).
 
     aiohttp, not httpx: with httpx the notifier spent 80 % of its CPU in the client (its
     pool scans every connection per request) and sent 244 pushes/s; with aiohttp 468/s
     (`parley bench push`, docs/performance.md)."""
     timeout = aiohttp.ClientTimeout(total=settings.push_timeout_s)
-    return aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=256))
+    connector = aiohttp.TCPConnector(limit=256, resolver=resolver)
+    return aiohttp.ClientSession(timeout=timeout, connector=connector)
 
 
-def push_providers(settings: Settings, client: aiohttp.ClientSession) -> dict[str, Provider]:
-    """Each provider whose settings are given (docs/push.md); the others stay off."""
-    providers: dict[str, Provider] = {}
-    if settings.webpush_subject:
-        providers["webpush"] = WebPush(settings, client)
-    if settings.fcm_service_account:
-        providers["fcm"] = Fcm(settings, client)
-    if settings.apns_key_path:
-        providers["apns"] = Apns(settings)
-    return providers
+@asynccontextmanager
+async def push_providers(settings: Settings) -> AsyncIterator[dict[str, Provider]]:
+    """Each provider whose settings are given (docs/push.md), the others off, and their
+    HTTP clients, closed on the way out (the providers are closed by their user).
+
+    Web Push has a client of its own: its endpoints are the users', so it connects only
+    to public addresses (`PublicOnlyResolver`); FCM's URLs are the operator's."""
+    resolver = PublicOnlyResolver(EndpointPolicy.from_settings(settings))
+    try:
+        async with (
+            push_http(settings) as client,
+            push_http(settings, resolver) as webpush_client,
+        ):
+            providers: dict[str, Provider] = {}
+            if settings.webpush_subject:
+                providers["webpush"] = WebPush(settings, webpush_client)
+            if settings.fcm_service_account:
+                providers["fcm"] = Fcm(settings, client)
+            if settings.apns_key_path:
+                providers["apns"] = Apns(settings)
+            yield providers
+    finally:
+        await resolver.close()  # a connector closes only a resolver it made
 
 
 def run_workers(settings: Settings) -> None:
