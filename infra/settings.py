@@ -179,6 +179,12 @@ class Settings:
     ws_heartbeat_s: float = 20.0
     ws_max_frame_bytes: int = 96 * 1024  # a 64 KiB body, base64 in its JSON frame
     ws_allowed_origins: str = ""  # empty: the commands service's own address (below)
+    # Each gateway's PostgreSQL connections (sync, typing's members, command checks).
+    gateway_pool_size: int = 8
+    # How long a sync waits for the projections of the user's chats to reach what is
+    # stored before it answers with what is there (docs/protocol.md); no connection is
+    # held while it waits.
+    sync_settle_timeout_s: float = 5.0
 
     # Scaling out on one machine (docs/scaling.md): how many of each process `parley up`
     # starts. With more than one gateway, HAProxy takes `commands_port` and balances it

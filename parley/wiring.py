@@ -227,7 +227,7 @@ def gateway_adapters(settings: Settings) -> GatewayAdapters:
         gateway_id=gateway_id,
         health=health,
         bus=CommandBus(settings, reply_to=gateway_id, health=health),
-        pool=checked_pool(settings.pg_conninfo, min_size=1, max_size=8),
+        pool=checked_pool(settings.pg_conninfo, min_size=1, max_size=settings.gateway_pool_size),
         registry=open_registry(settings),
     )
 
