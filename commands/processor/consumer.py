@@ -94,21 +94,28 @@ def consume_commands(
     consumer.subscribe([topic], on_assign=assigned, on_revoke=revoked, on_lost=revoked)
     log.info("event=processor_started topic=%s", topic)
     committed = 0.0
+    uncommitted = False  # batches stored since the last commit
     backoff = Backoff()
     try:
         while not stop.is_set():
             batch = _next_batch(settings, consumer, stop, backoff)
             if not batch:
+                # Idle: the last batches' offsets go out too, so neither the commands
+                # topic's truncation (`truncate.py`) nor a successor waits for traffic.
+                if uncommitted and time.monotonic() - committed >= COMMIT_EVERY_S:
+                    _commit(consumer, asynchronous=True)
+                    committed, uncommitted = time.monotonic(), False
                 continue
             with metrics.BATCH_SECONDS.time():
                 _process_until_stored(processor, batch, stop)
             metrics.BATCH_COMMANDS.observe(len(batch))
+            uncommitted = True
             # The outcomes are stored and sent; a lost commit only redelivers idempotent
             # commands, so it need not hold up the next batch, nor go out for every batch
             # (at light load a batch is one command, and a commit costs a round trip).
             if time.monotonic() - committed >= COMMIT_EVERY_S:
                 _commit(consumer, asynchronous=True)
-                committed = time.monotonic()
+                committed, uncommitted = time.monotonic(), False
         # Stopped between batches (SIGTERM): every batch polled is stored, so commit
         # them all before leaving the group; the next owner of these partitions then
         # starts after them instead of deciding the last commands again.
