@@ -79,6 +79,10 @@ class Settings:
     # How long the broker may hold the processor's fetch when no command is there. It
     # answers as soon as one is, so this bounds only idle polling (docs/performance.md).
     processor_fetch_wait_ms: int = 500
+    # Each processor deletes from the commands topic, this often, the commands its group
+    # has decided and committed (a send carries its body in plaintext: docs/log.md).
+    # 0: never; the topic's retention (7 days) then drops them.
+    commands_truncate_interval_s: float = 5.0
     snowflake_lease_ttl_ms: int = 15_000
     command_timeout_s: float = 10.0
     receipt_window_ms: int = 200  # a connection's receipts per chat coalesced within it
