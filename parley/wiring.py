@@ -48,6 +48,7 @@ from commands.media.uploads import MediaUploads
 from commands.processor.consumer import consume_commands, open_consumer
 from commands.processor.people import open_people
 from commands.processor.processor import CommandProcessor
+from commands.processor.publishing import EventPublisher
 from commands.processor.truncate import CommandTruncator, admin_config, truncating
 from commands.ratelimit import RateLimiter, buckets_from_settings
 from commands.service import run_commands_service
@@ -86,8 +87,14 @@ def run_processor(
     store = open_store(settings)
     people = open_people(settings.pg_conninfo)
     try:
-        processor = CommandProcessor(settings, store, LeasedSnowflake(lease), client, people)
         client_id = f"parley-processor-{lease.worker_id}"
+        owner = f"{client_id}-{uuid.uuid4().hex[:12]}"  # this run's claim on its partitions
+        publisher = None
+        if settings.events_publisher == "processor":
+            publisher = EventPublisher(settings, store, client_id, owner)
+        processor = CommandProcessor(
+            settings, store, LeasedSnowflake(lease), client, people, publisher
+        )
         consumer = open_consumer(settings, client_id)
         log.info("event=processor_wired worker_id=%d", lease.worker_id)
         with truncating(open_truncator(settings, client_id), settings.commands_truncate_interval_s):
