@@ -87,6 +87,7 @@ class EventPublisher:
         ordered = sorted(recordings, key=lambda r: r.notification.id)
         first = ordered[0].notification.id
         to_event = self.store.mapper.to_domain_event
+        batch: list[dict[str, Any]] = []
         for recording in ordered:
             stored = recording.notification
             partition = partition_of[UUID(str(stored.originator_id))]
@@ -94,7 +95,14 @@ class EventPublisher:
                 self._marked[partition] = first  # what the save's statement stored
             key, value = encode_event(to_event(stored), stored.id)
             self._pending[partition][stored.id] = (key, value)
-            self._produce(partition, stored.id, key, value)
+            acked = partial(self._acked, self._generation, partition, stored.id)
+            batch.append({"key": key, "value": value, "callback": acked})
+        try:  # one call: librdkafka wakes its threads once, not once per event
+            self._connect().produce_batch(self.topic, batch)
+        except BufferError:
+            self._failed = self._failed or KafkaError(KafkaError._QUEUE_FULL)
+        if any("_error" in record for record in batch):
+            self._failed = self._failed or KafkaError(KafkaError._QUEUE_FULL)
         self.serve()
 
     def serve(self) -> None:
