@@ -79,6 +79,16 @@ class Settings:
     # How long the broker may hold the processor's fetch when no command is there. It
     # answers as soon as one is, so this bounds only idle polling (docs/performance.md).
     processor_fetch_wait_ms: int = 500
+    # Each processor deletes from the commands topic, this often, the commands its group
+    # has decided and committed (a send carries its body in plaintext: docs/log.md).
+    # 0: never; the topic's retention (7 days) then drops them.
+    commands_truncate_interval_s: float = 5.0
+    # Who publishes stored events to `parley.events` (docs/log.md): "relay" (the relay
+    # service reads them back from the store) or "processor" (the processor, right after
+    # its save; no relay runs). Its producer waits `processor_publish_linger_ms` to send
+    # the batches of those milliseconds in one request (off the live path).
+    events_publisher: str = "relay"
+    processor_publish_linger_ms: int = 20
     snowflake_lease_ttl_ms: int = 15_000
     command_timeout_s: float = 10.0
     receipt_window_ms: int = 200  # a connection's receipts per chat coalesced within it
@@ -390,4 +400,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                 values[f.name] = raw
         except ValueError as exc:
             raise ValueError(f"{key}={raw!r} is not a valid {kind}") from exc
+    publisher = values.get("events_publisher", "relay")
+    if publisher not in ("relay", "processor"):
+        raise ValueError(f"PARLEY_EVENTS_PUBLISHER={publisher!r} is not relay or processor")
     return Settings(**values)

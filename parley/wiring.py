@@ -5,7 +5,8 @@ never opens them itself, so a test can hand it in-memory adapters or real ones. 
 they are opened on the settings' servers, given to the service, and closed after it:
 
 - the processor: the event store, its snowflake worker-id lease, the Redis client its
-  replies go out on, what it knows of users (the directory), and the Kafka consumer;
+  replies go out on, what it knows of users (the directory), the Kafka consumer, and
+  the admin client that deletes decided commands from the commands topic;
 - the commands service: the accounts store, password hasher, tokens and rate limits
   (`Access`), the gateway's command bus and PostgreSQL pool, and the upload flow with
   the object store (`MediaUploads`);
@@ -33,6 +34,7 @@ import aiohttp
 import psycopg
 import redis
 from aiohttp.abc import AbstractResolver
+from confluent_kafka.admin import AdminClient
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -47,6 +49,8 @@ from commands.media.uploads import MediaUploads
 from commands.processor.consumer import consume_commands, open_consumer
 from commands.processor.people import open_people
 from commands.processor.processor import CommandProcessor
+from commands.processor.publishing import EventPublisher
+from commands.processor.truncate import CommandTruncator, admin_config, truncating
 from commands.ratelimit import RateLimiter, buckets_from_settings
 from commands.service import run_commands_service
 from infra.auth import Passwords, Tokens
@@ -56,6 +60,7 @@ from infra.health import Health
 from infra.leases import LeasedSnowflake, WorkerLease
 from infra.objectstore import ObjectStore
 from infra.pg_pool import checked_pool
+from infra.producer import librdkafka_logger
 from infra.push.apns import Apns
 from infra.push.endpoints import EndpointPolicy, PublicOnlyResolver
 from infra.push.fcm import Fcm
@@ -63,6 +68,7 @@ from infra.push.provider import Provider
 from infra.push.webpush import WebPush
 from infra.registry import open_registry
 from infra.settings import Settings
+from infra.topics import COMMANDS
 from projections.schema import migrate
 from queries.resources import APPLICATION_NAME, POOL_WAIT_S, ReadSide
 from queries.service import run_queries_service
@@ -83,15 +89,33 @@ def run_processor(
     store = open_store(settings)
     people = open_people(settings.pg_conninfo)
     try:
-        processor = CommandProcessor(settings, store, LeasedSnowflake(lease), client, people)
-        consumer = open_consumer(settings, f"parley-processor-{lease.worker_id}")
+        client_id = f"parley-processor-{lease.worker_id}"
+        owner = f"{client_id}-{uuid.uuid4().hex[:12]}"  # this run's claim on its partitions
+        publisher = None
+        if settings.events_publisher == "processor":
+            publisher = EventPublisher(settings, store, client_id, owner)
+        processor = CommandProcessor(
+            settings, store, LeasedSnowflake(lease), client, people, publisher
+        )
+        consumer = open_consumer(settings, client_id)
         log.info("event=processor_wired worker_id=%d", lease.worker_id)
-        consume_commands(settings, processor, consumer, stop, ready)
+        with truncating(open_truncator(settings, client_id), settings.commands_truncate_interval_s):
+            consume_commands(settings, processor, consumer, stop, ready)
     finally:
         lease.release()
         store.close()
         people.close()
         client.close()
+
+
+def open_truncator(settings: Settings, client_id: str) -> CommandTruncator | None:
+    """What deletes decided commands from the commands topic behind the processor whose
+    consumer is `client_id` (docs/log.md); None when the interval is 0 (off)."""
+    if settings.commands_truncate_interval_s <= 0:
+        return None
+    admin = AdminClient(admin_config(settings, client_id), logger=librdkafka_logger("processor"))
+    topic = settings.topic(COMMANDS)
+    return CommandTruncator(admin, topic, settings.processor_group_id, client_id)
 
 
 def run_commands(settings: Settings, stop: threading.Event) -> None:
