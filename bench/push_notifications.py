@@ -68,8 +68,12 @@ class Receiver:
         args = (app, "bench_receiver", "127.0.0.1", self.port, self._stop)
         threading.Thread(target=serve, args=args, daemon=True).start()
 
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def endpoint(self, device: str) -> str:
-        return f"http://127.0.0.1:{self.port}/wp/{device}"
+        return f"{self.origin}/wp/{device}"
 
     def stop(self) -> None:
         self._stop.set()
@@ -83,6 +87,7 @@ def run(
     env = {
         "PARLEY_WEBPUSH_SUBJECT": "mailto:bench@parley.test",
         "PARLEY_WEBPUSH_VAPID_KEY": str(workdir / "vapid.pem"),
+        "PARLEY_WEBPUSH_TRUSTED_ORIGINS": receiver.origin,  # on loopback: let it through
         "PARLEY_PUSH_GRACE_S": str(GRACE_S),
         "PARLEY_PUSH_POLL_S": "0.02",
     }

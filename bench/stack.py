@@ -62,7 +62,14 @@ def bench_settings(settings: Settings, run_id: str) -> Settings:
 
 
 def environment(settings: Settings) -> dict[str, str]:
-    names = ("pg_db", "redis_url", "topic_prefix", "processor_group", "workers_app_id")
+    names = (
+        "pg_db",
+        "redis_url",
+        "topic_prefix",
+        "processor_group",
+        "workers_app_id",
+        "events_publisher",
+    )
     env = {f"PARLEY_{n.upper()}": str(getattr(settings, n)) for n in names}
     env["PARLEY_COMMANDS_PORT"] = str(settings.commands_port)
     return env
@@ -93,7 +100,14 @@ def private_services(settings: Settings, workdir: Path, workers: int = 1) -> Ite
 
     `workers` Faust worker processes share the projection's partitions (scaling out).
     """
-    names = ["processor", "relay", "workers"]
+    names = (
+        ["processor", "relay", "workers"]
+        if settings.events_publisher == "relay"
+        else [
+            "processor",
+            "workers",
+        ]
+    )
     names += [f"workers-{n}" for n in range(2, workers + 1)] + ["commands"]
     with private_resources(settings) as bench, started(bench, workdir, names) as services:
         yield services

@@ -4,10 +4,11 @@ erasing the key (`infra.message_keys`) erases the content for good: crypto-shred
 The domain stays in plaintext in memory; content is sealed where chat events are
 stored and opened where they are read back:
 
-- stored: `ChatStore.save` has `BodySeal.prepare` make and store the keys of the
-  chats' pending events (their own short transaction, before the events are saved),
-  and `SealingMapper` seals with them. An event that needs a key nobody prepared is
-  refused (`SealError`), so no save path can store plaintext by mistake;
+- stored: `ChatStore.save` has `BodySeal.prepare` make the keys of the chats' pending
+  events, which the save's one statement stores in the events' own transaction (an
+  in-memory store puts them first), and `SealingMapper` seals with them. An event
+  that needs a key nobody prepared is refused (`SealError`), so no save path can store
+  plaintext by mistake;
 - loaded: `UnsealingEventStore` opens a chat's events and snapshots, one key lookup
   per load; the relay publishes what is stored, so a `parley.events` envelope carries
   the sealed content and the key ids (`sealed`), and its consumers open a batch with
@@ -334,8 +335,9 @@ class BodySeal:
     def _snapshots(self) -> dict[tuple[UUID, int], dict[int, tuple[str, str]]]:
         return self._prepared.snapshots
 
-    def prepare(self, aggregates: Iterable[Any]) -> None:
-        """Make and store the keys of the chats' pending events (one round trip)."""
+    def prepare(self, aggregates: Iterable[Any], put: bool = True) -> list[MessageKey]:
+        """Make the keys of the chats' pending events; store them (one round trip) unless
+        `put` is false, when the caller stores them with the events and gets them back."""
         self._events.clear()
         made: list[MessageKey] = []
         for chat in aggregates:
@@ -350,7 +352,9 @@ class BodySeal:
                 if parts:
                     self._events[(event.originator_id, event.originator_version)] = parts
                     made.extend(parts.values())
-        self.keys.put(made)
+        if put:
+            self.keys.put(made)
+        return made
 
     @staticmethod
     def _key(chat: Chat, event: Any, seq: int) -> MessageKey:

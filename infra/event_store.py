@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -39,7 +40,16 @@ from psycopg import sql
 
 from domain.chat import Chat
 from infra.body_seal import BodySeal, SealingMapper, UnsealingEventStore
-from infra.message_keys import KEYS_DDL, MemoryMessageKeys, MessageKeys, PgMessageKeys
+from infra.message_keys import (
+    KEYS_DDL,
+    MemoryMessageKeys,
+    MessageKey,
+    MessageKeys,
+    PgMessageKeys,
+    key_columns,
+)
+from infra.publish_marks import DDL as MARKS_DDL
+from infra.publish_marks import FENCED_SQLSTATE, Fenced
 from infra.settings import Settings
 
 SNAPSHOT_INTERVAL = 200
@@ -70,7 +80,11 @@ class ChatStore(Application[UUID]):
         self.seal.keys = _keys_of(self.recorder)
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
-        self.seal.prepare(objs)  # the keys, in their own transaction, before the events
+        if isinstance(self.recorder, OneStatementRecorder):
+            # The keys go in the events' own statement and transaction.
+            kwargs["keys"] = self.seal.prepare(objs, put=False)
+        else:
+            self.seal.prepare(objs)  # the keys, in their own transaction, first
         recordings = super().save(*objs, **kwargs)
         self.seal.erase_deleted(r.domain_event for r in recordings)
         return recordings
@@ -112,27 +126,53 @@ class OneStatementRecorder(PostgresApplicationRecorder):
     does the same in one statement, which is its own transaction: the table is locked
     in EXCLUSIVE mode so that notification ids commit in their order (the relay never
     passes a gap that fills later), the store's channel is notified, and the rows are
-    inserted from the same composite array. Fewer messages and less Python a batch
+    inserted from plain arrays. Fewer messages and less Python a batch
     (docs/performance.md, "A save in one statement"); the table, its rows and every
     read are the library's own.
+
+    The same statement stores the message keys that seal the batch's content
+    (`infra.body_seal`), so keys and events commit together (no key without its event
+    after a failed save), and, for a processor that publishes what it stores, checks and
+    moves its partitions' publish marks (`infra.publish_marks`): a processor fenced off
+    its partitions stores nothing.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         schema = sql.Identifier(self.datastore.schema)
         function = sql.Identifier(f"parley_insert_{self.events_table_name}")
+        self.sql_create_statements.extend(sql.Composed([sql.SQL(ddl)]) for ddl in MARKS_DDL)
         self.sql_create_statements.append(
             sql.SQL(
                 "CREATE OR REPLACE FUNCTION {schema}.{function}("
-                "ids uuid[], versions bigint[], topics text[], states bytea[]) "
-                "RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ BEGIN "
+                "ids uuid[], versions bigint[], topics text[], states bytea[], "
+                "writer text, parts integer[], key_ids uuid[], key_chats uuid[], "
+                "key_seqs bigint[], key_values bytea[], key_expiry timestamptz[], "
+                "key_media text[]) "
+                "RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ "
+                "DECLARE positions bigint[]; claimed integer; BEGIN "
                 "SET LOCAL lock_timeout = '{timeout}s'; "
+                "IF cardinality(key_ids) > 0 THEN "
+                "INSERT INTO message_keys (key_id, chat_id, seq, key, expires_at, media_id) "
+                "SELECT * FROM unnest(key_ids, key_chats, key_seqs, key_values, key_expiry, "
+                "key_media); END IF; "
                 "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
                 "NOTIFY {channel}; "
-                "RETURN QUERY INSERT INTO {schema}.{table} "
+                "WITH inserted AS (INSERT INTO {schema}.{table} "
                 "(originator_id, originator_version, topic, state) "
                 "SELECT * FROM unnest(ids, versions, topics, states) "
-                "RETURNING notification_id; "
+                "RETURNING notification_id) "
+                "SELECT array_agg(notification_id ORDER BY notification_id) INTO positions "
+                "FROM inserted; "
+                "IF writer IS NOT NULL THEN "
+                "UPDATE {schema}.publish_marks SET unpublished_from = "
+                "coalesce(unpublished_from, positions[1]) "
+                "WHERE partition = ANY(parts) AND owner = writer; "
+                "GET DIAGNOSTICS claimed = ROW_COUNT; "
+                "IF claimed <> cardinality(parts) THEN "
+                "RAISE EXCEPTION 'a partition of this save is claimed by another processor' "
+                "USING ERRCODE = '{fenced}'; END IF; END IF; "
+                "RETURN QUERY SELECT unnest(positions); "
                 "END; $body$"
             ).format(
                 schema=schema,
@@ -140,14 +180,26 @@ class OneStatementRecorder(PostgresApplicationRecorder):
                 timeout=sql.SQL(str(self.datastore.lock_timeout)),
                 table=sql.Identifier(self.events_table_name),
                 channel=sql.Identifier(self.channel_name),
+                fenced=sql.SQL(FENCED_SQLSTATE),
             )
         )
-        self._insert_in_one = sql.SQL("SELECT {schema}.{function}(%b, %b, %b, %b) AS id").format(
-            schema=schema, function=function
-        )
+        self._insert_in_one = sql.SQL(
+            "SELECT {schema}.{function}(%b, %b, %b, %b, %b, %b::int[], %b::uuid[], %b::uuid[], "
+            "%b::bigint[], %b::bytea[], %b::timestamptz[], %b::text[]) AS id"
+        ).format(schema=schema, function=function)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
-    def insert_events(self, stored_events: Sequence[StoredEvent], **_: Any) -> Sequence[int]:
+    def insert_events(
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        writer: Writer | None = None,
+        keys: Sequence[MessageKey] = (),
+        **_: Any,
+    ) -> Sequence[int]:
+        """Insert in one statement, with the message `keys` that seal the events; with
+        `writer`, only if it still owns its partitions (`infra.publish_marks`), noting
+        the batch as not yet published there."""
         if not stored_events:
             return []
         # Four arrays of plain types, dumped in binary by psycopg's C code (a composite
@@ -157,11 +209,27 @@ class OneStatementRecorder(PostgresApplicationRecorder):
             [e.originator_version for e in stored_events],
             [e.topic for e in stored_events],
             [e.state for e in stored_events],
+            writer.name if writer is not None else None,
+            sorted(writer.partitions) if writer is not None else [],
+            *key_columns(keys),
         )
         with self.datastore.get_connection() as conn, conn.cursor() as cursor:
-            cursor.execute(self._insert_in_one, columns, prepare=True)
+            try:
+                cursor.execute(self._insert_in_one, columns, prepare=True)
+            except psycopg.Error as exc:
+                if exc.sqlstate == FENCED_SQLSTATE:
+                    raise Fenced(str(exc)) from None
+                raise
             # The ids are drawn in the rows' order inside one locked statement.
             return sorted(row["id"] for row in cursor.fetchall())
+
+
+@dataclass(frozen=True, slots=True)
+class Writer:
+    """Who saves (a processor's claim name) and the command partitions of the chats saved."""
+
+    name: str
+    partitions: frozenset[int]
 
 
 RECORDER_TOPIC = f"{OneStatementRecorder.__module__}:{OneStatementRecorder.__qualname__}"

@@ -23,12 +23,15 @@ def drop_database(settings: Settings, name: str) -> None:
 
 
 def delete_topics(settings: Settings) -> None:
-    """Delete every topic under `settings.topic_prefix` (best effort)."""
+    """Delete every topic under `settings.topic_prefix`, and those Faust made for the
+    workers' app (`<app id>-__assignor-__leader`, outside the prefix), best effort: each
+    one left behind costs the broker CPU in every later run."""
     from kafka import KafkaAdminClient
 
+    prefixes = (settings.topic_prefix, f"{settings.workers_group_id}-")
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
-        mine = [t for t in admin.list_topics() if t.startswith(settings.topic_prefix)]
+        mine = [t for t in admin.list_topics() if t.startswith(prefixes)]
         if mine:
             with contextlib.suppress(Exception):
                 admin.delete_topics(mine)

@@ -79,6 +79,16 @@ class Settings:
     # How long the broker may hold the processor's fetch when no command is there. It
     # answers as soon as one is, so this bounds only idle polling (docs/performance.md).
     processor_fetch_wait_ms: int = 500
+    # Each processor deletes from the commands topic, this often, the commands its group
+    # has decided and committed (a send carries its body in plaintext: docs/log.md).
+    # 0: never; the topic's retention (7 days) then drops them.
+    commands_truncate_interval_s: float = 5.0
+    # Who publishes stored events to `parley.events` (docs/log.md): "relay" (the relay
+    # service reads them back from the store) or "processor" (the processor, right after
+    # its save; no relay runs). Its producer waits `processor_publish_linger_ms` to send
+    # the batches of those milliseconds in one request (off the live path).
+    events_publisher: str = "relay"
+    processor_publish_linger_ms: int = 20
     snowflake_lease_ttl_ms: int = 15_000
     command_timeout_s: float = 10.0
     receipt_window_ms: int = 200  # a connection's receipts per chat coalesced within it
@@ -179,6 +189,12 @@ class Settings:
     ws_heartbeat_s: float = 20.0
     ws_max_frame_bytes: int = 96 * 1024  # a 64 KiB body, base64 in its JSON frame
     ws_allowed_origins: str = ""  # empty: the commands service's own address (below)
+    # Each gateway's PostgreSQL connections (sync, typing's members, command checks).
+    gateway_pool_size: int = 8
+    # How long a sync waits for the projections of the user's chats to reach what is
+    # stored before it answers with what is there (docs/protocol.md); no connection is
+    # held while it waits.
+    sync_settle_timeout_s: float = 5.0
 
     # Scaling out on one machine (docs/scaling.md): how many of each process `parley up`
     # starts. With more than one gateway, HAProxy takes `commands_port` and balances it
@@ -261,6 +277,16 @@ class Settings:
     notifier_group: str = ""  # empty: <topic prefix>parley-notifier
     webpush_subject: str = ""  # e.g. mailto:ops@example.com; empty: Web Push off
     webpush_vapid_key: str = ""  # a PEM file; empty: <state_dir>/push/vapid.pem, made once
+    # The push services a Web Push endpoint may point at (infra/push/endpoints.py): a
+    # host, or `*.` and any subdomain of one. The browsers' own: Chrome's FCM, Firefox's
+    # autopush, Edge's WNS on Windows, Safari's (WebKit asks servers that restrict
+    # endpoints to allow every subdomain of push.apple.com).
+    webpush_endpoint_hosts: str = (
+        "fcm.googleapis.com,updates.push.services.mozilla.com,*.notify.windows.com,*.push.apple.com"
+    )
+    # Origins (`scheme://host:port`) accepted as they are, on any address, loopback and
+    # private included: a local receiver in tests, a push service inside your network.
+    webpush_trusted_origins: str = ""
     fcm_service_account: str = ""  # the JSON key file; empty: FCM off
     fcm_base_url: str = "https://fcm.googleapis.com"
     fcm_token_url: str = ""  # empty: the service account's token_uri
@@ -380,4 +406,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                 values[f.name] = raw
         except ValueError as exc:
             raise ValueError(f"{key}={raw!r} is not a valid {kind}") from exc
+    publisher = values.get("events_publisher", "relay")
+    if publisher not in ("relay", "processor"):
+        raise ValueError(f"PARLEY_EVENTS_PUBLISHER={publisher!r} is not relay or processor")
     return Settings(**values)

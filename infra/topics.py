@@ -14,6 +14,9 @@ EVENTS = "parley.events"
 COMMANDS = "parley.commands"
 PUSH_DEAD = "parley.push.dead"
 
+COMMANDS_SEGMENT_MS = 3600 * 1000
+"""How long the commands topic writes to one segment file (docs/log.md)."""
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -23,7 +26,8 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """The events log keeps everything forever; commands are a work queue kept a week."""
+    """The events log keeps everything forever; commands are a work queue, emptied behind
+    the processors (`commands/processor/truncate.py`) and kept a week at most."""
     durable = {
         "min.insync.replicas": str(settings.min_insync_replicas),
         "unclean.leader.election.enable": "false",
@@ -45,7 +49,15 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             settings.topic(COMMANDS),
             settings.commands_partitions,
-            {**durable, "cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000)},
+            {
+                **durable,
+                "cleanup.policy": "delete",
+                "retention.ms": str(7 * 24 * 3600 * 1000),
+                # A deleted command can no longer be fetched, but its bytes stay in the
+                # segment file until the segment is closed and removed: closed hourly,
+                # not weekly (Kafka's default), so a send's plaintext leaves the disk too.
+                "segment.ms": str(COMMANDS_SEGMENT_MS),
+            },
         ),
         # Push notifications that failed every try (docs/push.md), kept a month.
         TopicSpec(

@@ -49,7 +49,7 @@ def _test(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _send_test(settings: Settings, user: str, device: str) -> int:
-    from parley.wiring import push_http, push_providers
+    from parley.wiring import push_providers
 
     async with await psycopg.AsyncConnection.connect(settings.pg_conninfo, autocommit=True) as conn:
         user_id = await _user_id(conn, user)
@@ -61,8 +61,7 @@ async def _send_test(settings: Settings, user: str, device: str) -> int:
             print(f"parley push: device {device!r} of {user} has no push target", file=sys.stderr)
             return 1
         provider_name, target = found
-        async with push_http(settings) as client:
-            providers = push_providers(settings, client)
+        async with push_providers(settings) as providers:
             provider = providers.get(provider_name)
             if provider is None:
                 print(f"parley push: {provider_name} is not configured", file=sys.stderr)

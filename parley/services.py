@@ -141,6 +141,8 @@ def parley_services(settings: Settings) -> list[ParleyService]:
     for kind in READY:
         if kind == "queries" and not _has_queries():
             continue
+        if kind == "relay" and settings.events_publisher == "processor":
+            continue  # the processor publishes what it stores (docs/log.md)
         if kind == "balancer":  # HAProxy's slots from the registry: after the gateways
             if settings.gateways > 1:
                 instances.append(ParleyService(settings, kind))

@@ -5,7 +5,8 @@ never opens them itself, so a test can hand it in-memory adapters or real ones. 
 they are opened on the settings' servers, given to the service, and closed after it:
 
 - the processor: the event store, its snowflake worker-id lease, the Redis client its
-  replies go out on, what it knows of users (the directory), and the Kafka consumer;
+  replies go out on, what it knows of users (the directory), the Kafka consumer, and
+  the admin client that deletes decided commands from the commands topic;
 - the commands service: the accounts store, password hasher, tokens and rate limits
   (`Access`), the gateway's command bus and PostgreSQL pool, and the upload flow with
   the object store (`MediaUploads`);
@@ -32,6 +33,8 @@ from typing import Any
 import aiohttp
 import psycopg
 import redis
+from aiohttp.abc import AbstractResolver
+from confluent_kafka.admin import AdminClient
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -46,6 +49,8 @@ from commands.media.uploads import MediaUploads
 from commands.processor.consumer import consume_commands, open_consumer
 from commands.processor.people import open_people
 from commands.processor.processor import CommandProcessor
+from commands.processor.publishing import EventPublisher
+from commands.processor.truncate import CommandTruncator, admin_config, truncating
 from commands.ratelimit import RateLimiter, buckets_from_settings
 from commands.service import run_commands_service
 from infra.auth import Passwords, Tokens
@@ -55,12 +60,15 @@ from infra.health import Health
 from infra.leases import LeasedSnowflake, WorkerLease
 from infra.objectstore import ObjectStore
 from infra.pg_pool import checked_pool
+from infra.producer import librdkafka_logger
 from infra.push.apns import Apns
+from infra.push.endpoints import EndpointPolicy, PublicOnlyResolver
 from infra.push.fcm import Fcm
 from infra.push.provider import Provider
 from infra.push.webpush import WebPush
 from infra.registry import open_registry
 from infra.settings import Settings
+from infra.topics import COMMANDS
 from projections.schema import migrate
 from queries.resources import APPLICATION_NAME, POOL_WAIT_S, ReadSide
 from queries.service import run_queries_service
@@ -81,15 +89,33 @@ def run_processor(
     store = open_store(settings)
     people = open_people(settings.pg_conninfo)
     try:
-        processor = CommandProcessor(settings, store, LeasedSnowflake(lease), client, people)
-        consumer = open_consumer(settings, f"parley-processor-{lease.worker_id}")
+        client_id = f"parley-processor-{lease.worker_id}"
+        owner = f"{client_id}-{uuid.uuid4().hex[:12]}"  # this run's claim on its partitions
+        publisher = None
+        if settings.events_publisher == "processor":
+            publisher = EventPublisher(settings, store, client_id, owner)
+        processor = CommandProcessor(
+            settings, store, LeasedSnowflake(lease), client, people, publisher
+        )
+        consumer = open_consumer(settings, client_id)
         log.info("event=processor_wired worker_id=%d", lease.worker_id)
-        consume_commands(settings, processor, consumer, stop, ready)
+        with truncating(open_truncator(settings, client_id), settings.commands_truncate_interval_s):
+            consume_commands(settings, processor, consumer, stop, ready)
     finally:
         lease.release()
         store.close()
         people.close()
         client.close()
+
+
+def open_truncator(settings: Settings, client_id: str) -> CommandTruncator | None:
+    """What deletes decided commands from the commands topic behind the processor whose
+    consumer is `client_id` (docs/log.md); None when the interval is 0 (off)."""
+    if settings.commands_truncate_interval_s <= 0:
+        return None
+    admin = AdminClient(admin_config(settings, client_id), logger=librdkafka_logger("processor"))
+    topic = settings.topic(COMMANDS)
+    return CommandTruncator(admin, topic, settings.processor_group_id, client_id)
 
 
 def run_commands(settings: Settings, stop: threading.Event) -> None:
@@ -115,8 +141,8 @@ def run_notifier(settings: Settings, stop: threading.Event) -> None:
     migrate(settings)
 
     async def main() -> None:
-        async with push_http(settings) as client:
-            await notifier.run(settings, stop, push_providers(settings, client))
+        async with push_providers(settings) as providers:
+            await notifier.run(settings, stop, providers)
 
     asyncio.run(main())
 
@@ -141,26 +167,42 @@ def run_balancer(settings: Settings, stop: threading.Event) -> None:
     asyncio.run(main())
 
 
-def push_http(settings: Settings) -> aiohttp.ClientSession:
-    """The HTTP/1.1 client of Web Push and FCM (APNs has its own, on HTTP/2).
+def push_http(
+    settings: Settings, resolver: AbstractResolver | None = None
+) -> aiohttp.ClientSession:
+    """An HTTP/1.1 client of Web Push or FCM (APNs has its own, on HTTP/2).
 
     aiohttp, not httpx: with httpx the notifier spent 80 % of its CPU in the client (its
     pool scans every connection per request) and sent 244 pushes/s; with aiohttp 468/s
     (`parley bench push`, docs/performance.md)."""
     timeout = aiohttp.ClientTimeout(total=settings.push_timeout_s)
-    return aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=256))
+    connector = aiohttp.TCPConnector(limit=256, resolver=resolver)
+    return aiohttp.ClientSession(timeout=timeout, connector=connector)
 
 
-def push_providers(settings: Settings, client: aiohttp.ClientSession) -> dict[str, Provider]:
-    """Each provider whose settings are given (docs/push.md); the others stay off."""
-    providers: dict[str, Provider] = {}
-    if settings.webpush_subject:
-        providers["webpush"] = WebPush(settings, client)
-    if settings.fcm_service_account:
-        providers["fcm"] = Fcm(settings, client)
-    if settings.apns_key_path:
-        providers["apns"] = Apns(settings)
-    return providers
+@asynccontextmanager
+async def push_providers(settings: Settings) -> AsyncIterator[dict[str, Provider]]:
+    """Each provider whose settings are given (docs/push.md), the others off, and their
+    HTTP clients, closed on the way out (the providers are closed by their user).
+
+    Web Push has a client of its own: its endpoints are the users', so it connects only
+    to public addresses (`PublicOnlyResolver`); FCM's URLs are the operator's."""
+    resolver = PublicOnlyResolver(EndpointPolicy.from_settings(settings))
+    try:
+        async with (
+            push_http(settings) as client,
+            push_http(settings, resolver) as webpush_client,
+        ):
+            providers: dict[str, Provider] = {}
+            if settings.webpush_subject:
+                providers["webpush"] = WebPush(settings, webpush_client)
+            if settings.fcm_service_account:
+                providers["fcm"] = Fcm(settings, client)
+            if settings.apns_key_path:
+                providers["apns"] = Apns(settings)
+            yield providers
+    finally:
+        await resolver.close()  # a connector closes only a resolver it made
 
 
 def run_workers(settings: Settings) -> None:
@@ -209,7 +251,7 @@ def gateway_adapters(settings: Settings) -> GatewayAdapters:
         gateway_id=gateway_id,
         health=health,
         bus=CommandBus(settings, reply_to=gateway_id, health=health),
-        pool=checked_pool(settings.pg_conninfo, min_size=1, max_size=8),
+        pool=checked_pool(settings.pg_conninfo, min_size=1, max_size=settings.gateway_pool_size),
         registry=open_registry(settings),
     )
 

@@ -11,6 +11,8 @@ Logging out a device, or removing it, also removes its target (`forget_device_ta
 
 from __future__ import annotations
 
+import contextlib
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from commands.accounts.access import access_of, authenticated
+from infra.push.endpoints import EndpointPolicy, EndpointRefused
 from infra.push.webpush import b64url, load_vapid_key, raw_public_key, unb64url
 from infra.settings import Settings
 from infra.web import BadRequest, choice_field, read_json, text_field
@@ -34,6 +37,7 @@ from projections.push_store import (
 )
 
 MAX_TOKEN_CHARS = 4096
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
 
 @asynccontextmanager
@@ -63,22 +67,22 @@ async def config(request: Request) -> JSONResponse:
     return JSONResponse({"providers": providers, "vapid_public_key": key})
 
 
-def _target(body: dict[str, Any], provider: str) -> dict[str, Any]:
-    """The target a registration names, checked for shape (not for reachability)."""
+def _target(settings: Settings, body: dict[str, Any], provider: str) -> dict[str, Any]:
+    """The target a registration names, checked for shape, and a Web Push endpoint for
+    being a push service's (infra/push/endpoints.py); not for reachability."""
     if provider == "webpush":
         sub = body.get("subscription")
         if not isinstance(sub, dict) or not isinstance(sub.get("keys"), dict):
             raise BadRequest("'subscription' must be a PushSubscription: endpoint and keys")
         endpoint = text_field(sub, "endpoint")
-        if not endpoint.startswith(("https://", "http://")) or len(endpoint) > MAX_TOKEN_CHARS:
-            raise BadRequest("'subscription.endpoint' must be an http(s) URL")
-        keys = sub["keys"]
         try:
-            p256dh, auth = unb64url(text_field(keys, "p256dh")), unb64url(text_field(keys, "auth"))
-        except ValueError:
-            raise BadRequest("'subscription.keys' must be base64url") from None
-        if len(p256dh) != 65 or p256dh[0] != 4 or len(auth) != 16:
-            raise BadRequest("'subscription.keys' must hold a P-256 key and a 16-byte secret")
+            EndpointPolicy.from_settings(settings).check(endpoint)
+        except EndpointRefused as refused:
+            raise PushEndpointRefused(f"'subscription.endpoint' refused: {refused}") from None
+        keys = sub["keys"]
+        _key(keys, "auth", 16)
+        if _key(keys, "p256dh", 65)[0] != 4:
+            raise BadRequest("'subscription.keys.p256dh' must be an uncompressed P-256 key")
         return {"endpoint": endpoint, "keys": {"p256dh": keys["p256dh"], "auth": keys["auth"]}}
     token = text_field(body, "token")
     if not token or len(token) > MAX_TOKEN_CHARS:
@@ -95,7 +99,7 @@ async def register(request: Request) -> JSONResponse:
     provider = choice_field(body, "provider", PROVIDERS)
     if provider not in enabled_providers(access.settings):
         raise PushProviderOff(f"{provider} is not configured on this server")
-    target = _target(body, provider)
+    target = _target(access.settings, body, provider)
     async with _connection(access.settings) as conn:
         await register_target(conn, identity.user_id, identity.device_id, provider, target)
     return JSONResponse({"registered": provider, "device_id": identity.device_id})
@@ -146,6 +150,26 @@ class PushProviderOff(BadRequest):
 
     code = "push_provider_off"
     default_message = "that push provider is not configured on this server"
+
+
+class PushEndpointRefused(BadRequest):
+    """A Web Push endpoint that is not a push service's https URL (docs/push.md)."""
+
+    code = "push_endpoint_refused"
+    default_message = "that endpoint is not a push service this server sends to"
+
+
+def _key(keys: dict[str, Any], name: str, size: int) -> bytes:
+    """A subscription key: base64url (RFC 4648 section 5, unpadded or padded) of `size`
+    bytes, so its text is bounded before it is decoded."""
+    text = text_field(keys, name)
+    value = b""
+    if len(text) <= 4 * -(-size // 3) and _BASE64URL.fullmatch(text):
+        with contextlib.suppress(ValueError):
+            value = unb64url(text.rstrip("="))
+    if len(value) != size:
+        raise BadRequest(f"'subscription.keys.{name}' must be base64url of {size} bytes")
+    return value
 
 
 def _optional_bool(body: dict[str, Any], name: str) -> bool | None:

@@ -125,6 +125,7 @@ class Gateway:
         self.draining = False
         self.health_checks = 0  # `/healthz` requests answered: a balancer watches us
         self.refused_checks = 0  # of them, answered "draining"
+        self.syncs = 0  # being answered now (`parley_gateway_syncs`)
         self.by_user: dict[UUID, set[Connection]] = defaultdict(set)
         self._tasks: list[asyncio.Task[None]] = []
         self._forwards: set[asyncio.Task[None]] = set()  # held until done
@@ -159,6 +160,7 @@ class Gateway:
         await self.registry.join(GatewayRecord(self.id, url, 0))
         await self.gateways.start()
         metrics.CONNECTIONS.read = lambda: len(self.connections)
+        metrics.SYNCS.read = lambda: self.syncs
         self._tasks = [
             asyncio.create_task(self.presence.heartbeat(), name="gateway-heartbeat"),
             asyncio.create_task(self._flush_limits(), name="gateway-rate-flush"),
@@ -377,7 +379,13 @@ class Gateway:
         elif frame.type == "typing":
             await self.typing.handle(connection, frame)
         elif frame.type == "sync":
-            await answer_sync(self.pool, self.redis, connection, frame)
+            self.syncs += 1
+            try:
+                await answer_sync(
+                    self.pool, self.redis, connection, frame, self.settings.sync_settle_timeout_s
+                )
+            finally:
+                self.syncs -= 1
         elif frame.type == "presence":
             await self.presence.answer(connection, frame)
         elif frame.type == "forward":

@@ -36,3 +36,9 @@ DELIVERIES = REGISTRY.add(
         "kind",
     )
 )
+SYNCS = REGISTRY.add(
+    Gauge(
+        "parley_gateway_syncs",
+        "Syncs being answered: waiting for the projections of their chats, or sending pages.",
+    )
+)

@@ -1,8 +1,11 @@
 """Records to one Kafka topic through librdkafka, without blocking the event loop.
 
-`Outbox.append` hands the record to librdkafka's producer (`infra.producer`'s shared
+`Outbox.append` queues the record for librdkafka's producer (`infra.producer`'s shared
 configuration: idempotent, acks=all, murmur2 partitions, ordered per partition while it
-retries) and returns a future set once Kafka has the record. librdkafka batches in its
+retries) and returns a future set once Kafka has the record. The records appended in
+one turn of the event loop are handed over together, by one `produce_batch` call at the
+end of the turn: librdkafka wakes its threads once per call, so a call per record cost
+twice the CPU (docs/performance.md, "The hot path, third step"). librdkafka batches in its
 own threads, per partition and across partitions into one request per
 `PARLEY_GATEWAY_LINGER_MS`; a thread of the outbox waits for its delivery reports and
 settles their futures on the event loop, one wake-up of the loop per report batch. The
@@ -64,6 +67,10 @@ class Outbox:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._retired: list[Producer] = []  # failed for good: their last reports to collect
+        # Appended in this turn of the loop, handed over at its end: the records (as
+        # `produce_batch` takes them) and their futures.
+        self._turn: list[dict[str, Any]] = []
+        self._turn_done: list[asyncio.Future[None]] = []
 
     def start(self) -> None:
         """Begin on the running loop: the producer and its report thread."""
@@ -89,18 +96,31 @@ class Outbox:
         if len(key) + len(value) > MAX_RECORD_BYTES:
             done.set_exception(RecordTooLarge())
             return done
+        self._turn.append({"key": key, "value": value, "callback": partial(self._delivered, done)})
+        self._turn_done.append(done)
+        if len(self._turn) == 1:
+            self._loop.call_soon(self._hand_over)
+        return done
+
+    def _hand_over(self) -> None:
+        """The turn's records to the producer, in order, in one call."""
+        records, futures = self._turn, self._turn_done
+        self._turn, self._turn_done = [], []
         if self._producer is None:  # the last one failed for good
             self._producer = self._new_producer()
             log.info("event=producer_replaced")
         try:
-            self._producer.produce(
-                self._topic, value=value, key=key, on_delivery=partial(self._delivered, done)
-            )
+            self._producer.produce_batch(self._topic, records)
         except BufferError:  # librdkafka's queue is full: Kafka has been away a while
-            done.set_exception(Unavailable("the producer's queue is full"))
+            _fail(futures, "the producer's queue is full")
+            return
         except KafkaException as exc:
-            done.set_exception(Unavailable(str(exc)))
-        return done
+            _fail(futures, str(exc))
+            return
+        for record, done in zip(records, futures, strict=True):
+            error = record.get("_error")  # not queued: no delivery report will come
+            if error is not None:
+                _fail([done], str(error))
 
     def _new_producer(self) -> Producer:
         return Producer(self._config, logger=librdkafka_logger("gateway"))
@@ -142,3 +162,9 @@ class Outbox:
                 self._stopping.wait(POLL_S)
                 continue
             producer.poll(POLL_S)
+
+
+def _fail(futures: list[asyncio.Future[None]], reason: str) -> None:
+    for done in futures:
+        if not done.done():
+            done.set_exception(Unavailable(reason))

@@ -14,8 +14,10 @@ projected it, so a device that was away, and syncs right after it comes back, ma
 the read model behind what was pushed while it was away. Before answering, the sync
 therefore waits until the projections of the user's chats (and of the chats the
 processor says they joined lately, `parley:joined:<user>`) have reached the event
-store's newest event of each chat, up to `SETTLE_TIMEOUT_S` (then it answers with what
-is there; the client's gap check asks again). What is stored after that comes live.
+store's newest event of each chat, up to `PARLEY_SYNC_SETTLE_TIMEOUT_S` (then it answers
+with what is there; the client's gap check asks again). What is stored after that comes
+live. The wait holds no pool connection: each check takes one and gives it back, so
+syncs waiting on a lagging projection leave the pool to everyone else.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
@@ -52,8 +54,6 @@ from projections.schema import LIVE_SCHEMA
 log = logging.getLogger("parley.gateway")
 
 PAGE_SIZE = 100
-SETTLE_TIMEOUT_S = 5.0
-"""How long a sync waits for the projections to reach what is stored."""
 _SETTLE_POLL_S = (0.005, 0.05)  # the first pause, and the longest
 
 _MY_CHATS = sql.SQL("SELECT chat_id FROM {s}.members WHERE user_id = %s").format(
@@ -72,42 +72,68 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-async def settle(conn: AsyncConnection[Any], redis: Redis, user_id: UUID) -> float:
+async def settle(pool: AsyncConnectionPool, redis: Redis, user_id: UUID, timeout_s: float) -> float:
     """Wait until the projections of the user's chats reached the event store's newest
-    event of each (see the module docstring); return the seconds waited."""
+    event of each, up to `timeout_s` (see the module docstring); return the seconds
+    waited."""
+    started = time.monotonic()
     joined = await redis.hgetall(joined_key(user_id))
-    async with conn.cursor() as cur:
+    async with pool.connection() as conn, conn.cursor() as cur:
         await cur.execute(_MY_CHATS, (user_id,))
         chats = {row[0] for row in await cur.fetchall()}
-    chats.update(UUID(_text(chat)) for chat in joined)
-    waited, behind = await projected(conn, chats, SETTLE_TIMEOUT_S)
-    if behind:
-        log.warning("event=sync_unsettled user=%s chats=%d", user_id, behind)
+        chats.update(UUID(_text(chat)) for chat in joined)
+        behind = await _behind(cur, chats)
+    waited, still_behind = await _wait(pool, behind, started, timeout_s)
+    if still_behind:
+        log.warning("event=sync_unsettled user=%s chats=%d", user_id, still_behind)
     return waited
 
 
 async def projected(
-    conn: AsyncConnection[Any], chats: Iterable[UUID], timeout_s: float
+    pool: AsyncConnectionPool, chats: Iterable[UUID], timeout_s: float
 ) -> tuple[float, int]:
     """Wait until the projections of `chats` reached the event store's newest event of
     each, up to `timeout_s`; return (the seconds waited, how many are still behind)."""
     started = time.monotonic()
+    async with pool.connection() as conn, conn.cursor() as cur:
+        behind = await _behind(cur, chats)
+    return await _wait(pool, behind, started, timeout_s)
+
+
+async def _behind(cur: AsyncCursor[Any], chats: Iterable[UUID]) -> dict[UUID, int]:
+    """The newest event of each of `chats` whose projection has not reached it yet."""
     wanted = list(chats)
     if not wanted:
-        return 0.0, 0
-    async with conn.cursor() as cur:
-        await cur.execute(_HEADS, (wanted,))
-        heads = {chat: head for chat, head in await cur.fetchall() if head}
-        pause, longest = _SETTLE_POLL_S
-        while heads:
-            await cur.execute(_PROJECTED, (list(heads),))
-            for chat, position in await cur.fetchall():
-                if position >= heads[chat]:
-                    del heads[chat]
-            if not heads or time.monotonic() - started >= timeout_s:
-                break
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, longest)
+        return {}
+    await cur.execute(_HEADS, (wanted,))
+    heads = {chat: head for chat, head in await cur.fetchall() if head}
+    return await _still_behind(cur, heads)
+
+
+async def _still_behind(cur: AsyncCursor[Any], heads: dict[UUID, int]) -> dict[UUID, int]:
+    if heads:
+        await cur.execute(_PROJECTED, (list(heads),))
+        for chat, position in await cur.fetchall():
+            if position >= heads[chat]:
+                del heads[chat]
+    return heads
+
+
+async def _wait(
+    pool: AsyncConnectionPool, heads: dict[UUID, int], started: float, timeout_s: float
+) -> tuple[float, int]:
+    """Check `heads` again until none is behind or `timeout_s` has passed since `started`,
+    taking a connection for each check only: none is held during the pauses, so syncs
+    waiting on a lagging projection leave the pool to everyone else."""
+    pause, longest = _SETTLE_POLL_S
+    while heads:
+        left = timeout_s - (time.monotonic() - started)
+        if left <= 0:
+            break
+        await asyncio.sleep(min(pause, left))
+        pause = min(pause * 2, longest)
+        async with pool.connection() as conn, conn.cursor() as cur:
+            heads = await _still_behind(cur, heads)
     return time.monotonic() - started, len(heads)
 
 
@@ -240,9 +266,14 @@ async def missed_messages(
 
 
 async def answer_sync(
-    pool: AsyncConnectionPool, redis: Redis, connection: Connection, frame: ClientFrame
+    pool: AsyncConnectionPool,
+    redis: Redis,
+    connection: Connection,
+    frame: ClientFrame,
+    settle_timeout_s: float,
 ) -> None:
-    """Answer a `sync` frame: `sync_chats`, then `sync_page`s, then `sync_done`."""
+    """Answer a `sync` frame: `sync_chats`, then `sync_page`s, then `sync_done`, once the
+    projections of the user's chats are settled (up to `settle_timeout_s`)."""
     raw = frame.fields.get("cursors", {})
     if not isinstance(raw, dict) or len(raw) > 10_000:
         raise ProtocolError("bad_frame", "`cursors` maps chat ids to seqs", frame.request_id)
@@ -257,8 +288,8 @@ async def answer_sync(
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
             raise ProtocolError("bad_frame", "`cursors` values are seqs", frame.request_id)
         cursors[chat_id] = seq
+    await settle(pool, redis, connection.user_id, settle_timeout_s)
     async with pool.connection() as conn:
-        await settle(conn, redis, connection.user_id)
         chats = await chat_summaries(conn, connection.user_id)
         connection.push({"type": "sync_chats", "id": frame.request_id, "chats": chats})
         pages = 0

@@ -88,10 +88,10 @@ class Typing:
         cached = self._members.get(chat_id)
         if not fresh and cached is not None and time.monotonic() - cached[0] < MEMBERSHIP_CACHE_S:
             return cached[1]
+        # The processor pushes a membership change before the workers project it: read
+        # the members once the chat's projection has reached what is stored.
+        await projected(self.pool, [chat_id], PROJECTED_WAIT_S)
         async with self.pool.connection() as conn, conn.cursor() as cur:
-            # The processor pushes a membership change before the workers project it:
-            # read the members once the chat's projection has reached what is stored.
-            await projected(conn, [chat_id], PROJECTED_WAIT_S)
             await cur.execute(
                 psycopg.sql.SQL(
                     "SELECT user_id FROM {s}.members WHERE chat_id = %s AND active"

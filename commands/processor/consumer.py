@@ -4,8 +4,13 @@ A batch is what the consumer has fetched already, up to `processor_batch_max`, t
 soon as one command is there and completed by waiting `processor_linger_ms` at most for
 more: at light load a command waits 2 ms, not a fetch interval. It is decided and
 stored (`CommandProcessor.process`), retried while the database is away, and only then
-are its offsets committed, at most every `COMMIT_EVERY_S`. A revoked partition's chats
-leave the processor's cache; a broker that is away is waited for.
+are its offsets committed, at most every `COMMIT_EVERY_S`, with the publish marks
+(`publishing.py`). An assigned partition is claimed, and its last owner's unpublished
+tail published, before any of its commands is decided; a revoked partition's events
+are waited for a moment and its chats leave the processor's cache. A processor whose
+save is refused because another one claimed a partition of it (it lost the partition
+without noticing) leaves the group and joins again, committing nothing of that batch.
+A broker that is away is waited for.
 
 The client is librdkafka's (confluent-kafka): it fetches and decodes in its own C
 threads, and costs a fifth of kafka-python's CPU per record here (docs/performance.md).
@@ -24,7 +29,9 @@ from eventsourcing.persistence import IntegrityError, OperationalError, Persiste
 
 from commands.processor import metrics
 from commands.processor.processor import CommandProcessor
+from commands.processor.publishing import EventPublisher
 from infra.producer import librdkafka_logger
+from infra.publish_marks import Fenced
 from infra.retry import Backoff
 from infra.settings import Settings
 from infra.topics import COMMANDS
@@ -80,40 +87,69 @@ def consume_commands(
     reply channel) are built and closed by the composition root (`parley.wiring`).
     """
     topic = settings.topic(COMMANDS)
+    publisher = processor.publisher
 
     def revoked(_: Consumer, partitions: list[TopicPartition]) -> None:
         parts = [tp.partition for tp in partitions]
         log.info("event=partitions_revoked partitions=%s", parts)
+        if publisher is not None:
+            publisher.release(parts)
         processor.drop_partitions(parts)
 
     def assigned(_: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("event=partitions_assigned partitions=%s", [tp.partition for tp in partitions])
+        parts = [tp.partition for tp in partitions]
+        if publisher is not None and parts:
+            count = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+            publisher.claim(parts, count, stop)
+        log.info("event=partitions_assigned partitions=%s", parts)
         if ready is not None and partitions:
             ready.set()
 
-    consumer.subscribe([topic], on_assign=assigned, on_revoke=revoked, on_lost=revoked)
+    def subscribe() -> None:
+        consumer.subscribe([topic], on_assign=assigned, on_revoke=revoked, on_lost=revoked)
+
+    subscribe()
     log.info("event=processor_started topic=%s", topic)
     committed = 0.0
+    uncommitted = False
     backoff = Backoff()
     try:
         while not stop.is_set():
+            if publisher is not None:
+                publisher.serve()
             batch = _next_batch(settings, consumer, stop, backoff)
-            if not batch:
-                continue
-            with metrics.BATCH_SECONDS.time():
-                _process_until_stored(processor, batch, stop)
-            metrics.BATCH_COMMANDS.observe(len(batch))
+            if batch:
+                try:
+                    with metrics.BATCH_SECONDS.time():
+                        _process_until_stored(processor, batch, stop)
+                except Fenced:
+                    # Another processor owns a partition of this batch now: this one
+                    # missed losing it. Nothing of the batch is stored or committed;
+                    # leave the group and join again, from the committed offsets.
+                    log.warning("event=fenced commands=%d", len(batch))
+                    consumer.unsubscribe()
+                    processor.drop_partitions(list(processor.owned))
+                    subscribe()
+                    continue
+                metrics.BATCH_COMMANDS.observe(len(batch))
+                uncommitted = True
             # The outcomes are stored and sent; a lost commit only redelivers idempotent
             # commands, so it need not hold up the next batch, nor go out for every batch
             # (at light load a batch is one command, and a commit costs a round trip).
             if time.monotonic() - committed >= COMMIT_EVERY_S:
-                _commit(consumer, asynchronous=True)
+                if uncommitted:
+                    _commit(consumer, asynchronous=True)
+                    uncommitted = False
+                if publisher is not None:
+                    _sync_marks(publisher)
                 committed = time.monotonic()
         # Stopped between batches (SIGTERM): every batch polled is stored, so commit
         # them all before leaving the group; the next owner of these partitions then
         # starts after them instead of deciding the last commands again.
         if _commit(consumer, asynchronous=False):
             log.info("event=offsets_committed_on_stop")
+        if publisher is not None:
+            publisher.close()
     finally:
         consumer.close()
         log.info("event=processor_stopped decided=%d", processor.decided_total)
@@ -172,6 +208,13 @@ def _commit(consumer: Consumer, asynchronous: bool) -> bool:
         if not (isinstance(error, KafkaError) and error.code() == KafkaError._NO_OFFSET):
             log.warning("event=commit_failed error=%s", exc)
         return False
+
+
+def _sync_marks(publisher: EventPublisher) -> None:
+    try:
+        publisher.sync_marks()
+    except Exception as exc:  # the marks stay lower: a next owner publishes a few more
+        log.warning("event=marks_not_moved error=%s", type(exc).__name__)
 
 
 def _process_until_stored(

@@ -11,6 +11,9 @@ command, for the wait in Kafka) at the call sites of `consumer.py` and `processo
 - `parley_processor_batch_commands`: commands per batch;
 - `parley_processor_consumer_lag{partition}`: commands not yet taken, per partition of
   the commands topic this processor owns (librdkafka's statistics, `STATS_INTERVAL_MS`).
+
+And the commands topic's truncation behind the processor (`truncate.py`):
+`parley_processor_commands_truncated_total` and `parley_processor_truncate_errors_total`.
 """
 
 from __future__ import annotations
@@ -127,3 +130,17 @@ def kafka_stats(document: str) -> None:
         log.warning("event=kafka_stats_unreadable error=%s", type(exc).__name__)
         return
     LAG.replace(lags)
+
+
+TRUNCATED = REGISTRY.add(
+    Counter(
+        "parley_processor_commands_truncated_total",
+        "Decided commands deleted from the commands topic's partitions this processor owns.",
+    )
+)
+TRUNCATE_ERRORS = REGISTRY.add(
+    Counter(
+        "parley_processor_truncate_errors_total",
+        "Passes of the commands topic's truncation that failed (Kafka away or refusing).",
+    )
+)

@@ -4,7 +4,8 @@ It consumes `parley.commands`, decides each command against cached Chat aggregat
 saves everything a batch decided in one transaction (group commit), then, in one Redis
 round trip, sends each command's outcome to the reply channel the command names and
 pushes the batch's new messages, receipts and chat changes to the gateways of the
-users online (`live.py`); only then does it commit its Kafka offsets. Consumption is
+users online (`live.py`), and hands the batch's events to Kafka `parley.events`
+(`publishing.py`); only then does it commit its Kafka offsets. Consumption is
 at-least-once; commands are idempotent (local ids, watermarks, no-op group changes), so
 a redelivered command changes nothing. The Kafka loop around it is `consumer.py`.
 """
@@ -21,13 +22,14 @@ from uuid import UUID
 
 import redis
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.persistence import IntegrityError, PersistenceError, Recording
 
 from commands.command import BadCommand, Command, Outcome, peek_reply, reply_channel
 from commands.processor import metrics
 from commands.processor.handlers import HANDLERS, Context, IdGenerator, Limits
 from commands.processor.live import LiveBatch, RecentSenders, audience_of, cursors_of, log_trail
 from commands.processor.people import BatchPeople, asked_of_people
+from commands.processor.publishing import EventPublisher
 from domain.chat import Chat
 from domain.errors import DomainError
 from infra.event_store import SNAPSHOT_INTERVAL, ChatStore, chat_position
@@ -108,14 +110,17 @@ class CommandProcessor:
         ids: IdGenerator,
         replies: Replies,
         people: BatchPeople,
+        publisher: EventPublisher | None = None,
     ) -> None:
         self.settings = settings
+        self.publisher = publisher  # None: events stay in the store (tests of deciding)
         self.store = store
         self.ids = ids
         self.replies = replies
         self.people = people
         self.limits = Limits.from_settings(settings)
         self.owned: dict[int, set[UUID]] = defaultdict(set)  # partition -> cached chats
+        self.partition_of: dict[UUID, int] = {}
         self.last_position: dict[UUID, int] = {}
         self.decided_total = 0
         self.poisoned: set[str] = set()  # commands whose handler failed: answered `internal`
@@ -142,7 +147,7 @@ class CommandProcessor:
                 continue
             try:
                 with metrics.COMMIT_SECONDS.time():
-                    positions = self._save(chats)
+                    positions, recordings = self._save(chats)
             except IntegrityError:
                 # A stale writer: another processor appended to one of these chats (we
                 # lost its partition for a while). Reload them all and decide again.
@@ -158,6 +163,8 @@ class CommandProcessor:
             self.live.committed(positions)
             with metrics.PUBLISH_SECONDS.time():
                 self._reply(decided, outcomes, positions)
+                if self.publisher is not None:
+                    self.publisher.saved(recordings, self.partition_of)
             metrics.count_outcomes(outcomes)
             self.decided_total += len(outcomes)
             return outcomes
@@ -203,18 +210,26 @@ class CommandProcessor:
         chat = chats.touched.get(command.chat_id)
         if chat is not None:
             self.owned[partition].add(chat.id)
+            self.partition_of[chat.id] = partition
             if decided.error is None and len(chat.pending_events) > pending_before:
                 decided.version = chat.version
                 self.live.note(chat, chat.pending_events[pending_before:], cursors)
         return decided
 
-    def _save(self, chats: BatchChats) -> dict[tuple[UUID, int], int]:
-        """Save all touched chats in one transaction; map (chat, version) to position."""
+    def _save(self, chats: BatchChats) -> tuple[dict[tuple[UUID, int], int], list[Recording[UUID]]]:
+        """Save all touched chats in one transaction; map (chat, version) to position.
+
+        With a publisher, the save is refused (`Fenced`) if another processor has
+        claimed one of the chats' partitions since."""
         changed = [c for c in chats.touched.values() if c.pending_events]
         if not changed:
-            return {}
+            return {}, []
         before = {c.id: c.version - len(c.pending_events) for c in changed}
-        recordings = self.store.save(*changed)
+        if self.publisher is None:
+            recordings = self.store.save(*changed)
+        else:
+            writer = self.publisher.writer({self.partition_of[c.id] for c in changed})
+            recordings = self.store.save(*changed, writer=writer)
         positions: dict[tuple[UUID, int], int] = {}
         for recording in recordings:
             event = recording.domain_event
@@ -229,7 +244,7 @@ class CommandProcessor:
                 self.store.snapshot(due)
             except PersistenceError as exc:  # an optimisation only: the events are stored
                 log.warning("event=snapshot_failed chats=%d error=%s", len(due), type(exc).__name__)
-        return positions
+        return positions, recordings
 
     def _outcome(self, decided: Decided, positions: dict[tuple[UUID, int], int]) -> Outcome:
         if decided.error is not None:
@@ -320,6 +335,7 @@ class CommandProcessor:
             self.recent.forget(chats)
             for chat_id in chats:
                 self.last_position.pop(chat_id, None)
+                self.partition_of.pop(chat_id, None)
 
 
 def _decoded(raw: bytes) -> Command | BadCommand:

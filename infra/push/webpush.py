@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from infra.push.endpoints import AddressRefused, EndpointPolicy, EndpointRefused
 from infra.push.provider import Notification, Outcome, Result, result_of
 from infra.settings import Settings
 
@@ -96,11 +97,17 @@ def encrypt(plaintext: bytes, ua_public: bytes, auth_secret: bytes) -> bytes:
 
 class WebPush:
     """Sends to a subscription's endpoint: `target` is the browser's PushSubscription
-    JSON, `{"endpoint": ..., "keys": {"p256dh": ..., "auth": ...}}`."""
+    JSON, `{"endpoint": ..., "keys": {"p256dh": ..., "auth": ...}}`.
+
+    The endpoint is checked against the policy again before each send (it may have been
+    stored under another one), and `client` connects through `PublicOnlyResolver`
+    (`parley.wiring.push_providers`), which checks the addresses. A refusal by either
+    is `failed`, not retried (infra/push/endpoints.py)."""
 
     name = "webpush"
 
     def __init__(self, settings: Settings, client: aiohttp.ClientSession) -> None:
+        self._policy = EndpointPolicy.from_settings(settings)
         self._key = load_vapid_key(settings)
         self._public = b64url(raw_public_key(self._key.public_key()))
         self._subject = settings.webpush_subject
@@ -126,7 +133,12 @@ class WebPush:
 
     async def send(self, target: dict[str, Any], note: Notification) -> Result:
         try:
-            endpoint = str(target["endpoint"])
+            endpoint = self._policy.check(str(target["endpoint"]))
+        except EndpointRefused as refused:
+            return Result(Outcome.FAILED, detail=f"endpoint refused: {refused}")
+        except (KeyError, TypeError):
+            return Result(Outcome.GONE, detail="unusable subscription: no endpoint")
+        try:
             body = encrypt(
                 orjson.dumps(note.data()),
                 unb64url(target["keys"]["p256dh"]),
@@ -142,9 +154,17 @@ class WebPush:
             "Content-Type": "application/octet-stream",
             "Authorization": self._vapid(endpoint),
         }
-        async with self._client.post(endpoint, data=body, headers=headers) as response:
-            detail = (await response.text(errors="replace"))[:200]
-            return result_of(response.status, response.headers, detail)
+        try:
+            # A redirect could point anywhere, past the policy: push services do not send one.
+            async with self._client.post(
+                endpoint, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                detail = (await response.text(errors="replace"))[:200]
+                return result_of(response.status, response.headers, detail)
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, AddressRefused):
+                return Result(Outcome.FAILED, detail=f"address refused: {exc.os_error}")
+            raise
 
     async def close(self) -> None:
         return None

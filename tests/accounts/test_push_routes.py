@@ -16,10 +16,11 @@ from infra.settings import Settings
 from tests.accounts.client import bearer, http_client, login, register
 
 
-def subscription() -> dict[str, Any]:
+def subscription(endpoint: str = "") -> dict[str, Any]:
+    """A PushSubscription as Chrome gives it (FCM's endpoint, one of the defaults)."""
     key = ec.generate_private_key(ec.SECP256R1())
     return {
-        "endpoint": f"https://push.example/{uuid.uuid4().hex}",
+        "endpoint": endpoint or f"https://fcm.googleapis.com/fcm/send/{uuid.uuid4().hex}",
         "keys": {"p256dh": b64url(raw_public_key(key.public_key())), "auth": b64url(b"0" * 16)},
     }
 
@@ -87,6 +88,79 @@ async def test_register_replace_prefs_and_forget_with_the_device(webpush_on: Set
         gone = await client.delete("/v1/me/push", headers=phone)
         assert gone.json() == {"removed": 1}
         assert targets(webpush_on, user_id) == []
+
+
+async def test_an_endpoint_that_is_not_a_push_services_is_refused(webpush_on: Settings) -> None:
+    """The defaults (docs/push.md): https on port 443 to a browser's push service only."""
+    refused = [
+        "http://127.0.0.1:15432/",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://10.0.0.5/wp/x",
+        "https://[::1]/wp/x",
+        "http://fcm.googleapis.com/fcm/send/x",
+        "https://fcm.googleapis.com:8443/fcm/send/x",
+        "https://fcm.googleapis.com@evil.example/fcm/send/x",
+        "https://fcm.googleapis.com.evil.com/fcm/send/x",
+        "https://push.example/wp/x",
+        "https://fcm.googleapis.com/" + "x" * 1024,
+    ]
+    async with http_client(webpush_on) as client:
+        user_id, username, _ = await register(client)
+        auth = bearer(await login(client, username))
+        for endpoint in refused:
+            body = {"provider": "webpush", "subscription": subscription(endpoint)}
+            answer = await client.post("/v1/me/push", json=body, headers=auth)
+            assert answer.status_code == 400, endpoint
+            assert answer.json()["error"]["code"] == "push_endpoint_refused", endpoint
+        for endpoint in (
+            "https://updates.push.services.mozilla.com/wpush/v2/gAAAAABk",
+            "https://wns2-par02p.notify.windows.com/w/?token=BQYAAABPS6Pn%2f0s",
+            "https://web.push.apple.com/QGuQyavXutnMH5GMDd",
+        ):
+            body = {"provider": "webpush", "subscription": subscription(endpoint)}
+            answer = await client.post("/v1/me/push", json=body, headers=auth)
+            assert answer.status_code == 200, answer.text
+        assert targets(webpush_on, user_id) == [("phone-1", "webpush")]
+
+
+async def test_a_trusted_origin_is_accepted_as_listed(webpush_on: Settings) -> None:
+    local = webpush_on.replace(webpush_trusted_origins="http://127.0.0.1:18099")
+    async with http_client(local) as client:
+        _, username, _ = await register(client)
+        auth = bearer(await login(client, username))
+        for endpoint, status in (
+            ("http://127.0.0.1:18099/wp/phone", 200),
+            ("http://127.0.0.1:18098/wp/phone", 400),
+        ):
+            body = {"provider": "webpush", "subscription": subscription(endpoint)}
+            answer = await client.post("/v1/me/push", json=body, headers=auth)
+            assert answer.status_code == status, answer.text
+
+
+async def test_subscription_keys_are_bounded_and_checked(webpush_on: Settings) -> None:
+    good = subscription()["keys"]
+    bad_keys: list[dict[str, Any]] = [
+        {**good, "p256dh": good["p256dh"] * 10},  # refused before it is decoded
+        {**good, "p256dh": good["p256dh"][:-4]},
+        {**good, "p256dh": "A" + good["p256dh"][1:]},  # not an uncompressed point
+        {**good, "p256dh": good["p256dh"][:-1] + "!"},  # not base64url
+        {**good, "auth": b64url(b"0" * 17)},
+        {**good, "auth": "A"},  # one character more than a multiple of 4
+        {**good, "auth": 16},
+        {"p256dh": good["p256dh"]},
+    ]
+    async with http_client(webpush_on) as client:
+        _, username, _ = await register(client)
+        auth = bearer(await login(client, username))
+        for keys in bad_keys:
+            body = {"provider": "webpush", "subscription": subscription() | {"keys": keys}}
+            answer = await client.post("/v1/me/push", json=body, headers=auth)
+            assert answer.status_code == 400, keys
+            assert answer.json()["error"]["code"] == "bad_request", keys
+        padded = {**good, "auth": b64url(b"0" * 16) + "=="}
+        body = {"provider": "webpush", "subscription": subscription() | {"keys": padded}}
+        answer = await client.post("/v1/me/push", json=body, headers=auth)
+        assert answer.status_code == 200, answer.text
 
 
 async def test_the_service_worker_is_served_at_the_root(fast: Settings) -> None:

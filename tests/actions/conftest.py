@@ -47,5 +47,6 @@ def live(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         PARLEY_MESSAGE_EXPIRY_INTERVAL_S="1",
         PARLEY_MEDIA_ERASE_GRACE_S=str(ERASE_GRACE_S),
         PARLEY_MEDIA_ERASE_INTERVAL_S="1",
+        PARLEY_COMMANDS_TRUNCATE_INTERVAL_S="1",
     ) as stack:
         yield stack

@@ -1,7 +1,8 @@
 """Erasure for real: a message deleted for everyone, or disappeared, leaves no trace of
-its content in PostgreSQL (every table, the event store included), `parley.events` or
-Redis, before and after `parley replay rebuild`; its media object goes from the store
-once no live message carries it. On the package's own stack (tests/actions/conftest.py).
+its content in PostgreSQL (every table, the event store included), `parley.events`,
+`parley.commands` (its send leaves once decided) or Redis, before and after `parley
+replay rebuild`; its media object goes from the store once no live message carries it.
+On the package's own stack (tests/actions/conftest.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from projections.replay.listing import PROJECTIONS
 from projections.replay.rebuild import RebuildOptions, rebuild
 from tests.actions.conftest import ERASE_GRACE_S, SHORT_TIMER_S
 from tests.actions.test_message_actions import account, client, history, refused, text
-from tests.actions.traces import anywhere, in_postgres
+from tests.actions.traces import anywhere, in_postgres, out_of_commands_topic
 from tests.fullstack import FullStack
 from tests.replay.conftest import settle
 
@@ -81,6 +82,8 @@ def test_a_deleted_message_leaves_no_trace_before_or_after_a_rebuild(live: FullS
 
     group, seq, before, gone = asyncio.run(scenario())
     assert keys_of(settings, group, seq) == 0
+    out_of_commands_topic(settings, secret.encode())  # its send and edit, in plaintext
+    out_of_commands_topic(settings, family.encode())  # the reaction
     assert anywhere(settings, secret.encode()) == []
     assert anywhere(settings, family.encode()) == []
 
@@ -122,6 +125,7 @@ def test_a_disappeared_message_leaves_no_trace_before_or_after_a_rebuild(
     while keys_of(settings, chat, sent.seq) or anywhere(settings, secret.encode()):
         assert time.monotonic() < deadline, anywhere(settings, secret.encode())
         time.sleep(0.5)
+    out_of_commands_topic(settings, flag.encode())
     assert anywhere(settings, flag.encode()) == []
     before = asyncio.run(history(live, bob, sent))
 

@@ -1,5 +1,5 @@
 """Where a piece of plaintext is still found: every table of a database, every record of
-the events topic, every key of the Redis database.
+the events and the commands topics, every key of the Redis database.
 
 A body is stored as it is, in base64 (JSON, the envelopes) or as bytea (shown in hex by
 PostgreSQL's text form of a row), so each of those forms is looked for. A base64 form
@@ -10,6 +10,7 @@ which is where a test puts it.
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 import psycopg
@@ -18,7 +19,7 @@ from kafka import KafkaConsumer, TopicPartition
 from psycopg import sql
 
 from infra.settings import Settings
-from infra.topics import EVENTS
+from infra.topics import COMMANDS, EVENTS
 
 
 def forms(needle: bytes) -> list[bytes]:
@@ -53,10 +54,9 @@ def in_postgres(settings: Settings, needle: bytes) -> list[str]:
     return found
 
 
-def in_events_topic(settings: Settings, needle: bytes) -> int:
-    """How many records of `parley.events` hold the needle in any form."""
+def in_topic(settings: Settings, topic: str, needle: bytes) -> int:
+    """How many records of `topic`, from its first kept one, hold the needle in any form."""
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    topic = settings.topic(EVENTS)
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
         consumer.assign(partitions)
@@ -69,6 +69,16 @@ def in_events_topic(settings: Settings, needle: bytes) -> int:
         return count
     finally:
         consumer.close()
+
+
+def out_of_commands_topic(settings: Settings, needle: bytes, deadline_s: float = 30.0) -> None:
+    """Wait until no record of the commands topic holds the needle: the processor deletes
+    the commands it decided and committed (commands/processor/truncate.py)."""
+    topic = settings.topic(COMMANDS)
+    deadline = time.monotonic() + deadline_s
+    while in_topic(settings, topic, needle):
+        assert time.monotonic() < deadline, f"still in {topic} after {deadline_s} s"
+        time.sleep(0.2)
 
 
 def in_redis(settings: Settings, needle: bytes) -> list[str]:
@@ -102,8 +112,10 @@ def _value(client: Any, key: bytes) -> bytes:
 
 
 def anywhere(settings: Settings, needle: bytes) -> list[str]:
-    """Every place the needle is found: PostgreSQL tables, the events topic, Redis keys."""
+    """Every place the needle is found: PostgreSQL tables, the events and commands
+    topics, Redis keys."""
     places = in_postgres(settings, needle)
-    if in_events_topic(settings, needle):
-        places.append(settings.topic(EVENTS))
+    for topic in (settings.topic(EVENTS), settings.topic(COMMANDS)):
+        if in_topic(settings, topic, needle):
+            places.append(topic)
     return places + [f"redis {key}" for key in in_redis(settings, needle)]

@@ -264,8 +264,9 @@ def test_a_processor_killed_mid_batch_loses_and_duplicates_nothing(
 def test_a_processor_told_to_stop_commits_what_it_decided_before_leaving(
     topics: Settings, processor: Service
 ) -> None:
-    """SIGTERM: the processor finishes its batch and commits, so the group's committed
-    offsets reach the end of the commands topic and its successor decides nothing twice."""
+    """SIGTERM: the processor finishes its batch and commits (unless its idle loop has
+    committed already), so the group's committed offsets reach the end of the commands
+    topic and its successor decides nothing twice."""
     users = new_users(topics, 2)
     chat_id = direct_chat_id(*users)
 
@@ -281,7 +282,6 @@ def test_a_processor_told_to_stop_commits_what_it_decided_before_leaving(
     asyncio.run(scenario())
     offset = len(processor.text())
     processor.stop()  # SIGTERM, right after the last answer
-    assert "event=offsets_committed_on_stop" in processor.text()[offset:]
     topic = topics.topic("parley.commands")
     # A consumer of the processors' group (theirs: named from the run's topic prefix)
     # that never subscribes: it reads the group's offsets only.

@@ -6,20 +6,29 @@ import copy
 import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
+import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError
 
 from domain.chat import Chat
-from infra.event_store import ChatStore, OneStatementRecorder, max_position, open_store
+from infra import publish_marks
+from infra.event_store import ChatStore, OneStatementRecorder, Writer, max_position, open_store
+from infra.publish_marks import Fenced
 from infra.scratch import fresh_database
 from infra.settings import Settings
 
 
 @pytest.fixture()
-def store(settings: Settings) -> Iterator[ChatStore]:
+def scratch(settings: Settings) -> Settings:
     scratch = settings.replace(pg_db=f"{settings.pg_db}_store")
     fresh_database(settings, scratch.pg_db)
+    return scratch
+
+
+@pytest.fixture()
+def store(scratch: Settings) -> Iterator[ChatStore]:
     store = open_store(scratch)
     yield store
     store.close()
@@ -63,9 +72,42 @@ def test_a_stale_writer_is_refused_whole(store: ChatStore) -> None:
     _send(stale, sender, 2)
     _send(other, other_sender, 1)
     before = max_position(store)
+    keys_before = _keys(store)
     with pytest.raises(IntegrityError):
         store.save(stale, other)
     assert max_position(store) == before  # nothing of the batch was stored
+    assert _keys(store) == keys_before  # nor the keys made to seal its messages
+
+
+def _keys(store: ChatStore) -> int:
+    recorder: Any = store.recorder
+    with recorder.datastore.get_connection() as conn:
+        row = conn.execute("SELECT count(*) AS n FROM message_keys").fetchone()
+    return int(row["n"]) if row else 0
+
+
+def test_a_processor_fenced_off_its_partitions_stores_nothing(
+    store: ChatStore, scratch: Settings
+) -> None:
+    """Claiming a partition makes the claimer its only writer: the last owner's save
+    is refused whole (`Fenced`), and a save by the owner moves its publish mark."""
+    chat, sender = _chat()
+    conninfo = scratch.pg_conninfo
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        publish_marks.claim(conn, "first", [0], None)
+    [recording] = store.save(chat, writer=Writer("first", frozenset({0})))
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        assert publish_marks.marks(conn) == {0: ("first", recording.notification.id)}
+        publish_marks.move(conn, "first", {0: None})
+        assert publish_marks.claim(conn, "second", [0], None) == {0: None}
+    before, keys_before = max_position(store), _keys(store)
+    _send(chat, sender, 1)
+    with pytest.raises(Fenced):
+        store.save(chat, writer=Writer("first", frozenset({0})))
+    assert (max_position(store), _keys(store)) == (before, keys_before)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        publish_marks.move(conn, "first", {0: 1})  # the old owner moves nothing either
+        assert publish_marks.marks(conn) == {0: ("second", None)}
 
 
 def test_concurrent_saves_commit_positions_in_order(store: ChatStore) -> None:

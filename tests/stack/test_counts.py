@@ -22,6 +22,9 @@ def test_one_of_each_by_default_and_no_balancer(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     names = [s.name for s in parley_services(settings)]
     assert names[:4] == ["processor", "relay", "workers", "commands"]
+    # With the processor publishing what it stores, no relay runs (docs/log.md).
+    publishing = _settings(tmp_path, PARLEY_EVENTS_PUBLISHER="processor")
+    assert [s.name for s in parley_services(publishing)][:3] == ["processor", "workers", "commands"]
     commands = next(s for s in parley_services(settings) if s.name == "commands")
     assert commands.address == f"127.0.0.1:{settings.commands_port}"
     assert balancer(settings) is None

@@ -62,6 +62,8 @@ def push(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         **REGISTRATION_LIMITS,
         "PARLEY_WEBPUSH_SUBJECT": "mailto:ops@parley.test",
         "PARLEY_WEBPUSH_VAPID_KEY": str(logs / "vapid.pem"),
+        # The receiver is on loopback over http: only its exact origin is let through.
+        "PARLEY_WEBPUSH_TRUSTED_ORIGINS": webpush.origin,
         "PARLEY_FCM_SERVICE_ACCOUNT": str(account_file),
         "PARLEY_FCM_BASE_URL": fcm.origin,
         "PARLEY_APNS_KEY_PATH": str(apns.key_path),
@@ -406,17 +408,21 @@ async def test_apns_pushes_over_http2_with_a_provider_token_and_forgets_a_410_to
 
 async def test_registrations_are_checked_and_typed(push: PushStack) -> None:
     bob = user(push, "bob")
-    bad: list[dict[str, Any]] = [
-        {"provider": "carrier-pigeon", "token": "x"},
-        {"provider": "webpush", "subscription": {"endpoint": "ftp://x", "keys": {}}},
-        {"provider": "webpush", "subscription": push.webpush.subscribe("x") | {"keys": {}}},
-        {"provider": "apns", "token": "not hex!"},
-        {"provider": "fcm"},
+    subscription = push.webpush.subscribe("x")
+    other_port = f"http://127.0.0.1:{push.webpush.port + 1}/wp/x"  # loopback, not listed
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"provider": "carrier-pigeon", "token": "x"}, "bad_request"),
+        ({"provider": "webpush", "subscription": subscription | {"keys": {}}}, "bad_request"),
+        ({"provider": "apns", "token": "not hex!"}, "bad_request"),
+        ({"provider": "fcm"}, "bad_request"),
     ]
-    for body in bad:
+    for url in ("ftp://x", other_port, "https://169.254.169.254/latest/meta-data/"):
+        refused = {"provider": "webpush", "subscription": subscription | {"endpoint": url}}
+        bad.append((refused, "push_endpoint_refused"))
+    for body, code in bad:
         with pytest.raises(CommandFailed) as failed:
             _post(push.base, "/v1/me/push", body, bob.access_token)
-        assert failed.value.code == "bad_request", body
+        assert failed.value.code == code, body
     assert target_count(push, bob) == 0
 
 
