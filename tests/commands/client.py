@@ -6,8 +6,10 @@ import base64
 import uuid
 from uuid import UUID
 
-from commands.command import Command, CommandType
+from commands.command import Command, CommandType, Outcome
+from commands.gateway.bus import CommandBus
 from domain.chat import Chat
+from domain.ids import direct_chat_id
 from infra.event_store import ChatStore, open_store
 from infra.settings import Settings
 from projections.directory import enrol_stand_ins
@@ -69,3 +71,39 @@ def new_users(settings: Settings, n: int) -> list[UUID]:
 def enrol(settings: Settings, users: list[UUID]) -> None:
     """Make `users` known to the processor as existing users (`record_stand_ins`)."""
     enrol_stand_ins(settings.pg_conninfo, users)
+
+
+async def send_until_acked(
+    bus: CommandBus,
+    a: UUID,
+    b: UUID,
+    count: int,
+    progress: list[int] | None = None,
+    first: int = 0,
+) -> list[Outcome]:
+    """Send `count` texts from a to b (local ids m<first>...), each resent as a new
+    command with the same local id until acked, as the protocol tells a client to."""
+    chat_id = direct_chat_id(a, b)
+    acked = []
+    for i in range(first, first + count):
+        command = send(chat_id, a, f"m{i}", f"text {i}", bus.reply_to, to=b)
+        for _attempt in range(40):
+            try:
+                outcome = await bus.submit(command)
+                break
+            except TimeoutError:
+                command = Command(
+                    command.type,
+                    command.chat_id,
+                    command.actor,
+                    command.args,
+                    command.device_id,
+                    reply_to=command.reply_to,
+                )
+        else:
+            raise AssertionError("never acked")
+        assert outcome.ok, outcome
+        acked.append(outcome)
+        if progress is not None:
+            progress.append(1)
+    return acked

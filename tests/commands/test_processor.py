@@ -17,7 +17,14 @@ from domain.chat import Chat
 from domain.ids import direct_chat_id
 from infra.event_store import chat_position
 from infra.settings import Settings
-from tests.commands.client import create_group, fresh_store, new_users, send, sent_events
+from tests.commands.client import (
+    create_group,
+    fresh_store,
+    new_users,
+    send,
+    send_until_acked,
+    sent_events,
+)
 from tests.services import Service, running
 
 
@@ -209,29 +216,7 @@ def test_a_processor_killed_mid_batch_loses_and_duplicates_nothing(
         second.wait_for_log(r"partitions_assigned partitions=\[\d")
 
         async def client(a: uuid.UUID, b: uuid.UUID, bus: CommandBus) -> list[Outcome]:
-            chat_id = direct_chat_id(a, b)
-            acked = []
-            for i in range(per_chat):
-                command = send(chat_id, a, f"m{i}", f"text {i}", bus.reply_to, to=b)
-                for _attempt in range(40):
-                    try:
-                        outcome = await bus.submit(command)
-                        break
-                    except TimeoutError:
-                        command = Command(
-                            command.type,
-                            command.chat_id,
-                            command.actor,
-                            command.args,
-                            command.device_id,
-                            reply_to=command.reply_to,
-                        )
-                else:
-                    raise AssertionError("never acked")
-                assert outcome.ok, outcome
-                acked.append(outcome)
-                progress.append(1)
-            return acked
+            return await send_until_acked(bus, a, b, per_chat, progress)
 
         async def scenario() -> list[list[Outcome]]:
             bus = await _bus(settings)
