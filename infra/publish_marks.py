@@ -108,7 +108,7 @@ def initial_mark(conn: psycopg.Connection[Any], events_table: str, relay_name: s
 
 
 def marks(conn: psycopg.Connection[Any]) -> dict[int, tuple[str, int | None]]:
-    """Every partition's owner and mark (`parley stack status`, tests)."""
+    """Every partition's owner and mark, as an operator or a test reads them."""
     rows = (
         conn.cursor(row_factory=tuple_row)
         .execute("SELECT partition, owner, unpublished_from FROM publish_marks ORDER BY partition")

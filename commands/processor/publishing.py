@@ -64,7 +64,6 @@ class EventPublisher:
         self.topic = settings.topic(EVENTS)
         self.client_id = client_id
         self.owner = owner
-        self.published = 0
         self._producer: Producer | None = None
         # command partition -> position -> (key, value), in position order
         self._pending: dict[int, dict[int, tuple[bytes, bytes]]] = defaultdict(dict)
@@ -136,8 +135,7 @@ class EventPublisher:
             if generation == self._generation:
                 self._failed = self._failed or error
             return
-        if self._pending[partition].pop(position, None) is not None:
-            self.published += 1
+        self._pending[partition].pop(position, None)
 
     def _restart(self) -> None:
         """A record failed (a fatal producer error): nothing after it may land first, so
