@@ -1,14 +1,11 @@
 """Stop Kafka while writes go on: the relay waits, then catches up by itself, losing nothing.
 
-The broker stopped here is one of the test's own (own ports, own data folder, the jars
-of the local stack), not the shared one: stopping the shared broker breaks whatever
-else uses the stack at the time, and another session's `stack up` racing to restart it
-can leave two brokers fighting over one data folder.
+The broker stopped here is one of the test's own (tests/private_kafka.py), never the
+shared one.
 """
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,38 +16,17 @@ from infra.event_store import ChatStore, max_position
 from infra.settings import Settings
 from infra.stack.kafka import Kafka
 from infra.topics import ensure_topics
+from tests.private_kafka import private_kafka
 from tests.streams.chats import BackgroundWriter, ChatWriter
 from tests.streams.published import check_order, event_ids, read_until, stored_event_ids
 from tests.streams.relays import recorded_position, relay, wait_position
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def own_kafka(base_settings: Settings, tmp_path: Path) -> Iterator[Kafka]:
     """A one-node broker of this test's own, stopped (for good) at the end."""
-    shared = Kafka(base_settings)
-    state = tmp_path / "state"
-    (state / "kafka").mkdir(parents=True)
-    (state / "kafka" / shared.lib.name).symlink_to(shared.lib)
-    kafka = Kafka(
-        base_settings.replace(
-            state_dir=str(state),
-            kafka_bootstrap=f"127.0.0.1:{_free_port()}",
-            kafka_controller_port=_free_port(),
-            kafka_heap="384m",
-        )
-    )
-    try:
-        kafka.up()
+    with private_kafka(base_settings, tmp_path) as kafka:
         yield kafka
-    finally:
-        kafka.down()
 
 
 def test_the_relay_catches_up_after_a_broker_restart_with_no_loss(
