@@ -79,11 +79,10 @@ class Settings:
     # How long the broker may hold the processor's fetch when no command is there. It
     # answers as soon as one is, so this bounds only idle polling (docs/performance.md).
     processor_fetch_wait_ms: int = 500
-    # Each processor deletes from the commands topic, this often, the commands its group
-    # has decided and committed (a send carries its body in plaintext: docs/log.md).
-    # 0 (the default for now: librdkafka's admin client aborted a processor while Kafka
-    # restarted, docs/log.md): never; the topic's retention (7 days) then drops them.
-    commands_truncate_interval_s: float = 0.0
+    # Each processor deletes from the commands topic, this often, the commands it has
+    # decided and committed (a send carries its body in plaintext: docs/log.md). 0: never;
+    # the topic's retention (7 days) then drops them.
+    commands_truncate_interval_s: float = 5.0
     # Who publishes stored events to `parley.events` (docs/log.md): "relay" (the relay
     # service reads them back from the store) or "processor" (the processor, right after
     # its save; no relay runs). Its producer waits `processor_publish_linger_ms` to send

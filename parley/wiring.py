@@ -28,13 +28,13 @@ import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import aiohttp
 import psycopg
 import redis
 from aiohttp.abc import AbstractResolver
-from confluent_kafka.admin import AdminClient
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -50,7 +50,7 @@ from commands.processor.consumer import consume_commands, open_consumer
 from commands.processor.people import open_people
 from commands.processor.processor import CommandProcessor
 from commands.processor.publishing import EventPublisher
-from commands.processor.truncate import CommandTruncator, admin_config, truncating
+from commands.processor.truncate import CommandTruncator, open_admin, truncating
 from commands.ratelimit import RateLimiter, buckets_from_settings
 from commands.service import run_commands_service
 from infra.auth import Passwords, Tokens
@@ -60,7 +60,6 @@ from infra.health import Health
 from infra.leases import LeasedSnowflake, WorkerLease
 from infra.objectstore import ObjectStore
 from infra.pg_pool import checked_pool
-from infra.producer import librdkafka_logger
 from infra.push.apns import Apns
 from infra.push.endpoints import EndpointPolicy, PublicOnlyResolver
 from infra.push.fcm import Fcm
@@ -97,10 +96,12 @@ def run_processor(
         processor = CommandProcessor(
             settings, store, LeasedSnowflake(lease), client, people, publisher
         )
-        consumer = open_consumer(settings, client_id)
+        truncator = open_truncator(settings, client_id)
+        on_commit = None if truncator is None else truncator.committed
+        consumer = open_consumer(settings, client_id, on_commit)
         log.info("event=processor_wired worker_id=%d", lease.worker_id)
-        with truncating(open_truncator(settings, client_id), settings.commands_truncate_interval_s):
-            consume_commands(settings, processor, consumer, stop, ready)
+        with truncating(truncator, settings.commands_truncate_interval_s):
+            consume_commands(settings, processor, consumer, stop, ready, on_commit)
     finally:
         lease.release()
         store.close()
@@ -110,12 +111,15 @@ def run_processor(
 
 def open_truncator(settings: Settings, client_id: str) -> CommandTruncator | None:
     """What deletes decided commands from the commands topic behind the processor whose
-    consumer is `client_id` (docs/log.md); None when the interval is 0 (off)."""
+    consumer is `client_id`, up to what that consumer commits (docs/log.md); None when
+    the interval is 0 (off). Its admin client connects in the truncator's thread."""
     if settings.commands_truncate_interval_s <= 0:
         return None
-    admin = AdminClient(admin_config(settings, client_id), logger=librdkafka_logger("processor"))
-    topic = settings.topic(COMMANDS)
-    return CommandTruncator(admin, topic, settings.processor_group_id, client_id)
+    # kafka-python's client is the processor's only one (its consumer and producer are
+    # librdkafka's): an outage is the truncator's one line, `commands_truncate_failed`,
+    # not the library's four per connection attempt (95 lines for two Kafka restarts).
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    return CommandTruncator(partial(open_admin, settings, client_id), settings.topic(COMMANDS))
 
 
 def run_commands(settings: Settings, stop: threading.Event) -> None:

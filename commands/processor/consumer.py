@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -43,10 +44,18 @@ COMMIT_EVERY_S = 0.5
 redoes at most this much, answering each as before)."""
 POLL_S = 0.2
 
+OnCommit = Callable[[KafkaError | None, list[TopicPartition] | None], None]
+"""Told what a commit settled (librdkafka's `on_commit`): an error, or the offsets, each
+with its own error (the commands truncator takes what the group accepted: truncate.py)."""
 
-def consumer_config(settings: Settings, client_id: str) -> dict[str, Any]:
+
+def consumer_config(
+    settings: Settings, client_id: str, on_commit: OnCommit | None = None
+) -> dict[str, Any]:
     """The processor's consumer: offsets committed by hand, after each batch is stored."""
+    hooks = {} if on_commit is None else {"on_commit": on_commit}
     return {
+        **hooks,
         "bootstrap.servers": settings.kafka_bootstrap,
         "group.id": settings.processor_group_id,
         "client.id": client_id,
@@ -70,8 +79,12 @@ def consumer_config(settings: Settings, client_id: str) -> dict[str, Any]:
     }
 
 
-def open_consumer(settings: Settings, client_id: str) -> Consumer:
-    return Consumer(consumer_config(settings, client_id), logger=librdkafka_logger("processor"))
+def open_consumer(
+    settings: Settings, client_id: str, on_commit: OnCommit | None = None
+) -> Consumer:
+    return Consumer(
+        consumer_config(settings, client_id, on_commit), logger=librdkafka_logger("processor")
+    )
 
 
 def consume_commands(
@@ -80,8 +93,12 @@ def consume_commands(
     consumer: Consumer,
     stop: threading.Event,
     ready: threading.Event | None = None,
+    on_commit: OnCommit | None = None,
 ) -> None:
     """Decide what `consumer` polls from the commands topic until `stop` is set.
+
+    `on_commit` is the consumer's own commit callback (`open_consumer`), which librdkafka
+    calls for the asynchronous commits only: it is told the last, synchronous one here.
 
     The processor and the consumer (and what they hold: the store, the id lease, the
     reply channel) are built and closed by the composition root (`parley.wiring`).
@@ -146,7 +163,7 @@ def consume_commands(
         # Stopped between batches (SIGTERM): every batch polled is stored, so commit
         # them all before leaving the group; the next owner of these partitions then
         # starts after them instead of deciding the last commands again.
-        if _commit(consumer, asynchronous=False):
+        if _commit(consumer, asynchronous=False, on_commit=on_commit):
             log.info("event=offsets_committed_on_stop")
         if publisher is not None:
             publisher.close()
@@ -194,14 +211,16 @@ def _records(
     return records
 
 
-def _commit(consumer: Consumer, asynchronous: bool) -> bool:
+def _commit(consumer: Consumer, asynchronous: bool, on_commit: OnCommit | None = None) -> bool:
     """Commit what was consumed; False if there was nothing to commit or it failed
     (the commands are then redelivered, and decided idempotently)."""
     try:
         if asynchronous:
             consumer.commit(asynchronous=True)
         else:
-            consumer.commit(asynchronous=False)
+            done = consumer.commit(asynchronous=False)
+            if on_commit is not None:
+                on_commit(None, done)
         return True
     except KafkaException as exc:
         error = exc.args[0] if exc.args else None

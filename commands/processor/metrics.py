@@ -135,7 +135,7 @@ def kafka_stats(document: str) -> None:
 TRUNCATED = REGISTRY.add(
     Counter(
         "parley_processor_commands_truncated_total",
-        "Decided commands deleted from the commands topic's partitions this processor owns.",
+        "Decided commands deleted from the commands topic, up to what this processor committed.",
     )
 )
 TRUNCATE_ERRORS = REGISTRY.add(
