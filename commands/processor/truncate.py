@@ -24,11 +24,13 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 from confluent_kafka import KafkaError, TopicPartition
 from kafka import KafkaAdminClient
 from kafka import TopicPartition as AdminPartition
 from kafka.errors import KafkaError as AdminError
+from kafka.net.compat import KafkaNetClient
 from kafka.protocol.consumer import OffsetSpec
 
 from commands.processor import metrics
@@ -49,15 +51,30 @@ its final commit), at most: a broker away does not hold up the shutdown."""
 
 def open_admin(settings: Settings, client_id: str) -> KafkaAdminClient:
     """The truncator's admin client; it connects before it returns (or raises)."""
+    made: list[KafkaNetClient] = []
+
+    def network(**config: Any) -> KafkaNetClient:
+        made.append(KafkaNetClient(**config))
+        return made[-1]
+
     timeout_ms = int(REQUEST_TIMEOUT_S * 1000)
-    return KafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap,
-        client_id=f"{client_id}-truncate",
-        request_timeout_ms=timeout_ms,
-        bootstrap_timeout_ms=timeout_ms,
-        reconnect_backoff_ms=100,
-        reconnect_backoff_max_ms=5_000,
-    )
+    try:
+        return KafkaAdminClient(
+            bootstrap_servers=settings.kafka_bootstrap,
+            client_id=f"{client_id}-truncate",
+            request_timeout_ms=timeout_ms,
+            bootstrap_timeout_ms=timeout_ms,
+            reconnect_backoff_ms=100,
+            reconnect_backoff_max_ms=5_000,
+            kafka_client=network,
+        )
+    except BaseException:
+        # The constructor starts its IO thread before it connects, and a client that
+        # cannot connect is never returned to be closed: without this, each pass
+        # while Kafka is away would leave a thread behind.
+        for client in made:
+            client.close()
+        raise
 
 
 class CommandTruncator:

@@ -264,14 +264,21 @@ def test_a_broker_away_is_logged_once_and_the_passes_go_on(
     try:
         wait_for(lambda: sum(metrics.TRUNCATE_ERRORS.values.values()) >= errors + 3, "3 failures")
         assert [len(v) for v in scratch.kept().values()] == [RECORDS, RECORDS]
+        assert io_threads(f"{MEMBER}-truncate") <= 1  # the one connecting now, if any
         broker[0] = scratch.settings  # the broker is back
         wait_for(lambda: [len(v) for v in scratch.kept().values()] == [5, 5], "truncated")
     finally:
         stop.set()
         thread.join(timeout=10)
+    assert io_threads(f"{MEMBER}-truncate") == 0  # none left by failed connections, or after
     lines = [r.getMessage() for r in caplog.records if r.name == "parley.processor"]
     assert len([m for m in lines if "event=commands_truncate_failed" in m]) == 1, lines
     assert len([m for m in lines if "event=commands_truncate_resumed" in m]) == 1, lines
+
+
+def io_threads(client_id: str) -> int:
+    """kafka-python's IO threads of the clients named `client_id`, alive."""
+    return sum(t.name == f"kafka-io-{client_id}" for t in threading.enumerate())
 
 
 @pytest.mark.unit
