@@ -24,7 +24,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from eventsourcing.application import Application
+from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.persistence import (
     EventStore,
     InterfaceError,
@@ -85,7 +85,19 @@ class ChatStore(Application[UUID]):
             kwargs["keys"] = self.seal.prepare(objs, put=False)
         else:
             self.seal.prepare(objs)  # the keys, in their own transaction, first
-        recordings = super().save(*objs, **kwargs)
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        for obj in objs:
+            if isinstance(obj, Chat):
+                # What the library's `collect_events` does for an aggregate, without
+                # its two checks against runtime Protocols: 24 us a chat in Python 3.11.
+                processing_event.events.extend(obj.collect_events())
+                processing_event.aggregates[obj.id] = obj
+            else:
+                processing_event.collect_events(obj)
+        processing_event.saved_kwargs.update(kwargs)
+        recordings = self._record(processing_event)  # then as `Application.save`
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
         self.seal.erase_deleted(r.domain_event for r in recordings)
         return recordings
 
