@@ -20,17 +20,18 @@ import base64
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeGuard, cast
 from uuid import UUID
 
 import psycopg
-from eventsourcing.application import Application
+from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.persistence import (
     EventStore,
     InterfaceError,
     JSONTranscoder,
     Mapper,
     OperationalError,
+    Recording,
     StoredEvent,
     Transcoding,
 )
@@ -86,8 +87,26 @@ class ChatStore(Application[UUID]):
             kwargs["keys"] = self.seal.prepare(objs, put=False)
         else:
             self.seal.prepare(objs)  # the keys, in their own transaction, first
-        recordings = super().save(*objs, **kwargs)
+        if _all_chats(objs):
+            recordings = self._save_chats(objs, kwargs)
+        else:
+            recordings = super().save(*objs, **kwargs)
         self.seal.erase_deleted(r.domain_event for r in recordings)
+        return recordings
+
+    def _save_chats(self, chats: Sequence[Chat], kwargs: dict[str, Any]) -> list[Recording[UUID]]:
+        """The library's `save`, collecting the chats' events without its two runtime
+        protocol checks an object (19 µs a chat on Python 3.11, where `isinstance` with a
+        protocol walks the protocol's attributes at every call)."""
+        processing = ProcessingEvent[UUID]()
+        for chat in chats:
+            processing.events.extend(chat.collect_events())
+            processing.aggregates[chat.id] = chat
+        processing.saved_kwargs.update(kwargs)
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        self._notify(recordings)
+        self.notify(processing.events)
         return recordings
 
     def snapshot(self, chats: list[Chat]) -> None:
@@ -110,6 +129,10 @@ class ChatStore(Application[UUID]):
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         transcoder.register(BytesAsBase64())
+
+
+def _all_chats(objs: Sequence[Any]) -> TypeGuard[Sequence[Chat]]:
+    return all(type(obj) is Chat for obj in objs)
 
 
 def _keys_of(recorder: Any) -> MessageKeys:

@@ -148,6 +148,12 @@ def test_a_fenced_batch_of_receipts_is_refused_too(store: ChatStore, scratch: Se
     assert max_position(store) == before
 
 
+def test_a_save_of_something_other_than_chats_is_the_library_s(store: ChatStore) -> None:
+    chat, sender = _chat()
+    _send(chat, sender, 1)
+    assert len(store.save(chat, None)) == 2
+
+
 def _peer(chat: Chat, sender: uuid.UUID) -> uuid.UUID:
     return next(member for member in chat.members if member != sender)
 
