@@ -282,6 +282,8 @@ class _Prepared(threading.local):
     def __init__(self) -> None:
         self.events: dict[tuple[UUID, int], dict[str, MessageKey]] = {}
         self.snapshots: dict[tuple[UUID, int], dict[int, tuple[str, str]]] = {}
+        self.sealed: dict[tuple[UUID, int], dict[str, Any]] = {}
+        """The sealed states the last save stored (`stored_fields`), by event."""
 
 
 EXCERPT_CACHE = 50_000
@@ -339,6 +341,7 @@ class BodySeal:
         """Make the keys of the chats' pending events; store them (one round trip) unless
         `put` is false, when the caller stores them with the events and gets them back."""
         self._events.clear()
+        self._prepared.sealed.clear()
         made: list[MessageKey] = []
         for chat in aggregates:
             if not isinstance(chat, Chat):
@@ -409,7 +412,9 @@ class BodySeal:
                 if key_seqs(vars(event)):
                     raise SealError(f"no keys prepared for {event.originator_id}:{event.seq}")
                 return None
-            return seal_message(vars(event), event.originator_id, parts)
+            state = seal_message(vars(event), event.originator_id, parts)
+            self._prepared.sealed[(event.originator_id, event.originator_version)] = state
+            return state
         if isinstance(event, Chat.Snapshot):
             ready = self._snapshots.pop((event.originator_id, event.originator_version), None)
             if ready is None:
@@ -417,6 +422,17 @@ class BodySeal:
             state, names = sealed_recent(event.state, ready)
             return {**vars(event), "state": state, SEALED: {RECENT: names}}
         return None
+
+    def stored_fields(self, event: Any) -> Mapping[str, Any]:
+        """The fields the last save (in this thread) stored for `event`, one of its
+        domain events: the sealed state the mapper stored, else the event's own (an
+        event with nothing to seal). Never a sealable event's plaintext."""
+        sealed = self._prepared.sealed.get((event.originator_id, event.originator_version))
+        if sealed is not None:
+            return sealed
+        if isinstance(event, Chat.MessageSent) and key_seqs(vars(event)):
+            raise SealError(f"no sealed state saved for {event.originator_id}:{event.seq}")
+        return vars(event)
 
     def erase_deleted(self, events: Iterable[Any]) -> None:
         """After a save: erase the keys of the messages its events deleted for everyone.

@@ -20,7 +20,7 @@ import base64
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeGuard, cast
+from typing import Any, cast
 from uuid import UUID
 
 import psycopg
@@ -31,7 +31,6 @@ from eventsourcing.persistence import (
     JSONTranscoder,
     Mapper,
     OperationalError,
-    Recording,
     StoredEvent,
     Transcoding,
 )
@@ -87,26 +86,20 @@ class ChatStore(Application[UUID]):
             kwargs["keys"] = self.seal.prepare(objs, put=False)
         else:
             self.seal.prepare(objs)  # the keys, in their own transaction, first
-        if _all_chats(objs):
-            recordings = self._save_chats(objs, kwargs)
-        else:
-            recordings = super().save(*objs, **kwargs)
-        self.seal.erase_deleted(r.domain_event for r in recordings)
-        return recordings
-
-    def _save_chats(self, chats: Sequence[Chat], kwargs: dict[str, Any]) -> list[Recording[UUID]]:
-        """The library's `save`, collecting the chats' events without its two runtime
-        protocol checks an object (19 µs a chat on Python 3.11, where `isinstance` with a
-        protocol walks the protocol's attributes at every call)."""
-        processing = ProcessingEvent[UUID]()
-        for chat in chats:
-            processing.events.extend(chat.collect_events())
-            processing.aggregates[chat.id] = chat
-        processing.saved_kwargs.update(kwargs)
-        recordings = self._record(processing)
-        self._take_snapshots(processing)
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        for obj in objs:
+            if isinstance(obj, Chat):
+                # What the library's `collect_events` does for an aggregate, without
+                # its two checks against runtime Protocols: 24 us a chat in Python 3.11.
+                processing_event.events.extend(obj.collect_events())
+                processing_event.aggregates[obj.id] = obj
+            else:
+                processing_event.collect_events(obj)
+        processing_event.saved_kwargs.update(kwargs)
+        recordings = self._record(processing_event)  # then as `Application.save`
+        self._take_snapshots(processing_event)
         self._notify(recordings)
-        self.notify(processing.events)
+        self.seal.erase_deleted(r.domain_event for r in recordings)
         return recordings
 
     def snapshot(self, chats: list[Chat]) -> None:
@@ -129,10 +122,6 @@ class ChatStore(Application[UUID]):
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         transcoder.register(BytesAsBase64())
-
-
-def _all_chats(objs: Sequence[Any]) -> TypeGuard[Sequence[Chat]]:
-    return all(type(obj) is Chat for obj in objs)
 
 
 def _keys_of(recorder: Any) -> MessageKeys:

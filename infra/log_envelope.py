@@ -12,9 +12,10 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from hashlib import sha1
 from typing import Any
-from uuid import UUID, uuid5
+from uuid import UUID
 
 import orjson
 from eventsourcing.domain import DomainEventProtocol
@@ -54,8 +55,32 @@ class Envelope:
 
 
 def event_id_for(aggregate_id: UUID, aggregate_version: int) -> UUID:
-    """The stable id of the event at `aggregate_version` of an aggregate."""
-    return uuid5(EVENT_ID_NAMESPACE, f"{aggregate_id}:{aggregate_version}")
+    """The stable id of the event at `aggregate_version` of an aggregate: the uuid5 of
+    "<aggregate id>:<version>" in `EVENT_ID_NAMESPACE`."""
+    return UUID(_event_id_text(aggregate_id, aggregate_version))
+
+
+def _event_id_text(aggregate_id: UUID, aggregate_version: int) -> str:
+    """`event_id_for` as text, computed as RFC 4122 defines uuid5 (SHA-1 of the
+    namespace and the name, version and variant bits set): `uuid.uuid5` builds the
+    UUID with Python arithmetic, a quarter of an envelope's cost."""
+    digest = sha1(_NAMESPACE_BYTES + f"{aggregate_id}:{aggregate_version}".encode()).digest()
+    raw = bytearray(digest[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
+
+
+def _timestamp(moment: datetime) -> datetime | str:
+    """What the envelope's `timestamp` is given: orjson writes a UTC datetime as
+    `utc_iso` does, except that it leaves out a zero fraction of a second."""
+    if moment.tzinfo is UTC and moment.microsecond:
+        return moment  # written by orjson (`OPT_UTC_Z`), without strftime
+    return utc_iso(moment)
 
 
 def encode_event(event: DomainEventProtocol[UUID], position: int) -> tuple[bytes, bytes]:
@@ -64,24 +89,35 @@ def encode_event(event: DomainEventProtocol[UUID], position: int) -> tuple[bytes
     `event` must come from the store's mapper (`store.mapper.to_domain_event`), so
     that upcasting has made it the current version of its class.
     """
-    fields = vars(event)
-    chat_id = event.originator_id
-    cls = type(event)
-    seq = fields.get("seq") if cls.__name__ == "MessageSent" else None
+    return encode_fields(type(event), vars(event), position)
+
+
+def encode_fields(cls: type, fields: Mapping[str, Any], position: int) -> tuple[bytes, bytes]:
+    """The Kafka (key, value) of an event of class `cls` with the stored `fields` (its
+    `vars`, content sealed as the store keeps it), at log `position`.
+
+    The processor writes an event it has just saved this way, from the domain event and
+    the sealed state the mapper made for it, without reading the stored event back
+    (`ChatStore.stored_fields`): the same envelope as `encode_event` of the stored one.
+    """
+    chat_id = fields["originator_id"]
+    version = fields["originator_version"]
     envelope = {
         "v": ENVELOPE_VERSION,
-        "event_id": event_id_for(chat_id, event.originator_version),
+        "event_id": _event_id_text(chat_id, version),
         "type": cls.__name__,
         "type_version": getattr(cls, "class_version", 1),
         "chat_id": chat_id,
-        "seq": seq,
+        "seq": fields.get("seq") if cls.__name__ == "MessageSent" else None,
         "aggregate_id": chat_id,
-        "aggregate_version": event.originator_version,
+        "aggregate_version": version,
         "position": position,
-        "timestamp": utc_iso(fields["timestamp"]),
-        "payload": event_payload(event),
+        "timestamp": _timestamp(fields["timestamp"]),
+        "payload": {k: v for k, v in fields.items() if k not in _NOT_PAYLOAD},
     }
-    return str(chat_id).encode(), orjson.dumps(envelope, default=_json_default)
+    return str(chat_id).encode(), orjson.dumps(
+        envelope, default=_json_default, option=orjson.OPT_UTC_Z
+    )
 
 
 def event_payload(event: DomainEventProtocol[UUID]) -> dict[str, Any]:

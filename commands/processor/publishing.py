@@ -35,7 +35,7 @@ from kafka.partitioner.default import murmur2
 
 from infra import publish_marks
 from infra.event_store import EVENTS_TABLE, ChatStore, Writer
-from infra.log_envelope import encode_event
+from infra.log_envelope import encode_event, encode_fields
 from infra.producer import librdkafka_logger, producer_config
 from infra.retry import Backoff
 from infra.settings import Settings
@@ -85,16 +85,19 @@ class EventPublisher:
             return
         ordered = sorted(recordings, key=lambda r: r.notification.id)
         first = ordered[0].notification.id
-        to_event = self.store.mapper.to_domain_event
+        # The envelope from the domain event and the state the mapper stored for it
+        # (sealed): the relay's envelope, without reading the stored event back.
+        stored_fields = self.store.seal.stored_fields
         batch: list[dict[str, Any]] = []
         for recording in ordered:
-            stored = recording.notification
-            partition = partition_of[UUID(str(stored.originator_id))]
+            event = recording.domain_event
+            position = recording.notification.id
+            partition = partition_of[event.originator_id]
             if self._marked.get(partition) is None:
                 self._marked[partition] = first  # what the save's statement stored
-            key, value = encode_event(to_event(stored), stored.id)
-            self._pending[partition][stored.id] = (key, value)
-            acked = partial(self._acked, self._generation, partition, stored.id)
+            key, value = encode_fields(type(event), stored_fields(event), position)
+            self._pending[partition][position] = (key, value)
+            acked = partial(self._acked, self._generation, partition, position)
             batch.append({"key": key, "value": value, "callback": acked})
         try:  # one call: librdkafka wakes its threads once, not once per event
             self._connect().produce_batch(self.topic, batch)

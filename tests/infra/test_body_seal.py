@@ -29,6 +29,7 @@ from infra.body_seal import (
     sealed_key_ids,
 )
 from infra.event_store import ChatStore
+from infra.log_envelope import EVENT_ID_NAMESPACE, encode_event, encode_fields, event_id_for
 from infra.message_keys import MemoryMessageKeys
 
 pytestmark = pytest.mark.unit
@@ -233,3 +234,61 @@ def test_a_snapshot_reuses_what_the_last_one_sealed_and_reseals_an_edit() -> Non
     assert keys.looked_up == [5, 2]  # then only the edited and the new message
     again = reloaded(store, chat.id)
     assert [again.recent[n].excerpt for n in (1, 2, 7)] == ["note 1", "note 2, fixed", "note 6"]
+
+
+# What the processor publishes: the envelope from the saved state, as the relay's
+
+
+def test_the_envelope_of_a_saved_event_is_the_relays_envelope_of_the_stored_one() -> None:
+    """The processor writes `parley.events` from the domain events it has just saved and
+    the sealed states the mapper stored (`stored_fields`); the relay reads the stored
+    events back. Both must give the same bytes, for every kind of event."""
+    now = int(time.time() * 1000)
+    store, chat = a_conversation(now)
+    alice, bob = chat.recent[1].sender, chat.recent[2].sender
+    chat.act(bob, "d", "6", "delete", 2, b"", 6, now)
+    chat.set_timer(bob, "d", "7", 86400, 7, now)
+    chat.send(bob, "d", "8", "text", b"gone in a day", None, 8, now)
+    chat.mark_delivered(alice, 8)
+    chat.mark_read(alice, 8)
+    group = Chat.create_group(uuid.uuid4(), "plans", alice, [bob])
+    carol = uuid.uuid4()
+    group.rename("plans, v2", alice)
+    group.add_member(carol, alice)
+    group.promote(bob, alice)
+    group.demote(bob, alice)
+    group.send(carol, "d", "1", "text", b"hello all", None, 9, now)
+    group.remove_member(carol, alice)
+    group.leave(bob)
+    opened = Chat.open_direct(alice, carol, carol)
+    recordings = store.save(chat, group, opened)
+
+    every_kind = {
+        name
+        for name, value in vars(Chat).items()
+        if isinstance(value, type) and issubclass(value, Chat.Event) and "apply" in vars(value)
+    }
+    assert {type(r.domain_event).__name__ for r in recordings} == every_kind
+    for recording in recordings:
+        event, position = recording.domain_event, recording.notification.id
+        published = encode_fields(type(event), store.seal.stored_fields(event), position)
+        read_back = encode_event(store.mapper.to_domain_event(recording.notification), position)
+        assert published == read_back, type(event).__name__
+        for secret in (b"gone in a day", b"hello all"):
+            assert secret not in published[1] and base64.b64encode(secret) not in published[1]
+
+
+def test_the_saved_state_of_a_message_never_saved_is_refused_not_given_in_plaintext() -> None:
+    store = memory_store()
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    chat = Chat.open_direct(alice, bob, alice)
+    store.save(chat)
+    chat.send(alice, "d", "1", "text", b"not saved", None, 1, int(time.time() * 1000))
+    (pending,) = chat.pending_events
+    with pytest.raises(SealError):
+        store.seal.stored_fields(pending)
+
+
+@given(st.uuids(), st.integers(1, 2**62))
+def test_an_event_id_is_the_uuid5_of_its_aggregate_and_version(aggregate: UUID, v: int) -> None:
+    assert event_id_for(aggregate, v) == uuid.uuid5(EVENT_ID_NAMESPACE, f"{aggregate}:{v}")
