@@ -432,7 +432,8 @@ class BodySeal:
             return sealed
         if isinstance(event, Chat.MessageSent) and key_seqs(vars(event)):
             raise SealError(f"no sealed state saved for {event.originator_id}:{event.seq}")
-        return vars(event)
+        fields: dict[str, Any] = vars(event)
+        return fields
 
     def erase_deleted(self, events: Iterable[Any]) -> None:
         """After a save: erase the keys of the messages its events deleted for everyone.
