@@ -20,7 +20,7 @@ import base64
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import psycopg
@@ -48,6 +48,7 @@ from infra.message_keys import (
     PgMessageKeys,
     key_columns,
 )
+from infra.pg_arrays import bigints, byteas, integers, texts, uuids
 from infra.publish_marks import DDL as MARKS_DDL
 from infra.publish_marks import FENCED_SQLSTATE, Fenced
 from infra.settings import Settings
@@ -195,10 +196,16 @@ class OneStatementRecorder(PostgresApplicationRecorder):
                 fenced=sql.SQL(FENCED_SQLSTATE),
             )
         )
-        self._insert_in_one = sql.SQL(
-            "SELECT {schema}.{function}(%b, %b, %b, %b, %b, %b::int[], %b::uuid[], %b::uuid[], "
-            "%b::bigint[], %b::bytea[], %b::timestamptz[], %b::text[]) AS id"
-        ).format(schema=schema, function=function)
+        # Rendered once (psycopg renders a composed statement again at every call). The
+        # arrays are typed (`infra.pg_arrays`): no casts. A batch without message keys
+        # (receipts, most commands but sends) passes empty arrays as constants.
+        call = "SELECT {schema}.{function}(%b, %b, %b, %b, %b, %b, {keys}) AS id"
+        self._insert_in_one, self._insert_without_keys = (
+            sql.SQL(call)
+            .format(schema=schema, function=function, keys=sql.SQL(", ".join([key] * 6)))
+            .as_bytes(None)
+            for key in ("%b", "'{}'")
+        )
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
@@ -214,20 +221,21 @@ class OneStatementRecorder(PostgresApplicationRecorder):
         the batch as not yet published there."""
         if not stored_events:
             return []
-        # Four arrays of plain types, dumped in binary by psycopg's C code (a composite
-        # array is dumped as text, in Python).
-        columns = (
-            [e.originator_id for e in stored_events],
-            [e.originator_version for e in stored_events],
-            [e.topic for e in stored_events],
-            [e.state for e in stored_events],
+        columns: tuple[Any, ...] = (
+            uuids([cast(UUID, e.originator_id) for e in stored_events]),  # a uuid column
+            bigints([e.originator_version for e in stored_events]),
+            texts([e.topic for e in stored_events]),
+            byteas([e.state for e in stored_events]),
             writer.name if writer is not None else None,
-            sorted(writer.partitions) if writer is not None else [],
-            *key_columns(keys),
+            integers(sorted(writer.partitions) if writer is not None else []),
         )
+        statement = self._insert_without_keys
+        if keys:
+            columns += key_columns(keys)
+            statement = self._insert_in_one
         with self.datastore.get_connection() as conn, conn.cursor() as cursor:
             try:
-                cursor.execute(self._insert_in_one, columns, prepare=True)
+                cursor.execute(statement, columns, prepare=True)
             except psycopg.Error as exc:
                 if exc.sqlstate == FENCED_SQLSTATE:
                     raise Fenced(str(exc)) from None

@@ -27,6 +27,8 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
+from infra.pg_arrays import PgArray, bigints, byteas, texts, timestamptzs, uuids
+
 KEYS_DDL = (
     "SELECT pg_advisory_xact_lock(hashtext('parley:message-keys-ddl'))",
     "CREATE TABLE IF NOT EXISTS message_keys ("
@@ -72,10 +74,7 @@ PUT_STATEMENT = (
     "SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::bytea[], "
     "%s::timestamptz[], %s::text[])"
 )
-_PUT_LAZILY = (
-    # Binary parameters (psycopg's C dumpers): 170 -> 144 µs of CPU a call.
-    "SELECT parley_put_message_keys(%b, %b, %b, %b, %b::timestamptz[], %b::text[])"
-)
+_PUT_LAZILY = "SELECT parley_put_message_keys(%b, %b, %b, %b, %b, %b)"  # `key_columns`
 _ERASE_LAZILY = "SELECT parley_erase_message_keys(%(chats)s::uuid[], %(seqs)s::bigint[])"
 _GET = "SELECT key_id, key FROM message_keys WHERE key_id = ANY(%s)"
 _OF_MESSAGES = (
@@ -249,15 +248,15 @@ async def erase_expired_keys(conn: AsyncConnection[Any], now: datetime) -> int:
     return int(row[0]) if row else 0
 
 
-def key_columns(keys: Sequence[MessageKey]) -> tuple[list[Any], ...]:
-    """The parameters of `PUT_STATEMENT` for these keys."""
+def key_columns(keys: Sequence[MessageKey]) -> tuple[PgArray, ...]:
+    """The parameters of `PUT_STATEMENT` for these keys: six arrays, built whole."""
     return (
-        [k.key_id for k in keys],
-        [k.chat_id for k in keys],
-        [k.seq for k in keys],
-        [k.key for k in keys],
-        [k.expires_at for k in keys],
-        [k.media_id for k in keys],
+        uuids([k.key_id for k in keys]),
+        uuids([k.chat_id for k in keys]),
+        bigints([k.seq for k in keys]),
+        byteas([k.key for k in keys]),
+        timestamptzs([k.expires_at for k in keys]),
+        texts([k.media_id for k in keys]),
     )
 
 

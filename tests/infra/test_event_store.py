@@ -6,6 +6,7 @@ import copy
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -13,6 +14,7 @@ import pytest
 from eventsourcing.persistence import IntegrityError
 
 from domain.chat import Chat
+from domain.messages import MediaRef
 from infra import publish_marks
 from infra.event_store import ChatStore, OneStatementRecorder, Writer, max_position, open_store
 from infra.publish_marks import Fenced
@@ -77,6 +79,83 @@ def test_a_stale_writer_is_refused_whole(store: ChatStore) -> None:
         store.save(stale, other)
     assert max_position(store) == before  # nothing of the batch was stored
     assert _keys(store) == keys_before  # nor the keys made to seal its messages
+
+
+def test_a_batch_of_receipts_stores_its_events_and_no_keys(
+    store: ChatStore, scratch: Settings
+) -> None:
+    chat, sender = _chat()
+    _send(chat, sender, 1)
+    store.save(chat)
+    peer = _peer(chat, sender)
+    keys_before = _keys(store)
+    assert chat.mark_delivered(peer, 1) and chat.mark_read(peer, 1)
+    recordings = store.save(chat)
+    assert [r.notification.id for r in recordings] == [max_position(store) - 1, max_position(store)]
+    assert _keys(store) == keys_before
+    with open_store(scratch) as fresh:  # reads the chat from the table
+        again: Any = fresh.repository.get(chat.id)
+    assert again.read_up_to[peer] == again.delivered_up_to[peer] == 1
+
+
+def test_a_batch_mixing_messages_and_receipts_stores_the_messages_keys(
+    store: ChatStore, scratch: Settings
+) -> None:
+    """The keys' six columns reach `message_keys` whole: a disappearing media message's
+    time and object, beside a chat of the batch that seals nothing."""
+    first, alice = _chat()
+    second, bob = _chat()
+    _send(second, bob, 1)
+    store.save(first, second)
+    keys_before = _keys(store)
+    now = 1_700_000_000_000
+    first.set_timer(alice, "d", "t", 86_400, 1, now)
+    photo = MediaRef("photo1", "image/webp", 10, "ab" * 32, "image")
+    first.send(alice, "d", "m", "media", b"a caption", photo, 2, now)
+    assert second.mark_read(_peer(second, bob), 1)
+    recordings = store.save(first, second)
+    assert [r.notification.id for r in recordings] == sorted(r.notification.id for r in recordings)
+    assert len(recordings) == 3
+    assert _keys(store) == keys_before + 1
+    recorder: Any = store.recorder
+    with recorder.datastore.get_connection() as conn:
+        row = conn.execute(
+            "SELECT seq, expires_at, media_id FROM message_keys WHERE chat_id = %s", (first.id,)
+        ).fetchone()
+    assert row is not None
+    assert (row["seq"], row["media_id"]) == (2, "photo1")
+    assert row["expires_at"] > datetime.now(UTC) + timedelta(hours=23)
+    with open_store(scratch) as fresh:
+        first_again: Any = fresh.repository.get(first.id)
+        second_again: Any = fresh.repository.get(second.id)
+    assert first_again.recent[2].excerpt == "a caption"
+    assert second_again.read_up_to[_peer(second, bob)] == 1
+
+
+def test_a_fenced_batch_of_receipts_is_refused_too(store: ChatStore, scratch: Settings) -> None:
+    chat, sender = _chat()
+    _send(chat, sender, 1)
+    with psycopg.connect(scratch.pg_conninfo, autocommit=True) as conn:
+        publish_marks.claim(conn, "first", [0], None)
+    store.save(chat, writer=Writer("first", frozenset({0})))
+    with psycopg.connect(scratch.pg_conninfo, autocommit=True) as conn:
+        publish_marks.move(conn, "first", {0: None})
+        publish_marks.claim(conn, "second", [0], None)
+    before = max_position(store)
+    assert chat.mark_delivered(_peer(chat, sender), 1)
+    with pytest.raises(Fenced):
+        store.save(chat, writer=Writer("first", frozenset({0})))
+    assert max_position(store) == before
+
+
+def test_a_save_of_something_other_than_chats_is_the_library_s(store: ChatStore) -> None:
+    chat, sender = _chat()
+    _send(chat, sender, 1)
+    assert len(store.save(chat, None)) == 2
+
+
+def _peer(chat: Chat, sender: uuid.UUID) -> uuid.UUID:
+    return next(member for member in chat.members if member != sender)
 
 
 def _keys(store: ChatStore) -> int:
