@@ -29,6 +29,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -128,7 +129,7 @@ class Gateway:
         self.syncs = 0  # being answered now (`parley_gateway_syncs`)
         self.by_user: dict[UUID, set[Connection]] = defaultdict(set)
         self._tasks: list[asyncio.Task[None]] = []
-        self._forwards: set[asyncio.Task[None]] = set()  # held until done
+        self._forwards: set[asyncio.Task[None]] = set()  # forwards, media releases: held until done
         self.typing = Typing(self.pool, self.redis)
         self.presence = Presence(
             self.id, self.redis, self.pool, access.accounts, self.health, self.by_user
@@ -467,13 +468,12 @@ class Gateway:
             self.bus.fire(command, failed)
             return
         await connection.admit_command()
+        started = asyncio.get_running_loop().time()
         try:
-            waiter = self.bus.enqueue(command)
+            self.bus.request(command, partial(self._answered, connection, command, started))
         except Exception:
             connection.command_done()
             raise
-        task = asyncio.create_task(self._answer(connection, command, waiter))
-        task.add_done_callback(lambda _: connection.command_done())
 
     def _forward(self, connection: Connection, frame: ClientFrame) -> None:
         """Copy a message to a few chats (`commands.gateway.forward`), as one send for
@@ -515,21 +515,29 @@ class Gateway:
             )
         return decision.allowed
 
-    async def _answer(self, connection: Connection, command: Command, waiter: Any) -> None:
-        started = asyncio.get_running_loop().time()
+    def _answered(
+        self,
+        connection: Connection,
+        command: Command,
+        started: float,
+        result: Outcome | BaseException,
+    ) -> None:
+        """Tell the client the outcome of `command` (`CommandBus.request`'s callback)."""
         try:
-            outcome: Outcome = await waiter
-            took = asyncio.get_running_loop().time() - started
-            metrics.COMMAND_SECONDS.observe(took)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "event=command_answered command=%s ok=%s code=%s ms=%.1f",
-                    command.command_id,
-                    outcome.ok,
-                    outcome.error_code or "-",
-                    took * 1000,
-                )
-        except TimeoutError:
+            self._answer(connection, command, started, result)
+        finally:
+            connection.command_done()
+
+    def _answer(
+        self,
+        connection: Connection,
+        command: Command,
+        started: float,
+        result: Outcome | BaseException,
+    ) -> None:
+        if isinstance(result, asyncio.CancelledError):
+            return  # the gateway is stopping
+        if isinstance(result, TimeoutError):
             log.info("event=command_timeout command=%s", command.command_id)
             connection.push(
                 error_frame(
@@ -539,18 +547,34 @@ class Gateway:
                 )
             )
             return
-        except Exception as exc:
+        if isinstance(result, BaseException):
             log.warning(
-                "event=command_failed command=%s error=%s", command.command_id, type(exc).__name__
+                "event=command_failed command=%s error=%s",
+                command.command_id,
+                type(result).__name__,
             )
             connection.push(
                 error_frame("unavailable", "the command could not be sent", command.request_id)
             )
             return
+        outcome = result
+        took = asyncio.get_running_loop().time() - started
+        metrics.COMMAND_SECONDS.observe(took)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "event=command_answered command=%s ok=%s code=%s ms=%.1f",
+                command.command_id,
+                outcome.ok,
+                outcome.error_code or "-",
+                took * 1000,
+            )
         if not outcome.ok:
             if command.type is CommandType.SEND and "media" in command.args:
-                async with self.pool.connection() as conn:  # refused: the upload was not sent
-                    await release_media(conn, command.actor, command.args["media"])
+                # Refused: the upload was not sent. Released before the client is told.
+                task = asyncio.create_task(self._refused_media(connection, command, outcome))
+                self._forwards.add(task)
+                task.add_done_callback(self._forwards.discard)
+                return
             connection.push(
                 error_frame(outcome.error_code, outcome.error_message, command.request_id)
             )
@@ -575,6 +599,19 @@ class Gateway:
                     "position": outcome.position,
                     "result": outcome.result,
                 }
+            )
+
+    async def _refused_media(
+        self, connection: Connection, command: Command, outcome: Outcome
+    ) -> None:
+        try:
+            async with self.pool.connection() as conn:
+                await release_media(conn, command.actor, command.args["media"])
+        except Exception as exc:  # the upload stays unsendable until it expires
+            log.warning("event=media_release_failed error=%s", type(exc).__name__)
+        finally:
+            connection.push(
+                error_frame(outcome.error_code, outcome.error_message, command.request_id)
             )
 
     async def _mark_present(self, connection: Connection) -> None:

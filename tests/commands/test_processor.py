@@ -285,3 +285,34 @@ def test_a_processor_told_to_stop_commits_what_it_decided_before_leaving(
         consumer.close(autocommit=False)
         processor.start()  # for any test after this one
         processor.wait_for_log(r"partitions_assigned partitions=\[\d", after=offset)
+
+
+def test_a_request_is_answered_once_by_its_outcome_or_by_its_deadline(
+    topics: Settings, processor: Service
+) -> None:
+    """`CommandBus.request`, the gateway's way to wait on a command: a callback, called
+    once, with the outcome, or with `TimeoutError` when the deadline passes first (the
+    outcome that comes later is dropped)."""
+    alice, bob = new_users(topics, 2)
+    chat_id = direct_chat_id(alice, bob)
+
+    async def scenario() -> dict[str, list[Outcome | BaseException]]:
+        bus = await _bus(topics)
+        answers: dict[str, list[Outcome | BaseException]] = {"ok": [], "late": []}
+        r = bus.reply_to
+        try:
+            bus.request(send(chat_id, alice, "1", "hi", r, to=bob), answers["ok"].append)
+            bus.request(send(chat_id, alice, "2", "hi", r, to=bob), answers["late"].append, 0.0)
+            # The same chat, so decided and answered after both: once this is back, the
+            # two outcomes above have come in (and their callbacks were scheduled first).
+            third = await bus.submit(send(chat_id, alice, "3", "hi", r, to=bob))
+        finally:
+            await bus.stop()
+        assert third.ok and third.result["seq"] == 3
+        return answers
+
+    answers = asyncio.run(scenario())
+    (ok,) = answers["ok"]
+    assert isinstance(ok, Outcome) and ok.ok and ok.result["seq"] == 1
+    (late,) = answers["late"]
+    assert isinstance(late, TimeoutError)
