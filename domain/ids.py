@@ -92,8 +92,9 @@ def direct_chat_id(user_a: UUID, user_b: UUID) -> UUID:
     """The id of the 1:1 chat between two users; the same whichever way round they come.
 
     Remembered for the last `DIRECT_CHAT_IDS_KEPT` pairs asked: the gateway asks it for
-    every send to a user and the processor for every command of a 1:1 chat, and the
-    uuid5 costs about 9 us where a hit costs under one."""
+    every send to a user and the processor for every command of a 1:1 chat, and
+    computing it (two UUIDs sorted, the name, uuid5) costs about 18 us where a hit
+    costs under one."""
     if user_a == user_b:
         msg = "a direct chat needs two different users"
         raise ValueError(msg)

@@ -98,7 +98,7 @@ def encode_fields(cls: type, fields: Mapping[str, Any], position: int) -> tuple[
 
     The processor writes an event it has just saved this way, from the domain event and
     the sealed state the mapper made for it, without reading the stored event back
-    (`ChatStore.stored_fields`): the same envelope as `encode_event` of the stored one.
+    (`BodySeal.stored_fields`): the same envelope as `encode_event` of the stored one.
     """
     chat_id = fields["originator_id"]
     version = fields["originator_version"]

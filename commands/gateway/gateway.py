@@ -524,82 +524,73 @@ class Gateway:
     ) -> None:
         """Tell the client the outcome of `command` (`CommandBus.request`'s callback)."""
         try:
-            self._answer(connection, command, started, result)
+            if isinstance(result, asyncio.CancelledError):
+                return  # the gateway is stopping
+            if isinstance(result, TimeoutError):
+                log.info("event=command_timeout command=%s", command.command_id)
+                connection.push(
+                    error_frame(
+                        "timeout",
+                        "no outcome in time; resend with the same local_id to be sure",
+                        command.request_id,
+                    )
+                )
+                return
+            if isinstance(result, BaseException):
+                log.warning(
+                    "event=command_failed command=%s error=%s",
+                    command.command_id,
+                    type(result).__name__,
+                )
+                connection.push(
+                    error_frame("unavailable", "the command could not be sent", command.request_id)
+                )
+                return
+            outcome = result
+            took = asyncio.get_running_loop().time() - started
+            metrics.COMMAND_SECONDS.observe(took)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "event=command_answered command=%s ok=%s code=%s ms=%.1f",
+                    command.command_id,
+                    outcome.ok,
+                    outcome.error_code or "-",
+                    took * 1000,
+                )
+            if not outcome.ok:
+                if command.type is CommandType.SEND and "media" in command.args:
+                    # Refused: the upload was not sent. Released before the client is told.
+                    task = asyncio.create_task(self._refused_media(connection, command, outcome))
+                    self._forwards.add(task)
+                    task.add_done_callback(self._forwards.discard)
+                    return
+                connection.push(
+                    error_frame(outcome.error_code, outcome.error_message, command.request_id)
+                )
+            elif command.type is CommandType.SEND:
+                metrics.ACKS.inc()
+                connection.push(
+                    {
+                        "type": "ack",
+                        "id": command.request_id,
+                        "chat_id": outcome.chat_id,
+                        "position": outcome.position,
+                        **outcome.result,
+                    }
+                )
+            else:
+                connection.push(
+                    {
+                        "type": "ok",
+                        "id": command.request_id,
+                        "command": command.type,
+                        "chat_id": outcome.chat_id,
+                        "position": outcome.position,
+                        "result": outcome.result,
+                    }
+                )
         finally:
             connection.command_done()
-
-    def _answer(
-        self,
-        connection: Connection,
-        command: Command,
-        started: float,
-        result: Outcome | BaseException,
-    ) -> None:
-        if isinstance(result, asyncio.CancelledError):
-            return  # the gateway is stopping
-        if isinstance(result, TimeoutError):
-            log.info("event=command_timeout command=%s", command.command_id)
-            connection.push(
-                error_frame(
-                    "timeout",
-                    "no outcome in time; resend with the same local_id to be sure",
-                    command.request_id,
-                )
-            )
-            return
-        if isinstance(result, BaseException):
-            log.warning(
-                "event=command_failed command=%s error=%s",
-                command.command_id,
-                type(result).__name__,
-            )
-            connection.push(
-                error_frame("unavailable", "the command could not be sent", command.request_id)
-            )
-            return
-        outcome = result
-        took = asyncio.get_running_loop().time() - started
-        metrics.COMMAND_SECONDS.observe(took)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "event=command_answered command=%s ok=%s code=%s ms=%.1f",
-                command.command_id,
-                outcome.ok,
-                outcome.error_code or "-",
-                took * 1000,
-            )
-        if not outcome.ok:
-            if command.type is CommandType.SEND and "media" in command.args:
-                # Refused: the upload was not sent. Released before the client is told.
-                task = asyncio.create_task(self._refused_media(connection, command, outcome))
-                self._forwards.add(task)
-                task.add_done_callback(self._forwards.discard)
-                return
-            connection.push(
-                error_frame(outcome.error_code, outcome.error_message, command.request_id)
-            )
-        elif command.type is CommandType.SEND:
-            metrics.ACKS.inc()
-            connection.push(
-                {
-                    "type": "ack",
-                    "id": command.request_id,
-                    "chat_id": outcome.chat_id,
-                    "position": outcome.position,
-                    **outcome.result,
-                }
-            )
-        else:
-            connection.push(
-                {
-                    "type": "ok",
-                    "id": command.request_id,
-                    "command": command.type,
-                    "chat_id": outcome.chat_id,
-                    "position": outcome.position,
-                    "result": outcome.result,
-                }
-            )
 
     async def _refused_media(
         self, connection: Connection, command: Command, outcome: Outcome
