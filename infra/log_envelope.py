@@ -113,7 +113,7 @@ def encode_fields(cls: type, fields: Mapping[str, Any], position: int) -> tuple[
         "aggregate_version": version,
         "position": position,
         "timestamp": _timestamp(fields["timestamp"]),
-        "payload": {k: v for k, v in fields.items() if k not in _NOT_PAYLOAD},
+        "payload": _payload(fields),
     }
     return str(chat_id).encode(), orjson.dumps(
         envelope, default=_json_default, option=orjson.OPT_UTC_Z
@@ -122,7 +122,11 @@ def encode_fields(cls: type, fields: Mapping[str, Any], position: int) -> tuple[
 
 def event_payload(event: DomainEventProtocol[UUID]) -> dict[str, Any]:
     """An event's own fields: the envelope's `payload` (values as the event holds them)."""
-    return {k: v for k, v in vars(event).items() if k not in _NOT_PAYLOAD}
+    return _payload(vars(event))
+
+
+def _payload(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if k not in _NOT_PAYLOAD}
 
 
 def decode_envelope(raw: bytes) -> Envelope:

@@ -77,31 +77,23 @@ class CommandBus:
         """Hand `command` to the producer now, in call order; await the result for its outcome.
 
         Commands enqueued one after another from one task reach Kafka in that order, so
-        one device's messages to a chat keep their order.
+        one device's messages to a chat keep their order. The await raises what ended
+        the wait instead (`request`).
         """
-        assert self._outbox is not None, "start() the bus first"
-        key = str(command.command_id)
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._pending[key] = future
-        encoded = command.encode()
-        if command.type == CommandType.SEND:
-            self._sends[key] = (command.key, encoded)
-        delivery = self._outbox.append(command.key, encoded)
-        wait = self.settings.command_timeout_s if timeout_s is None else timeout_s
+        answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
 
-        async def outcome() -> Outcome:
-            # One deadline for both: Kafka taking the command (the producer retries it
-            # until Kafka is back) and its outcome.
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + wait
-            try:
-                await asyncio.wait_for(asyncio.shield(delivery), wait)
-                return await asyncio.wait_for(future, max(deadline - loop.time(), 0.0))
-            finally:
-                self._pending.pop(key, None)
-                self._sends.pop(key, None)
+        def answered(result: Outcome | BaseException) -> None:
+            if answer.done():  # the caller stopped waiting
+                return
+            if isinstance(result, Outcome):
+                answer.set_result(result)
+            elif isinstance(result, asyncio.CancelledError):
+                answer.cancel()
+            else:
+                answer.set_exception(result)
 
-        return outcome()
+        self.request(command, answered, timeout_s)
+        return answer
 
     def request(
         self,
@@ -109,8 +101,8 @@ class CommandBus:
         answered: Callable[[Outcome | BaseException], None],
         timeout_s: float | None = None,
     ) -> None:
-        """`enqueue`, answered by a callback instead of an awaitable: `answered` is
-        called once, in the event loop, with the outcome, or with what ended the wait:
+        """Hand `command` to the producer now, in call order (as `enqueue`); `answered`
+        is called once, in the event loop, with the outcome, or with what ended the wait:
         `TimeoutError` (no outcome within the deadline, Kafka's acknowledgement
         included), the producer's error, or `CancelledError` (the bus stopped).
 

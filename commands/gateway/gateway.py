@@ -129,7 +129,9 @@ class Gateway:
         self.syncs = 0  # being answered now (`parley_gateway_syncs`)
         self.by_user: dict[UUID, set[Connection]] = defaultdict(set)
         self._tasks: list[asyncio.Task[None]] = []
-        self._forwards: set[asyncio.Task[None]] = set()  # forwards, media releases: held until done
+        self._background: set[asyncio.Task[None]] = (
+            set()
+        )  # forwards, media releases: held till done
         self.typing = Typing(self.pool, self.redis)
         self.presence = Presence(
             self.id, self.redis, self.pool, access.accounts, self.health, self.by_user
@@ -484,8 +486,8 @@ class Gateway:
             return
         copies = forward(connection, request, frame.request_id, self.pool, self.bus, self.id)
         task = asyncio.create_task(copies)
-        self._forwards.add(task)
-        task.add_done_callback(self._forwards.discard)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _receipts(self, connection: Connection) -> ReceiptWindow:
         if connection.receipts is None:
@@ -561,8 +563,8 @@ class Gateway:
                 if command.type is CommandType.SEND and "media" in command.args:
                     # Refused: the upload was not sent. Released before the client is told.
                     task = asyncio.create_task(self._refused_media(connection, command, outcome))
-                    self._forwards.add(task)
-                    task.add_done_callback(self._forwards.discard)
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
                     return
                 connection.push(
                     error_frame(outcome.error_code, outcome.error_message, command.request_id)
