@@ -58,6 +58,13 @@ class E2EStack:
 
 @pytest.fixture(scope="package")
 def e2e_stack(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
-    env = {"PARLEY_RATE_KEY_BUNDLE_BURST": "1000", "PARLEY_RATE_KEY_BUNDLE_PER_S": "1000"}
+    env = {
+        "PARLEY_RATE_KEY_BUNDLE_BURST": "1000",
+        "PARLEY_RATE_KEY_BUNDLE_PER_S": "1000",
+        # The canary's plaintext control is in Kafka only as its command, which the
+        # truncator erases within seconds (tests/commands/test_truncate.py tests that):
+        # kept here, it proves the scan reads every topic of the run.
+        "PARLEY_COMMANDS_TRUNCATE_INTERVAL_S": "0",
+    }
     with full_stack(topics, tmp_path_factory.mktemp("e2e"), **env) as stack:
         yield E2EStack(stack, tmp_path_factory.mktemp("stores"))
