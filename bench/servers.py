@@ -8,6 +8,7 @@ open-file soft limit raised to the hard one, as a deployment would (systemd's
 from __future__ import annotations
 
 import os
+import random
 import re
 import resource
 import signal
@@ -30,10 +31,40 @@ class Server:
     log: Path
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+_LOWEST_PORT = 20_000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel picks for an outgoing connection (Linux's default
+    when the setting cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing is bound to on `host`, for a server about to be started on it.
+
+    Drawn below the kernel's ephemeral range, never the same twice in one process. A port
+    the kernel hands out for a bind to 0 is in that range, so between the check and the
+    server's own bind an outgoing connection (a Kafka or Redis client's) could take it
+    as its local port, and the server would fail with "Address already in use"."""
+    ceiling = max(_ephemeral_floor(), _LOWEST_PORT + 1_000)
+    draw = random.SystemRandom()
+    for _ in range(500):
+        port = draw.randrange(_LOWEST_PORT, ceiling)
+        if port in _handed_out:
+            continue
+        try:
+            with socket.socket() as sock:
+                sock.bind((host, port))
+        except OSError:
+            continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port on {host} in {_LOWEST_PORT}-{ceiling - 1}")
 
 
 def raise_open_files() -> None:

@@ -7,7 +7,6 @@ they listen. Browsers may open the WebSocket from the commands service's own ori
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -15,15 +14,10 @@ from pathlib import Path
 
 import redis
 
+from bench.servers import free_port
 from infra.settings import Settings
 from tests.gateway.conftest import GENEROUS_LIMITS
 from tests.services import Service, running, stop_together
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def has_queries_service() -> bool:

@@ -7,20 +7,13 @@ racing to restart it can leave two brokers fighting over one data folder.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench.servers import free_port
 from infra.settings import Settings
 from infra.stack.kafka import Kafka
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -34,8 +27,8 @@ def private_kafka(base_settings: Settings, folder: Path) -> Iterator[Kafka]:
     kafka = Kafka(
         base_settings.replace(
             state_dir=str(state),
-            kafka_bootstrap=f"127.0.0.1:{_free_port()}",
-            kafka_controller_port=_free_port(),
+            kafka_bootstrap=f"127.0.0.1:{free_port()}",
+            kafka_controller_port=free_port(),
             kafka_heap="384m",
             managed_services="kafka",
         )

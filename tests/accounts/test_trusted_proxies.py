@@ -15,9 +15,9 @@ import httpx
 import pytest
 import redis
 
+from bench.servers import free_port
 from commands.ratelimit import Limit, _key
 from infra.settings import Settings
-from tests.fullstack import free_port
 from tests.services import running
 
 ONE_REGISTRATION = {

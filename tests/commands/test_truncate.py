@@ -24,6 +24,7 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka import TopicPartition as KafkaPartition
 from kafka.admin import NewTopic
 
+from bench.servers import free_port
 from commands.gateway.bus import CommandBus
 from commands.processor import metrics, truncate
 from commands.processor.truncate import CommandTruncator, open_admin, truncating
@@ -34,7 +35,6 @@ from infra.topics import COMMANDS, ensure_topics, topic_specs
 from parley.wiring import open_truncator
 from tests.actions.traces import in_topic, out_of_commands_topic
 from tests.commands.client import new_users, send, send_until_acked
-from tests.fullstack import free_port
 from tests.metrics_text import scrape
 from tests.private_kafka import private_kafka
 from tests.services import running

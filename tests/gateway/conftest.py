@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
+from bench.servers import free_port
 from bench.stand_ins import stand_in_account
 from client import Account, ChatClient
 from infra.settings import Settings
@@ -35,12 +35,6 @@ cheap argon2 (tests/accounts' `FAST_HASHING`): at the defaults a registration an
 login cost 0.4 s of CPU here, and these stacks' tests register dozens of users."""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Stack:
     settings: Settings
@@ -59,7 +53,7 @@ class Stack:
 
 @pytest.fixture(scope="package")
 def stack(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    port = _free_port()
+    port = free_port()
     env = {"PARLEY_COMMANDS_PORT": str(port), **GENEROUS_LIMITS, **REGISTRATION_LIMITS}
     settings = topics.replace(commands_port=port)
     logs = tmp_path_factory.mktemp("stack")

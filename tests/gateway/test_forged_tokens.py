@@ -20,10 +20,10 @@ import pytest
 import redis.asyncio as aioredis
 import websockets
 
+from bench.servers import free_port
 from commands.accounts.application import open_accounts
 from infra.auth import Tokens, signing_secret
 from tests.accounts.test_tokens import claims_of, resign
-from tests.fullstack import free_port
 from tests.gateway.conftest import Stack
 from tests.services import running
 

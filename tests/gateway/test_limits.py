@@ -10,10 +10,11 @@ from uuid import UUID
 import pytest
 import redis.asyncio as aioredis
 
+from bench.servers import free_port
 from client import Account, Ack, ChatClient, CommandFailed
 from commands.ratelimit import Limit, _key
 from domain.ids import direct_chat_id
-from tests.gateway.conftest import GENEROUS_LIMITS, Stack, _free_port
+from tests.gateway.conftest import GENEROUS_LIMITS, Stack
 from tests.services import running
 
 TIGHT = {
@@ -28,7 +29,7 @@ TIGHT = {
 @pytest.fixture(scope="module")
 def tight(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A second gateway on the same stack, with small send limits."""
-    port = _free_port()
+    port = free_port()
     log: Path = tmp_path_factory.mktemp("tight") / "commands.log"
     with running("commands", log, {**TIGHT, "PARLEY_COMMANDS_PORT": str(port)}) as gateway:
         gateway.wait_for_log(r"event=commands_listening")

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.servers import free_port
 from client import ChatClient
-from tests.fullstack import free_port
 from tests.gateway.conftest import GENEROUS_LIMITS, REGISTRATION_LIMITS, Stack
 from tests.metrics_text import scrape
 from tests.services import running

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from tests.fullstack import free_port
+from bench.servers import free_port
 from tests.gateway.conftest import Stack
 from tests.services import ROOT
 

@@ -25,6 +25,7 @@ from websockets.frames import Frame
 from websockets.http11 import Request
 from websockets.typing import Origin
 
+from bench.servers import free_port
 from commands.gateway.wsprotocol import LeanWebSocketProtocol
 from infra.http import serve
 
@@ -92,9 +93,7 @@ def server() -> Iterator[str]:
             WebSocketRoute("/refuse", refuse),
         ]
     )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     stop = threading.Event()
     options: dict[str, Any] = {
         "ws": Recording,

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.servers import free_port
 from infra.balancer import servers_state
 from infra.settings import Settings
 from infra.stack.haproxy import HAProxy
 from infra.stack.zookeeper import ZooKeeper
-from tests.fullstack import free_port
 from tests.gateway.conftest import GENEROUS_LIMITS, Stack
 from tests.services import Service, running, stop_together
 

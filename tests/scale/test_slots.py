@@ -11,8 +11,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from bench.servers import free_port
 from infra.balancer import servers_state
-from tests.fullstack import free_port
 from tests.scale.conftest import GATEWAYS, Balanced
 from tests.services import running
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.servers import free_port
 from infra.objectstore import ObjectStore
 from infra.settings import Settings
 from infra.stack import StackError, State
@@ -29,12 +30,6 @@ from infra.stack.redis import Redis
 from parley.services import parley_services
 
 
-def _spare_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def private(settings: Settings) -> Iterator[Settings]:
     # Under the project's state folder: the `postgres` user can reach it, unlike /tmp's.
@@ -42,8 +37,8 @@ def private(settings: Settings) -> Iterator[Settings]:
     state.mkdir(parents=True)
     private = settings.replace(
         state_dir=str(state),
-        redis_url=f"redis://127.0.0.1:{_spare_port()}/0",
-        pg_port=_spare_port(),
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        pg_port=free_port(),
         health_deadline_s=30.0,
         managed_services="redis,postgres",  # whatever the environment leaves external
     )

@@ -45,9 +45,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bench.servers import free_port
 from infra.http import serve
 from infra.push.webpush import b64url, raw_public_key, unb64url
-from tests.fullstack import free_port
 
 
 @dataclass
