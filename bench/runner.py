@@ -103,6 +103,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="oneone/group: clients encrypt end to end (client.e2e, docs/e2e.md)",
     )
+    parser.add_argument(
+        "--no-receipts",
+        action="store_true",
+        help="oneone: Parley's clients send no delivered/read receipts, to measure what "
+        "receipts cost (needs --no-baselines; no peer)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="own stack: workers processes")
     parser.add_argument(
         "--stack",
@@ -124,6 +130,13 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
             return 2
         print("\n".join(compare(Path(args.files[0]), Path(args.files[1]))))
         return 0
+    if args.no_receipts and (args.scenario != "oneone" or args.peer or not args.no_baselines):
+        # The baselines and the peer keep their receipts: their figures would not compare.
+        print(
+            "parley bench: --no-receipts is for oneone with --no-baselines and no --peer",
+            file=sys.stderr,
+        )
+        return 2
     from bench.results import versions, write_result
 
     if args.scenario in COMPONENTS:
@@ -299,6 +312,7 @@ def _run(args: argparse.Namespace, settings: Settings, workdir: Path) -> dict[st
     if args.scenario == "baselines":
         return baselines(settings, workdir, _say, float(args.rate), args.seconds, **pair_params)
     if args.scenario == "oneone":
+        unreceipted = {"auto_delivered": False, "read_interval_s": 0} if args.no_receipts else {}
         with _parley(args, settings, workdir) as target:
             figures: dict[str, Any] = {
                 "parley": scenarios.oneone(
@@ -308,7 +322,7 @@ def _run(args: argparse.Namespace, settings: Settings, workdir: Path) -> dict[st
                     rate=float(args.rate),
                     seconds=args.seconds,
                     profile=args.profile,
-                    spec=e2e,
+                    spec={**e2e, **unreceipted},
                     **pair_params,
                 )
             }

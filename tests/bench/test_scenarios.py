@@ -64,6 +64,25 @@ def test_oneone_counts_the_servers_cpu_when_this_checkout_runs_them(
     assert set(STACK) <= set(figures["cpu_s"])
 
 
+def test_oneone_without_receipts_sends_only_the_messages(parley: Target, workdir: Path) -> None:
+    """`--no-receipts`: what receipts cost is the difference with the run above."""
+    figures = scenarios.oneone(
+        parley,
+        workdir,
+        quiet,
+        pairs=3,
+        rate=30.0,
+        seconds=1.0,
+        size=100,
+        procs=1,
+        spec={"auto_delivered": False, "read_interval_s": 0},
+    )
+    assert figures["deliveries"] == figures["sent"] == 30
+    assert figures["lost"] == figures["duplicates"] == 0
+    assert figures["receipt_ms"]["count"] == 0
+    assert figures["metrics"]["processor_commands"] == 30  # the sends alone
+
+
 def test_oneone_splits_pairs_over_generator_processes(parley: Target, workdir: Path) -> None:
     figures = scenarios.oneone(
         parley, workdir, quiet, pairs=4, rate=40.0, seconds=0.5, size=50, procs=2
