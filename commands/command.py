@@ -19,19 +19,31 @@ import enum
 import random
 from dataclasses import dataclass, field
 from typing import Any
-from uuid import UUID
+from uuid import UUID, SafeUUID
 
 import orjson
+
+from domain.ids import text_of, uuid_of
 
 VERSION = 1
 
 _random = random.Random()  # seeded from the system's randomness
 
 
+_VERSION_4 = ~(0xC000 << 48 | 0xF000 << 64) & (1 << 128) - 1
+_VARIANT_AND_4 = 0x8000 << 48 | 4 << 76
+_new_object = object.__new__
+_set_field = object.__setattr__
+
+
 def new_command_id() -> UUID:
     """A random (version 4) UUID. Command ids must be unique, not secret: a generator
-    seeded once from the system saves a system call per command."""
-    return UUID(int=_random.getrandbits(128), version=4)
+    seeded once from the system saves a system call per command. Built as
+    `UUID(int=..., version=4)` builds it, without its argument checks (0.4 us, not 1.3)."""
+    made = _new_object(UUID)
+    _set_field(made, "int", _random.getrandbits(128) & _VERSION_4 | _VARIANT_AND_4)
+    _set_field(made, "is_safe", SafeUUID.unknown)
+    return made
 
 
 class CommandType(enum.StrEnum):
@@ -70,10 +82,10 @@ class Command:
         return orjson.dumps(
             {
                 "v": VERSION,
-                "command_id": str(self.command_id),
+                "command_id": self.command_id,  # orjson writes a UUID as `str` does
                 "type": self.type.value,
-                "chat_id": str(self.chat_id),
-                "actor": str(self.actor),
+                "chat_id": self.chat_id,
+                "actor": self.actor,
                 "device_id": self.device_id,
                 "reply_to": self.reply_to,
                 "request_id": self.request_id,
@@ -84,7 +96,7 @@ class Command:
 
     @property
     def key(self) -> bytes:
-        return str(self.chat_id).encode()
+        return text_of(self.chat_id).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> Command:
@@ -97,8 +109,8 @@ class Command:
                 raise BadCommand("args must be an object")
             return cls(
                 type=CommandType(data["type"]),
-                chat_id=UUID(data["chat_id"]),
-                actor=UUID(data["actor"]),
+                chat_id=uuid_of(data["chat_id"]),
+                actor=uuid_of(data["actor"]),
                 args=args,
                 device_id=str(data.get("device_id", "")),
                 command_id=UUID(data["command_id"]),
@@ -108,7 +120,8 @@ class Command:
             )
         except BadCommand:
             raise
-        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
+        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+            # AttributeError: an id that is no string (`UUID` calls `.replace` on it).
             raise BadCommand(f"unreadable command: {type(exc).__name__}") from exc
 
 

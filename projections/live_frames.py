@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from domain.ids import text_of
 from infra.timestamps import utc_iso
 from projections.message_view import hidden_frame, message_frame, message_view
 from projections.projector import RECEIPT_EVENTS, expiry
@@ -64,8 +65,8 @@ def receipt_frame(chat_id: object, event_type: str, p: Mapping[str, Any]) -> dic
     """The `receipt` frame of a `MessagesDelivered` or `MessagesRead`."""
     return {
         "type": "receipt",
-        "chat_id": str(chat_id),
-        "user_id": str(p["user_id"]),
+        "chat_id": text_of(chat_id),
+        "user_id": text_of(p["user_id"]),
         "delivered_up_to": p["up_to"],
         "read_up_to": p["up_to"] if event_type == "MessagesRead" else None,
     }

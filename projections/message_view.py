@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from domain.ids import text_of
 from infra.timestamps import utc_iso
 
 
@@ -42,10 +43,10 @@ def message_view(
 ) -> dict[str, Any]:
     """The message: what the query API answers and the recent cache holds."""
     return {
-        "chat_id": str(chat_id),
+        "chat_id": text_of(chat_id),
         "seq": seq,
         "message_id": str(message_id),
-        "sender": str(sender),
+        "sender": text_of(sender),
         "kind": kind,
         "body": body,
         "media": media,

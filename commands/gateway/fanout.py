@@ -20,6 +20,7 @@ from commands.gateway.connection import Connection
 from commands.gateway.metrics import DELIVERIES
 from commands.gateway.protocol import dump
 from commands.gateway.typing_indicator import Typing
+from domain.ids import uuid_of
 from projections.message_view import device_view
 
 log = logging.getLogger("parley.gateway")
@@ -70,7 +71,7 @@ class FanOut:
             # one whose acknowledgement it is.
             reader = frame.get("user_id") if kind == "receipt" else None
             for user in item["users"]:
-                for connection in list(self.by_user.get(UUID(user), ())):
+                for connection in list(self.by_user.get(uuid_of(user), ())):
                     if user == skip_user and connection.identity.device_id == skip_device:
                         continue
                     if user == reader and connection.knows(frame):

@@ -63,7 +63,7 @@ from commands.gateway.typing_indicator import Typing
 from commands.media.uploads import confirmed_media, release_media
 from commands.ratelimit import Limit, LocalBuckets, SharedBuckets, buckets_from_settings
 from domain.errors import DomainError
-from domain.ids import direct_chat_id
+from domain.ids import direct_chat_id, text_of
 from infra.auth import Identity
 from infra.health import Health
 from infra.registry import GatewayRecord, GatewayRegistry
@@ -425,7 +425,7 @@ class Gateway:
             if peer == actor:
                 raise ProtocolError("bad_frame", "`to` must be another user", frame.request_id)
             chat_id = direct_chat_id(actor, peer)
-            args["to"] = str(peer)
+            args["to"] = text_of(peer)
         else:
             chat = frame.uuid("chat_id")
             assert chat is not None
@@ -446,7 +446,7 @@ class Gateway:
             quiet=not frame.request_id and frame.type != "send",
         )
         if frame.type in ("delivered", "read"):
-            connection.acknowledged(str(chat_id), frame.type == "read", args["up_to"])
+            connection.acknowledged(text_of(chat_id), frame.type == "read", args["up_to"])
             if command.quiet:  # coalesced: nobody waits for its answer
                 self._receipts(connection).submit(chat_id, frame.type == "read", args["up_to"])
                 return
@@ -503,7 +503,7 @@ class Gateway:
         mine = {per_connection: connection.id}
         decision = self.connection_limits.take(mine)
         if decision.allowed:
-            decision = self.user_limits.take({per_user: str(connection.user_id)})
+            decision = self.user_limits.take({per_user: text_of(connection.user_id)})
             if not decision.allowed:
                 self.connection_limits.give_back(mine)
         if not decision.allowed:

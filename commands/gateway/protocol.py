@@ -17,6 +17,7 @@ import orjson
 
 from commands.command import CommandType
 from commands.gateway.metrics import ERRORS
+from domain.ids import uuid_of
 from infra.json_bounds import MAX_JSON_DEPTH, JsonTooDeep, loads_bounded
 
 MAX_ID_CHARS = 64
@@ -65,7 +66,7 @@ class ClientFrame:
         if value is None and not required:
             return None
         try:
-            return UUID(str(value))
+            return uuid_of(str(value))
         except ValueError:
             raise ProtocolError("bad_frame", f"`{name}` must be a UUID", self.request_id) from None
 

@@ -24,7 +24,7 @@ from domain.chat import (
     SendResult,
 )
 from domain.errors import UnknownChat
-from domain.ids import direct_chat_id
+from domain.ids import direct_chat_id, uuid_of
 from domain.messages import ACTION_KINDS, MediaRef, MessageKind
 from infra.settings import Settings
 
@@ -85,7 +85,7 @@ def _require(ctx: Context, command: Command) -> Chat:
 def _uuid_arg(command: Command, name: str) -> UUID:
     value = command.args.get(name)
     try:
-        return UUID(str(value))
+        return uuid_of(str(value))
     except ValueError as exc:
         raise BadCommand(f"{name} must be a user id") from exc
 

@@ -40,6 +40,7 @@ from uuid import UUID
 
 from commands.processor.people import People
 from domain.chat import Chat, ChatKind
+from domain.ids import text_of
 from infra.log_envelope import event_payload
 from infra.routing import Item
 from projections.live_frames import (
@@ -159,21 +160,21 @@ class LiveBatch:
 
     def _message(self, chat: Chat, event: Any, p: dict[str, Any]) -> None:
         sender: UUID = p["sender"]
-        shown = [str(sender)]
+        shown = [text_of(sender)]
         hidden = []
         for user in chat.members:
             if user == sender:
                 continue
             if self.people.has_blocked(user, sender):
-                hidden.append(str(user))
+                hidden.append(text_of(user))
             else:
-                shown.append(str(user))
+                shown.append(text_of(user))
         at = event.timestamp
-        origin = (str(sender), p["device_id"])
+        origin = (text_of(sender), p["device_id"])
         self._add(shown, message_event_frame(chat.id, p, at), event, origin)
         if hidden:
             self._add(hidden, hidden_event_frame(chat.id, p, at), event)
-        self._sent.append((chat.id, p["seq"], str(sender)))
+        self._sent.append((chat.id, p["seq"], text_of(sender)))
 
     def _receipt(self, chat: Chat, event: Any, p: dict[str, Any], after: int) -> None:
         kind = type(event).__name__
@@ -185,10 +186,10 @@ class LiveBatch:
             if senders is None:
                 audience = chat.members
             else:
-                audience = [u for u in chat.members if u == reader or str(u) in senders]
+                audience = [u for u in chat.members if u == reader or text_of(u) in senders]
         has_blocked = self.people.has_blocked
         viewers = [
-            str(m)
+            text_of(m)
             for m in audience
             if m == reader or not (has_blocked(m, reader) or has_blocked(reader, m))
         ]

@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from commands.command import Command, CommandType
+from domain.ids import uuid_of
 from projections.directory import DIRECTORY_SCHEMA
 
 MAX_KNOWN = 100_000
@@ -138,7 +139,7 @@ def asked_of_people(commands: Iterable[Command]) -> tuple[list[UUID], list[UUID]
         if command.type in (CommandType.SEND, CommandType.OPEN_DIRECT):
             senders.append(command.actor)
             with contextlib.suppress(ValueError):
-                named.append(UUID(str(command.args.get("to"))))
+                named.append(uuid_of(str(command.args.get("to"))))
     return senders, named
 
 

@@ -32,6 +32,7 @@ from commands.processor.people import BatchPeople, asked_of_people
 from commands.processor.publishing import EventPublisher
 from domain.chat import Chat
 from domain.errors import DomainError
+from domain.ids import text_of, uuid_of
 from infra.event_store import SNAPSHOT_INTERVAL, ChatStore, chat_position
 from infra.lua import execute_blocking
 from infra.routing import queue_joined, queue_route
@@ -180,7 +181,7 @@ class CommandProcessor:
             str(command.command_id),
             command.request_id,
             command.reply_to,
-            str(command.chat_id),
+            text_of(command.chat_id),
             quiet=command.quiet,
         )
         if decided.command_id in self.poisoned:
@@ -257,7 +258,7 @@ class CommandProcessor:
                 error_code=code,
                 error_message=message,
             )
-        chat_id = UUID(decided.chat_id)
+        chat_id = uuid_of(decided.chat_id)
         position = None
         if decided.version is not None:
             position = positions.get((chat_id, decided.version))

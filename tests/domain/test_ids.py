@@ -1,5 +1,5 @@
 from itertools import pairwise
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from hypothesis import given
@@ -13,6 +13,8 @@ from domain.ids import (
     compose_snowflake,
     direct_chat_id,
     snowflake_parts,
+    text_of,
+    uuid_of,
 )
 
 pytestmark = pytest.mark.unit
@@ -132,3 +134,26 @@ def test_direct_chat_id_needs_two_users() -> None:
     alice = uuid4()
     with pytest.raises(ValueError, match="two different users"):
         direct_chat_id(alice, alice)
+
+
+@given(
+    st.uuids(), st.sampled_from([str, lambda u: u.hex, lambda u: str(u).upper(), lambda u: u.urn])
+)
+def test_uuid_of_and_text_of_agree_with_uuid_and_str(value: UUID, spell: object) -> None:
+    text = spell(value)  # type: ignore[operator]
+    for _ in range(2):  # parsed, then remembered
+        assert uuid_of(text) == UUID(text) == value
+        assert text_of(value) == str(value)
+    assert text_of("not a uuid") == "not a uuid"
+    assert text_of(7) == "7"
+
+
+@given(st.one_of(st.text(max_size=40), st.integers(), st.none(), st.lists(st.integers())))
+def test_uuid_of_refuses_what_uuid_refuses(junk: object) -> None:
+    try:
+        expected: object = UUID(junk)  # type: ignore[arg-type]
+    except Exception as exc:  # whatever UUID raises, uuid_of raises too
+        with pytest.raises(type(exc)):
+            uuid_of(junk)  # type: ignore[arg-type]
+    else:
+        assert uuid_of(junk) == expected  # type: ignore[arg-type]
