@@ -80,10 +80,16 @@ def _settings(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.topics import ensure_topics
+    from infra.topics import TopicsError, align_topics, ensure_topics
 
-    for name, outcome in ensure_topics(settings):
-        print(f"{name:<32} {outcome}")
+    try:
+        reports = ensure_topics(settings) if args.action == "ensure" else align_topics(settings)
+    except TopicsError as exc:
+        print(f"parley topics: error: {exc}", file=sys.stderr)
+        return 1
+    # Drift is a report, not a failure: `make up` runs `ensure` and carries on.
+    for report in reports:
+        print(f"{report.name:<32} {report}")
     return 0
 
 
@@ -204,7 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     stack.set_defaults(run=_stack)
 
     topics = sub.add_parser("topics", help="Parley's Kafka topics")
-    topics.add_argument("action", choices=["ensure"])
+    topics.add_argument(
+        "action",
+        choices=["ensure", "align"],
+        help="ensure: create missing topics, report how existing ones differ; "
+        "align: set the differing configs on existing ones (never partitions)",
+    )
     topics.set_defaults(run=_topics)
 
     bench = sub.add_parser("bench", help="measure a part of Parley (docs/performance.md)")

@@ -198,8 +198,8 @@ def services_up(settings: Settings) -> None:
     from infra.topics import ensure_topics
     from projections.schema import migrate
 
-    for name, outcome in ensure_topics(settings):
-        say(f"topic {name}: {outcome}")
+    for report in ensure_topics(settings):
+        say(f"topic {report.name}: {report}")
     say("read model: migrating")
     migrate(settings)
     wanted = parley_services(settings)
