@@ -102,9 +102,9 @@ def direct_chat_id(user_a: UUID, user_b: UUID) -> UUID:
     return uuid5(DIRECT_CHAT_NAMESPACE, f"{low}:{high}")
 
 
-IDS_KEPT = 65_536
-"""Ids remembered by `uuid_of` and `text_of`, each (about 250 bytes an entry); both
-start again empty when full."""
+IDS_KEPT = 16_384
+"""Ids remembered by `uuid_of` and `text_of`, each (about 380 bytes an id in both: at
+most 6 MiB a process); each starts again empty when full."""
 
 _uuids: dict[str, UUID] = {}
 _texts: dict[UUID, str] = {}
