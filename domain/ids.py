@@ -4,6 +4,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import lru_cache
+from typing import TypeVar
 from uuid import UUID, uuid5
 
 EPOCH_MS = 1_704_067_200_000
@@ -110,30 +111,31 @@ _uuids: dict[str, UUID] = {}
 _texts: dict[UUID, str] = {}
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _kept(memory: dict[K, V], key: K, value: V) -> V:
+    if len(memory) >= IDS_KEPT:
+        memory.clear()
+    memory[key] = value
+    return value
+
+
 def uuid_of(text: str) -> UUID:
     """`UUID(text)`, remembered: for the ids that come back on every command and frame
-    (chats, users). A parse costs 1.2 us, a hit 0.04. Anything but a `str` is parsed as
+    (chats, users). A parse costs 1.1 us, a hit 0.1. Anything but a `str` is parsed as
     `UUID` would, and what it raises is raised. Not for ids seen once (a command's, a
     message's): they would only push the others out."""
     if type(text) is not str:
         return UUID(text)
     found = _uuids.get(text)
-    if found is None:
-        found = UUID(text)
-        if len(_uuids) >= IDS_KEPT:
-            _uuids.clear()
-        _uuids[text] = found
-    return found
+    return _kept(_uuids, text, UUID(text)) if found is None else found
 
 
 def text_of(value: object) -> str:
-    """`str(value)`, remembered for UUIDs: 0.3 us for a hit against 0.7 for `str`."""
+    """`str(value)`, remembered for UUIDs: 0.2 us for a hit against 0.7 for `str`."""
     if type(value) is not UUID:
         return str(value)
     found = _texts.get(value)
-    if found is None:
-        found = str(value)
-        if len(_texts) >= IDS_KEPT:
-            _texts.clear()
-        _texts[value] = found
-    return found
+    return _kept(_texts, value, str(value)) if found is None else found
