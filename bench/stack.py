@@ -25,6 +25,7 @@ from infra.metrics_http import BACKGROUND
 from infra.scratch import delete_topics, drop_database, fresh_database, redis_db
 from infra.settings import Settings
 from infra.topics import ensure_topics
+from projections.cache_heal import run_key
 
 READY = {
     "processor": r"partitions_assigned partitions=\[\d",
@@ -113,12 +114,26 @@ def private_services(settings: Settings, workdir: Path, workers: int = 1) -> Ite
         yield services
 
 
+def fresh_cache(url: str) -> None:
+    """Empty the run's Redis database, and mark the empty cache as good under the Redis
+    server running now. Without the mark the workers take the empty database for a Redis
+    that lost its data (`projections/cache_heal.py`) and apply the whole log to the cache a
+    second time, beside their live batches: the projection benchmark's backlog would be
+    projected twice."""
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+        client.set(run_key(), str(client.info("server")["run_id"]))
+    finally:
+        client.close()
+
+
 @contextmanager
 def private_resources(settings: Settings) -> Iterator[Settings]:
     """A database, Redis db, topics and consumer groups of a run's own, removed after."""
     bench = bench_settings(settings, uuid.uuid4().hex[:8])
     fresh_database(settings, bench.pg_db)
-    redis.Redis.from_url(bench.redis_url).flushdb()
+    fresh_cache(bench.redis_url)
     ensure_topics(bench)
     try:
         yield bench
