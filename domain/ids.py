@@ -111,11 +111,11 @@ _uuids: dict[str, UUID] = {}
 _texts: dict[UUID, str] = {}
 
 
-K = TypeVar("K")
-V = TypeVar("V")
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
-def _kept(memory: dict[K, V], key: K, value: V) -> V:
+def _kept(memory: dict[_K, _V], key: _K, value: _V) -> _V:
     if len(memory) >= IDS_KEPT:
         memory.clear()
     memory[key] = value
