@@ -67,8 +67,13 @@ def test_a_gateway_started_later_is_routed_to_and_drained_when_it_leaves(
                 time.sleep(0.5)
     # Stopped (SIGTERM: it leaves the registry): its slot drains, the others stay.
     _until(lambda: address not in balanced.routed(), "the late gateway drained")
-    state = servers_state(balanced.balancer.api)[slot]
-    assert int(state["srv_admin_state"]) & DRAIN
+    # HAProxy's health check may see it down before the balancer's `drain` arrives (the
+    # balancer learns of the leave from the registry): wait for the drain, not only for
+    # the slot to stop being routed to.
+    _until(
+        lambda: bool(int(servers_state(balanced.balancer.api)[slot]["srv_admin_state"]) & DRAIN),
+        "the late gateway's slot set to drain",
+    )
     assert balanced.routed() >= live
     assert balanced.balancer.pid() == pid  # the same HAProxy all along: no reload
     # Its log names each WebSocket's path, never the access token in its query string.
