@@ -110,7 +110,7 @@ class TopicReport:
 
     @property
     def config_differences(self) -> tuple[Difference, ...]:
-        return tuple(d for d in self.differences if d.key != PARTITIONS)
+        return _configs(self.differences)
 
     def __str__(self) -> str:
         configs = self.config_differences
@@ -187,10 +187,10 @@ def align_topics(settings: Settings) -> list[TopicReport]:
         present = [s for s in specs if s.name in existing]
         drift = _differences(admin, present)
         changes = {
-            name: {d.key: d.wanted for d in found if d.key != PARTITIONS}
+            name: {d.key: d.wanted for d in _configs(found)}
             for name, found in drift.items()
+            if _configs(found)
         }
-        changes = {name: configs for name, configs in changes.items() if configs}
         if changes:
             _alter(admin, changes)
             _await_visible(admin, [s for s in present if s.name in changes])
@@ -205,6 +205,11 @@ def align_topics(settings: Settings) -> list[TopicReport]:
         else:
             outcome.append(TopicReport(spec.name, TopicOutcome.NOTHING_TO_ALIGN, drift[spec.name]))
     return outcome
+
+
+def _configs(found: tuple[Difference, ...]) -> tuple[Difference, ...]:
+    """The differences `align_topics` can set: all but the partition count's."""
+    return tuple(d for d in found if d.key != PARTITIONS)
 
 
 def _differences(
@@ -255,9 +260,7 @@ def _await_visible(admin: KafkaAdminClient, specs: list[TopicSpec]) -> None:
     deadline = time.monotonic() + ALIGN_VISIBLE_S
     while True:
         drift = _differences(admin, specs)
-        left = {
-            name: found for name, found in drift.items() if any(d.key != PARTITIONS for d in found)
-        }
+        left = {name: found for name, found in drift.items() if _configs(found)}
         if not left:
             return
         if time.monotonic() > deadline:
