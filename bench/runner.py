@@ -87,9 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", choices=["parley", "echo"], default="parley")
     parser.add_argument(
         "--echo-ws",
-        choices=["auto", "websockets", "websockets-sansio", "wsproto"],
-        default="auto",
-        help="connections --server echo: uvicorn's WebSocket implementation",
+        choices=["picows", "websockets", "websockets-sansio", "wsproto"],
+        default="picows",
+        help="connections --server echo: picows as the gateway, or uvicorn's own",
     )
     parser.add_argument("--groups", type=int, default=1)
     parser.add_argument("--members", type=int, default=256)

@@ -105,8 +105,9 @@ def spawned(
 
 
 @contextmanager
-def echo_server(settings: Settings, workdir: Path, ws: str = "auto") -> Iterator[Server]:
-    """The WebSocket baseline (`bench.echo`) on a free port, with uvicorn's `ws`."""
+def echo_server(settings: Settings, workdir: Path, ws: str = "picows") -> Iterator[Server]:
+    """The WebSocket baseline (`bench.echo`) on a free port: picows as the gateway, or
+    one of uvicorn's own WebSocket protocols (`ws`)."""
     host = settings.commands_host
     port = free_port(host)
     argv = [

@@ -19,9 +19,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.routing import Route
 
 from commands.accounts.access import Access, access_of
 from commands.accounts.auth_routes import auth_routes
@@ -31,7 +29,7 @@ from commands.accounts.me_routes import me_routes
 from commands.accounts.push_routes import push_routes
 from commands.gateway.assign import assign_routes
 from commands.gateway.gateway import Gateway, GatewayAdapters
-from commands.gateway.wsprotocol import LeanWebSocketProtocol
+from commands.gateway.wire import Options, upgrade_slot
 from commands.media.routes import media_routes
 from commands.media.uploads import MediaUploads
 from commands.web_client import web_client_routes
@@ -140,14 +138,10 @@ def create_app(
                 await gateway.stop()
         log.info("event=commands_app_stopped")
 
-    async def websocket(ws: WebSocket) -> None:
-        await ws.app.state.gateway.serve(ws)
-
     return Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
-            WebSocketRoute("/ws", websocket),
             *auth_routes(),
             *me_routes(),
             *push_routes(),
@@ -173,26 +167,6 @@ def gateway_url(settings: Settings, app: Starlette) -> str:
     return f"ws://{host}:{port}/ws"
 
 
-class DirectWebSocket:
-    """The app, with `/ws` handed straight to the gateway.
-
-    A WebSocket lives for hours, and every middleware it passes through (error
-    handling, access log, routing) keeps a coroutine frame alive for all that time:
-    about 4 KiB a connection. The gateway answers its own errors, so the socket skips
-    them; everything else goes through the app as before.
-    """
-
-    def __init__(self, app: Starlette) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == "/ws":
-            scope["app"] = self.app
-            await self.app.state.gateway.serve(WebSocket(scope, receive, send))
-        else:
-            await self.app(scope, receive, send)
-
-
 def run_commands_service(
     settings: Settings,
     stop: threading.Event,
@@ -210,7 +184,7 @@ def run_commands_service(
         app.state.listening = (host, port)
 
     serve(
-        DirectWebSocket(app),
+        app,
         "commands",
         settings.commands_host,
         settings.commands_port,
@@ -218,9 +192,9 @@ def run_commands_service(
         drain,
         trusted_proxies=settings.trusted_proxies,
         bound=listening,
-        ws=LeanWebSocketProtocol,
-        ws_max_size=settings.ws_max_frame_bytes,  # beyond it: close 1009
-        ws_per_message_deflate=False,
-        ws_ping_interval=settings.ws_heartbeat_s,
-        ws_ping_timeout=settings.ws_heartbeat_s,
+        # `/ws` goes to the gateway on picows (`commands.gateway.wire`), past the app
+        ws=upgrade_slot(
+            lambda: app.state.gateway.serve,
+            Options(settings.ws_max_frame_bytes, settings.ws_heartbeat_s, settings.ws_send_queue),
+        ),
     )

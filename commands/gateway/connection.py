@@ -1,25 +1,23 @@
 """One live WebSocket as the gateway holds it, and what its handshake carries.
 
-`Connection` is kept small (a gateway holds tens of thousands): who it is, the frames
-waiting to be written, the commands in flight, what it acknowledged. `credentials`
-reads the handshake's Origin and access token from the raw ASGI scope.
+`Connection` is kept small (a gateway holds tens of thousands): who it is, its socket,
+the commands in flight, what it acknowledged. `credentials` reads the handshake's Origin
+and access token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
-from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 from uuid import UUID
 
-from starlette.websockets import WebSocket
-
 from commands.gateway.protocol import dump
-from commands.gateway.wsprotocol import Flag, Mailbox
+from commands.gateway.wire import WebSocket
 from infra.auth import Identity
 
 log = logging.getLogger("parley.gateway")
@@ -34,19 +32,46 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class Flag:
+    """The `asyncio.Event` methods a connection uses; waiters only while it is clear."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        await waiter
+
+
 @dataclass(eq=False, slots=True)
 class Connection:
-    """One live WebSocket: who it is, and the frames waiting to be written to it.
+    """One live WebSocket: who it is, and what it has in flight.
 
-    Kept small: a gateway holds tens of thousands. Frames wait in a `Mailbox` (a list,
-    and a future only while the writer waits), ended by None once the connection closes.
+    Kept small: a gateway holds tens of thousands. Frames are written as they are
+    pushed; the socket holds them while the client reads slowly (`wire.WebSocket`).
     """
 
     ws: WebSocket
     identity: Identity
-    queue_size: int
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
-    frames: Mailbox = field(default_factory=Mailbox)
     in_flight: int = 0  # commands sent, outcome not yet answered
     room: Flag = field(default_factory=Flag)  # clear while in_flight is at MAX_IN_FLIGHT
     typing_sent: dict[tuple[UUID, str], float] = field(default_factory=dict)
@@ -62,16 +87,14 @@ class Connection:
     def user_id(self) -> UUID:
         return self.identity.user_id
 
-    def push(self, frame: dict[str, Any] | str) -> None:
-        """Queue a frame for this connection; a full queue closes it (1013)."""
+    def push(self, frame: dict[str, Any] | bytes) -> None:
+        """Write a frame to this connection; one that does not read is closed (1013)."""
         if self.closing:
             return
-        if self.frames.qsize() >= self.queue_size:
+        if not self.ws.send(frame if isinstance(frame, bytes) else dump(frame)):
             log.warning("event=slow_consumer_closed connection=%s user=%s", self.id, self.user_id)
-            self.frames.clear()  # it does not read: what is queued would never be read
+            self.ws.drop_held()  # it does not read: what is held would never be read
             self.close(1013)
-            return
-        self.frames.put_nowait(frame if isinstance(frame, str) else dump(frame))
 
     def acknowledged(self, chat_id: str, read: bool, up_to: int) -> None:
         """Note a `delivered` or `read` this connection sent (reading implies delivery)."""
@@ -92,16 +115,11 @@ class Connection:
         return bool(receipt["delivered_up_to"] <= marks[0] and (read is None or read <= marks[1]))
 
     def close(self, code: int) -> None:
-        """Close after writing what is queued."""
+        """Close after writing what is held."""
         if not self.closing:
             self.closing = True
             self.close_code = code
-            self.frames.put_nowait(None)
-
-    async def next_frame(self) -> str | None:
-        """The next frame to write; None once closing and nothing is left."""
-        frame: str | None = await self.frames.get()
-        return frame
+            self.ws.close(code)
 
     async def admit_command(self) -> None:
         """Wait while MAX_IN_FLIGHT commands of this connection await their outcome."""
@@ -115,25 +133,20 @@ class Connection:
         self.room.set()
 
 
-def credentials(scope: MutableMapping[str, Any]) -> tuple[str | None, str]:
-    """The handshake's Origin and access token (query parameter, else bearer header).
-
-    Read from the raw scope: Starlette's `headers` and `query_params` would stay cached
-    on the socket for its whole life. Names are compared lower-cased: uvicorn's sans-I/O
-    protocol passes them on as the client spelled them.
-    """
+def credentials(headers: list[tuple[bytes, bytes]], query_string: bytes) -> tuple[str | None, str]:
+    """The handshake's Origin and access token (query parameter, else bearer header);
+    header names lower-cased, the first of each counts."""
     origin: str | None = None
     authorization: str | None = None
-    for raw_name, value in scope["headers"]:  # the first of each, as Starlette's Headers
-        name = raw_name.lower()
+    for name, value in headers:
         if name == b"origin" and origin is None:
             origin = value.decode("latin-1")
         elif name == b"authorization" and authorization is None:
             authorization = value.decode("latin-1")
     token = ""
-    for key, value in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True):
+    for key, text in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
         if key == "access_token":
-            token = value
+            token = text
     if not token and authorization and authorization.lower().startswith("bearer "):
         token = authorization[7:].strip()
     return origin, token

@@ -15,9 +15,9 @@ client cannot hold memory or stall the others. A gateway told to stop (SIGTERM) 
 (`drain`): it answers `/healthz` with 503 until the balancer has seen it, then closes
 every connection with 1012 (reconnect) and waits, boundedly, for them to go.
 
-Here: the connections' lifecycle, their read and write loops, and the dispatch of each
-frame. The rest has its own module: a connection's state (`connection`), typing frames
-(`typing_indicator`), presence and the gateway's lease (`presence`), the frames routed
+Here: the connections' lifecycle, their read loop, and the dispatch of each frame. The
+rest has its own module: the socket (`wire`), a connection's state (`connection`),
+typing frames (`typing_indicator`), presence and the gateway's lease (`presence`), the frames routed
 here (`fanout`), sync pages (`sync`). Over 400 lines on purpose: what remains is one
 path, a connection from its handshake through its loops to each frame's answer.
 """
@@ -37,7 +37,6 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from commands.accounts.access import Access
 from commands.command import Command, CommandType, Outcome
@@ -60,6 +59,7 @@ from commands.gateway.protocol import (
 from commands.gateway.receipts import ReceiptWindow, receipt_window
 from commands.gateway.sync import answer_sync
 from commands.gateway.typing_indicator import Typing
+from commands.gateway.wire import WebSocket
 from commands.media.uploads import confirmed_media, release_media
 from commands.ratelimit import Limit, LocalBuckets, SharedBuckets, buckets_from_settings
 from domain.errors import DomainError
@@ -240,15 +240,14 @@ class Gateway:
 
     async def serve(self, ws: WebSocket) -> None:
         if self.draining:  # reached us before the balancer noticed: go elsewhere
-            await ws.accept()
-            await ws.close(RECONNECT)
+            if ws.accept():
+                ws.close(RECONNECT)
             return
         identity = await self._admit(ws)
-        if identity is None:
+        if identity is None or not ws.accept():
             return
-        await ws.accept()
         metrics.CONNECTS.inc()
-        connection = Connection(ws, identity, self.settings.ws_send_queue)
+        connection = Connection(ws, identity)
         self.connections[connection.id] = connection
         self.by_user[connection.user_id].add(connection)
         await self._mark_present(connection)
@@ -271,13 +270,10 @@ class Gateway:
                 "max_frame_bytes": self.settings.ws_max_frame_bytes,
             }
         )
-        writer = asyncio.create_task(self._write(connection), name=f"write-{connection.id}")
         try:
             await self._read(connection)
         finally:
             connection.close(connection.close_code)
-            with contextlib.suppress(Exception):
-                await writer
             self.connections.pop(connection.id, None)
             self.by_user[connection.user_id].discard(connection)
             self.connection_limits.forget(Limit.SEND_PER_CONNECTION, connection.id)
@@ -290,46 +286,28 @@ class Gateway:
 
     async def _admit(self, ws: WebSocket) -> Identity | None:
         """Check origin and token before the upgrade; refusing answers HTTP 403."""
-        origin, token = credentials(ws.scope)
+        origin, token = credentials(ws.headers, ws.query_string)
         allowed = set(self.settings.allowed_origins)
         if origin is not None and "*" not in allowed and origin not in allowed:
             log.info("event=refused reason=origin origin=%s", origin[:100])
-            await ws.close(1008)
+            ws.refuse()
             return None
         try:
             return await self.access.tokens.authenticate(token)
         except DomainError as exc:
             log.info("event=refused reason=%s", exc.code)
-            await ws.close(1008)
+            ws.refuse()
             return None
-
-    async def _write(self, connection: Connection) -> None:
-        while True:
-            frame = await connection.next_frame()
-            if frame is None:
-                break
-            try:
-                await connection.ws.send_text(frame)
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                break
-        if connection.ws.application_state == WebSocketState.CONNECTED:
-            with contextlib.suppress(Exception):
-                await connection.ws.close(connection.close_code)
 
     async def _read(self, connection: Connection) -> None:
         ws = connection.ws
         while not connection.closing:
-            try:
-                message = await ws.receive()
-            except RuntimeError:
-                return
-            if message["type"] == "websocket.disconnect":
-                return
-            raw = message.get("text")
+            raw = await ws.receive()
             if raw is None:
-                data = message.get("bytes") or b""
+                return
+            if isinstance(raw, bytes):  # a binary message: JSON in UTF-8 is taken too
                 try:
-                    raw = data.decode("utf-8")
+                    raw = raw.decode("utf-8")
                 except UnicodeDecodeError:
                     connection.push(error_frame("bad_json", "frames are UTF-8 JSON text"))
                     continue

@@ -174,8 +174,9 @@ def new_chat_id(frame: ClientFrame) -> UUID:
     return given if given is not None else uuid.uuid4()
 
 
-def dump(frame: dict[str, Any]) -> str:
-    return orjson.dumps(frame).decode()
+def dump(frame: dict[str, Any]) -> bytes:
+    """A frame as the bytes of its text message."""
+    return orjson.dumps(frame)
 
 
 def error_frame(code: str, message: str, request_id: str = "", **extra: Any) -> dict[str, Any]:

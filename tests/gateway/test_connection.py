@@ -1,4 +1,6 @@
-"""A connection's outgoing queue and its bound on commands in flight (no socket needed)."""
+"""A connection's bound on commands in flight and its own receipts (no socket needed).
+
+Its frames out, and a slow reader, are `test_wire.py`'s."""
 
 from __future__ import annotations
 
@@ -10,33 +12,9 @@ from commands.gateway.connection import MAX_ACKED_CHATS, MAX_IN_FLIGHT, Connecti
 from infra.auth import Identity
 
 
-def connection(queue_size: int = 10) -> Connection:
+def connection() -> Connection:
     identity = Identity(uuid.uuid4(), "d1", "s1", "t1", 0)
-    return Connection(ws=None, identity=identity, queue_size=queue_size)  # type: ignore[arg-type]
-
-
-def test_frames_come_out_in_order_then_the_close() -> None:
-    async def scenario() -> list[Any]:
-        c = connection()
-        writer = asyncio.ensure_future(_drain(c))
-        await asyncio.sleep(0)  # the writer waits on an empty queue
-        c.push("a")
-        c.push({"type": "b"})
-        c.close(1000)
-        c.push("after the close")
-        return await asyncio.wait_for(writer, 5)
-
-    assert asyncio.run(scenario()) == ["a", '{"type":"b"}']
-
-
-def test_a_connection_that_does_not_read_is_closed_with_1013_and_its_queue_dropped() -> None:
-    async def scenario() -> tuple[list[Any], int]:
-        c = connection(queue_size=3)
-        for n in range(4):
-            c.push(f"f{n}")
-        return await asyncio.wait_for(_drain(c), 5), c.close_code
-
-    assert asyncio.run(scenario()) == ([], 1013)
+    return Connection(ws=None, identity=identity)  # type: ignore[arg-type]
 
 
 def test_commands_beyond_the_bound_wait_for_one_to_be_answered() -> None:
@@ -53,13 +31,6 @@ def test_commands_beyond_the_bound_wait_for_one_to_be_answered() -> None:
         return waited, c.in_flight == MAX_IN_FLIGHT
 
     assert asyncio.run(scenario()) == (True, True)
-
-
-async def _drain(c: Connection) -> list[Any]:
-    out = []
-    while (frame := await c.next_frame()) is not None:
-        out.append(frame)
-    return out
 
 
 def _receipt(chat: str, delivered: int, read: int | None) -> dict[str, Any]:
