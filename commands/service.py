@@ -192,6 +192,8 @@ def run_commands_service(
         drain,
         trusted_proxies=settings.trusted_proxies,
         bound=listening,
+        # after the drain, what is left gets this long to close
+        timeout_graceful_shutdown=max(1, round(settings.gateway_drain_s)),
         # `/ws` goes to the gateway on picows (`commands.gateway.wire`), past the app
         ws=upgrade_slot(
             lambda: app.state.gateway.serve,

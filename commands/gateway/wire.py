@@ -119,6 +119,7 @@ class WebSocket(WSListener):
     """One connection: its handshake until answered, then its frames both ways."""
 
     __slots__ = (
+        "_abort_timer",
         "_answered",
         "_close_code",
         "_held",
@@ -151,6 +152,7 @@ class WebSocket(WSListener):
         self._parts_size = 0
         self._held: list[bytes] | None = None  # frames waiting while the peer reads slowly
         self._close_code: int | None = None  # set once closing
+        self._abort_timer: asyncio.TimerHandle | None = None
         self.ended = False
 
     # The handshake
@@ -197,7 +199,9 @@ class WebSocket(WSListener):
         return True
 
     def close(self, code: int) -> None:
-        """Close with `code` once the frames held are written (403 if not accepted)."""
+        """Close with `code` once the frames held are written (403 if not accepted).
+
+        A peer that reads nothing of it for `heartbeat_s` is cut off all the same."""
         if self._ws is None:
             self.refuse()
             return
@@ -205,6 +209,8 @@ class WebSocket(WSListener):
             self._close_code = code
             if self._held is None:
                 self._close_now()
+            else:
+                self._abort_later()
         self._end()
 
     @property
@@ -276,7 +282,11 @@ class WebSocket(WSListener):
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self._held = None
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+            self._abort_timer = None
         self._end()
+        self._owner.ended()
 
     def pause_writing(self) -> None:
         if self._held is None:
@@ -287,6 +297,10 @@ class WebSocket(WSListener):
         ws = self._ws
         if ws is None or held is None:
             return
+        if self._abort_timer is not None:  # closing, and the peer reads: give it longer
+            self._abort_timer.cancel()
+            self._abort_timer = None
+            self._abort_later()
         for index, data in enumerate(held):
             _write(ws, data)
             if self._held is not None:  # full again: the rest waits for the next resume
@@ -332,14 +346,28 @@ class WebSocket(WSListener):
         if ws is not None and not ws.is_disconnected:
             if not ws.is_close_frame_sent:
                 ws.send_close(WSCloseCode(self._close_code or 1000))
-            ws.disconnect()
+            ws.disconnect()  # once what is buffered is written ...
+            self._abort_later()
+
+    def _abort_later(self) -> None:
+        """... or once the peer has read nothing for `heartbeat_s`."""
+        if self._abort_timer is None:
+            loop = asyncio.get_running_loop()
+            self._abort_timer = loop.call_later(self._options.heartbeat_s, self._abort)
+
+    def _abort(self) -> None:
+        self._abort_timer = None
+        ws = self._ws
+        if ws is not None and not ws.is_disconnected:
+            log.info("event=ws_aborted reason=unread close_code=%s", self._close_code)
+            ws.disconnect(graceful=False)
 
     def _end(self) -> None:
+        """The handler's side: nothing more to read."""
         if not self.ended:
             self.ended = True
             self._inbox.clear()
             self._put(None)
-            self._owner.ended()
 
 
 _TEXT_MARK = b"t"
@@ -348,6 +376,8 @@ _TEXT_MARK = b"t"
 class Handshake(asyncio.Protocol):
     """uvicorn's `ws` slot: one upgrade request until it is answered, then the entry in
     uvicorn's connections until the socket ends (uvicorn waits for those on shutdown)."""
+
+    __slots__ = ("connections", "options", "read", "read_size", "serve", "socket", "transport")
 
     def __init__(self, serve: Serve, options: Options, server_state: Any) -> None:
         self.serve = serve
@@ -392,6 +422,7 @@ class Handshake(asyncio.Protocol):
             self.transport.close()
 
     def ended(self) -> None:
+        """The transport is closed (or closing, unanswered): uvicorn stops waiting for it."""
         self.connections.discard(self)
 
     async def _run(self, socket: WebSocket) -> None:
@@ -432,6 +463,8 @@ class Handshake(asyncio.Protocol):
         protocol.connection_made(transport)
         for data in read:
             _feed(protocol, data)
+        if socket._ws is None:  # refused (400) and closing: picows tells no one
+            self.ended()
 
     def answer(self, response: bytes) -> None:
         """Answer over HTTP and close."""

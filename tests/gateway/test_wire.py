@@ -215,7 +215,7 @@ def test_a_slow_reader_gets_every_frame_in_order_then_the_close(server: tuple[st
 
     async def scenario() -> tuple[list[int], int | None]:
         async with websockets.connect(url + "?mode=flood", max_size=2**22, max_queue=1) as ws:
-            await asyncio.sleep(0.5)  # not reading: the server's writes back up meanwhile
+            await asyncio.sleep(HEARTBEAT_S / 2)  # not reading: the server's writes back up
             got = [int((await ws.recv())[:5]) for _ in range(FLOOD_FRAMES)]
             with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
                 await ws.recv()
@@ -225,11 +225,20 @@ def test_a_slow_reader_gets_every_frame_in_order_then_the_close(server: tuple[st
     assert Seen.flood_held == [True]  # frames were held, and came out in order after
 
 
-def test_frames_beyond_the_send_queue_are_refused(server: tuple[str, int]) -> None:
+def test_frames_beyond_the_send_queue_are_refused_and_the_peer_cut_off(
+    server: tuple[str, int],
+) -> None:
     _, port = server
     Seen.overflowed.clear()
-    with _raw_client(port, "/ws?mode=overflow"):  # never reads
+    with _raw_client(port, "/ws?mode=overflow") as sock:  # does not read
         assert Seen.overflowed.wait(10), "send never refused a frame"
+        time.sleep(HEARTBEAT_S * 3)  # the close (1013) is not read: the server cuts it off
+        sock.settimeout(10)
+        try:
+            while sock.recv(1 << 20):  # what the kernel had taken, then the end
+                pass
+        except ConnectionResetError:
+            pass
 
 
 def test_refusing_answers_403_and_a_bad_upgrade_400_and_another_path_404(
