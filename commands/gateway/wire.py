@@ -377,12 +377,22 @@ class Handshake(asyncio.Protocol):
     """uvicorn's `ws` slot: one upgrade request until it is answered, then the entry in
     uvicorn's connections until the socket ends (uvicorn waits for those on shutdown)."""
 
-    __slots__ = ("connections", "options", "read", "read_size", "serve", "socket", "transport")
+    __slots__ = (
+        "connections",
+        "options",
+        "read",
+        "read_size",
+        "serve",
+        "socket",
+        "tasks",
+        "transport",
+    )
 
     def __init__(self, serve: Serve, options: Options, server_state: Any) -> None:
         self.serve = serve
         self.options = options
         self.connections: set[Any] = server_state.connections
+        self.tasks: set[asyncio.Task[None]] = server_state.tasks  # uvicorn waits for these
         self.transport: asyncio.Transport | None = None
         self.socket: WebSocket | None = None
         self.read: list[bytes] = []  # the head, then what came before the answer
@@ -405,7 +415,9 @@ class Handshake(asyncio.Protocol):
             self.answer(_NOT_FOUND)
             return
         socket = self.socket = WebSocket(self, query, headers)
-        asyncio.get_running_loop().create_task(self._run(socket))
+        task = asyncio.get_running_loop().create_task(self._run(socket))
+        self.tasks.add(task)  # a handler's cleanup finishes before the app shuts down
+        task.add_done_callback(self.tasks.discard)
 
     def connection_lost(self, exc: Exception | None) -> None:
         # Only while this is the transport's protocol: before the answer.

@@ -44,6 +44,7 @@ class Seen:
     ended: ClassVar[list[str]] = []
     flood_held: ClassVar[list[bool]] = []
     overflowed = threading.Event()
+    shut_down = threading.Event()  # the app's lifespan shutdown began
 
 
 async def echo(ws: WebSocket) -> None:
@@ -101,25 +102,27 @@ async def route(ws: WebSocket) -> None:
     await HANDLERS[mode](ws)  # type: ignore[misc]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, int]]:
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:  # plain HTTP: none here
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            kind = message["type"].rsplit(".", 1)[-1]
+            if kind == "shutdown":
+                Seen.shut_down.set()
+            await send({"type": f"lifespan.{kind}.complete"})
+            if kind == "shutdown":
+                return
+
+
+def started(handler: Callable[[WebSocket], Any]) -> tuple[int, threading.Event, threading.Thread]:
+    """uvicorn on a free port with `handler` on /ws: its port, its stop, its thread."""
     port = free_port()
     stop = threading.Event()
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:  # plain HTTP: none here
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                kind = message["type"].rsplit(".", 1)[-1]
-                await send({"type": f"lifespan.{kind}.complete"})
-                if kind == "shutdown":
-                    return
-
-    slot = upgrade_slot(lambda: route, Options(MAX_FRAME, HEARTBEAT_S, SEND_QUEUE))
+    slot = upgrade_slot(lambda: handler, Options(MAX_FRAME, HEARTBEAT_S, SEND_QUEUE))
     thread = threading.Thread(
         target=serve,
         args=(app, "wiretest", "127.0.0.1", port, stop),
-        kwargs={"ws": slot},
+        kwargs={"ws": slot, "timeout_graceful_shutdown": 5},
         daemon=True,
     )
     thread.start()
@@ -131,6 +134,12 @@ def server() -> Iterator[tuple[str, int]]:
         except OSError:
             assert time.monotonic() < deadline, "the test server did not start"
             time.sleep(0.05)
+    return port, stop, thread
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, int]]:
+    port, stop, thread = started(route)
     yield f"ws://127.0.0.1:{port}/ws", port
     stop.set()
     thread.join(timeout=10)
@@ -349,3 +358,29 @@ def _exactly(sock: socket.socket, n: int) -> bytes:
         assert chunk, "the server closed the connection"
         data += chunk
     return data
+
+
+def test_stopping_waits_for_handlers_and_not_for_a_peer_that_does_not_read() -> None:
+    cleaned = threading.Event()
+
+    async def handler(ws: WebSocket) -> None:
+        assert ws.accept()
+        for _ in range(SEND_QUEUE // 2):  # more than the peer reads: frames are held
+            ws.send(b"." * (64 * 1024))
+        try:
+            await ws.receive()  # until uvicorn's shutdown closes it (1012)
+        finally:
+            await asyncio.sleep(HEARTBEAT_S * 2)  # a cleanup outlasting the socket (presence)
+            if not Seen.shut_down.is_set():  # the app's links (pools) are still open
+                cleaned.set()
+
+    Seen.shut_down.clear()
+    port, stop, thread = started(handler)
+    with _raw_client(port, "/ws"):  # never reads
+        time.sleep(0.2)
+        began = time.monotonic()
+        stop.set()
+        thread.join(timeout=20)
+        assert not thread.is_alive(), "the server waited for a peer that never reads"
+    assert cleaned.is_set(), "the app shut down before the handler finished"
+    assert time.monotonic() - began < 3  # the peer is cut off after HEARTBEAT_S
