@@ -16,11 +16,12 @@ How one connection goes:
   origin and token, then accepts or refuses. Refusing answers HTTP 403 and closes, as
   uvicorn does. Accepting hands the socket to picows's protocol, which checks the
   upgrade headers (400 if they are wrong) and answers 101.
-- From then on picows reads and writes frames, answers pings, pings a peer that has
-  been quiet for `heartbeat_s` and drops one that does not answer within as long.
-  A frame above `max_frame_bytes` closes the connection with 1009, text that is not
-  UTF-8 with 1007. A message sent in fragments is put back together (within the same
-  limit).
+- From then on picows reads and writes frames and answers pings. `Keepalive`, one task
+  for all the sockets, pings a peer that sent nothing for a whole `heartbeat_s` and
+  drops it if it sends nothing (a pong or any frame) in the next (picows's own
+  keepalive is a task a connection). A frame above `max_frame_bytes` closes the
+  connection with 1009, text that is not UTF-8 with 1007. A message sent in fragments
+  is put back together (within the same limit).
 - Frames are written at once. While the peer reads slower than the gateway writes (the
   kernel's buffer and the transport's are full), frames wait in the connection, up to
   `send_queue`: beyond it `send` answers False and the gateway closes the connection
@@ -129,6 +130,8 @@ class WebSocket(WSListener):
         "_parts",
         "_parts_size",
         "_paused",
+        "_pinged",
+        "_quiet",
         "_waiter",
         "_ws",
         "ended",
@@ -142,6 +145,8 @@ class WebSocket(WSListener):
         self.headers = headers  # (name lower-cased, value), until answered
         self.query_string = query_string
         self._owner = owner
+        self._quiet = False  # nothing came since the keepalive last looked
+        self._pinged = False  # the keepalive pinged it and is waiting
         self._options = owner.options
         self._answered = False
         self._ws: WSTransport | None = None
@@ -247,8 +252,10 @@ class WebSocket(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self._ws = transport
+        self._owner.keepalive.sockets.add(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        self._quiet = False
         kind = frame.msg_type
         if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
             if self._parts is not None:
@@ -286,6 +293,7 @@ class WebSocket(WSListener):
             self._abort_timer.cancel()
             self._abort_timer = None
         self._end()
+        self._owner.keepalive.sockets.discard(self)
         self._owner.ended()
 
     def pause_writing(self) -> None:
@@ -379,6 +387,7 @@ class Handshake(asyncio.Protocol):
 
     __slots__ = (
         "connections",
+        "keepalive",
         "options",
         "read",
         "read_size",
@@ -388,9 +397,13 @@ class Handshake(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, serve: Serve, options: Options, server_state: Any) -> None:
+    def __init__(
+        self, serve: Serve, options: Options, keepalive: Keepalive, server_state: Any
+    ) -> None:
         self.serve = serve
         self.options = options
+        self.keepalive = keepalive
+        keepalive.start()
         self.connections: set[Any] = server_state.connections
         self.tasks: set[asyncio.Task[None]] = server_state.tasks  # uvicorn waits for these
         self.transport: asyncio.Transport | None = None
@@ -462,9 +475,9 @@ class Handshake(asyncio.Protocol):
             _PICOWS_LOG,
             True,  # an exception in a callback closes the connection
             None,  # no handshake timeout: uvicorn read the request already
-            True,  # ping a quiet peer ...
-            options.heartbeat_s,  # ... after this long
-            options.heartbeat_s,  # and drop it if no pong comes within as long
+            False,  # no keepalive task a connection: `Keepalive` pings them all
+            options.heartbeat_s,
+            options.heartbeat_s,
             WSAutoPingStrategy.PING_WHEN_IDLE,
             True,  # answer pings
             options.max_frame_bytes,
@@ -484,6 +497,39 @@ class Handshake(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(response)
             self.transport.close()
+
+
+class Keepalive:
+    """Pings the sockets that sent nothing for a whole `heartbeat_s`, and drops those
+    that send nothing for the next one either: one task for every socket."""
+
+    def __init__(self, heartbeat_s: float) -> None:
+        self.heartbeat_s = heartbeat_s
+        self.sockets: set[WebSocket] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run(), name="ws-keepalive")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            self.sweep()
+
+    def sweep(self) -> None:
+        for socket in list(self.sockets):
+            ws = socket._ws
+            if ws is None or ws.is_disconnected:
+                continue
+            if not socket._quiet:
+                socket._quiet, socket._pinged = True, False
+            elif socket._pinged:
+                log.info("event=ws_aborted reason=no_pong")
+                ws.disconnect(graceful=False)
+            else:
+                socket._pinged = True
+                ws.send_ping()
 
 
 def _write(ws: WSTransport, data: bytes) -> None:
@@ -527,7 +573,9 @@ def upgrade_slot(serve: Callable[[], Serve], options: Options) -> Callable[..., 
     """What uvicorn takes as `ws`: a `Handshake` a request, handled by `serve()` (looked
     up a request: the app makes its gateway once uvicorn has started)."""
 
+    keepalive = Keepalive(options.heartbeat_s)
+
     def slot(config: Any = None, server_state: Any = None, app_state: Any = None) -> Handshake:
-        return Handshake(serve(), options, server_state)
+        return Handshake(serve(), options, keepalive, server_state)
 
     return slot
