@@ -281,8 +281,8 @@ class WebSocket(WSListener):
                 self._message(parts[0] is _TEXT_MARK, b"".join(parts[1:]))
         elif kind is WSMsgType.CLOSE:
             if self._close_code is None:  # the client closes: answer with its code
-                code = frame.get_close_code()
-                self._close_code = 1000 if code is WSCloseCode.NO_INFO else code.value
+                code = frame.get_close_code().value
+                self._close_code = code if _sendable(code) else 1000
                 transport.send_close(WSCloseCode(self._close_code))
             transport.disconnect()
             self._end()
@@ -320,6 +320,8 @@ class WebSocket(WSListener):
     # Inside
 
     def _message(self, text: bool, payload: bytes) -> None:
+        if self.ended:  # closing: the handler reads nothing more
+            return
         message: str | bytes
         if text:
             try:
@@ -416,6 +418,8 @@ class Handshake(asyncio.Protocol):
         self.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return  # answered over HTTP already
         self.read.append(data)
         if self.socket is not None:  # sent before the answer: picows reads it after
             self.read_size += len(data)
@@ -530,6 +534,11 @@ class Keepalive:
             else:
                 socket._pinged = True
                 ws.send_ping()
+
+
+def _sendable(code: int) -> bool:
+    """A close code that may go on the wire (RFC 6455 7.4: not 1004-1006 or 1015)."""
+    return (1000 <= code <= 1014 and code not in (1004, 1005, 1006)) or 3000 <= code <= 4999
 
 
 def _write(ws: WSTransport, data: bytes) -> None:

@@ -275,7 +275,7 @@ def test_refusing_answers_403_and_a_bad_upgrade_400_and_another_path_404(
 def test_a_client_that_closes_is_answered_with_its_code_and_ends_the_handler(
     server: tuple[str, int],
 ) -> None:
-    url, _ = server
+    url, port = server
     ended = len(Seen.ended)
 
     async def scenario() -> int | None:
@@ -284,6 +284,11 @@ def test_a_client_that_closes_is_answered_with_its_code_and_ends_the_handler(
         return ws.protocol.close_rcvd.code if ws.protocol.close_rcvd else None
 
     assert asyncio.run(scenario()) == 4000
+    for sent in (b"", struct.pack("!H", 5000)):  # no code, one beyond the range: 1000 back
+        with _raw_client(port, "/ws?mode=echo") as sock:
+            sock.sendall(_masked(0x8, sent))
+            kind, payload = _read_frame(sock)
+            assert (kind, struct.unpack("!H", payload[:2])[0]) == (0x8, 1000)
     deadline = time.monotonic() + 5
     while len(Seen.ended) == ended and time.monotonic() < deadline:
         time.sleep(0.01)
