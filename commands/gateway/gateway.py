@@ -17,9 +17,10 @@ every connection with 1012 (reconnect) and waits, boundedly, for them to go.
 
 Here: the connections' lifecycle, their read loop, and the dispatch of each frame. The
 rest has its own module: the socket (`wire`), a connection's state (`connection`),
-typing frames (`typing_indicator`), presence and the gateway's lease (`presence`), the frames routed
-here (`fanout`), sync pages (`sync`). Over 400 lines on purpose: what remains is one
-path, a connection from its handshake through its loops to each frame's answer.
+typing frames (`typing_indicator`), presence and the gateway's lease (`presence`), the
+frames routed here (`fanout`), sync pages (`sync`). Over 400 lines on purpose: what
+remains is one path, a connection from its handshake through its loop to each frame's
+answer.
 """
 
 from __future__ import annotations

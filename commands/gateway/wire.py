@@ -1,11 +1,11 @@
 """The gateway's WebSockets: uvicorn reads the upgrade request, picows speaks the frames.
 
-Why picows: the gateway pays for every frame in and out, and most of that was the
+Why picows: the gateway pays for every frame in and out, and much of that was the
 WebSocket layer. The WebSocket baseline (`bench.echo`: the same frames, the same client,
-nothing stored), 500 pairs at 1,000 msgs/s, server CPU a message: 313-369 µs on
-uvicorn's WebSocket protocols (`websockets`, `websockets-sansio`), 157-183 µs on picows,
-whose frame parser, masking and writer are C (docs/performance.md, "The gateway's
-WebSockets on picows").
+nothing stored), 500 pairs at 1,000 msgs/s, server CPU a message: 317-429 µs on
+uvicorn's sans-I/O protocol (the gateway's before), 372-482 on its default, 187-222 on
+picows, whose frame parser, masking and writer are C (docs/performance.md, "The hot
+path, sixth step").
 
 How one connection goes:
 - uvicorn's HTTP protocol reads the request. A request with `Upgrade: websocket` goes to
