@@ -248,6 +248,27 @@ class WebSocket(WSListener):
             self._ws.underlying_transport.resume_reading()
         return message
 
+    # The keepalive's visit, the transport lost early
+
+    def look(self) -> None:
+        """The keepalive's visit, once a heartbeat: a socket that sent nothing since the
+        last one is pinged; one that did not answer that ping either is dropped."""
+        ws = self._ws
+        if ws is None or ws.is_disconnected:
+            return
+        if not self._quiet:
+            self._quiet, self._pinged = True, False
+        elif self._pinged:
+            log.info("event=ws_aborted reason=no_pong")
+            ws.disconnect(graceful=False)
+        else:
+            self._pinged = True
+            ws.send_ping()
+
+    def lost(self) -> None:
+        """The transport closed before the socket was answered."""
+        self._end()
+
     # picows's callbacks
 
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -439,7 +460,7 @@ class Handshake(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         # Only while this is the transport's protocol: before the answer.
         if self.socket is not None:
-            self.socket._end()
+            self.socket.lost()
         self.ended()
 
     def shutdown(self) -> None:
@@ -461,8 +482,8 @@ class Handshake(asyncio.Protocol):
             log.exception("event=ws_handler_failed")
             socket.close(1011)
         finally:
-            if not socket._answered:
-                socket.refuse()
+            if not socket.accepted:
+                socket.refuse()  # nothing if it was accepted, or closed, already
 
     def upgrade(self, socket: WebSocket) -> None:
         """Hand the transport to picows with what was read; it answers 101 (or 400)."""
@@ -492,7 +513,7 @@ class Handshake(asyncio.Protocol):
         protocol.connection_made(transport)
         for data in read:
             _feed(protocol, data)
-        if socket._ws is None:  # refused (400) and closing: picows tells no one
+        if not socket.accepted:  # refused (400) and closing: picows tells no one
             self.ended()
 
     def answer(self, response: bytes) -> None:
@@ -523,17 +544,7 @@ class Keepalive:
 
     def sweep(self) -> None:
         for socket in list(self.sockets):
-            ws = socket._ws
-            if ws is None or ws.is_disconnected:
-                continue
-            if not socket._quiet:
-                socket._quiet, socket._pinged = True, False
-            elif socket._pinged:
-                log.info("event=ws_aborted reason=no_pong")
-                ws.disconnect(graceful=False)
-            else:
-                socket._pinged = True
-                ws.send_ping()
+            socket.look()
 
 
 def _sendable(code: int) -> bool:
