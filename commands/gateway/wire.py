@@ -125,7 +125,6 @@ class WebSocket(WSListener):
         "_close_code",
         "_held",
         "_inbox",
-        "_options",
         "_owner",
         "_parts",
         "_parts_size",
@@ -147,7 +146,6 @@ class WebSocket(WSListener):
         self._owner = owner
         self._quiet = False  # nothing came since the keepalive last looked
         self._pinged = False  # the keepalive pinged it and is waiting
-        self._options = owner.options
         self._answered = False
         self._ws: WSTransport | None = None
         self._inbox: list[str | bytes | None] = []
@@ -198,7 +196,7 @@ class WebSocket(WSListener):
         if held is None:
             _write(ws, data)
             return True
-        if len(held) >= self._options.send_queue:
+        if len(held) >= self._owner.options.send_queue:
             return False
         held.append(data)
         return True
@@ -293,7 +291,7 @@ class WebSocket(WSListener):
                 self._fail(WSCloseCode.PROTOCOL_ERROR)
                 return
             self._parts_size += frame.payload_size
-            if self._parts_size > self._options.max_frame_bytes:
+            if self._parts_size > self._owner.options.max_frame_bytes:
                 self._fail(WSCloseCode.MESSAGE_TOO_BIG)
                 return
             parts.append(frame.get_payload_as_bytes())
@@ -384,7 +382,7 @@ class WebSocket(WSListener):
         """... or once the peer has read nothing for `heartbeat_s`."""
         if self._abort_timer is None:
             loop = asyncio.get_running_loop()
-            self._abort_timer = loop.call_later(self._options.heartbeat_s, self._abort)
+            self._abort_timer = loop.call_later(self._owner.options.heartbeat_s, self._abort)
 
     def _abort(self) -> None:
         self._abort_timer = None
@@ -444,7 +442,7 @@ class Handshake(asyncio.Protocol):
         self.read.append(data)
         if self.socket is not None:  # sent before the answer: picows reads it after
             self.read_size += len(data)
-            if self.read_size > EARLY_BYTES and self.transport is not None:
+            if self.read_size > EARLY_BYTES:
                 self.transport.close()
             return
         # The first call carries the whole head, as uvicorn rebuilt it.

@@ -224,7 +224,9 @@ def test_a_slow_reader_gets_every_frame_in_order_then_the_close(server: tuple[st
 
     async def scenario() -> tuple[list[int], int | None]:
         async with websockets.connect(url + "?mode=flood", max_size=2**22, max_queue=1) as ws:
-            await asyncio.sleep(HEARTBEAT_S / 2)  # not reading: the server's writes back up
+            # Not reading for a while (well within the heartbeat): the flood's writes back
+            # up meanwhile, and `flood_held` below checks that they did.
+            await asyncio.sleep(HEARTBEAT_S / 2)
             got = [int((await ws.recv())[:5]) for _ in range(FLOOD_FRAMES)]
             with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
                 await ws.recv()
@@ -381,8 +383,7 @@ def test_stopping_waits_for_handlers_and_not_for_a_peer_that_does_not_read() -> 
 
     Seen.shut_down.clear()
     port, stop, thread = started(handler)
-    with _raw_client(port, "/ws"):  # never reads
-        time.sleep(0.2)
+    with _raw_client(port, "/ws"):  # never reads (the handler writes in the step of its 101)
         began = time.monotonic()
         stop.set()
         thread.join(timeout=20)
